@@ -1,0 +1,302 @@
+/*
+ * exitrt — a runtime for early-exit neural networks.
+ *
+ * A model is a stack of stages; some stages end in an exit head (a small classifier).
+ * For every sample of a batch an exit policy decides, at each exit, whether the sample
+ * is done. Samples that leave have their result written at their own index; the rest
+ * are compacted into dense rows, so later stages compute only for them.
+ *
+ * Usage (error handling shortened; every call returns an ert_status):
+ *
+ *     ert_model *model = NULL;
+ *     if (ert_model_load("models/fmnist-mlp", &model) != ERT_OK)
+ *         fprintf(stderr, "%s\n", ert_last_error());
+ *
+ *     ert_session_options opt = ert_session_options_default();   // cpu, compact mode
+ *     opt.max_batch = 256;
+ *     ert_session *sess = NULL;
+ *     ert_session_new(model, &opt, &sess);          // allocates every buffer now
+ *
+ *     ert_policy *pol = NULL;
+ *     ert_policy_parse("confidence:0.9", &pol);    // or entropy:0.2,0.3 / patience:2 / ...
+ *
+ *     ert_batch batch = { .input = pixels, .n = 256 };   // n x ert_model_input_size floats
+ *     int32_t pred[256], exit_at[256]; float conf[256];
+ *     ert_outputs out = { .pred = pred, .exit_index = exit_at, .confidence = conf };
+ *     ert_session_run(sess, pol, &batch, &out);
+ *
+ *     ert_policy_free(pol); ert_session_free(sess); ert_model_free(model);
+ *
+ * Ownership: every `_new`/`_load`/`_parse` call hands the caller one object to release
+ * with the matching `_free`; `_free(NULL)` does nothing. A session borrows its model:
+ * free sessions before their model. Pointers returned by getters stay valid as long as
+ * the object they came from. Objects are not thread-safe; use one session per thread.
+ *
+ * Errors: a failing call returns a status other than ERT_OK and leaves a message in
+ * ert_last_error() (per thread) naming the file, tensor or argument at fault. The
+ * library never prints and never exits.
+ */
+#ifndef EXITRT_H
+#define EXITRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ERT_VERSION_MAJOR 0
+#define ERT_VERSION_MINOR 1
+
+/* The most exits and stages a model may have (per-exit policy parameters travel by value
+ * to the decide kernel, so they live in fixed arrays). */
+#define ERT_MAX_EXITS 32
+#define ERT_MAX_STAGES 64
+
+/* ---------------------------------------------------------------- status and errors */
+
+typedef enum ert_status {
+    ERT_OK = 0,
+    ERT_ERR_INVALID_ARGUMENT, /* a bad argument: NULL, out of range, malformed spec */
+    ERT_ERR_IO,               /* a file could not be opened or read */
+    ERT_ERR_FORMAT,           /* a file is malformed (JSON, safetensors, IDX, npy) */
+    ERT_ERR_SHAPE,            /* a tensor or input has the wrong shape */
+    ERT_ERR_DTYPE,            /* an unsupported or unexpected element type */
+    ERT_ERR_OUT_OF_MEMORY,    /* host or device allocation failed */
+    ERT_ERR_UNSUPPORTED,      /* a feature this build or device does not offer */
+    ERT_ERR_BACKEND,          /* the backend (CUDA, cuBLAS, ...) reported an error */
+    ERT_ERR_NUMERIC           /* NaN or Inf where a finite value is required */
+} ert_status;
+
+/* A short constant text for a status ("invalid argument"); never NULL. */
+const char *ert_status_to_string(ert_status status);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the
+ * next failing call on the same thread. */
+const char *ert_last_error(void);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct ert_model ert_model;
+
+typedef struct ert_stage_info {
+    const char *name;
+    int has_exit;          /* 1 if an exit head follows this stage */
+    int exit_index;        /* its exit number, or -1 */
+    int width_in;          /* activation width entering the stage */
+    int width_out;         /* activation width leaving the stage */
+    int64_t params;        /* parameters of the stage body */
+    int64_t head_params;   /* parameters of the exit head (0 if none) */
+    double flops;          /* FLOPs per sample of the body (2 per multiply-add) */
+    double head_flops;     /* FLOPs per sample of the exit head */
+    double bytes;          /* bytes the body must move per batch: weights, once */
+    double act_bytes;      /* plus per sample: activations read and written (f32) */
+} ert_stage_info;
+
+/* Loads `dir`/config.json and `dir`/model.safetensors (and calibration.json if
+ * present). Every tensor's dtype, shape and byte range is checked. */
+ert_status ert_model_load(const char *dir, ert_model **out);
+void ert_model_free(ert_model *model);
+
+const char *ert_model_name(const ert_model *model);
+int ert_model_input_size(const ert_model *model);   /* floats per sample */
+int ert_model_num_classes(const ert_model *model);
+int ert_model_num_stages(const ert_model *model);
+int ert_model_num_exits(const ert_model *model);
+const char *ert_model_class_label(const ert_model *model, int cls); /* NULL if out of range */
+ert_status ert_model_stage_info(const ert_model *model, int stage, ert_stage_info *out);
+/* FLOPs per sample of a sample that leaves at exit `exit` in compact mode (every stage up
+ * to that exit and every exit head on the way), and of the full model (all stages and
+ * the last head only): the yardstick for the FLOPs fraction. */
+double ert_model_flops_to_exit(const ert_model *model, int exit);
+double ert_model_flops_full(const ert_model *model);
+/* The temperature per exit from calibration.json, or 1 when there is none. */
+float ert_model_temperature(const ert_model *model, int exit);
+
+/* ---------------------------------------------------------------- policy */
+
+typedef enum ert_policy_kind {
+    ERT_POLICY_NONE = 0,   /* no early exit: every sample runs to the last exit */
+    ERT_POLICY_CONFIDENCE, /* exit when max softmax >= t */
+    ERT_POLICY_ENTROPY,    /* exit when entropy / log(C) <= t */
+    ERT_POLICY_MARGIN,     /* exit when top1 - top2 probability >= t */
+    ERT_POLICY_PATIENCE,   /* exit when the prediction was the same at N consecutive exits */
+    ERT_POLICY_FIXED,      /* every sample exits at exit K */
+    ERT_POLICY_ORACLE,     /* earliest exit whose prediction is right (needs labels) */
+    ERT_POLICY_SCHEDULED   /* each sample exits at an exit given per sample */
+} ert_policy_kind;
+
+typedef struct ert_policy ert_policy;
+
+/* Parses a policy spec:
+ *   none | confidence:T[,T...] | entropy:T[,T...] | margin:T[,T...] | patience:N |
+ *   fixed:K | oracle | scheduled | scheduled:hazard=H[,seed=S]
+ * followed by optional options separated by ';':  `;temp=T[,T...]` (per-exit softmax
+ * temperatures, overriding the model's calibration).
+ * A list gives one value per exit; one value applies to every exit. Exits are numbered
+ * from 0. Or a path to a JSON file {"policy": "<spec>"} or
+ * {"kind": "...", "thresholds": [...], "temperatures": [...], "patience": N, "exit": K}. */
+ert_status ert_policy_parse(const char *spec, ert_policy **out);
+void ert_policy_free(ert_policy *policy);
+ert_policy_kind ert_policy_get_kind(const ert_policy *policy);
+/* Writes the canonical spec ("confidence:0.9") into buf; returns buf. */
+const char *ert_policy_to_string(const ert_policy *policy, char *buf, size_t len);
+/* For scheduled:hazard=H — the exit of sample `index` (global index, seeded), for a
+ * model with `num_exits` exits: the first exit at which a draw with probability H
+ * fires, the last exit if none fires. */
+int ert_policy_scheduled_exit(const ert_policy *policy, int64_t index, int num_exits);
+
+/* ---------------------------------------------------------------- datasets */
+
+typedef struct ert_dataset {
+    int64_t n;           /* samples */
+    int sample_size;     /* floats per sample */
+    int ndim;            /* dims of one sample (1..3) */
+    int shape[3];
+    float *x;            /* n x sample_size, pixels scaled to [0, 1] */
+    int32_t *labels;     /* n labels, or NULL when the data has none */
+    char name[256];
+} ert_dataset;
+
+/* Loads a named split or a file:
+ *   fashion-mnist:train (first 50k of train), fashion-mnist:val (last 10k of train),
+ *   fashion-mnist:test (10k), fashion-mnist:train-all (60k);
+ *   PATH.npy (float32, C order, first dimension = samples) with optional labels as
+ *   PATH.npy:LABELS.npy (int32 or int64, one dimension).
+ * Fashion-MNIST is read from $ERT_FASHION_MNIST_DIR, else
+ * /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist), as
+ * gzip-compressed or plain IDX files. */
+ert_status ert_dataset_load(const char *spec, ert_dataset **out);
+void ert_dataset_free(ert_dataset *data);
+
+/* Reads one IDX file (gzip or plain, via zlib). u8 data is returned as floats scaled by
+ * 1/255 (images) or in `labels` (one-dimensional files). */
+ert_status ert_idx_read(const char *path, ert_dataset **out);
+/* Reads a float32 .npy file (C order, little-endian; '<f4'). */
+ert_status ert_npy_read_f32(const char *path, ert_dataset **out);
+
+/* ---------------------------------------------------------------- session */
+
+typedef enum ert_mode {
+    ERT_MODE_COMPACT = 0, /* decide at each exit, compute only the survivors */
+    ERT_MODE_MASKED,      /* decide at each exit, keep computing every row */
+    ERT_MODE_FULL         /* no exits: every row through every stage, last head only */
+} ert_mode;
+
+/* The element type of activations and weights on the device. Logits, softmax and every
+ * accumulation are f32 in all of them. The CPU backend computes in f32 only. */
+typedef enum ert_dtype {
+    ERT_DTYPE_F32 = 0, /* f32 storage and math */
+    ERT_DTYPE_TF32,    /* f32 storage, TF32 tensor-core GEMMs */
+    ERT_DTYPE_BF16,    /* bf16 storage, f32 accumulation */
+    ERT_DTYPE_F16      /* f16 storage, f32 accumulation */
+} ert_dtype;
+
+/* Parses "f32", "tf32", "bf16", "f16". */
+ert_status ert_dtype_parse(const char *text, ert_dtype *out);
+const char *ert_dtype_name(ert_dtype dtype);
+
+typedef struct ert_session_options {
+    const char *device; /* "cpu" (default) or "cuda:N" */
+    int max_batch;      /* the largest batch `run` accepts; buffers are sized for it */
+    ert_mode mode;
+    ert_dtype dtype;    /* default f32 */
+} ert_session_options;
+
+typedef struct ert_session ert_session;
+
+ert_session_options ert_session_options_default(void);
+/* Binds a model to a backend and allocates every buffer, handle and workspace the
+ * session needs; `run` allocates nothing. */
+ert_status ert_session_new(const ert_model *model, const ert_session_options *opt,
+                           ert_session **out);
+void ert_session_free(ert_session *session);
+const char *ert_session_device(const ert_session *session);
+const ert_model *ert_session_model(const ert_session *session);
+ert_session_options ert_session_get_options(const ert_session *session);
+
+typedef struct ert_batch {
+    const float *input;       /* n x ert_model_input_size, row-major, values in [0,1] scale */
+    int n;                    /* 1 <= n <= max_batch */
+    const int32_t *labels;    /* n labels, or NULL (the oracle policy needs them) */
+    const int32_t *schedule;  /* n exit numbers for the scheduled policy, or NULL */
+    int64_t first_index;      /* global index of sample 0 (seeds scheduled:hazard draws) */
+} ert_batch;
+
+typedef struct ert_outputs {
+    int32_t *pred;       /* n predicted classes */
+    int32_t *exit_index; /* n exit numbers at which each sample left */
+    float *confidence;   /* n max softmax probabilities at that exit (temperature-scaled) */
+} ert_outputs;
+
+/* Runs one batch. Inputs with NaN or Inf are refused (ERT_ERR_NUMERIC, naming the
+ * sample) before anything runs. */
+ert_status ert_session_run(ert_session *session, const ert_policy *policy,
+                           const ert_batch *batch, ert_outputs *out);
+
+/* ---------------------------------------------------------------- profile */
+
+typedef struct ert_stage_profile {
+    int rows;            /* rows that entered the stage */
+    double compute_ms;   /* stage body (and exit head) */
+    double decide_ms;    /* the exit decision */
+    double compact_ms;   /* gathering the survivors */
+    double flops;        /* FLOPs executed by the body and head on those rows */
+    double bytes;        /* bytes the body and head must move (weights + activations) */
+} ert_stage_profile;
+
+typedef struct ert_profile {
+    int num_stages;
+    ert_stage_profile stage[ERT_MAX_STAGES];
+    double batch_ms;       /* the whole run, upload and download included */
+    double routing_ms;     /* decide + compact + bookkeeping */
+    int host_syncs;        /* host synchronisations during the forward pass */
+} ert_profile;
+
+/* The profile of the last `run` of this session. */
+ert_status ert_session_profile(const ert_session *session, ert_profile *out);
+
+/* ---------------------------------------------------------------- evaluation */
+
+typedef struct ert_latency {
+    double mean, p50, p95, p99, max; /* milliseconds */
+} ert_latency;
+
+/* Percentile q in [0, 100] of n values, linear interpolation between order statistics
+ * (numpy's default). The values are not modified. */
+double ert_percentile(const double *values, int n, double q);
+ert_latency ert_latency_summary(const double *values, int n);
+
+typedef struct ert_eval_options {
+    int batch;  /* samples per run (<= the session's max_batch) */
+    int warmup; /* untimed batches first */
+} ert_eval_options;
+
+/* The result of running a whole dataset. Arrays are owned by the result. */
+typedef struct ert_eval_result {
+    int64_t samples;
+    int num_exits;
+    double accuracy;                        /* -1 without labels */
+    double mean_exit;
+    int64_t exit_histogram[ERT_MAX_EXITS];  /* samples leaving at each exit */
+    int64_t exit_correct[ERT_MAX_EXITS];    /* of those, correctly classified */
+    double flops_fraction;                  /* executed FLOPs / the full model's */
+    double throughput;                      /* samples per second of batch time */
+    ert_latency latency;                    /* per batch */
+    int num_batches;
+    double *batch_ms;
+    int32_t *pred, *exit_index;             /* per sample */
+    float *confidence;
+    ert_profile profile_sum;                /* stage profiles summed over batches */
+} ert_eval_result;
+
+/* Runs every sample of `data` through the session in batches. */
+ert_status ert_evaluate(ert_session *session, const ert_policy *policy, const ert_dataset *data,
+                        const ert_eval_options *opt, ert_eval_result **out);
+void ert_eval_result_free(ert_eval_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

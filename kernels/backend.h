@@ -1,0 +1,143 @@
+/*
+ * The backend seam. A backend (cpu, cuda) fills one ert_backend_ops table; the session
+ * code in runtime/ is written once above it. This header includes nothing from runtime/.
+ *
+ * Memory: `alloc` returns backend memory (host memory for cpu, device memory for cuda);
+ * the runtime never dereferences it. Activations are stored as rows of `act_elem_size`
+ * byte elements (f32 on the CPU); logits, inputs and results are always f32/int32.
+ *
+ * Row counts: every op takes an ert_rows. `n` is the row count known on the host: the
+ * exact count in eager mode, an upper bound (a bucket) in graph mode. `dev_count`, when
+ * not NULL, points to the exact count in backend memory; kernels that can read it skip
+ * the rows past it, so they work unchanged once no host read-back is made.
+ */
+#ifndef ERT_KERNELS_BACKEND_H
+#define ERT_KERNELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "exit_math.h"
+#include "exitrt/exitrt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ert_backend ert_backend; /* one per session: device, stream, handles */
+typedef struct ert_op ert_op;           /* an op prepared at session creation */
+typedef struct ert_event ert_event;     /* a point on the backend's timeline */
+
+typedef enum ert_op_type {
+    ERT_OP_LINEAR = 0, /* y = act(x W^T + b):  x (rows, in), W (out, in), y (rows, out) */
+    ERT_OP_LAYERNORM,  /* y = (x - mean) / sqrt(var + eps) * w + b over each row of width in */
+    ERT_OP_NORMALIZE   /* y = x * scale[c] + shift[c], c = j / (in / channels); x is f32 input */
+} ert_op_type;
+
+typedef enum ert_activation { ERT_ACT_NONE = 0, ERT_ACT_RELU, ERT_ACT_GELU } ert_activation;
+
+/* Everything a backend needs to prepare one op. Host pointers, borrowed for the call. */
+typedef struct ert_op_desc {
+    ert_op_type type;
+    const char *name;     /* tensor name, for error messages */
+    int in, out;          /* widths (out == in for layernorm and normalize) */
+    int channels;         /* NORMALIZE: number of channels */
+    ert_activation act;   /* LINEAR */
+    float eps;            /* LAYERNORM */
+    const float *weight;  /* LINEAR: out x in; LAYERNORM: in (NULL = 1); NORMALIZE: scale[channels] */
+    const float *bias;    /* LINEAR: out (may be NULL); LAYERNORM: in (NULL = 0); NORMALIZE: shift */
+    int f32_out;          /* write f32 (logits) rather than the activation type */
+    int max_rows;
+} ert_op_desc;
+
+typedef struct ert_rows {
+    int n;
+    const int32_t *dev_count;
+} ert_rows;
+
+/* One exit decision over `rows` rows of logits. Rows whose state says `done` (masked
+ * mode) are skipped. Leaving rows write pred/exit/conf at their original index. */
+typedef struct ert_decide_args {
+    ert_exit_params params;
+    int exit_index;
+    int is_last;
+    int classes;
+    ert_rows rows;
+    const float *logits;        /* rows x classes, f32 */
+    const int32_t *orig_index;  /* rows: the sample's index in the batch */
+    ert_sample_state *state;    /* rows, updated */
+    uint8_t *keep;              /* rows, out: 1 = still active after this exit */
+    int32_t *pred;              /* batch-sized, written at orig_index */
+    int32_t *exit_at;
+    float *conf;
+} ert_decide_args;
+
+/* Gathers rows with keep[r] = 1 into dense rows of the outputs, in their order, and
+ * writes their number to *count (backend memory). Inputs and outputs do not overlap. */
+typedef struct ert_compact_args {
+    ert_rows rows;
+    int width;                       /* activation elements per row */
+    const void *x;                   /* rows x width activations */
+    void *y;
+    const int32_t *idx_in;
+    int32_t *idx_out;
+    const ert_sample_state *state_in;
+    ert_sample_state *state_out;
+    const uint8_t *keep;
+    int32_t *count;
+} ert_compact_args;
+
+typedef struct ert_backend_config {
+    int device;     /* N of cuda:N; 0 for cpu */
+    int max_rows;   /* the session's maximum batch */
+    ert_dtype dtype;
+} ert_backend_config;
+
+typedef struct ert_backend_ops {
+    const char *name;
+    int host_memory; /* 1 if backend memory is host memory (no syncs to count) */
+
+    ert_status (*create)(const ert_backend_config *cfg, ert_backend **out);
+    void (*destroy)(ert_backend *be);
+    const char *(*device_name)(const ert_backend *be);
+    size_t (*act_elem_size)(const ert_backend *be); /* bytes per activation element */
+
+    /* Backend memory (zeroed), never dereferenced by the runtime. */
+    ert_status (*alloc)(ert_backend *be, size_t bytes, void **out);
+    void (*release)(ert_backend *be, void *ptr);
+    /* Host staging memory the device copies from and to without a bounce (pinned on
+     * CUDA, plain on the CPU). */
+    ert_status (*host_alloc)(ert_backend *be, size_t bytes, void **out);
+    void (*host_release)(ert_backend *be, void *ptr);
+    /* Host to backend, in stream order: `src` (staging memory) must stay unchanged until
+     * the next download or sync returns. */
+    ert_status (*upload)(ert_backend *be, void *dst, const void *src, size_t bytes);
+    /* Backend to host; returns when the data is there (a host synchronisation on a
+     * device). */
+    ert_status (*download)(ert_backend *be, void *dst, const void *src, size_t bytes);
+    ert_status (*sync)(ert_backend *be);
+
+    ert_status (*op_new)(ert_backend *be, const ert_op_desc *desc, ert_op **out);
+    void (*op_free)(ert_backend *be, ert_op *op);
+    ert_status (*op_run)(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
+    /* y += x over rows x width activations (the residual connection). */
+    ert_status (*add)(ert_backend *be, ert_rows rows, int width, const void *x, void *y);
+    ert_status (*decide)(ert_backend *be, const ert_decide_args *args);
+    ert_status (*compact)(ert_backend *be, const ert_compact_args *args);
+
+    ert_status (*event_new)(ert_backend *be, ert_event **out);
+    void (*event_free)(ert_backend *be, ert_event *ev);
+    ert_status (*event_record)(ert_backend *be, ert_event *ev);
+    /* Milliseconds between two recorded events; waits for the later one. */
+    ert_status (*event_elapsed_ms)(ert_backend *be, const ert_event *a, const ert_event *b, double *ms);
+} ert_backend_ops;
+
+/* The backends compiled into this build. ert_backend_cuda() is NULL without CUDA. */
+const ert_backend_ops *ert_backend_cpu(void);
+const ert_backend_ops *ert_backend_cuda(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

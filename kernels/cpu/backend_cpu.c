@@ -1,0 +1,188 @@
+/* The CPU backend: host memory, OpenBLAS GEMM, plain loops. Every op is synchronous,
+ * so events are wall-clock timestamps. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu.h"
+
+struct ert_backend {
+    int max_rows;
+};
+
+struct ert_event {
+    struct timespec t;
+};
+
+static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
+    if (cfg->device != 0) return ert_error(ERT_ERR_INVALID_ARGUMENT, "device 'cpu:%d': only cpu:0 exists", cfg->device);
+    if (cfg->dtype != ERT_DTYPE_F32)
+        return ert_error(ERT_ERR_UNSUPPORTED, "dtype '%s': the cpu backend computes in f32 only",
+                         ert_dtype_name(cfg->dtype));
+    ert_backend *be = calloc(1, sizeof *be);
+    if (!be) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
+    be->max_rows = cfg->max_rows;
+    *out = be;
+    return ERT_OK;
+}
+
+static void cpu_destroy(ert_backend *be) { free(be); }
+
+static const char *cpu_device_name(const ert_backend *be) {
+    (void)be;
+    return "cpu";
+}
+
+static size_t cpu_act_elem_size(const ert_backend *be) {
+    (void)be;
+    return sizeof(float);
+}
+
+static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
+    (void)be;
+    /* 64-byte alignment for the GEMM; zeroed so no op ever reads garbage. */
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
+    memset(p, 0, rounded ? rounded : 64);
+    *out = p;
+    return ERT_OK;
+}
+
+static void cpu_release(ert_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static ert_status cpu_copy(ert_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+    return ERT_OK;
+}
+
+static ert_status cpu_sync(ert_backend *be) {
+    (void)be;
+    return ERT_OK;
+}
+
+static float *dup_floats(const float *src, size_t n) {
+    float *p = malloc(n * sizeof(float));
+    if (p) memcpy(p, src, n * sizeof(float));
+    return p;
+}
+
+static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out) {
+    (void)be;
+    size_t nw = 0, nb = 0;
+    switch (d->type) {
+    case ERT_OP_LINEAR: nw = (size_t)d->out * (size_t)d->in; nb = (size_t)d->out; break;
+    case ERT_OP_LAYERNORM: nw = nb = (size_t)d->in; break;
+    case ERT_OP_NORMALIZE: nw = nb = (size_t)d->channels; break;
+    default: return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: op type %d", (int)d->type);
+    }
+    ert_op *op = calloc(1, sizeof *op);
+    if (!op) goto oom;
+    op->desc = *d;
+    if (d->weight && !(op->weight = dup_floats(d->weight, nw))) goto oom;
+    if (d->bias && !(op->bias = dup_floats(d->bias, nb))) goto oom;
+    *out = op;
+    return ERT_OK;
+oom:
+    if (op) {
+        free(op->weight);
+        free(op);
+    }
+    return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
+}
+
+static void cpu_op_free(ert_backend *be, ert_op *op) {
+    (void)be;
+    if (!op) return;
+    free(op->weight);
+    free(op->bias);
+    free(op);
+}
+
+static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
+    (void)be;
+    const int n = ert_cpu_rows(rows);
+    switch (op->desc.type) {
+    case ERT_OP_LINEAR: ert_cpu_linear(op, n, x, y); break;
+    case ERT_OP_LAYERNORM: ert_cpu_layernorm(op, n, x, y); break;
+    case ERT_OP_NORMALIZE: ert_cpu_normalize(op, n, x, y); break;
+    }
+    return ERT_OK;
+}
+
+static ert_status cpu_add(ert_backend *be, ert_rows rows, int width, const void *x, void *y) {
+    (void)be;
+    ert_cpu_add(ert_cpu_rows(rows), width, x, y);
+    return ERT_OK;
+}
+
+static ert_status cpu_decide(ert_backend *be, const ert_decide_args *a) {
+    (void)be;
+    ert_cpu_decide(a);
+    return ERT_OK;
+}
+
+static ert_status cpu_compact(ert_backend *be, const ert_compact_args *a) {
+    (void)be;
+    ert_cpu_compact(a);
+    return ERT_OK;
+}
+
+static ert_status cpu_event_new(ert_backend *be, ert_event **out) {
+    (void)be;
+    *out = calloc(1, sizeof **out);
+    return *out ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
+}
+
+static void cpu_event_free(ert_backend *be, ert_event *ev) {
+    (void)be;
+    free(ev);
+}
+
+static ert_status cpu_event_record(ert_backend *be, ert_event *ev) {
+    (void)be;
+    clock_gettime(CLOCK_MONOTONIC, &ev->t);
+    return ERT_OK;
+}
+
+static ert_status cpu_event_elapsed_ms(ert_backend *be, const ert_event *a, const ert_event *b, double *ms) {
+    (void)be;
+    *ms = (double)(b->t.tv_sec - a->t.tv_sec) * 1e3 + (double)(b->t.tv_nsec - a->t.tv_nsec) * 1e-6;
+    return ERT_OK;
+}
+
+static const ert_backend_ops cpu_ops = {
+    .name = "cpu",
+    .host_memory = 1,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .device_name = cpu_device_name,
+    .act_elem_size = cpu_act_elem_size,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .host_alloc = cpu_alloc,
+    .host_release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .op_new = cpu_op_new,
+    .op_free = cpu_op_free,
+    .op_run = cpu_op_run,
+    .add = cpu_add,
+    .decide = cpu_decide,
+    .compact = cpu_compact,
+    .event_new = cpu_event_new,
+    .event_free = cpu_event_free,
+    .event_record = cpu_event_record,
+    .event_elapsed_ms = cpu_event_elapsed_ms,
+};
+
+const ert_backend_ops *ert_backend_cpu(void) { return &cpu_ops; }
+
+#ifndef ERT_WITH_CUDA
+const ert_backend_ops *ert_backend_cuda(void) { return NULL; }
+#endif

@@ -1,0 +1,26 @@
+/* The CPU backend's ops: the plain reference every other backend is tested against. */
+#ifndef ERT_CPU_H
+#define ERT_CPU_H
+
+#include "backend.h"
+
+struct ert_op {
+    ert_op_desc desc;
+    float *weight; /* owned copies of the descriptor's host arrays */
+    float *bias;
+};
+
+/* The rows an op must process: the host count, clamped by the count in memory. */
+static inline int ert_cpu_rows(ert_rows rows) {
+    if (rows.dev_count && *rows.dev_count < rows.n) return *rows.dev_count;
+    return rows.n;
+}
+
+void ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y);
+void ert_cpu_layernorm(const ert_op *op, int rows, const float *x, float *y);
+void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
+void ert_cpu_add(int rows, int width, const float *x, float *y);
+void ert_cpu_decide(const ert_decide_args *a);
+void ert_cpu_compact(const ert_compact_args *a);
+
+#endif

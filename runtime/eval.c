@@ -1,0 +1,145 @@
+/* Running a dataset through a session: accuracy, exits, executed FLOPs, batch latency. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "internal.h"
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double ert_percentile(const double *values, int n, double q) {
+    if (!values || n <= 0) return NAN;
+    double *v = malloc(sizeof *v * (size_t)n);
+    if (!v) return NAN;
+    memcpy(v, values, sizeof *v * (size_t)n);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    const double pos = (q < 0 ? 0 : q > 100 ? 100 : q) / 100.0 * (n - 1);
+    const int lo = (int)floor(pos);
+    const int hi = lo + 1 < n ? lo + 1 : lo;
+    const double r = v[lo] + (v[hi] - v[lo]) * (pos - lo);
+    free(v);
+    return r;
+}
+
+ert_latency ert_latency_summary(const double *values, int n) {
+    ert_latency l = {NAN, NAN, NAN, NAN, NAN};
+    if (!values || n <= 0) return l;
+    double sum = 0.0, mx = values[0];
+    for (int i = 0; i < n; ++i) {
+        sum += values[i];
+        if (values[i] > mx) mx = values[i];
+    }
+    l.mean = sum / n;
+    l.p50 = ert_percentile(values, n, 50);
+    l.p95 = ert_percentile(values, n, 95);
+    l.p99 = ert_percentile(values, n, 99);
+    l.max = mx;
+    return l;
+}
+
+void ert_eval_result_free(ert_eval_result *r) {
+    if (!r) return;
+    free(r->batch_ms);
+    free(r->pred);
+    free(r->exit_index);
+    free(r->confidence);
+    free(r);
+}
+
+static void add_profile(ert_profile *sum, const ert_profile *p) {
+    sum->num_stages = p->num_stages;
+    for (int k = 0; k < p->num_stages; ++k) {
+        sum->stage[k].rows += p->stage[k].rows;
+        sum->stage[k].compute_ms += p->stage[k].compute_ms;
+        sum->stage[k].decide_ms += p->stage[k].decide_ms;
+        sum->stage[k].compact_ms += p->stage[k].compact_ms;
+        sum->stage[k].flops += p->stage[k].flops;
+        sum->stage[k].bytes += p->stage[k].bytes;
+    }
+    sum->batch_ms += p->batch_ms;
+    sum->routing_ms += p->routing_ms;
+    sum->host_syncs += p->host_syncs;
+}
+
+ert_status ert_evaluate(ert_session *s, const ert_policy *policy, const ert_dataset *data, const ert_eval_options *opt,
+                        ert_eval_result **out) {
+    if (!s || !policy || !data || !out)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_evaluate: session, policy, data and out must not be NULL");
+    *out = NULL;
+    const ert_model *m = ert_session_model(s);
+    const int max_batch = ert_session_get_options(s).max_batch;
+    const int batch = opt && opt->batch > 0 ? opt->batch : max_batch;
+    const int warmup = opt ? opt->warmup : 0;
+    if (batch > max_batch)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d exceeds the session's max_batch %d", batch, max_batch);
+    if (data->sample_size != m->input_size)
+        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
+                         data->sample_size, m->name, m->input_size);
+    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
+    for (int64_t i = 0; data->labels && i < data->n; ++i)
+        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
+            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s' (0..%d)",
+                             data->name, data->labels[i], (long long)i, m->name, m->num_classes - 1);
+
+    ert_status st = ERT_OK;
+    ert_eval_result *r = calloc(1, sizeof *r);
+    const int64_t n = data->n;
+    const int nb = (int)((n + batch - 1) / batch);
+    if (!r || !(r->batch_ms = calloc((size_t)nb, sizeof *r->batch_ms)) ||
+        !(r->pred = malloc(sizeof *r->pred * (size_t)n)) || !(r->exit_index = malloc(sizeof *r->exit_index * (size_t)n)) ||
+        !(r->confidence = malloc(sizeof *r->confidence * (size_t)n))) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "ert_evaluate: out of memory");
+        goto fail;
+    }
+    r->samples = n;
+    r->num_exits = m->num_exits;
+    r->num_batches = nb;
+
+    for (int w = 0; w < warmup; ++w) {
+        const int bn = (int)(n < batch ? n : batch);
+        ert_batch b = {.input = data->x, .n = bn, .labels = data->labels};
+        ert_outputs o = {.pred = r->pred, .exit_index = r->exit_index, .confidence = r->confidence};
+        if ((st = ert_session_run(s, policy, &b, &o))) goto fail;
+    }
+    double total_ms = 0.0;
+    for (int i = 0; i < nb; ++i) {
+        const int64_t first = (int64_t)i * batch;
+        const int bn = (int)(n - first < batch ? n - first : batch);
+        ert_batch b = {.input = data->x + first * data->sample_size, .n = bn,
+                       .labels = data->labels ? data->labels + first : NULL, .first_index = first};
+        ert_outputs o = {.pred = r->pred + first, .exit_index = r->exit_index + first, .confidence = r->confidence + first};
+        if ((st = ert_session_run(s, policy, &b, &o))) goto fail;
+        ert_profile p;
+        ert_session_profile(s, &p);
+        r->batch_ms[i] = p.batch_ms;
+        total_ms += p.batch_ms;
+        add_profile(&r->profile_sum, &p);
+    }
+
+    int64_t correct = 0;
+    double exit_sum = 0.0, flops = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const int e = r->exit_index[i];
+        r->exit_histogram[e]++;
+        exit_sum += e;
+        if (data->labels && r->pred[i] == data->labels[i]) {
+            correct++;
+            r->exit_correct[e]++;
+        }
+    }
+    for (int k = 0; k < r->profile_sum.num_stages; ++k) flops += r->profile_sum.stage[k].flops;
+    r->accuracy = data->labels ? (double)correct / (double)n : -1.0;
+    r->mean_exit = exit_sum / (double)n;
+    r->flops_fraction = flops / ((double)n * ert_model_flops_full(m));
+    r->throughput = total_ms > 0 ? (double)n / (total_ms * 1e-3) : 0.0;
+    r->latency = ert_latency_summary(r->batch_ms, nb);
+    *out = r;
+    return ERT_OK;
+fail:
+    ert_eval_result_free(r);
+    return st;
+}

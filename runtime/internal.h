@@ -1,0 +1,61 @@
+/* The runtime's private structures: the loaded model, shared by session, policy and eval. */
+#ifndef ERT_RUNTIME_INTERNAL_H
+#define ERT_RUNTIME_INTERNAL_H
+
+#include "backend.h"
+#include "exitrt/exitrt.h"
+
+typedef enum ert_node_type { ERT_NODE_FLATTEN = 0, ERT_NODE_LINEAR, ERT_NODE_LAYERNORM, ERT_NODE_RESIDUAL } ert_node_type;
+
+/* One op of the config. A residual holds its sub-ops. Widths are per sample. */
+typedef struct ert_node {
+    ert_node_type type;
+    int in, out;
+    ert_activation act;
+    float eps;
+    char *weight_name, *bias_name; /* for messages; NULL when absent */
+    float *weight, *bias;          /* f32 host copies; NULL when absent */
+    struct ert_node *sub;          /* RESIDUAL */
+    int num_sub;
+    double flops;                  /* per sample, sub-ops included */
+    int64_t params;
+} ert_node;
+
+typedef struct ert_seq {
+    ert_node *nodes;
+    int count;
+} ert_seq;
+
+typedef struct ert_stage {
+    char *name;
+    ert_seq body, head; /* head.count == 0: no exit after this stage */
+    int exit_index;     /* -1 without a head */
+    int width_in, width_out;
+} ert_stage;
+
+struct ert_model {
+    char *name;
+    char *dir;
+    int input_ndim;
+    int input_shape[4];
+    int input_size;
+    int channels;          /* normalisation channels (first input dim, 1 for vectors) */
+    float *scale, *shift;  /* per channel: x * scale + shift = (x - mean) / std */
+    int num_classes;
+    char **labels;
+    int num_stages;
+    ert_stage *stages;
+    int num_exits;
+    int exit_stage[ERT_MAX_EXITS];
+    float temperature[ERT_MAX_EXITS];
+    int max_width;         /* widest activation, input included */
+    int max_depth;         /* deepest residual nesting */
+};
+
+/* Fills the decide kernel's parameters for one run; checks the policy fits the model
+ * (one threshold or one per exit, fixed exit in range). */
+ert_status ert_policy_exit_params(const ert_policy *policy, const ert_model *model, ert_exit_params *out);
+/* 1 if the scheduled policy draws exits from a hazard (no per-sample schedule needed). */
+int ert_policy_has_hazard(const ert_policy *policy);
+
+#endif

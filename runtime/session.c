@@ -1,0 +1,464 @@
+/* A session: a model bound to a backend for a maximum batch size. Every buffer, op and
+ * event is made in ert_session_new; ert_session_run only launches work and copies.
+ *
+ * One run (compact mode):
+ *   input -> normalize -> stage 0 body -> head 0 -> decide -> compact -> n1 rows
+ *         -> stage 1 body on n1 rows -> ... -> last head: every remaining row exits.
+ * Exiting rows write their result at their original index; survivors' activations,
+ * original indices and policy state move to dense rows in ping-pong buffers. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "internal.h"
+
+/* A model op bound to its prepared backend op. */
+typedef struct sop {
+    const ert_node *node;
+    ert_op *op; /* NULL for flatten and residual */
+    struct sop *sub;
+    int num_sub;
+} sop;
+
+typedef struct sseq {
+    sop *ops;
+    int count;
+    double flops, weight_elems, act_elems; /* per sample; weights per batch */
+} sseq;
+
+enum { EV_COMPUTE = 0, EV_DECIDE, EV_COMPACT, EV_END, EV_PER_STAGE };
+
+struct ert_session {
+    const ert_model *model;
+    const ert_backend_ops *ops;
+    ert_backend *be;
+    ert_session_options opt;
+    char device[128];
+    size_t elem;
+
+    ert_op *normalize;
+    sseq *body, *head; /* per stage */
+
+    /* backend memory */
+    float *input;
+    void **pool;
+    int pool_size;
+    float *logits;
+    int32_t *idx[2];
+    ert_sample_state *state[2];
+    uint8_t *keep;
+    int32_t *count;
+    int32_t *pred, *exit_at;
+    float *conf;
+
+    /* host staging memory */
+    float *h_input;
+    int32_t *h_iota;
+    ert_sample_state *h_state;
+    int32_t *h_pred, *h_exit, *h_count;
+    float *h_conf;
+
+    ert_event *ev_begin, *ev_end;
+    ert_event **ev; /* EV_PER_STAGE per stage */
+    int stage_ran[ERT_MAX_STAGES];
+    ert_profile profile;
+};
+
+ert_session_options ert_session_options_default(void) {
+    ert_session_options o = {.device = "cpu", .max_batch = 256, .mode = ERT_MODE_COMPACT, .dtype = ERT_DTYPE_F32};
+    return o;
+}
+
+const char *ert_session_device(const ert_session *s) { return s ? s->device : NULL; }
+const ert_model *ert_session_model(const ert_session *s) { return s ? s->model : NULL; }
+ert_session_options ert_session_get_options(const ert_session *s) { return s->opt; }
+
+static ert_status parse_device(const char *device, const ert_backend_ops **ops, int *index) {
+    const char *d = device ? device : "cpu";
+    char *end = NULL;
+    if (strcmp(d, "cpu") == 0 || strcmp(d, "cpu:0") == 0) {
+        *ops = ert_backend_cpu();
+        *index = 0;
+        return ERT_OK;
+    }
+    if (strncmp(d, "cuda", 4) == 0) {
+        long n = 0;
+        if (d[4] == ':') n = strtol(d + 5, &end, 10);
+        if ((d[4] != '\0' && d[4] != ':') || (end && (*end != '\0' || end == d + 5)) || n < 0)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "device '%s': expected cpu or cuda:N", d);
+        if (!(*ops = ert_backend_cuda()))
+            return ert_error(ERT_ERR_UNSUPPORTED, "device '%s': this build has no CUDA backend", d);
+        *index = (int)n;
+        return ERT_OK;
+    }
+    return ert_error(ERT_ERR_INVALID_ARGUMENT, "device '%s': expected cpu or cuda:N", d);
+}
+
+/* ---------------------------------------------------------------- preparing ops */
+
+static ert_status prepare_seq(ert_session *s, const ert_node *nodes, int count, int f32_last, sop **out);
+
+static ert_status prepare_node(ert_session *s, const ert_node *n, int f32_out, sop *o) {
+    o->node = n;
+    if (n->type == ERT_NODE_RESIDUAL) {
+        o->num_sub = n->num_sub;
+        return prepare_seq(s, n->sub, n->num_sub, 0, &o->sub);
+    }
+    if (n->type == ERT_NODE_FLATTEN) return ERT_OK;
+    ert_op_desc d = {
+        .type = n->type == ERT_NODE_LINEAR ? ERT_OP_LINEAR : ERT_OP_LAYERNORM,
+        .name = n->weight_name,
+        .in = n->in,
+        .out = n->out,
+        .act = n->act,
+        .eps = n->eps,
+        .weight = n->weight,
+        .bias = n->bias,
+        .f32_out = f32_out,
+        .max_rows = s->opt.max_batch,
+    };
+    ert_status st = s->ops->op_new(s->be, &d, &o->op);
+    if (st) ert_error_context(st, "preparing '%s': ", n->weight_name ? n->weight_name : "layernorm");
+    return st;
+}
+
+static ert_status prepare_seq(ert_session *s, const ert_node *nodes, int count, int f32_last, sop **out) {
+    if (!(*out = calloc((size_t)(count ? count : 1), sizeof **out))) return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; i < count; ++i) {
+        ert_status st = prepare_node(s, &nodes[i], f32_last && i == count - 1, &(*out)[i]);
+        if (st) return st;
+    }
+    return ERT_OK;
+}
+
+static void free_sops(ert_session *s, sop *ops, int count) {
+    if (!ops) return;
+    for (int i = 0; i < count; ++i) {
+        if (ops[i].op) s->ops->op_free(s->be, ops[i].op);
+        free_sops(s, ops[i].sub, ops[i].num_sub);
+    }
+    free(ops);
+}
+
+/* Per-sample FLOPs, weights and activation elements each op reads and writes. */
+static void node_cost(const ert_node *n, double *flops, double *weights, double *acts) {
+    *flops += n->flops;
+    *weights += (double)n->params;
+    if (n->type == ERT_NODE_RESIDUAL) {
+        for (int i = 0; i < n->num_sub; ++i) {
+            double f = 0;
+            node_cost(&n->sub[i], &f, weights, acts);
+        }
+        *acts += 3.0 * n->in; /* y += x: read two, write one */
+    } else if (n->type != ERT_NODE_FLATTEN) {
+        *acts += (double)n->in + n->out;
+    }
+}
+
+static ert_status prepare_stage_seq(ert_session *s, const ert_seq *seq, int is_head, sseq *out) {
+    out->count = seq->count;
+    for (int i = 0; i < seq->count; ++i) node_cost(&seq->nodes[i], &out->flops, &out->weight_elems, &out->act_elems);
+    return prepare_seq(s, seq->nodes, seq->count, is_head, &out->ops);
+}
+
+/* ---------------------------------------------------------------- create / free */
+
+static ert_status alloc_be(ert_session *s, size_t bytes, void **p) { return s->ops->alloc(s->be, bytes, p); }
+static ert_status alloc_host(ert_session *s, size_t bytes, void **p) { return s->ops->host_alloc(s->be, bytes, p); }
+
+ert_status ert_session_new(const ert_model *model, const ert_session_options *opt, ert_session **out) {
+    if (!model || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_new: model and out must not be NULL");
+    *out = NULL;
+    ert_session_options o = opt ? *opt : ert_session_options_default();
+    if (o.max_batch < 1 || o.max_batch > (1 << 24))
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "max_batch %d: expected 1..%d", o.max_batch, 1 << 24);
+    if ((unsigned)o.mode > ERT_MODE_FULL) return ert_error(ERT_ERR_INVALID_ARGUMENT, "mode %d: unknown", (int)o.mode);
+    const ert_backend_ops *ops = NULL;
+    int index = 0;
+    ert_status st = parse_device(o.device, &ops, &index);
+    if (st) return st;
+
+    ert_session *s = calloc(1, sizeof *s);
+    if (!s) return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
+    s->model = model;
+    s->ops = ops;
+    s->opt = o;
+    const ert_backend_config cfg = {.device = index, .max_rows = o.max_batch, .dtype = o.dtype};
+    if ((st = ops->create(&cfg, &s->be))) goto fail;
+    snprintf(s->device, sizeof s->device, "%s", ops->device_name(s->be));
+    s->opt.device = s->device;
+    s->elem = ops->act_elem_size(s->be);
+
+    const int B = o.max_batch, S = model->num_stages;
+    const ert_op_desc nd = {.type = ERT_OP_NORMALIZE, .name = "input normalisation", .in = model->input_size,
+                            .out = model->input_size, .channels = model->channels, .weight = model->scale,
+                            .bias = model->shift, .max_rows = B};
+    if ((st = ops->op_new(s->be, &nd, &s->normalize))) goto fail;
+    if (!(s->body = calloc((size_t)S, sizeof *s->body)) || !(s->head = calloc((size_t)S, sizeof *s->head))) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < S; ++i)
+        if ((st = prepare_stage_seq(s, &model->stages[i].body, 0, &s->body[i])) ||
+            (st = prepare_stage_seq(s, &model->stages[i].head, 1, &s->head[i])))
+            goto fail;
+
+    /* Live buffers at once: the stage output (kept while its head runs), one per
+     * residual level, the op's input and its output. */
+    s->pool_size = model->max_depth + 4;
+    if (!(s->pool = calloc((size_t)s->pool_size, sizeof *s->pool))) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
+        goto fail;
+    }
+    const size_t act_bytes = (size_t)B * (size_t)model->max_width * s->elem;
+    for (int i = 0; i < s->pool_size; ++i)
+        if ((st = alloc_be(s, act_bytes, &s->pool[i]))) goto fail;
+    const size_t nB = (size_t)B;
+    if ((st = alloc_be(s, nB * (size_t)model->input_size * sizeof(float), (void **)&s->input)) ||
+        (st = alloc_be(s, nB * (size_t)model->num_classes * sizeof(float), (void **)&s->logits)) ||
+        (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->idx[0])) ||
+        (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->idx[1])) ||
+        (st = alloc_be(s, nB * sizeof(ert_sample_state), (void **)&s->state[0])) ||
+        (st = alloc_be(s, nB * sizeof(ert_sample_state), (void **)&s->state[1])) ||
+        (st = alloc_be(s, nB, (void **)&s->keep)) ||
+        (st = alloc_be(s, sizeof(int32_t), (void **)&s->count)) ||
+        (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->pred)) ||
+        (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->exit_at)) ||
+        (st = alloc_be(s, nB * sizeof(float), (void **)&s->conf)) ||
+        (st = alloc_host(s, nB * (size_t)model->input_size * sizeof(float), (void **)&s->h_input)) ||
+        (st = alloc_host(s, nB * sizeof(int32_t), (void **)&s->h_iota)) ||
+        (st = alloc_host(s, nB * sizeof(ert_sample_state), (void **)&s->h_state)) ||
+        (st = alloc_host(s, nB * sizeof(int32_t), (void **)&s->h_pred)) ||
+        (st = alloc_host(s, nB * sizeof(int32_t), (void **)&s->h_exit)) ||
+        (st = alloc_host(s, nB * sizeof(float), (void **)&s->h_conf)) ||
+        (st = alloc_host(s, sizeof(int32_t), (void **)&s->h_count)))
+        goto fail;
+    for (int i = 0; i < B; ++i) s->h_iota[i] = i;
+
+    if (!(s->ev = calloc((size_t)S * EV_PER_STAGE, sizeof *s->ev))) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
+        goto fail;
+    }
+    if ((st = ops->event_new(s->be, &s->ev_begin)) || (st = ops->event_new(s->be, &s->ev_end))) goto fail;
+    for (int i = 0; i < S * EV_PER_STAGE; ++i)
+        if ((st = ops->event_new(s->be, &s->ev[i]))) goto fail;
+    *out = s;
+    return ERT_OK;
+fail:
+    ert_error_context(st, "session on '%s': ", o.device ? o.device : "cpu");
+    ert_session_free(s);
+    return st;
+}
+
+void ert_session_free(ert_session *s) {
+    if (!s) return;
+    if (s->be) {
+        const ert_backend_ops *o = s->ops;
+        const int S = s->model->num_stages;
+        if (s->ev) {
+            for (int i = 0; i < S * EV_PER_STAGE; ++i)
+                if (s->ev[i]) o->event_free(s->be, s->ev[i]);
+        }
+        if (s->ev_begin) o->event_free(s->be, s->ev_begin);
+        if (s->ev_end) o->event_free(s->be, s->ev_end);
+        for (int i = 0; s->body && i < S; ++i) free_sops(s, s->body[i].ops, s->body[i].count);
+        for (int i = 0; s->head && i < S; ++i) free_sops(s, s->head[i].ops, s->head[i].count);
+        if (s->normalize) o->op_free(s->be, s->normalize);
+        for (int i = 0; s->pool && i < s->pool_size; ++i)
+            if (s->pool[i]) o->release(s->be, s->pool[i]);
+        void *dev[] = {s->input, s->logits, s->idx[0], s->idx[1], s->state[0], s->state[1],
+                       s->keep,  s->count,  s->pred,   s->exit_at, s->conf};
+        for (size_t i = 0; i < sizeof dev / sizeof *dev; ++i)
+            if (dev[i]) o->release(s->be, dev[i]);
+        void *host[] = {s->h_input, s->h_iota, s->h_state, s->h_pred, s->h_exit, s->h_conf, s->h_count};
+        for (size_t i = 0; i < sizeof host / sizeof *host; ++i)
+            if (host[i]) o->host_release(s->be, host[i]);
+        o->destroy(s->be);
+    }
+    free(s->ev);
+    free(s->body);
+    free(s->head);
+    free(s->pool);
+    free(s);
+}
+
+/* ---------------------------------------------------------------- running */
+
+static int pick_buffer(const ert_session *s, unsigned busy) {
+    for (int i = 0; i < s->pool_size; ++i)
+        if (!(busy & (1u << i))) return i;
+    return -1;
+}
+
+/* Runs ops on pool buffer `in`; buffers in `busy` stay untouched. The result lands in
+ * a pool buffer (*out) or, for a head's last op, in `final_out` (*out = -1). */
+static ert_status run_seq(ert_session *s, const sop *ops, int count, int in, unsigned busy, ert_rows rows,
+                          void *final_out, int *out) {
+    ert_status st = ERT_OK;
+    int cur = in;
+    for (int i = 0; i < count && st == ERT_OK; ++i) {
+        const ert_node *n = ops[i].node;
+        if (n->type == ERT_NODE_FLATTEN) continue;
+        if (n->type == ERT_NODE_RESIDUAL) {
+            int t;
+            if ((st = run_seq(s, ops[i].sub, ops[i].num_sub, cur, busy | (1u << cur), rows, NULL, &t))) break;
+            st = s->ops->add(s->be, rows, n->in, s->pool[cur], s->pool[t]);
+            cur = t;
+            continue;
+        }
+        if (final_out && i == count - 1) {
+            *out = -1;
+            return s->ops->op_run(s->be, ops[i].op, rows, s->pool[cur], final_out);
+        }
+        const int dst = pick_buffer(s, busy | (1u << cur));
+        if (dst < 0) return ert_error(ERT_ERR_BACKEND, "internal: activation buffers exhausted");
+        st = s->ops->op_run(s->be, ops[i].op, rows, s->pool[cur], s->pool[dst]);
+        cur = dst;
+    }
+    *out = cur;
+    return st;
+}
+
+static ert_status check_batch(const ert_session *s, const ert_policy *policy, const ert_batch *b,
+                              const ert_outputs *out) {
+    const ert_model *m = s->model;
+    if (!policy || !b || !out || !b->input || !out->pred || !out->exit_index || !out->confidence)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_run: policy, batch, input and outputs must not be NULL");
+    if (b->n < 1 || b->n > s->opt.max_batch)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch of %d samples: the session takes 1..%d (max_batch)", b->n,
+                         s->opt.max_batch);
+    const size_t total = (size_t)b->n * (size_t)m->input_size;
+    for (size_t i = 0; i < total; ++i)
+        if (!isfinite(b->input[i]))
+            return ert_error(ERT_ERR_NUMERIC, "input sample %zu, element %zu: %s", i / (size_t)m->input_size,
+                             i % (size_t)m->input_size, isnan(b->input[i]) ? "NaN" : "Inf");
+    const ert_policy_kind kind = ert_policy_get_kind(policy);
+    if (s->opt.mode != ERT_MODE_FULL && kind == ERT_POLICY_ORACLE && !b->labels)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "policy 'oracle' needs labels with the batch");
+    if (s->opt.mode != ERT_MODE_FULL && kind == ERT_POLICY_SCHEDULED && !b->schedule && !ert_policy_has_hazard(policy))
+        return ert_error(ERT_ERR_INVALID_ARGUMENT,
+                         "policy 'scheduled' needs a per-sample schedule with the batch, or scheduled:hazard=H");
+    for (int i = 0; b->labels && i < b->n; ++i)
+        if (b->labels[i] < 0 || b->labels[i] >= m->num_classes)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "labels[%d] = %d: expected 0..%d", i, b->labels[i],
+                             m->num_classes - 1);
+    for (int i = 0; b->schedule && i < b->n; ++i)
+        if (b->schedule[i] < 0 || b->schedule[i] >= m->num_exits)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "schedule[%d] = %d: expected an exit 0..%d", i, b->schedule[i],
+                             m->num_exits - 1);
+    return ERT_OK;
+}
+
+#define TRY(expr)                                                                                                      \
+    do {                                                                                                               \
+        if ((st = (expr)) != ERT_OK) goto fail;                                                                        \
+    } while (0)
+
+ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_batch *b, ert_outputs *out) {
+    if (!s) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_run: session is NULL");
+    ert_status st = check_batch(s, policy, b, out);
+    if (st) return st;
+    const ert_model *m = s->model;
+    const ert_backend_ops *o = s->ops;
+    const int n = b->n, S = m->num_stages;
+    const ert_mode mode = s->opt.mode;
+    ert_decide_args da = {.classes = m->num_classes, .logits = s->logits, .keep = s->keep,
+                          .pred = s->pred, .exit_at = s->exit_at, .conf = s->conf};
+    if ((st = ert_policy_exit_params(policy, m, &da.params))) return st;
+    if (mode == ERT_MODE_FULL) da.params.kind = ERT_POLICY_NONE;
+
+    /* Stage the batch in host memory the device copies from. */
+    memcpy(s->h_input, b->input, (size_t)n * (size_t)m->input_size * sizeof(float));
+    for (int i = 0; i < n; ++i) {
+        int target = m->num_exits - 1;
+        if (b->schedule) target = b->schedule[i];
+        else if (ert_policy_has_hazard(policy)) target = ert_policy_scheduled_exit(policy, b->first_index + i, m->num_exits);
+        s->h_state[i] = (ert_sample_state){.label = b->labels ? b->labels[i] : -1, .target_exit = target,
+                                           .last_pred = -1, .streak = 0, .done = 0};
+    }
+    ert_profile *prof = &s->profile;
+    memset(prof, 0, sizeof *prof);
+    memset(s->stage_ran, 0, sizeof s->stage_ran);
+    prof->num_stages = S;
+
+    TRY(o->event_record(s->be, s->ev_begin));
+    TRY(o->upload(s->be, s->input, s->h_input, (size_t)n * (size_t)m->input_size * sizeof(float)));
+    TRY(o->upload(s->be, s->idx[0], s->h_iota, (size_t)n * sizeof(int32_t)));
+    TRY(o->upload(s->be, s->state[0], s->h_state, (size_t)n * sizeof(ert_sample_state)));
+    int cur = 0, pp = 0, rows = n;
+    TRY(o->op_run(s->be, s->normalize, (ert_rows){n, NULL}, s->input, s->pool[cur]));
+
+    for (int k = 0; k < S && rows > 0; ++k) {
+        const ert_stage *stage = &m->stages[k];
+        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        const ert_rows r = {rows, NULL};
+        const int is_last = k == S - 1;
+        const int run_head = stage->exit_index >= 0 && (mode != ERT_MODE_FULL || is_last);
+        s->stage_ran[k] = 1;
+        prof->stage[k].rows = rows;
+        prof->stage[k].flops = rows * (s->body[k].flops + (run_head ? s->head[k].flops : 0.0));
+        prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows * s->body[k].act_elems +
+                                                  (run_head ? s->head[k].weight_elems + rows * s->head[k].act_elems : 0));
+
+        TRY(o->event_record(s->be, ev[EV_COMPUTE]));
+        TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, r, NULL, &cur));
+        if (run_head) {
+            int unused;
+            TRY(run_seq(s, s->head[k].ops, s->head[k].count, cur, 1u << cur, r, s->logits, &unused));
+        }
+        TRY(o->event_record(s->be, ev[EV_DECIDE]));
+        if (run_head) {
+            da.exit_index = stage->exit_index;
+            da.is_last = is_last;
+            da.rows = r;
+            da.orig_index = s->idx[pp];
+            da.state = s->state[pp];
+            TRY(o->decide(s->be, &da));
+        }
+        TRY(o->event_record(s->be, ev[EV_COMPACT]));
+        if (run_head && mode == ERT_MODE_COMPACT && !is_last) {
+            const int dst = pick_buffer(s, 1u << cur);
+            const ert_compact_args ca = {.rows = r, .width = stage->width_out, .x = s->pool[cur], .y = s->pool[dst],
+                                         .idx_in = s->idx[pp], .idx_out = s->idx[!pp], .state_in = s->state[pp],
+                                         .state_out = s->state[!pp], .keep = s->keep, .count = s->count};
+            TRY(o->compact(s->be, &ca));
+            /* Eager mode: the host reads the survivor count to size the next GEMMs. */
+            TRY(o->download(s->be, s->h_count, s->count, sizeof(int32_t)));
+            prof->host_syncs += !o->host_memory;
+            rows = *s->h_count;
+            cur = dst;
+            pp = !pp;
+        }
+        TRY(o->event_record(s->be, ev[EV_END]));
+    }
+    TRY(o->download(s->be, s->h_pred, s->pred, (size_t)n * sizeof(int32_t)));
+    TRY(o->download(s->be, s->h_exit, s->exit_at, (size_t)n * sizeof(int32_t)));
+    TRY(o->download(s->be, s->h_conf, s->conf, (size_t)n * sizeof(float)));
+    TRY(o->event_record(s->be, s->ev_end));
+    prof->host_syncs += o->host_memory ? 0 : 1;
+    memcpy(out->pred, s->h_pred, (size_t)n * sizeof(int32_t));
+    memcpy(out->exit_index, s->h_exit, (size_t)n * sizeof(int32_t));
+    memcpy(out->confidence, s->h_conf, (size_t)n * sizeof(float));
+
+    TRY(o->event_elapsed_ms(s->be, s->ev_begin, s->ev_end, &prof->batch_ms));
+    for (int k = 0; k < S; ++k) {
+        if (!s->stage_ran[k]) continue;
+        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        ert_stage_profile *sp = &prof->stage[k];
+        TRY(o->event_elapsed_ms(s->be, ev[EV_COMPUTE], ev[EV_DECIDE], &sp->compute_ms));
+        TRY(o->event_elapsed_ms(s->be, ev[EV_DECIDE], ev[EV_COMPACT], &sp->decide_ms));
+        TRY(o->event_elapsed_ms(s->be, ev[EV_COMPACT], ev[EV_END], &sp->compact_ms));
+        prof->routing_ms += sp->decide_ms + sp->compact_ms;
+    }
+    return ERT_OK;
+fail:
+    return ert_error_context(st, "run on '%s': ", s->device);
+}
+
+ert_status ert_session_profile(const ert_session *s, ert_profile *out) {
+    if (!s || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_profile: NULL argument");
+    *out = s->profile;
+    return ERT_OK;
+}

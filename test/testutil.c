@@ -1,0 +1,129 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#include "exitrt/exitrt.h"
+
+const char *tu_path(const char *rel) {
+    static char buf[8][4096];
+    static int slot;
+    const char *root = getenv("ERT_SOURCE_DIR");
+    char *out = buf[slot++ % 8];
+    snprintf(out, 4096, "%s/%s", root ? root : ".", rel);
+    return out;
+}
+
+const char *tu_tmpdir(void) {
+    static char buf[8][256];
+    static int slot;
+    char *out = buf[slot++ % 8];
+    snprintf(out, 256, "/tmp/ert-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(out));
+    return out;
+}
+
+cJSON *tu_json_load(const char *path) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)len + 1);
+    ck_assert_uint_eq(fread(text, 1, (size_t)len, f), (size_t)len);
+    text[len] = '\0';
+    fclose(f);
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    ck_assert_msg(json != NULL, "cannot parse %s", path);
+    return json;
+}
+
+float *tu_json_floats(const cJSON *arr, int *n) {
+    ck_assert(cJSON_IsArray(arr));
+    int len = cJSON_GetArraySize(arr);
+    float *out = malloc(sizeof(float) * (size_t)(len > 0 ? len : 1));
+    int i = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, arr) out[i++] = (float)item->valuedouble;
+    if (n) *n = len;
+    return out;
+}
+
+void tu_write_file(const char *path, const void *data, size_t bytes) {
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(data, 1, bytes, f), bytes);
+    fclose(f);
+}
+
+int tu_run(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+double tu_rel_err(const float *a, const float *b, int n, double atol, double rtol) {
+    double worst = 0.0;
+    for (int i = 0; i < n; ++i) {
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        double e = fabs((double)a[i] - (double)b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+
+void tu_write_safetensors(const char *path, const tu_tensor *t, int n) {
+    char header[8192];
+    size_t at = 0, off = 0;
+    at += (size_t)snprintf(header + at, sizeof header - at, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (int i = 0; i < n; ++i) {
+        at += (size_t)snprintf(header + at, sizeof header - at, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t[i].name,
+                               t[i].dtype);
+        for (int d = 0; d < t[i].ndim; ++d)
+            at += (size_t)snprintf(header + at, sizeof header - at, "%s%lld", d ? "," : "", t[i].shape[d]);
+        long long b = (long long)off, e = (long long)(off + t[i].bytes);
+        if (t[i].offsets[1]) {
+            b = t[i].offsets[0];
+            e = t[i].offsets[1];
+        }
+        at += (size_t)snprintf(header + at, sizeof header - at, "],\"data_offsets\":[%lld,%lld]}", b, e);
+        off += t[i].bytes;
+    }
+    at += (size_t)snprintf(header + at, sizeof header - at, "}");
+    ck_assert_uint_lt(at, sizeof header);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = (unsigned char)(((unsigned long long)at >> (8 * i)) & 0xff);
+    fwrite(len, 1, 8, f);
+    fwrite(header, 1, at, f);
+    for (int i = 0; i < n; ++i) fwrite(t[i].data, 1, t[i].bytes, f);
+    fclose(f);
+}
+
+void tu_write_text(const char *path, const char *text) { tu_write_file(path, text, strlen(text)); }
+
+void tu_copy_file(const char *from, const char *to) {
+    FILE *f = fopen(from, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", from);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    tu_write_file(to, buf, (size_t)len);
+    free(buf);
+}
+
+int tu_error_has(const char *needle) {
+    if (strstr(ert_last_error(), needle)) return 1;
+    fprintf(stderr, "expected '%s' in the error message: %s\n", needle, ert_last_error());
+    return 0;
+}

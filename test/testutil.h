@@ -1,0 +1,47 @@
+/* Helpers shared by the check suites. */
+#ifndef ERT_TESTUTIL_H
+#define ERT_TESTUTIL_H
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+/* Exit code that ctest counts as skipped (SKIP_RETURN_CODE). */
+#define ERT_TEST_SKIP 77
+
+/* A path below the source tree ($ERT_SOURCE_DIR, set by ctest). */
+const char *tu_path(const char *rel);
+/* A fresh temporary directory for one test; removed by the caller if it wants. */
+const char *tu_tmpdir(void);
+/* Reads and parses a JSON file; fails the test if it cannot. */
+cJSON *tu_json_load(const char *path);
+/* A JSON array of numbers as a malloc'd float array; *n gets its length. */
+float *tu_json_floats(const cJSON *arr, int *n);
+/* Writes `bytes` bytes to `path`; fails the test on error. */
+void tu_write_file(const char *path, const void *data, size_t bytes);
+/* Runs a suite (CK_NORMAL output); returns the process exit code. */
+int tu_run(Suite *s);
+/* Largest |a-b| / (atol + rtol*|b|) over n values (> 1 means out of tolerance). */
+double tu_rel_err(const float *a, const float *b, int n, double atol, double rtol);
+
+#endif
+
+/* One tensor for tu_write_safetensors. `data` holds `bytes` raw bytes. */
+typedef struct tu_tensor {
+    const char *name;
+    const char *dtype;   /* written as given: "F32", "F16", "BF16", or a wrong one */
+    int ndim;
+    long long shape[4];
+    const void *data;
+    size_t bytes;
+    long long offsets[2]; /* if offsets[1] != 0, written instead of the real offsets */
+} tu_tensor;
+
+/* Writes a safetensors file: header from the tensors, then their data back to back. */
+void tu_write_safetensors(const char *path, const tu_tensor *t, int n);
+/* Writes a text file. */
+void tu_write_text(const char *path, const char *text);
+/* Copies a file. */
+void tu_copy_file(const char *from, const char *to);
+/* 1 if the last error message contains `needle` (prints the message if not). */
+int tu_error_has(const char *needle);

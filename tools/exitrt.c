@@ -1,0 +1,450 @@
+/* exitrt — the command-line program. It uses the public API only; it is the one place
+ * that prints and exits. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exitrt/exitrt.h"
+
+#define MAX_POLICIES 64
+
+static const char *prog = "exitrt";
+
+static void die(const char *what) {
+    fprintf(stderr, "%s: %s\n", prog, what);
+    exit(1);
+}
+
+/* A library call failed: print its message (which names the file, tensor or argument). */
+static void check(ert_status s) {
+    if (s == ERT_OK) return;
+    const char *msg = ert_last_error();
+    fprintf(stderr, "%s: %s: %s\n", prog, ert_status_to_string(s), msg[0] ? msg : "(no detail)");
+    exit(1);
+}
+
+static int parse_int(const char *flag, const char *text, int lo, int hi) {
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "%s: %s '%s': expected an integer in %d..%d\n", prog, flag, text, lo, hi);
+        exit(1);
+    }
+    return (int)v;
+}
+
+static ert_mode parse_mode(const char *text) {
+    if (strcmp(text, "compact") == 0) return ERT_MODE_COMPACT;
+    if (strcmp(text, "masked") == 0) return ERT_MODE_MASKED;
+    if (strcmp(text, "full") == 0) return ERT_MODE_FULL;
+    fprintf(stderr, "%s: --mode '%s': expected compact, masked or full\n", prog, text);
+    exit(1);
+}
+
+static const char *mode_name(ert_mode m) {
+    return m == ERT_MODE_COMPACT ? "compact" : m == ERT_MODE_MASKED ? "masked" : "full";
+}
+
+/* Options shared by the subcommands that run a model. */
+typedef struct run_opts {
+    const char *model, *data, *device, *output, *dtype;
+    const char *policies[MAX_POLICIES];
+    int num_policies;
+    ert_mode mode;
+    int batch, warmup, limit, json;
+} run_opts;
+
+enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE };
+
+static const struct option run_long[] = {
+    {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
+    {"policy", required_argument, 0, 'p'},  {"mode", required_argument, 0, 'M'},
+    {"batch", required_argument, 0, 'b'},   {"device", required_argument, 0, 'D'},
+    {"json", no_argument, 0, 'j'},          {"output", required_argument, 0, 'o'},
+    {"warmup", required_argument, 0, OPT_WARMUP}, {"limit", required_argument, 0, OPT_LIMIT},
+    {"dtype", required_argument, 0, OPT_DTYPE}, {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
+
+static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:d:p:M:b:D:jo:h", run_long, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'd': o->data = optarg; break;
+        case 'p':
+            if (o->num_policies == MAX_POLICIES) die("too many --policy options");
+            o->policies[o->num_policies++] = optarg;
+            break;
+        case 'M': o->mode = parse_mode(optarg); break;
+        case 'b': o->batch = parse_int("--batch", optarg, 1, 1 << 20); break;
+        case 'D': o->device = optarg; break;
+        case 'j': o->json = 1; break;
+        case 'o': o->output = optarg; break;
+        case OPT_WARMUP: o->warmup = parse_int("--warmup", optarg, 0, 1000); break;
+        case OPT_LIMIT: o->limit = parse_int("--limit", optarg, 1, 1 << 30); break;
+        case OPT_DTYPE: o->dtype = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(1);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+        usage(stderr);
+        exit(1);
+    }
+}
+
+/* The loaded pieces every run needs. */
+typedef struct setup {
+    ert_model *model;
+    ert_dataset *data;
+    ert_session *session;
+} setup;
+
+static void setup_open(const run_opts *o, setup *su) {
+    if (!o->model) die("--model DIR is required");
+    if (!o->data) die("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
+    check(ert_model_load(o->model, &su->model));
+    check(ert_dataset_load(o->data, &su->data));
+    if (o->limit && o->limit < su->data->n) su->data->n = o->limit;
+    ert_session_options so = ert_session_options_default();
+    so.device = o->device ? o->device : "cpu";
+    so.mode = o->mode;
+    so.max_batch = o->batch ? o->batch : 256;
+    if (o->dtype) check(ert_dtype_parse(o->dtype, &so.dtype));
+    check(ert_session_new(su->model, &so, &su->session));
+}
+
+static void setup_close(setup *su) {
+    ert_session_free(su->session);
+    ert_dataset_free(su->data);
+    ert_model_free(su->model);
+}
+
+/* Writes index,label,pred,exit,confidence to a temporary file, then renames it over
+ * FILE, so a failure never leaves a half-written file. */
+static void write_csv(const char *path, const ert_dataset *data, const ert_eval_result *r) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "%s: --output '%s': cannot write\n", prog, path);
+        exit(1);
+    }
+    int ok = fprintf(f, "index,label,pred,exit,confidence\n") > 0;
+    for (int64_t i = 0; ok && i < r->samples; ++i)
+        ok = fprintf(f, "%lld,%d,%d,%d,%.6f\n", (long long)i, data->labels ? data->labels[i] : -1, r->pred[i],
+                     r->exit_index[i], r->confidence[i]) > 0;
+    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        fprintf(stderr, "%s: --output '%s': write failed\n", prog, path);
+        exit(1);
+    }
+}
+
+/* ---------------------------------------------------------------- eval */
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+            "usage: exitrt eval --model DIR --data SPLIT --policy SPEC [options]\n"
+            "\n"
+            "Runs a dataset through the model with an exit policy and reports accuracy, exits,\n"
+            "the share of the full model's FLOPs executed, throughput and batch latency.\n"
+            "\n"
+            "  -m, --model DIR      model directory (config.json + model.safetensors)\n"
+            "  -d, --data SPLIT     fashion-mnist:test | fashion-mnist:val | fashion-mnist:train |\n"
+            "                       FILE.npy[:LABELS.npy]\n"
+            "  -p, --policy SPEC    none | confidence:T[,T..] | entropy:T[,T..] | margin:T[,T..] |\n"
+            "                       patience:N | fixed:K | oracle | scheduled:hazard=H[,seed=S]\n"
+            "                       [;temp=T[,T..]] | FILE.json   (default: none)\n"
+            "  -M, --mode MODE      compact (default) | masked | full\n"
+            "  -b, --batch N        samples per batch (default 256)\n"
+            "  -D, --device DEV     cpu (default) | cuda:N\n"
+            "      --dtype T        f32 (default) | tf32 | bf16 | f16 (CUDA only)\n"
+            "  -j, --json           print one JSON object instead of the table\n"
+            "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
+            "      --warmup N       untimed batches before measuring (default 1)\n"
+            "      --limit N        only the first N samples\n"
+            "  -h, --help           this text\n");
+}
+
+static cJSON *result_json(const run_opts *o, const setup *su, const char *policy, const ert_eval_result *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", ert_model_name(su->model));
+    cJSON_AddStringToObject(j, "data", su->data->name);
+    cJSON_AddStringToObject(j, "device", ert_session_device(su->session));
+    cJSON_AddStringToObject(j, "mode", mode_name(o->mode));
+    cJSON_AddStringToObject(j, "policy", policy);
+    cJSON_AddNumberToObject(j, "batch", o->batch ? o->batch : 256);
+    cJSON_AddNumberToObject(j, "samples", (double)r->samples);
+    if (r->accuracy >= 0) cJSON_AddNumberToObject(j, "accuracy", r->accuracy);
+    else cJSON_AddNullToObject(j, "accuracy");
+    cJSON_AddNumberToObject(j, "mean_exit", r->mean_exit);
+    cJSON *h = cJSON_AddArrayToObject(j, "exit_histogram");
+    cJSON *ea = cJSON_AddArrayToObject(j, "exit_accuracy");
+    for (int e = 0; e < r->num_exits; ++e) {
+        cJSON_AddItemToArray(h, cJSON_CreateNumber((double)r->exit_histogram[e]));
+        cJSON_AddItemToArray(ea, r->exit_histogram[e] && r->accuracy >= 0
+                                     ? cJSON_CreateNumber((double)r->exit_correct[e] / (double)r->exit_histogram[e])
+                                     : cJSON_CreateNull());
+    }
+    cJSON_AddNumberToObject(j, "flops_fraction", r->flops_fraction);
+    cJSON_AddNumberToObject(j, "throughput", r->throughput);
+    cJSON *l = cJSON_AddObjectToObject(j, "latency_ms");
+    cJSON_AddNumberToObject(l, "mean", r->latency.mean);
+    cJSON_AddNumberToObject(l, "p50", r->latency.p50);
+    cJSON_AddNumberToObject(l, "p95", r->latency.p95);
+    cJSON_AddNumberToObject(l, "p99", r->latency.p99);
+    cJSON_AddNumberToObject(l, "max", r->latency.max);
+    return j;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    run_opts o = {.warmup = 1};
+    parse_run_opts(argc, argv, &o, eval_usage);
+    if (o.num_policies > 1) die("eval takes one --policy (compare takes several)");
+    const char *spec = o.num_policies ? o.policies[0] : "none";
+    ert_policy *policy = NULL;
+    check(ert_policy_parse(spec, &policy));
+    setup su = {0};
+    setup_open(&o, &su);
+    ert_eval_result *r = NULL;
+    ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
+    check(ert_evaluate(su.session, policy, su.data, &eo, &r));
+    char pbuf[512];
+    ert_policy_to_string(policy, pbuf, sizeof pbuf);
+    if (o.output) write_csv(o.output, su.data, r);
+    if (o.json) {
+        cJSON *j = result_json(&o, &su, pbuf, r);
+        char *text = cJSON_PrintUnformatted(j);
+        printf("%s\n", text);
+        free(text);
+        cJSON_Delete(j);
+    } else {
+        printf("model %s | data %s (%lld samples) | device %s | mode %s | policy %s | batch %d\n",
+               ert_model_name(su.model), su.data->name, (long long)r->samples, ert_session_device(su.session),
+               mode_name(o.mode), pbuf, eo.batch);
+        if (r->accuracy >= 0) printf("accuracy         %.2f%%\n", 100.0 * r->accuracy);
+        printf("mean exit        %.3f (of exits 0..%d)\n", r->mean_exit, r->num_exits - 1);
+        printf("FLOPs fraction   %.3f of the full model\n", r->flops_fraction);
+        printf("throughput       %.0f samples/s\n", r->throughput);
+        printf("batch latency    mean %.3f  p50 %.3f  p95 %.3f  p99 %.3f  max %.3f ms (%d batches)\n",
+               r->latency.mean, r->latency.p50, r->latency.p95, r->latency.p99, r->latency.max, r->num_batches);
+        printf("exit  samples   share   accuracy\n");
+        for (int e = 0; e < r->num_exits; ++e) {
+            printf("%4d  %7lld  %5.1f%%", e, (long long)r->exit_histogram[e],
+                   100.0 * (double)r->exit_histogram[e] / (double)r->samples);
+            if (r->accuracy >= 0 && r->exit_histogram[e])
+                printf("   %6.2f%%", 100.0 * (double)r->exit_correct[e] / (double)r->exit_histogram[e]);
+            printf("\n");
+        }
+    }
+    ert_eval_result_free(r);
+    ert_policy_free(policy);
+    setup_close(&su);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- compare */
+
+static void compare_usage(FILE *f) {
+    fprintf(f,
+            "usage: exitrt compare --model DIR --data SPLIT [--policy SPEC]... [options]\n"
+            "\n"
+            "Evaluates several exit policies on one session and prints one row each:\n"
+            "accuracy, mean exit, FLOPs fraction, throughput and batch latency.\n"
+            "Without --policy: none, confidence, entropy, margin, patience, fixed:K for every\n"
+            "exit, and oracle (the upper bound).\n"
+            "\n"
+            "Options as for `exitrt eval` (--model, --data, --mode, --batch, --device, --dtype,\n"
+            "--warmup, --limit); --json prints a JSON array of the rows.\n");
+}
+
+static int cmd_compare(int argc, char **argv) {
+    run_opts o = {.warmup = 1};
+    parse_run_opts(argc, argv, &o, compare_usage);
+    if (o.output) die("compare does not take --output (use eval for per-sample rows)");
+    setup su = {0};
+    setup_open(&o, &su);
+    static char fixed[ERT_MAX_EXITS][32];
+    if (o.num_policies == 0) {
+        static const char *defaults[] = {"none",         "confidence:0.8", "confidence:0.9", "confidence:0.95",
+                                         "confidence:0.99", "entropy:0.3", "entropy:0.15",   "entropy:0.05",
+                                         "margin:0.6",   "margin:0.9",     "patience:2",     "patience:3"};
+        for (size_t i = 0; i < sizeof defaults / sizeof *defaults; ++i) o.policies[o.num_policies++] = defaults[i];
+        for (int e = 0; e < ert_model_num_exits(su.model) - 1 && o.num_policies < MAX_POLICIES - 1; ++e) {
+            snprintf(fixed[e], sizeof fixed[e], "fixed:%d", e);
+            o.policies[o.num_policies++] = fixed[e];
+        }
+        if (su.data->labels) o.policies[o.num_policies++] = "oracle";
+    }
+    cJSON *rows = cJSON_CreateArray();
+    if (!o.json)
+        printf("model %s | data %s (%lld samples) | device %s | mode %s | batch %d\n\n"
+               "%-22s %9s %9s %7s %11s %9s %9s %9s\n",
+               ert_model_name(su.model), su.data->name, (long long)su.data->n, ert_session_device(su.session),
+               mode_name(o.mode), o.batch ? o.batch : 256, "policy", "accuracy", "mean exit", "FLOPs", "samples/s",
+               "mean ms", "p50 ms", "p99 ms");
+    for (int i = 0; i < o.num_policies; ++i) {
+        ert_policy *policy = NULL;
+        check(ert_policy_parse(o.policies[i], &policy));
+        ert_eval_result *r = NULL;
+        ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
+        check(ert_evaluate(su.session, policy, su.data, &eo, &r));
+        char pbuf[512];
+        ert_policy_to_string(policy, pbuf, sizeof pbuf);
+        if (o.json) {
+            cJSON_AddItemToArray(rows, result_json(&o, &su, pbuf, r));
+        } else {
+            printf("%-22s %8.2f%% %9.3f %7.3f %11.0f %9.3f %9.3f %9.3f\n", pbuf, 100.0 * r->accuracy, r->mean_exit,
+                   r->flops_fraction, r->throughput, r->latency.mean, r->latency.p50, r->latency.p99);
+            fflush(stdout);
+        }
+        ert_eval_result_free(r);
+        ert_policy_free(policy);
+    }
+    if (o.json) {
+        char *text = cJSON_Print(rows);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        printf("\nFLOPs = executed share of the full model's FLOPs (exit heads included); latency per batch.\n");
+    }
+    cJSON_Delete(rows);
+    setup_close(&su);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- info */
+
+static void info_usage(FILE *f) {
+    fprintf(f,
+            "usage: exitrt info --model DIR [--json]\n"
+            "\n"
+            "Prints the model's input, classes and, per stage, widths, parameters, FLOPs per\n"
+            "sample and weight bytes, with the cumulative FLOPs of leaving at each exit.\n");
+}
+
+static int cmd_info(int argc, char **argv) {
+    const char *dir = NULL;
+    int json = 0, c;
+    static const struct option lo[] = {{"model", required_argument, 0, 'm'}, {"json", no_argument, 0, 'j'},
+                                       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:jh", lo, NULL)) != -1) {
+        if (c == 'm') dir = optarg;
+        else if (c == 'j') json = 1;
+        else if (c == 'h') {
+            info_usage(stdout);
+            return 0;
+        } else {
+            info_usage(stderr);
+            return 1;
+        }
+    }
+    if (!dir) die("--model DIR is required");
+    ert_model *m = NULL;
+    check(ert_model_load(dir, &m));
+    const double full = ert_model_flops_full(m);
+    cJSON *j = cJSON_CreateObject(), *stages = NULL;
+    if (json) {
+        cJSON_AddStringToObject(j, "model", ert_model_name(m));
+        cJSON_AddNumberToObject(j, "input_size", ert_model_input_size(m));
+        cJSON_AddNumberToObject(j, "classes", ert_model_num_classes(m));
+        cJSON_AddNumberToObject(j, "exits", ert_model_num_exits(m));
+        cJSON_AddNumberToObject(j, "flops_full", full);
+        stages = cJSON_AddArrayToObject(j, "stages");
+    } else {
+        printf("model %s: input %d values, %d classes, %d stages, %d exits\n", ert_model_name(m),
+               ert_model_input_size(m), ert_model_num_classes(m), ert_model_num_stages(m), ert_model_num_exits(m));
+        printf("classes:");
+        for (int i = 0; i < ert_model_num_classes(m); ++i) printf("%s %s", i ? "," : "", ert_model_class_label(m, i));
+        printf("\n\n%-10s %11s %10s %12s %10s %9s %5s %14s %8s\n", "stage", "width", "params", "FLOPs/sample",
+               "head FLOPs", "weights", "exit", "FLOPs to exit", "of full");
+    }
+    int64_t total_params = 0;
+    for (int k = 0; k < ert_model_num_stages(m); ++k) {
+        ert_stage_info si;
+        check(ert_model_stage_info(m, k, &si));
+        total_params += si.params + si.head_params;
+        const double to_exit = si.has_exit ? ert_model_flops_to_exit(m, si.exit_index) : 0.0;
+        if (json) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "name", si.name);
+            cJSON_AddNumberToObject(s, "width_in", si.width_in);
+            cJSON_AddNumberToObject(s, "width_out", si.width_out);
+            cJSON_AddNumberToObject(s, "params", (double)si.params);
+            cJSON_AddNumberToObject(s, "head_params", (double)si.head_params);
+            cJSON_AddNumberToObject(s, "flops", si.flops);
+            cJSON_AddNumberToObject(s, "head_flops", si.head_flops);
+            cJSON_AddNumberToObject(s, "weight_bytes_f32", si.bytes);
+            cJSON_AddNumberToObject(s, "exit", si.exit_index);
+            if (si.has_exit) cJSON_AddNumberToObject(s, "flops_to_exit", to_exit);
+            cJSON_AddItemToArray(stages, s);
+        } else {
+            char width[32], ex[16] = "-", te[32] = "-", frac[16] = "-";
+            snprintf(width, sizeof width, "%d->%d", si.width_in, si.width_out);
+            if (si.has_exit) {
+                snprintf(ex, sizeof ex, "%d", si.exit_index);
+                snprintf(te, sizeof te, "%.0f", to_exit);
+                snprintf(frac, sizeof frac, "%.3f", to_exit / full);
+            }
+            printf("%-10s %11s %10lld %12.0f %10.0f %8.2fM %5s %14s %8s\n", si.name, width,
+                   (long long)(si.params + si.head_params), si.flops, si.head_flops, si.bytes / 1e6, ex, te, frac);
+        }
+    }
+    if (json) {
+        cJSON_AddNumberToObject(j, "params", (double)total_params);
+        char *text = cJSON_Print(j);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        printf("\ntotal parameters %lld; full model (all stages, last head only) %.0f FLOPs per sample\n",
+               (long long)total_params, full);
+        printf("FLOPs count 2 per multiply-add; weights in f32 bytes.\n");
+    }
+    cJSON_Delete(j);
+    ert_model_free(m);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: exitrt <command> [options]     (exitrt <command> --help for its options)\n"
+            "\n"
+            "Runs early-exit neural networks: each sample leaves at an exit head once the exit\n"
+            "policy is confident; the survivors are compacted and computed alone.\n"
+            "\n"
+            "commands:\n"
+            "  info      stages, parameters, FLOPs and bytes of a model\n"
+            "  eval      run a dataset with one exit policy: accuracy, exits, FLOPs, latency\n"
+            "  compare   run a dataset with several policies, one row each\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    static char name[64];
+    snprintf(name, sizeof name, "exitrt %s", cmd);
+    prog = name;
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
+    fprintf(stderr, "exitrt: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 1;
+}
