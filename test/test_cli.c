@@ -1,0 +1,222 @@
+/* The exitrt program: exit codes, one-line errors, --json keys, the per-sample CSV, and
+ * nothing half-written when a run fails. Runs the built binary ($ERT_CLI). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "testutil.h"
+
+static char out_text[1 << 16], err_text[1 << 12];
+
+/* Runs `exitrt ARGS`, capturing stdout and stderr; returns the exit status. */
+static int cli(const char *args) {
+    const char *dir = tu_tmpdir();
+    char cmd[4096], po[512], pe[512];
+    snprintf(po, sizeof po, "%s/out", dir);
+    snprintf(pe, sizeof pe, "%s/err", dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> '%s'", getenv("ERT_SOURCE_DIR"), getenv("ERT_CLI"), args,
+             po, pe);
+    int rc = system(cmd);
+    FILE *f = fopen(po, "r");
+    size_t n = fread(out_text, 1, sizeof out_text - 1, f);
+    out_text[n] = '\0';
+    fclose(f);
+    f = fopen(pe, "r");
+    n = fread(err_text, 1, sizeof err_text - 1, f);
+    err_text[n] = '\0';
+    fclose(f);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int lines(const char *s) {
+    int n = 0;
+    for (; *s; ++s) n += *s == '\n';
+    return n;
+}
+
+/* A float32 .npy of the tiny model's shape and an int32 labels .npy. */
+static void write_npy(const char *path, const char *descr, const char *shape, const void *data, size_t bytes) {
+    char header[128];
+    int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape);
+    while ((len + 10 + 1) % 64) header[len++] = ' ';
+    header[len++] = '\n';
+    FILE *f = fopen(path, "wb");
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
+    fwrite(pre, 1, 10, f);
+    fwrite(header, 1, (size_t)len, f);
+    fwrite(data, 1, bytes, f);
+    fclose(f);
+}
+
+static char data_spec[1024];
+
+static void setup(void) {
+    static float x[50 * 24];
+    static int32_t y[50];
+    srand(5);
+    for (int i = 0; i < 50 * 24; ++i) x[i] = (float)rand() / (float)RAND_MAX;
+    for (int i = 0; i < 50; ++i) y[i] = rand() % 5;
+    const char *dir = tu_tmpdir();
+    char px[512], py[512];
+    snprintf(px, sizeof px, "%s/x.npy", dir);
+    snprintf(py, sizeof py, "%s/y.npy", dir);
+    write_npy(px, "<f4", "(50, 2, 3, 4)", x, sizeof x);
+    write_npy(py, "<i4", "(50,)", y, sizeof y);
+    snprintf(data_spec, sizeof data_spec, "%s:%s", px, py);
+}
+
+START_TEST(help_and_usage) {
+    ck_assert_int_eq(cli(""), 1);
+    ck_assert_ptr_nonnull(strstr(err_text, "usage: exitrt"));
+    ck_assert_int_eq(cli("--help"), 0);
+    const char *cmds[] = {"info", "eval", "compare"};
+    for (int i = 0; i < 3; ++i) {
+        char a[64];
+        snprintf(a, sizeof a, "%s --help", cmds[i]);
+        ck_assert_int_eq(cli(a), 0);
+        ck_assert_ptr_nonnull(strstr(out_text, "usage: exitrt"));
+    }
+    ck_assert_int_eq(cli("frobnicate"), 1);
+    ck_assert_ptr_nonnull(strstr(err_text, "unknown command 'frobnicate'"));
+}
+END_TEST
+
+START_TEST(errors_are_one_line) {
+    char a[2048];
+    struct {
+        const char *args, *needle;
+    } cases[] = {
+        {"eval --model /nonexistent --data fashion-mnist:test", "/nonexistent/config.json': cannot open"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --policy bogus", "unknown kind 'bogus'"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --batch 0", "--batch '0'"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --mode sideways", "--mode 'sideways'"},
+        {"eval --model test/fixtures/tiny-f32 --data fashion-mnist:test", "784 values per sample"},
+        {"eval --model test/fixtures/tiny-f32 --data nowhere.npy", "nowhere.npy"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --device tpu:0", "device 'tpu:0'"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --policy fixed:9", "exit 9 does not exist"},
+        {"eval --model test/fixtures/tiny-f32", "--data SPLIT is required"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA extra", "unexpected argument 'extra'"},
+        {"info", "--model DIR is required"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
+        const char *d = strstr(cases[i].args, "DATA");
+        if (d) snprintf(a, sizeof a, "%.*s%s%s", (int)(d - cases[i].args), cases[i].args, data_spec, d + 4);
+        else snprintf(a, sizeof a, "%s", cases[i].args);
+        ck_assert_msg(cli(a) == 1, "%s: expected exit 1", a);
+        ck_assert_msg(strstr(err_text, cases[i].needle) != NULL, "%s: stderr '%s' lacks '%s'", a, err_text,
+                      cases[i].needle);
+        ck_assert_msg(lines(err_text) == 1 || strstr(err_text, "usage:"), "%s: not one line: %s", a, err_text);
+    }
+}
+END_TEST
+
+START_TEST(json_has_the_keys) {
+    char a[2048];
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --json",
+             data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    cJSON *j = cJSON_Parse(out_text);
+    ck_assert_ptr_nonnull(j);
+    const char *keys[] = {"accuracy", "mean_exit", "exit_histogram", "flops_fraction", "latency_ms", "samples"};
+    for (int i = 0; i < 6; ++i) ck_assert_msg(cJSON_GetObjectItem(j, keys[i]) != NULL, "missing key %s", keys[i]);
+    const cJSON *lat = cJSON_GetObjectItem(j, "latency_ms");
+    const char *lk[] = {"mean", "p50", "p95", "p99"};
+    for (int i = 0; i < 4; ++i) ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(lat, lk[i])));
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "samples")->valueint, 50);
+    const cJSON *h = cJSON_GetObjectItem(j, "exit_histogram");
+    ck_assert_int_eq(cJSON_GetArraySize(h), 3);
+    int total = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, h) total += v->valueint;
+    ck_assert_int_eq(total, 50);
+    const double acc = cJSON_GetObjectItem(j, "accuracy")->valuedouble;
+    ck_assert(acc >= 0.0 && acc <= 1.0);
+    const double ff = cJSON_GetObjectItem(j, "flops_fraction")->valuedouble;
+    ck_assert(ff > 0.3 && ff < 1.3);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(csv_rows_and_nothing_half_written) {
+    const char *dir = tu_tmpdir();
+    char csv[512], a[2048];
+    snprintf(csv, sizeof csv, "%s/rows.csv", dir);
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy entropy:0.8 --batch 7 --output %s",
+             data_spec, csv);
+    ck_assert_int_eq(cli(a), 0);
+    FILE *f = fopen(csv, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "index,label,pred,exit,confidence\n");
+    int rows = 0, idx, label, pred, ex;
+    float conf;
+    while (fscanf(f, "%d,%d,%d,%d,%f\n", &idx, &label, &pred, &ex, &conf) == 5) {
+        ck_assert_int_eq(idx, rows);
+        ck_assert(pred >= 0 && pred < 5 && ex >= 0 && ex < 3 && conf > 0 && conf <= 1);
+        ++rows;
+    }
+    fclose(f);
+    ck_assert_int_eq(rows, 50);
+    /* A failing run leaves the earlier file as it was and no temporary beside it. */
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy fixed:7 --output %s", data_spec, csv);
+    ck_assert_int_eq(cli(a), 1);
+    f = fopen(csv, "r");
+    int n = 0;
+    while (fgets(line, sizeof line, f)) ++n;
+    fclose(f);
+    ck_assert_int_eq(n, 51);
+    const char *other = tu_tmpdir();
+    snprintf(a, sizeof a, "ls '%s' | wc -l > '%s/count'", dir, other);
+    ck_assert_int_eq(system(a), 0);
+    char cp[600];
+    snprintf(cp, sizeof cp, "%s/count", other);
+    f = fopen(cp, "r");
+    ck_assert_int_eq(fscanf(f, "%d", &n), 1);
+    fclose(f);
+    ck_assert_int_eq(n, 1); /* rows.csv only */
+    /* A path that cannot be written fails cleanly. */
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --output /nonexistent/x.csv", data_spec);
+    ck_assert_int_eq(cli(a), 1);
+    ck_assert_ptr_nonnull(strstr(err_text, "--output '/nonexistent/x.csv': cannot write"));
+}
+END_TEST
+
+START_TEST(info_and_compare) {
+    ck_assert_int_eq(cli("info --model test/fixtures/tiny-f32"), 0);
+    ck_assert_ptr_nonnull(strstr(out_text, "model tiny-f32: input 24 values, 5 classes, 4 stages, 3 exits"));
+    char a[2048];
+    snprintf(a, sizeof a, "compare --model test/fixtures/tiny-f32 --data %s --policy none --policy fixed:0 --json",
+             data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    cJSON *j = cJSON_Parse(out_text);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 2);
+    const cJSON *fixed0 = cJSON_GetArrayItem(j, 1);
+    ck_assert_str_eq(cJSON_GetObjectItem(fixed0, "policy")->valuestring, "fixed:0");
+    ck_assert_double_eq(cJSON_GetObjectItem(fixed0, "mean_exit")->valuedouble, 0.0);
+    cJSON_Delete(j);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_add_unchecked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, help_and_usage);
+    tcase_add_test(tc, errors_are_one_line);
+    tcase_add_test(tc, json_has_the_keys);
+    tcase_add_test(tc, csv_rows_and_nothing_half_written);
+    tcase_add_test(tc, info_and_compare);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    if (!getenv("ERT_CLI") || !getenv("ERT_SOURCE_DIR")) {
+        fprintf(stderr, "test_cli: ERT_CLI and ERT_SOURCE_DIR must be set (ctest sets them)\n");
+        return 1;
+    }
+    return tu_run(suite());
+}
