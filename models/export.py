@@ -1,0 +1,560 @@
+"""Helpers to export early-exit models in the exitrt model format (models/FORMAT.md).
+
+This module is deliberately small and dependency-light (torch + the standard library):
+
+- ``write_safetensors`` / ``read_safetensors``: a hand-written safetensors writer and
+  reader (no ``safetensors`` package).  Layout: little-endian u64 N, N bytes of JSON
+  header padded with spaces so that N is a multiple of 8, then the raw little-endian
+  tensor data.  Tensors are stored sorted by name, contiguously, offsets relative to the
+  start of the data area.
+- ``ModelBuilder`` and the ``op_*`` helpers: build the ``config.json`` dictionary of
+  FORMAT.md together with the tensors it names.
+- ``validate``: checks a (config, tensors) pair against the rules of FORMAT.md (widths,
+  names, shapes, no unnamed tensors), as the C loader is expected to.
+- ``forward_exits``: a pure-torch reference forward pass that implements exactly the
+  FORMAT.md semantics and returns the logits of every exit.
+- ``dump_json``: JSON writer that prints floats with 9 significant digits.
+"""
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+FORMAT_NAME = "exitrt-model"
+FORMAT_VERSION = 1
+
+_DTYPES = {
+    # name: (torch dtype used for rounding, element size)
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+}
+
+
+# --------------------------------------------------------------------------------------
+# safetensors
+# --------------------------------------------------------------------------------------
+
+def _tensor_bytes(t, dtype):
+    """Raw little-endian bytes of tensor ``t`` rounded to ``dtype`` ("F32"/"F16"/"BF16")."""
+    tdtype, _ = _DTYPES[dtype]
+    t = t.detach().to("cpu").contiguous()
+    # Round from float32 (round-to-nearest-even), as torch does for .to(half/bfloat16).
+    t = t.to(torch.float32).to(tdtype).contiguous()
+    if dtype == "F32":
+        arr = t.numpy().astype("<f4")
+    else:
+        # numpy has no bfloat16: reinterpret the 16-bit patterns.
+        arr = t.view(torch.int16).numpy().astype("<i2")
+    return arr.tobytes(order="C")
+
+
+def write_safetensors(path, tensors, dtype="F32", metadata=None):
+    """Write ``tensors`` (dict name -> torch.Tensor) to ``path`` in safetensors format.
+
+    Every tensor is converted to ``dtype`` ("F32", "F16" or "BF16").  The header lists
+    the tensors sorted by name; their data follows contiguously in the same order.  The
+    JSON header is padded with spaces to a multiple of 8 bytes.  ``metadata`` (dict of
+    str -> str) becomes ``__metadata__`` when given.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError("dtype must be one of %s" % sorted(_DTYPES))
+    header = {}
+    chunks = []
+    offset = 0
+    for name in sorted(tensors):
+        if name == "__metadata__":
+            raise ValueError("tensor name __metadata__ is reserved")
+        t = tensors[name]
+        data = _tensor_bytes(t, dtype)
+        header[name] = {
+            "dtype": dtype,
+            "shape": [int(s) for s in t.shape],
+            "data_offsets": [offset, offset + len(data)],
+        }
+        chunks.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hjson += b" " * ((-len(hjson)) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hjson)))
+        f.write(hjson)
+        for c in chunks:
+            f.write(c)
+
+
+def read_safetensors(path, upcast=True):
+    """Read a safetensors file written by anyone (hand-written parser).
+
+    Returns ``(tensors, dtypes, metadata)``: tensors as torch tensors (upcast to float32
+    when ``upcast``), the stored dtype string per tensor, and the ``__metadata__`` dict.
+    Validates offsets and sizes like the C loader should.
+    """
+    import numpy as np
+
+    raw = Path(path).read_bytes()
+    if len(raw) < 8:
+        raise ValueError("%s: too short" % path)
+    (n,) = struct.unpack("<Q", raw[:8])
+    if 8 + n > len(raw):
+        raise ValueError("%s: header length %d past end of file" % (path, n))
+    header = json.loads(raw[8:8 + n].decode("utf-8"))
+    data = raw[8 + n:]
+    metadata = header.pop("__metadata__", {})
+    tensors, dtypes = {}, {}
+    spans = []
+    for name, info in header.items():
+        dt = info["dtype"]
+        if dt not in _DTYPES:
+            raise ValueError("%s: unsupported dtype %s" % (name, dt))
+        shape = [int(s) for s in info["shape"]]
+        begin, end = (int(v) for v in info["data_offsets"])
+        size = _DTYPES[dt][1]
+        numel = 1
+        for s in shape:
+            numel *= s
+        if not (0 <= begin <= end <= len(data)) or end - begin != numel * size:
+            raise ValueError("%s: bad data_offsets %s for shape %s %s" % (name, (begin, end), shape, dt))
+        spans.append((begin, end, name))
+        buf = data[begin:end]
+        if dt == "F32":
+            t = torch.from_numpy(np.frombuffer(buf, dtype="<f4").astype(np.float32).reshape(shape))
+        elif dt == "F16":
+            t = torch.from_numpy(np.frombuffer(buf, dtype="<f2").astype(np.float16).reshape(shape))
+        else:  # BF16: upper 16 bits of an IEEE float32
+            bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+            t = torch.from_numpy(bits.view(np.float32).reshape(shape).copy())
+            if not upcast:
+                t = t.to(torch.bfloat16)
+        if upcast:
+            t = t.to(torch.float32)
+        tensors[name] = t
+        dtypes[name] = dt
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise ValueError("tensors %s and %s overlap" % (n0, n1))
+    return tensors, dtypes, metadata
+
+
+# --------------------------------------------------------------------------------------
+# config building
+# --------------------------------------------------------------------------------------
+
+def _cfg_float(v):
+    """``v`` rounded to float32, returned as the shortest decimal that reads back as that
+    float32 (so config.json shows 0.4, not 0.400000006)."""
+    import numpy as np
+    return float(repr(np.float32(float(v))))
+
+
+class ModelBuilder:
+    """Collects stages, exits and tensors; produces config.json + model.safetensors.
+
+    Example::
+
+        b = ModelBuilder("tiny", input_shape=[24], classes=["a", "b"])
+        b.add_stage("stage0",
+                    [b.flatten(), b.linear("stages.0.fc", W, bias, "relu")],
+                    exit=[b.linear("exits.0.fc", We, be)])
+        b.save("models/tiny", dtype="F32")
+    """
+
+    def __init__(self, name, input_shape, classes, mean=None, std=None):
+        self.name = name
+        self.input_shape = [int(s) for s in input_shape]
+        self.classes = list(classes)
+        self.mean = None if mean is None else [_cfg_float(v) for v in mean]
+        self.std = None if std is None else [_cfg_float(v) for v in std]
+        self.stages = []
+        self.tensors = {}
+
+    def _add_tensor(self, name, t):
+        if name in self.tensors:
+            raise ValueError("duplicate tensor name %s" % name)
+        self.tensors[name] = t.detach().to("cpu", torch.float32).contiguous()
+        return name
+
+    # op helpers --------------------------------------------------------------------
+    @staticmethod
+    def flatten():
+        return {"op": "flatten"}
+
+    def linear(self, prefix, weight, bias=None, activation="none"):
+        """Linear op; tensors are registered as ``prefix.weight`` / ``prefix.bias``."""
+        out_f, in_f = weight.shape
+        op = {"op": "linear", "in": int(in_f), "out": int(out_f)}
+        if activation is not None:  # None: key omitted (FORMAT.md default "none")
+            op["activation"] = activation
+        op["weight"] = self._add_tensor(prefix + ".weight", weight)
+        if bias is not None:
+            op["bias"] = self._add_tensor(prefix + ".bias", bias)
+        return op
+
+    def layernorm(self, prefix, weight=None, bias=None, eps=1e-5, dim=None):
+        if dim is None:
+            dim = int(weight.shape[0])
+        op = {"op": "layernorm", "dim": int(dim)}
+        if eps is not None:  # None: key omitted (FORMAT.md default 1e-5)
+            op["eps"] = float(eps)
+        if weight is not None:
+            op["weight"] = self._add_tensor(prefix + ".weight", weight)
+        if bias is not None:
+            op["bias"] = self._add_tensor(prefix + ".bias", bias)
+        return op
+
+    @staticmethod
+    def residual(ops):
+        return {"op": "residual", "ops": list(ops)}
+
+    def add_stage(self, name, ops, exit=None):
+        st = {"name": name, "ops": list(ops)}
+        if exit is not None:
+            st["exit"] = list(exit)
+        self.stages.append(st)
+        return st
+
+    # output ------------------------------------------------------------------------
+    def config(self):
+        inp = {"shape": list(self.input_shape)}
+        if self.mean is not None:
+            inp["mean"] = list(self.mean)
+        if self.std is not None:
+            inp["std"] = list(self.std)
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "input": inp,
+            "classes": list(self.classes),
+            "stages": self.stages,
+        }
+
+    def desc(self):
+        return {"config": self.config(), "tensors": dict(self.tensors)}
+
+    def save(self, directory, dtype="F32", metadata=None):
+        """Write ``directory/config.json`` and ``directory/model.safetensors``."""
+        cfg = self.config()
+        validate(cfg, self.tensors)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "config.json"), "w") as f:
+            f.write(config_to_json(cfg))
+        md = {"format": "pt", "exitrt_model": self.name}
+        if metadata:
+            md.update(metadata)
+        write_safetensors(os.path.join(directory, "model.safetensors"), self.tensors, dtype, md)
+
+
+def config_to_json(cfg):
+    """config.json text: indented, but every op on a single line for readability."""
+    def op_line(op):
+        return json.dumps(op, separators=(", ", ": "))
+
+    lines = ["{"]
+    top = [
+        '  "format": %s' % json.dumps(cfg["format"]),
+        '  "version": %d' % cfg["version"],
+        '  "name": %s' % json.dumps(cfg["name"]),
+        '  "input": %s' % json.dumps(cfg["input"]),
+        '  "classes": %s' % json.dumps(cfg["classes"]),
+    ]
+    stages = []
+    for st in cfg["stages"]:
+        s = ['    {"name": %s,' % json.dumps(st["name"])]
+        s.append('     "ops": [\n' + ",\n".join("       " + op_line(o) for o in st["ops"]) + "]"
+                 + ("," if "exit" in st else ""))
+        if "exit" in st:
+            s.append('     "exit": [\n' + ",\n".join("       " + op_line(o) for o in st["exit"]) + "]")
+        stages.append("\n".join(s) + "}")
+    top.append('  "stages": [\n' + ",\n".join(stages) + "\n  ]")
+    lines.append(",\n".join(top))
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    assert json.loads(text) == json.loads(json.dumps(cfg))
+    return text
+
+
+def load_model(directory, upcast=True):
+    """Load ``(config, tensors, dtypes)`` from a model directory."""
+    with open(os.path.join(directory, "config.json")) as f:
+        cfg = json.load(f)
+    tensors, dtypes, _ = read_safetensors(os.path.join(directory, "model.safetensors"), upcast)
+    validate(cfg, tensors)
+    return cfg, tensors, dtypes
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def validate(cfg, tensors):
+    """Check a config against FORMAT.md and the tensors it names. Raises ValueError."""
+    def fail(msg):
+        raise ValueError("invalid model: " + msg)
+
+    if cfg.get("format") != FORMAT_NAME or cfg.get("version") != FORMAT_VERSION:
+        fail("format/version")
+    shape = cfg["input"]["shape"]
+    if not shape or any(int(s) <= 0 for s in shape):
+        fail("input.shape")
+    nch = int(shape[0])
+    for key in ("mean", "std"):
+        v = cfg["input"].get(key)
+        if v is not None and len(v) not in (1, nch):
+            fail("input.%s must have 1 or %d values" % (key, nch))
+    if "std" in cfg["input"] and any(s == 0 for s in cfg["input"]["std"]):
+        fail("input.std contains 0")
+    ncls = len(cfg["classes"])
+    if ncls < 1:
+        fail("no classes")
+    used = set()
+
+    def need(name, shp):
+        if name not in tensors:
+            fail("tensor %s missing" % name)
+        if list(tensors[name].shape) != list(shp):
+            fail("tensor %s has shape %s, expected %s" % (name, list(tensors[name].shape), shp))
+        used.add(name)
+
+    def run_ops(ops, width, flat, where):
+        for op in ops:
+            kind = op["op"]
+            if kind == "flatten":
+                flat = True
+            elif not flat:
+                fail("%s: %s before flatten on a multi-dimensional input" % (where, kind))
+            elif kind == "linear":
+                if op["in"] != width:
+                    fail("%s: linear in=%d but width is %d" % (where, op["in"], width))
+                if op.get("activation", "none") not in ("none", "relu", "gelu"):
+                    fail("%s: bad activation" % where)
+                need(op["weight"], [op["out"], op["in"]])
+                if op.get("bias") is not None:
+                    need(op["bias"], [op["out"]])
+                width = op["out"]
+            elif kind == "layernorm":
+                if op["dim"] != width:
+                    fail("%s: layernorm dim=%d but width is %d" % (where, op["dim"], width))
+                for k in ("weight", "bias"):
+                    if op.get(k) is not None:
+                        need(op[k], [op["dim"]])
+            elif kind == "residual":
+                w2, flat2 = run_ops(op["ops"], width, flat, where + "/residual")
+                if w2 != width:
+                    fail("%s: residual changes width %d -> %d" % (where, width, w2))
+            else:
+                fail("%s: unknown op %s" % (where, kind))
+        return width, flat
+
+    width, flat = _numel(shape), len(shape) == 1
+    stages = cfg["stages"]
+    if not stages:
+        fail("no stages")
+    for i, st in enumerate(stages):
+        width, flat = run_ops(st["ops"], width, flat, "stage %d" % i)
+        if "exit" in st:
+            w, _ = run_ops(st["exit"], width, flat, "stage %d exit" % i)
+            if w != ncls:
+                fail("stage %d exit outputs %d values, %d classes" % (i, w, ncls))
+        elif i == len(stages) - 1:
+            fail("last stage has no exit")
+    extra = set(tensors) - used
+    if extra:
+        fail("tensors not named by the config: %s" % sorted(extra))
+
+
+# --------------------------------------------------------------------------------------
+# reference forward
+# --------------------------------------------------------------------------------------
+
+def _as_desc(model_or_desc):
+    """Accept a model directory, a ``(config, tensors)`` pair, a dict with ``config`` and
+    ``tensors``, a ModelBuilder, or an object with a ``to_builder()`` method."""
+    m = model_or_desc
+    if isinstance(m, (str, Path)):
+        cfg, tensors, _ = load_model(str(m))
+        return cfg, tensors
+    if isinstance(m, ModelBuilder):
+        return m.config(), m.tensors
+    if hasattr(m, "to_builder"):
+        b = m.to_builder()
+        return b.config(), b.tensors
+    if isinstance(m, dict):
+        return m["config"], m["tensors"]
+    cfg, tensors = m
+    return cfg, tensors
+
+
+def normalise(cfg, x):
+    """Apply ``(x - mean[c]) / std[c]``; ``x`` is ``[N, *input.shape]`` or ``[N, numel]``."""
+    shape = cfg["input"]["shape"]
+    n = x.shape[0]
+    x = x.reshape(n, int(shape[0]), -1)
+    mean = cfg["input"].get("mean")
+    std = cfg["input"].get("std")
+    if mean is not None:
+        m = torch.tensor(mean, dtype=torch.float32).to(x.dtype)
+        x = x - (m if len(mean) == 1 else m.view(1, -1, 1))
+    if std is not None:
+        s = torch.tensor(std, dtype=torch.float32).to(x.dtype)
+        x = x / (s if len(std) == 1 else s.view(1, -1, 1))
+    return x.reshape((n,) + tuple(int(s) for s in shape))
+
+
+def _apply_ops(ops, x, tensors):
+    for op in ops:
+        kind = op["op"]
+        if kind == "flatten":
+            x = x.reshape(x.shape[0], -1)
+        elif kind == "linear":
+            w = tensors[op["weight"]].to(x.dtype)
+            b = tensors[op["bias"]].to(x.dtype) if op.get("bias") is not None else None
+            x = F.linear(x, w, b)
+            act = op.get("activation", "none")
+            if act == "relu":
+                x = torch.relu(x)
+            elif act == "gelu":
+                x = F.gelu(x)  # exact: 0.5 x (1 + erf(x / sqrt 2))
+            elif act != "none":
+                raise ValueError("bad activation %s" % act)
+        elif kind == "layernorm":
+            dim = int(op["dim"])
+            w = tensors[op["weight"]].to(x.dtype) if op.get("weight") is not None else None
+            b = tensors[op["bias"]].to(x.dtype) if op.get("bias") is not None else None
+            # biased variance over the whole sample vector, as torch.nn.LayerNorm
+            x = F.layer_norm(x, (dim,), w, b, float(op.get("eps", 1e-5)))
+        elif kind == "residual":
+            x = x + _apply_ops(op["ops"], x, tensors)
+        else:
+            raise ValueError("unknown op %s" % kind)
+    return x
+
+
+@torch.no_grad()
+def forward_exits(model_or_desc, x, dtype=torch.float32, batch=4096):
+    """Reference forward pass: returns a list (one entry per exit, in stage order) of
+    ``[N, num_classes]`` logits.  ``x`` holds raw inputs in [0, 1], shaped
+    ``[N, *input.shape]`` or ``[N, numel]``; computation is done in ``dtype`` with the
+    weights as given (upcast to ``dtype``)."""
+    cfg, tensors = _as_desc(model_or_desc)
+    x = torch.as_tensor(x)
+    outs = None
+    for start in range(0, x.shape[0], batch):
+        h = normalise(cfg, x[start:start + batch].to(dtype))
+        if len(cfg["input"]["shape"]) == 1:
+            h = h.reshape(h.shape[0], -1)
+        res = []
+        for st in cfg["stages"]:
+            h = _apply_ops(st["ops"], h, tensors)
+            if "exit" in st:
+                res.append(_apply_ops(st["exit"], h, tensors))
+        outs = [[r] for r in res] if outs is None else [o + [r] for o, r in zip(outs, res)]
+    return [torch.cat(o, 0) for o in outs]
+
+
+def linear_flops(cfg):
+    """Per-exit FLOP counts (2*in*out per linear, nothing else).
+
+    Returns a list of dicts with ``backbone`` (stages 0..k bodies), ``head`` (exit k head),
+    ``exit_path`` (backbone + this head) and ``cascade`` (backbone + heads of all exits
+    0..k, i.e. the cost when every earlier exit was also evaluated), plus ``full``: all
+    stage bodies + the final exit head (the model without early exits).
+    """
+    def ops_flops(ops):
+        total = 0
+        for op in ops:
+            if op["op"] == "linear":
+                total += 2 * op["in"] * op["out"]
+            elif op["op"] == "residual":
+                total += ops_flops(op["ops"])
+        return total
+
+    rows, backbone, heads = [], 0, 0
+    for st in cfg["stages"]:
+        backbone += ops_flops(st["ops"])
+        if "exit" in st:
+            head = ops_flops(st["exit"])
+            heads += head
+            rows.append({"backbone": backbone, "head": head, "exit_path": backbone + head,
+                         "cascade": backbone + heads})
+    full = rows[-1]["exit_path"]
+    for r in rows:
+        r["full"] = full
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# JSON with 9-significant-digit floats
+# --------------------------------------------------------------------------------------
+
+def fmt_float(v):
+    """Float rounded to float32 precision, printed with 9 significant digits (round-trips)."""
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError("non-finite value %r" % v)
+    v = float(torch.tensor(v, dtype=torch.float32))
+    s = "%.9g" % v
+    return "0" if s == "-0" else s
+
+
+class ExactFloat(float):
+    """A float that ``dump_json`` prints with ``repr`` (shortest double round-trip)
+    instead of rounding it to float32 precision, e.g. accuracies such as 0.8912."""
+
+
+def dump_json(obj, indent=0, _level=0, inline_depth=1):
+    """Serialise ``obj`` to JSON text.  Floats use ``fmt_float``.  Lists of scalars are
+    written on one line; dicts/lists of containers are indented."""
+    def scalar(v):
+        if isinstance(v, bool) or v is None:
+            return json.dumps(v)
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, ExactFloat):
+            return repr(float(v))
+        if isinstance(v, float):
+            return fmt_float(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if hasattr(v, "item"):  # numpy / torch scalar
+            return scalar(v.item())
+        raise TypeError(type(v))
+
+    def is_scalar(v):
+        return not isinstance(v, (list, tuple, dict))
+
+    pad = " " * (indent * (_level + 1))
+    end = " " * (indent * _level)
+    nl = "\n" if indent else ""
+    if isinstance(obj, dict):
+        items = ['%s%s: %s' % (pad, json.dumps(str(k)), dump_json(v, indent, _level + 1))
+                 for k, v in obj.items()]
+        return "{" + nl + ("," + nl).join(items) + nl + end + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(is_scalar(v) for v in obj):
+            return "[" + ", ".join(scalar(v) for v in obj) + "]"
+        items = [pad + dump_json(v, indent, _level + 1) for v in obj]
+        return "[" + nl + ("," + nl).join(items) + nl + end + "]"
+    return scalar(obj)
+
+
+def write_json(path, obj, indent=1):
+    text = dump_json(obj, indent) + "\n"
+    json.loads(text)  # sanity check
+    with open(path, "w") as f:
+        f.write(text)
