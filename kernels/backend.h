@@ -71,6 +71,7 @@ typedef struct ert_decide_args {
     int32_t *pred;              /* batch-sized, written at orig_index */
     int32_t *exit_at;
     float *conf;
+    float *logits_out;          /* optional (NULL): batch x classes, the leaving row's logits */
 } ert_decide_args;
 
 /* Gathers rows with keep[r] = 1 into dense rows of the outputs, in their order, and

@@ -57,11 +57,13 @@ static void add_profile(ert_profile *sum, const ert_profile *p) {
         sum->stage[k].compute_ms += p->stage[k].compute_ms;
         sum->stage[k].decide_ms += p->stage[k].decide_ms;
         sum->stage[k].compact_ms += p->stage[k].compact_ms;
+        sum->stage[k].sync_ms += p->stage[k].sync_ms;
         sum->stage[k].flops += p->stage[k].flops;
         sum->stage[k].bytes += p->stage[k].bytes;
     }
     sum->batch_ms += p->batch_ms;
     sum->routing_ms += p->routing_ms;
+    sum->sync_ms += p->sync_ms;
     sum->host_syncs += p->host_syncs;
 }
 
@@ -118,6 +120,7 @@ ert_status ert_evaluate(ert_session *s, const ert_policy *policy, const ert_data
         r->batch_ms[i] = p.batch_ms;
         total_ms += p.batch_ms;
         add_profile(&r->profile_sum, &p);
+        if (opt && opt->trace && (st = ert_trace_add(opt->trace, ert_session_device(s), &p))) goto fail;
     }
 
     int64_t correct = 0;

@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "internal.h"
+#include "nvtx.h"
 
 /* A model op bound to its prepared backend op. */
 typedef struct sop {
@@ -28,7 +30,8 @@ typedef struct sseq {
     double flops, weight_elems, act_elems; /* per sample; weights per batch */
 } sseq;
 
-enum { EV_COMPUTE = 0, EV_DECIDE, EV_COMPACT, EV_END, EV_PER_STAGE };
+/* Events per stage, in stream order: compute | decide | compact | (host read-back) | end. */
+enum { EV_COMPUTE = 0, EV_DECIDE, EV_COMPACT, EV_SYNC, EV_END, EV_PER_STAGE };
 
 struct ert_session {
     const ert_model *model;
@@ -51,14 +54,14 @@ struct ert_session {
     uint8_t *keep;
     int32_t *count;
     int32_t *pred, *exit_at;
-    float *conf;
+    float *conf, *logits_out;
 
     /* host staging memory */
     float *h_input;
     int32_t *h_iota;
     ert_sample_state *h_state;
     int32_t *h_pred, *h_exit, *h_count;
-    float *h_conf;
+    float *h_conf, *h_logits;
 
     ert_event *ev_begin, *ev_end;
     ert_event **ev; /* EV_PER_STAGE per stage */
@@ -227,6 +230,8 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
         (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->pred)) ||
         (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->exit_at)) ||
         (st = alloc_be(s, nB * sizeof(float), (void **)&s->conf)) ||
+        (st = alloc_be(s, nB * (size_t)model->num_classes * sizeof(float), (void **)&s->logits_out)) ||
+        (st = alloc_host(s, nB * (size_t)model->num_classes * sizeof(float), (void **)&s->h_logits)) ||
         (st = alloc_host(s, nB * (size_t)model->input_size * sizeof(float), (void **)&s->h_input)) ||
         (st = alloc_host(s, nB * sizeof(int32_t), (void **)&s->h_iota)) ||
         (st = alloc_host(s, nB * sizeof(ert_sample_state), (void **)&s->h_state)) ||
@@ -269,10 +274,10 @@ void ert_session_free(ert_session *s) {
         for (int i = 0; s->pool && i < s->pool_size; ++i)
             if (s->pool[i]) o->release(s->be, s->pool[i]);
         void *dev[] = {s->input, s->logits, s->idx[0], s->idx[1], s->state[0], s->state[1],
-                       s->keep,  s->count,  s->pred,   s->exit_at, s->conf};
+                       s->keep,  s->count,  s->pred,   s->exit_at, s->conf, s->logits_out};
         for (size_t i = 0; i < sizeof dev / sizeof *dev; ++i)
             if (dev[i]) o->release(s->be, dev[i]);
-        void *host[] = {s->h_input, s->h_iota, s->h_state, s->h_pred, s->h_exit, s->h_conf, s->h_count};
+        void *host[] = {s->h_input, s->h_iota, s->h_state, s->h_pred, s->h_exit, s->h_conf, s->h_count, s->h_logits};
         for (size_t i = 0; i < sizeof host / sizeof *host; ++i)
             if (host[i]) o->host_release(s->be, host[i]);
         o->destroy(s->be);
@@ -351,6 +356,39 @@ static ert_status check_batch(const ert_session *s, const ert_policy *policy, co
     return ERT_OK;
 }
 
+static double host_clock_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+/* Reads the events of the last run into the profile. The device is idle (sync_ms) from
+ * the end of a stage's compaction until the next stage's first kernel: the host reads
+ * the survivor count back and launches again. */
+static ert_status collect_profile(ert_session *s) {
+    const ert_backend_ops *o = s->ops;
+    ert_profile *prof = &s->profile;
+    ert_status st;
+    if ((st = o->event_elapsed_ms(s->be, s->ev_begin, s->ev_end, &prof->batch_ms))) return st;
+    for (int k = 0; k < prof->num_stages; ++k) {
+        if (!s->stage_ran[k]) continue;
+        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        ert_stage_profile *sp = &prof->stage[k];
+        const int next = k + 1 < prof->num_stages && s->stage_ran[k + 1];
+        ert_event *idle_end = next ? s->ev[(k + 1) * EV_PER_STAGE + EV_COMPUTE] : ev[EV_END];
+        if ((st = o->event_elapsed_ms(s->be, s->ev_begin, ev[EV_COMPUTE], &sp->start_ms)) ||
+            (st = o->event_elapsed_ms(s->be, ev[EV_COMPUTE], ev[EV_DECIDE], &sp->compute_ms)) ||
+            (st = o->event_elapsed_ms(s->be, ev[EV_DECIDE], ev[EV_COMPACT], &sp->decide_ms)) ||
+            (st = o->event_elapsed_ms(s->be, ev[EV_COMPACT], ev[EV_SYNC], &sp->compact_ms)) ||
+            (st = o->event_elapsed_ms(s->be, ev[EV_SYNC], idle_end, &sp->sync_ms)))
+            return st;
+        if (o->host_memory) sp->sync_ms = 0.0; /* no device to idle: it is host time */
+        prof->routing_ms += sp->decide_ms + sp->compact_ms;
+        prof->sync_ms += sp->sync_ms;
+    }
+    return ERT_OK;
+}
+
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
         if ((st = (expr)) != ERT_OK) goto fail;                                                                        \
@@ -364,8 +402,8 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     const ert_backend_ops *o = s->ops;
     const int n = b->n, S = m->num_stages;
     const ert_mode mode = s->opt.mode;
-    ert_decide_args da = {.classes = m->num_classes, .logits = s->logits, .keep = s->keep,
-                          .pred = s->pred, .exit_at = s->exit_at, .conf = s->conf};
+    ert_decide_args da = {.classes = m->num_classes, .logits = s->logits, .keep = s->keep, .pred = s->pred,
+                          .exit_at = s->exit_at, .conf = s->conf, .logits_out = out->logits ? s->logits_out : NULL};
     if ((st = ert_policy_exit_params(policy, m, &da.params))) return st;
     if (mode == ERT_MODE_FULL) da.params.kind = ERT_POLICY_NONE;
 
@@ -382,11 +420,17 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     memset(prof, 0, sizeof *prof);
     memset(s->stage_ran, 0, sizeof s->stage_ran);
     prof->num_stages = S;
+    prof->host_start_us = host_clock_us();
 
+    ert_nvtx_push(ERT_NVTX_BATCH, 0, n);
+    int open_ranges = 1; /* closed on every path out */
     TRY(o->event_record(s->be, s->ev_begin));
-    TRY(o->upload(s->be, s->input, s->h_input, (size_t)n * (size_t)m->input_size * sizeof(float)));
-    TRY(o->upload(s->be, s->idx[0], s->h_iota, (size_t)n * sizeof(int32_t)));
-    TRY(o->upload(s->be, s->state[0], s->h_state, (size_t)n * sizeof(ert_sample_state)));
+    ert_nvtx_push(ERT_NVTX_UPLOAD, 0, n);
+    st = o->upload(s->be, s->input, s->h_input, (size_t)n * (size_t)m->input_size * sizeof(float));
+    if (!st) st = o->upload(s->be, s->idx[0], s->h_iota, (size_t)n * sizeof(int32_t));
+    if (!st) st = o->upload(s->be, s->state[0], s->h_state, (size_t)n * sizeof(ert_sample_state));
+    ert_nvtx_pop();
+    if (st) goto fail;
     int cur = 0, pp = 0, rows = n;
     TRY(o->op_run(s->be, s->normalize, (ert_rows){n, NULL}, s->input, s->pool[cur]));
 
@@ -402,20 +446,29 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
         prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows * s->body[k].act_elems +
                                                   (run_head ? s->head[k].weight_elems + rows * s->head[k].act_elems : 0));
 
+        const int e = stage->exit_index;
+        ert_nvtx_push(ERT_NVTX_STAGE, k, rows);
+        open_ranges++;
         TRY(o->event_record(s->be, ev[EV_COMPUTE]));
         TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, r, NULL, &cur));
         if (run_head) {
             int unused;
-            TRY(run_seq(s, s->head[k].ops, s->head[k].count, cur, 1u << cur, r, s->logits, &unused));
+            ert_nvtx_push(ERT_NVTX_HEAD, e, rows);
+            st = run_seq(s, s->head[k].ops, s->head[k].count, cur, 1u << cur, r, s->logits, &unused);
+            ert_nvtx_pop();
+            if (st) goto fail;
         }
         TRY(o->event_record(s->be, ev[EV_DECIDE]));
         if (run_head) {
-            da.exit_index = stage->exit_index;
+            da.exit_index = e;
             da.is_last = is_last;
             da.rows = r;
             da.orig_index = s->idx[pp];
             da.state = s->state[pp];
-            TRY(o->decide(s->be, &da));
+            ert_nvtx_push(ERT_NVTX_DECIDE, e, rows);
+            st = o->decide(s->be, &da);
+            ert_nvtx_pop();
+            if (st) goto fail;
         }
         TRY(o->event_record(s->be, ev[EV_COMPACT]));
         if (run_head && mode == ERT_MODE_COMPACT && !is_last) {
@@ -423,38 +476,85 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
             const ert_compact_args ca = {.rows = r, .width = stage->width_out, .x = s->pool[cur], .y = s->pool[dst],
                                          .idx_in = s->idx[pp], .idx_out = s->idx[!pp], .state_in = s->state[pp],
                                          .state_out = s->state[!pp], .keep = s->keep, .count = s->count};
-            TRY(o->compact(s->be, &ca));
+            ert_nvtx_push(ERT_NVTX_COMPACT, e, rows);
+            st = o->compact(s->be, &ca);
+            ert_nvtx_pop();
+            if (st) goto fail;
+            TRY(o->event_record(s->be, ev[EV_SYNC]));
             /* Eager mode: the host reads the survivor count to size the next GEMMs. */
-            TRY(o->download(s->be, s->h_count, s->count, sizeof(int32_t)));
+            ert_nvtx_push(ERT_NVTX_SYNC, e, rows);
+            st = o->download(s->be, s->h_count, s->count, sizeof(int32_t));
+            ert_nvtx_pop();
+            if (st) goto fail;
             prof->host_syncs += !o->host_memory;
             rows = *s->h_count;
             cur = dst;
             pp = !pp;
+        } else {
+            TRY(o->event_record(s->be, ev[EV_SYNC]));
         }
         TRY(o->event_record(s->be, ev[EV_END]));
+        ert_nvtx_pop();
+        open_ranges--;
     }
-    TRY(o->download(s->be, s->h_pred, s->pred, (size_t)n * sizeof(int32_t)));
-    TRY(o->download(s->be, s->h_exit, s->exit_at, (size_t)n * sizeof(int32_t)));
-    TRY(o->download(s->be, s->h_conf, s->conf, (size_t)n * sizeof(float)));
+    ert_nvtx_push(ERT_NVTX_DOWNLOAD, 0, n);
+    st = o->download(s->be, s->h_pred, s->pred, (size_t)n * sizeof(int32_t));
+    if (!st) st = o->download(s->be, s->h_exit, s->exit_at, (size_t)n * sizeof(int32_t));
+    if (!st) st = o->download(s->be, s->h_conf, s->conf, (size_t)n * sizeof(float));
+    const size_t logit_bytes = (size_t)n * (size_t)m->num_classes * sizeof(float);
+    if (!st && out->logits) st = o->download(s->be, s->h_logits, s->logits_out, logit_bytes);
+    ert_nvtx_pop();
+    if (st) goto fail;
     TRY(o->event_record(s->be, s->ev_end));
     prof->host_syncs += o->host_memory ? 0 : 1;
     memcpy(out->pred, s->h_pred, (size_t)n * sizeof(int32_t));
     memcpy(out->exit_index, s->h_exit, (size_t)n * sizeof(int32_t));
     memcpy(out->confidence, s->h_conf, (size_t)n * sizeof(float));
+    if (out->logits) memcpy(out->logits, s->h_logits, logit_bytes);
 
-    TRY(o->event_elapsed_ms(s->be, s->ev_begin, s->ev_end, &prof->batch_ms));
-    for (int k = 0; k < S; ++k) {
-        if (!s->stage_ran[k]) continue;
-        ert_event **ev = &s->ev[k * EV_PER_STAGE];
-        ert_stage_profile *sp = &prof->stage[k];
-        TRY(o->event_elapsed_ms(s->be, ev[EV_COMPUTE], ev[EV_DECIDE], &sp->compute_ms));
-        TRY(o->event_elapsed_ms(s->be, ev[EV_DECIDE], ev[EV_COMPACT], &sp->decide_ms));
-        TRY(o->event_elapsed_ms(s->be, ev[EV_COMPACT], ev[EV_END], &sp->compact_ms));
-        prof->routing_ms += sp->decide_ms + sp->compact_ms;
-    }
+    ert_nvtx_pop();
+    open_ranges--;
+    TRY(collect_profile(s));
     return ERT_OK;
 fail:
+    while (open_ranges-- > 0) ert_nvtx_pop();
     return ert_error_context(st, "run on '%s': ", s->device);
+}
+
+ert_status ert_session_run_rows(ert_session *s, const int *rows) {
+    if (!s || !rows) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_run_rows: NULL argument");
+    const ert_model *m = s->model;
+    const ert_backend_ops *o = s->ops;
+    const int S = m->num_stages;
+    for (int k = 0; k < S; ++k)
+        if (rows[k] < 0 || rows[k] > s->opt.max_batch)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "rows[%d] = %d: expected 0..%d", k, rows[k], s->opt.max_batch);
+    ert_status st;
+    ert_profile *prof = &s->profile;
+    memset(prof, 0, sizeof *prof);
+    memset(s->stage_ran, 0, sizeof s->stage_ran);
+    prof->num_stages = S;
+    prof->host_start_us = host_clock_us();
+    TRY(o->event_record(s->be, s->ev_begin));
+    /* The input buffer still holds the last run's batch: real data, not zeros. */
+    int cur = 0;
+    TRY(o->op_run(s->be, s->normalize, (ert_rows){rows[0], NULL}, s->input, s->pool[cur]));
+    for (int k = 0; k < S && rows[k] > 0; ++k) {
+        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        s->stage_ran[k] = 1;
+        prof->stage[k].rows = rows[k];
+        prof->stage[k].flops = rows[k] * s->body[k].flops;
+        prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows[k] * s->body[k].act_elems);
+        TRY(o->event_record(s->be, ev[EV_COMPUTE]));
+        TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, (ert_rows){rows[k], NULL}, NULL, &cur));
+        for (int e = EV_DECIDE; e <= EV_END; ++e) TRY(o->event_record(s->be, ev[e]));
+    }
+    TRY(o->event_record(s->be, s->ev_end));
+    TRY(o->sync(s->be));
+    TRY(collect_profile(s));
+    return ERT_OK;
+fail:
+    return ert_error_context(st, "run_rows on '%s': ", s->device);
 }
 
 ert_status ert_session_profile(const ert_session *s, ert_profile *out) {

@@ -52,7 +52,7 @@ START_TEST(matches_pytorch_logits) {
         int32_t pred[64], ex[64];
         float conf[64];
         ert_batch b = {.input = test_data->x, .n = n};
-        ert_outputs out = {pred, ex, conf};
+        ert_outputs out = {pred, ex, conf, NULL};
         ck_assert_int_eq(ert_session_run(session, p, &b, &out), ERT_OK);
         for (int i = 0; i < n; ++i) {
             ck_assert_int_eq(cJSON_GetArrayItem(idx, i)->valueint, i);

@@ -81,7 +81,7 @@ START_TEST(loads_good_model) {
     int32_t pred, ex;
     float conf;
     ert_batch b = {.input = x, .n = 1};
-    ert_outputs out = {&pred, &ex, &conf};
+    ert_outputs out = {&pred, &ex, &conf, NULL};
     ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_OK);
     ck_assert_int_eq(pred, 0);
     ck_assert_int_eq(ex, 0);
@@ -274,9 +274,9 @@ static void check_tiny(const char *name, double tol) {
         ert_policy *p = NULL;
         ck_assert_int_eq(ert_policy_parse(spec, &p), ERT_OK);
         int32_t pred[8], ex[8];
-        float conf[8];
+        float conf[8], lg[8 * 5];
         ert_batch b = {.input = x, .n = n};
-        ert_outputs out = {pred, ex, conf};
+        ert_outputs out = {pred, ex, conf, lg};
         ck_assert_msg(ert_session_run(s, p, &b, &out) == ERT_OK, "%s", ert_last_error());
         for (int i = 0; i < n; ++i) {
             int c;
@@ -290,6 +290,7 @@ static void check_tiny(const char *name, double tol) {
             ck_assert_int_eq(pred[i], arg);
             double err = fabs(conf[i] - 1.0 / sum);
             if (err > worst) worst = err;
+            ck_assert_double_le(tu_rel_err(lg + i * 5, z, 5, 1e-5, 1e-5), 1.0); /* the logits themselves */
             free(z);
         }
         ert_policy_free(p);

@@ -44,7 +44,7 @@ static void run_all(const char *spec, ert_mode mode, int batch, const int32_t *s
         const int n = N - first < batch ? N - first : batch;
         ert_batch bt = {.input = x + first * IN, .n = n, .labels = labels + first,
                         .schedule = schedule ? schedule + first : NULL, .first_index = first};
-        ert_outputs out = {o->pred + first, o->exit + first, o->conf + first};
+        ert_outputs out = {o->pred + first, o->exit + first, o->conf + first, NULL};
         ck_assert_msg(ert_session_run(s, p, &bt, &out) == ERT_OK, "%s: %s", spec, ert_last_error());
         ck_assert_int_eq(ert_session_profile(s, &o->prof[b]), ERT_OK);
     }
@@ -157,7 +157,7 @@ static void run_fails(ert_session *s, const char *spec, const ert_batch *b, ert_
     ck_assert_int_eq(ert_policy_parse(spec, &p), ERT_OK);
     int32_t pred[N], ex[N];
     float conf[N];
-    ert_outputs out = {pred, ex, conf};
+    ert_outputs out = {pred, ex, conf, NULL};
     ert_status st = ert_session_run(s, p, b, &out);
     ck_assert_msg(st == status, "%s: got %s (%s)", spec, ert_status_to_string(st), ert_last_error());
     ck_assert(tu_error_has(needle));
@@ -192,7 +192,7 @@ START_TEST(bad_input_is_refused) {
     ck_assert_int_eq(ert_policy_parse("none", &p), ERT_OK);
     int32_t pred[4], ex[4];
     float conf[4];
-    ert_outputs out = {pred, ex, conf};
+    ert_outputs out = {pred, ex, conf, NULL};
     ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_OK);
     ck_assert_int_eq(ert_session_run(s, p, &b, NULL), ERT_ERR_INVALID_ARGUMENT);
     ert_policy_free(p);

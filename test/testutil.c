@@ -59,13 +59,17 @@ void tu_write_file(const char *path, const void *data, size_t bytes) {
     fclose(f);
 }
 
-int tu_run(Suite *s) {
+static int run_suite(Suite *s, int fork) {
     SRunner *sr = srunner_create(s);
+    if (!fork) srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+int tu_run(Suite *s) { return run_suite(s, 1); }
+int tu_run_nofork(Suite *s) { return run_suite(s, 0); }
 
 double tu_rel_err(const float *a, const float *b, int n, double atol, double rtol) {
     double worst = 0.0;

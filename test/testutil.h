@@ -21,6 +21,9 @@ float *tu_json_floats(const cJSON *arr, int *n);
 void tu_write_file(const char *path, const void *data, size_t bytes);
 /* Runs a suite (CK_NORMAL output); returns the process exit code. */
 int tu_run(Suite *s);
+/* The same without forking a process per test: for CUDA, whose context does not survive
+ * a fork once the parent has touched the device. */
+int tu_run_nofork(Suite *s);
 /* Largest |a-b| / (atol + rtol*|b|) over n values (> 1 means out of tolerance). */
 double tu_rel_err(const float *a, const float *b, int n, double atol, double rtol);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "exitrt/exitrt.h"
 
 #define MAX_POLICIES 64
@@ -55,10 +56,11 @@ typedef struct run_opts {
     const char *policies[MAX_POLICIES];
     int num_policies;
     ert_mode mode;
-    int batch, warmup, limit, json;
+    const char *trace;
+    int batch, warmup, limit, json, profile;
 } run_opts;
 
-enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE };
+enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE };
 
 static const struct option run_long[] = {
     {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
@@ -67,6 +69,7 @@ static const struct option run_long[] = {
     {"json", no_argument, 0, 'j'},          {"output", required_argument, 0, 'o'},
     {"warmup", required_argument, 0, OPT_WARMUP}, {"limit", required_argument, 0, OPT_LIMIT},
     {"dtype", required_argument, 0, OPT_DTYPE}, {"help", no_argument, 0, 'h'},
+    {"profile", no_argument, 0, OPT_PROFILE}, {"trace", required_argument, 0, OPT_TRACE},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
@@ -88,6 +91,8 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_WARMUP: o->warmup = parse_int("--warmup", optarg, 0, 1000); break;
         case OPT_LIMIT: o->limit = parse_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_DTYPE: o->dtype = optarg; break;
+        case OPT_PROFILE: o->profile = 1; break;
+        case OPT_TRACE: o->trace = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(1);
         }
@@ -170,7 +175,32 @@ static void eval_usage(FILE *f) {
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"
             "      --limit N        only the first N samples\n"
+            "      --profile        per stage: rows entering, compute / decide / compaction /\n"
+            "                       host-sync time, FLOPs, bytes, achieved TFLOP/s and GB/s,\n"
+            "                       routing share and host synchronisations per forward\n"
+            "      --trace FILE     write a Chrome/Perfetto trace (JSON) of every timed batch\n"
             "  -h, --help           this text\n");
+}
+
+/* Per-stage measurement summed over the timed batches. Times come from the backend's
+ * timeline (CUDA events on a GPU); bytes and FLOPs are what each stage must move and
+ * compute for the rows it ran, so GB/s and TFLOP/s are achieved rates. */
+static void print_profile(const ert_eval_result *r) {
+    const ert_profile *p = &r->profile_sum;
+    printf("\nprofile (summed over %d batches)\n", r->num_batches);
+    printf("%5s %10s %11s %10s %11s %10s %12s %10s %9s %8s\n", "stage", "rows", "compute ms", "decide ms",
+           "compact ms", "sync ms", "GFLOP", "MB", "TFLOP/s", "GB/s");
+    for (int k = 0; k < p->num_stages; ++k) {
+        const ert_stage_profile *s = &p->stage[k];
+        const double sec = s->compute_ms * 1e-3;
+        printf("%5d %10d %11.3f %10.3f %11.3f %10.3f %12.4f %10.2f %9.3f %8.1f\n", k, s->rows, s->compute_ms,
+               s->decide_ms, s->compact_ms, s->sync_ms, s->flops * 1e-9, s->bytes * 1e-6,
+               sec > 0 ? s->flops / sec * 1e-12 : 0.0, sec > 0 ? s->bytes / sec * 1e-9 : 0.0);
+    }
+    printf("batch time %.3f ms; routing (decide + compaction) %.1f%%; device idle on host round trips %.1f%%; "
+           "host syncs per forward %.1f\n",
+           p->batch_ms, p->batch_ms > 0 ? 100.0 * p->routing_ms / p->batch_ms : 0.0,
+           p->batch_ms > 0 ? 100.0 * p->sync_ms / p->batch_ms : 0.0, (double)p->host_syncs / r->num_batches);
 }
 
 static cJSON *result_json(const run_opts *o, const setup *su, const char *policy, const ert_eval_result *r) {
@@ -215,7 +245,17 @@ static int cmd_eval(int argc, char **argv) {
     setup_open(&o, &su);
     ert_eval_result *r = NULL;
     ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
-    check(ert_evaluate(su.session, policy, su.data, &eo, &r));
+    if (o.trace) check(ert_trace_open(o.trace, &eo.trace));
+    ert_status es = ert_evaluate(su.session, policy, su.data, &eo, &r);
+    if (es != ERT_OK) {
+        const ert_status saved = es;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ert_last_error());
+        ert_trace_discard(eo.trace);
+        fprintf(stderr, "%s: %s: %s\n", prog, ert_status_to_string(saved), msg);
+        exit(1);
+    }
+    if (eo.trace) check(ert_trace_close(eo.trace));
     char pbuf[512];
     ert_policy_to_string(policy, pbuf, sizeof pbuf);
     if (o.output) write_csv(o.output, su.data, r);
@@ -243,6 +283,7 @@ static int cmd_eval(int argc, char **argv) {
                 printf("   %6.2f%%", 100.0 * (double)r->exit_correct[e] / (double)r->exit_histogram[e]);
             printf("\n");
         }
+        if (o.profile) print_profile(r);
     }
     ert_eval_result_free(r);
     ert_policy_free(policy);
@@ -425,7 +466,9 @@ static void usage(FILE *f) {
             "commands:\n"
             "  info      stages, parameters, FLOPs and bytes of a model\n"
             "  eval      run a dataset with one exit policy: accuracy, exits, FLOPs, latency\n"
-            "  compare   run a dataset with several policies, one row each\n");
+            "  compare   run a dataset with several policies, one row each\n"
+            "  synth     write a residual-MLP model with seeded weights (for scale benchmarks)\n"
+            "  bench     the headline benchmark grid: full, masked, compact and ideal side by side\n");
 }
 
 int main(int argc, char **argv) {
@@ -444,6 +487,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
+    if (strcmp(cmd, "synth") == 0) return cmd_synth(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "exitrt: unknown command '%s'\n", cmd);
     usage(stderr);
     return 1;

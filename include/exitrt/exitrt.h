@@ -228,6 +228,7 @@ typedef struct ert_outputs {
     int32_t *pred;       /* n predicted classes */
     int32_t *exit_index; /* n exit numbers at which each sample left */
     float *confidence;   /* n max softmax probabilities at that exit (temperature-scaled) */
+    float *logits;       /* optional: n x classes logits of the exit each sample left at */
 } ert_outputs;
 
 /* Runs one batch. Inputs with NaN or Inf are refused (ERT_ERR_NUMERIC, naming the
@@ -237,11 +238,16 @@ ert_status ert_session_run(ert_session *session, const ert_policy *policy,
 
 /* ---------------------------------------------------------------- profile */
 
+/* Times come from the backend's timeline: CUDA events on the GPU, the wall clock on the
+ * CPU. Every stage interval is measured between events recorded in stream order. */
 typedef struct ert_stage_profile {
     int rows;            /* rows that entered the stage */
+    double start_ms;     /* from the start of the batch to the start of the stage */
     double compute_ms;   /* stage body (and exit head) */
     double decide_ms;    /* the exit decision */
-    double compact_ms;   /* gathering the survivors */
+    double compact_ms;   /* gathering the survivors (the kernels only) */
+    double sync_ms;      /* the device idle while the host reads the survivor count back
+                            and launches the next stage (0 on the CPU) */
     double flops;        /* FLOPs executed by the body and head on those rows */
     double bytes;        /* bytes the body and head must move (weights + activations) */
 } ert_stage_profile;
@@ -250,12 +256,45 @@ typedef struct ert_profile {
     int num_stages;
     ert_stage_profile stage[ERT_MAX_STAGES];
     double batch_ms;       /* the whole run, upload and download included */
-    double routing_ms;     /* decide + compact + bookkeeping */
-    int host_syncs;        /* host synchronisations during the forward pass */
+    double routing_ms;     /* decide + compact (kernels) */
+    double sync_ms;        /* device idle waiting for host round trips, summed over stages */
+    int host_syncs;        /* host synchronisations during the forward pass (0 on the CPU) */
+    double host_start_us;  /* host clock (CLOCK_MONOTONIC) when the run began, for traces */
 } ert_profile;
 
-/* The profile of the last `run` of this session. */
+/* The profile of the last `run` (or `run_rows`) of this session. */
 ert_status ert_session_profile(const ert_session *session, ert_profile *out);
+
+/* For benchmarks, the "ideal" an adaptive forward is judged against: runs only the stage
+ * bodies, stage k on rows[k] rows (rows[k] <= max_batch; 0 skips it), with static shapes
+ * and nothing else: no exit heads, no decisions, no compaction, no host read-back. The
+ * activations are whatever the buffers hold; only the time (in the profile) matters. */
+ert_status ert_session_run_rows(ert_session *session, const int *rows);
+
+/* Writes a Chrome / Perfetto trace (chrome://tracing, ui.perfetto.dev) of batch profiles:
+ * one track per session, a slice per batch and, inside it, per stage its compute, decide,
+ * compaction and host-sync intervals with the active row count. */
+typedef struct ert_trace ert_trace;
+ert_status ert_trace_open(const char *path, ert_trace **out);
+ert_status ert_trace_add(ert_trace *trace, const char *track, const ert_profile *profile);
+/* Finishes the file (written to PATH.tmp, then renamed); frees the trace. */
+ert_status ert_trace_close(ert_trace *trace);
+/* Frees the trace and removes its temporary file: PATH is left as it was. */
+void ert_trace_discard(ert_trace *trace);
+
+/* ---------------------------------------------------------------- synthetic models */
+
+typedef struct ert_synth_options {
+    int width;       /* D: the residual width (and the input width) */
+    int depth;       /* L: blocks x = x + relu(W x + b), each followed by an exit head */
+    int classes;     /* C: exit head D -> C */
+    ert_dtype dtype; /* weights stored as f32, bf16 or f16 */
+    uint64_t seed;
+} ert_synth_options;
+
+/* Writes DIR/config.json and DIR/model.safetensors of a residual MLP with seeded weights
+ * (the headline benchmark's model); DIR is created if needed. */
+ert_status ert_synth_write(const ert_synth_options *opt, const char *dir);
 
 /* ---------------------------------------------------------------- evaluation */
 
@@ -269,8 +308,9 @@ double ert_percentile(const double *values, int n, double q);
 ert_latency ert_latency_summary(const double *values, int n);
 
 typedef struct ert_eval_options {
-    int batch;  /* samples per run (<= the session's max_batch) */
-    int warmup; /* untimed batches first */
+    int batch;         /* samples per run (<= the session's max_batch) */
+    int warmup;        /* untimed batches first */
+    ert_trace *trace;  /* if not NULL, every timed batch is added to it */
 } ert_eval_options;
 
 /* The result of running a whole dataset. Arrays are owned by the result. */

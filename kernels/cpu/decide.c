@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include "cpu.h"
 #include "exit_math.h"
 
@@ -21,6 +23,9 @@ void ert_cpu_decide(const ert_decide_args *a) {
             a->pred[i] = s.top1;
             a->exit_at[i] = a->exit_index;
             a->conf[i] = s.p1;
+            if (a->logits_out)
+                memcpy(a->logits_out + (size_t)i * a->classes, a->logits + (size_t)r * a->classes,
+                       sizeof(float) * (size_t)a->classes);
             st->done = 1;
         }
     }

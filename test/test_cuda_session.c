@@ -1,0 +1,294 @@
+/* The CUDA backend gives the CPU backend's answers: predictions, exit indices, confidences
+ * and logits, for every policy and mode, several batch sizes (1 and sizes that are no
+ * multiple of any tile), on the shipped model, the tiny fixtures and random synthetic
+ * models. f32: identical except where a score lies within 1e-5 of its threshold (or two
+ * logits within 1e-5 for the prediction-based policies); bf16: agreement rate reported.
+ * Without a GPU (or without the CUDA backend in this build) the test is skipped (77). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exit_math.h"
+#include "exitrt/exitrt.h"
+#include "testutil.h"
+
+#define BORDER 1e-5
+
+typedef struct policy_case {
+    const char *spec;
+    int kind;
+    float t; /* the threshold, for the score-based policies */
+} policy_case;
+
+static const policy_case policies[] = {
+    {"none", ERT_POLICY_NONE, 0},           {"confidence:0.9", ERT_POLICY_CONFIDENCE, 0.9f},
+    {"entropy:0.3", ERT_POLICY_ENTROPY, 0.3f}, {"margin:0.5", ERT_POLICY_MARGIN, 0.5f},
+    {"patience:2", ERT_POLICY_PATIENCE, 0}, {"fixed:1", ERT_POLICY_FIXED, 0},
+    {"oracle", ERT_POLICY_ORACLE, 0},       {"scheduled:hazard=0.3,seed=3", ERT_POLICY_SCHEDULED, 0},
+};
+static const ert_mode modes[] = {ERT_MODE_COMPACT, ERT_MODE_MASKED, ERT_MODE_FULL};
+static const char *mode_names[] = {"compact", "masked", "full"};
+
+/* Everything one run of n samples produced. */
+typedef struct run_out {
+    int32_t *pred, *exit;
+    float *conf, *logits;
+    int host_syncs;
+} run_out;
+
+static void run_out_alloc(run_out *r, int n, int classes) {
+    r->pred = malloc(sizeof(int32_t) * (size_t)n);
+    r->exit = malloc(sizeof(int32_t) * (size_t)n);
+    r->conf = malloc(sizeof(float) * (size_t)n);
+    r->logits = malloc(sizeof(float) * (size_t)n * (size_t)classes);
+}
+
+static void run_out_free(run_out *r) {
+    free(r->pred), free(r->exit), free(r->conf), free(r->logits);
+}
+
+static void run(const ert_model *m, const char *device, ert_dtype dtype, ert_mode mode, const char *spec, int batch,
+                const float *x, const int32_t *labels, int n, run_out *r) {
+    ert_session_options o = ert_session_options_default();
+    o.device = device;
+    o.dtype = dtype;
+    o.mode = mode;
+    o.max_batch = batch;
+    ert_session *s = NULL;
+    ck_assert_msg(ert_session_new(m, &o, &s) == ERT_OK, "%s: %s", device, ert_last_error());
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse(spec, &p), ERT_OK);
+    const int C = ert_model_num_classes(m), D = ert_model_input_size(m);
+    r->host_syncs = 0;
+    for (int first = 0; first < n; first += batch) {
+        const int bn = n - first < batch ? n - first : batch;
+        ert_batch b = {.input = x + (size_t)first * D, .n = bn, .labels = labels + first, .first_index = first};
+        ert_outputs out = {r->pred + first, r->exit + first, r->conf + first, r->logits + (size_t)first * C};
+        ck_assert_msg(ert_session_run(s, p, &b, &out) == ERT_OK, "%s %s: %s", device, spec, ert_last_error());
+        ert_profile prof;
+        ert_session_profile(s, &prof);
+        r->host_syncs += prof.host_syncs;
+    }
+    ert_policy_free(p);
+    ert_session_free(s);
+}
+
+/* The score the policy compares at exit e for sample i, from the CPU's per-exit logits. */
+static int borderline(const policy_case *pc, const float *const *exit_logits, int num_exits, int C, int i, int upto) {
+    for (int e = 0; e <= upto && e < num_exits; ++e) {
+        const float *z = exit_logits[e] + (size_t)i * C;
+        const ert_softmax_stats s = ert_softmax_stats_compute(z, C, 1.0f);
+        const float score = ert_exit_score(pc->kind, &s);
+        if (!isnan(score) && fabs(score - pc->t) <= BORDER) return 1;
+        /* a prediction that may flip: the top two logits nearly equal */
+        float top = -INFINITY, second = -INFINITY;
+        for (int k = 0; k < C; ++k) {
+            if (z[k] > top) second = top, top = z[k];
+            else if (z[k] > second) second = z[k];
+        }
+        if (top - second <= BORDER * (1.0f + fabsf(top))) return 1;
+    }
+    return 0;
+}
+
+typedef struct model_case {
+    const char *name;
+    ert_model *model;
+    float *x;
+    int32_t *labels;
+    int n;
+    int batches[3];
+} model_case;
+
+static void compare_model(const model_case *mc) {
+    const ert_model *m = mc->model;
+    const int C = ert_model_num_classes(m), E = ert_model_num_exits(m), n = mc->n;
+    /* The CPU's logits at every exit, to find borderline samples. */
+    float *exit_logits[ERT_MAX_EXITS];
+    for (int e = 0; e < E; ++e) {
+        char spec[32];
+        snprintf(spec, sizeof spec, "fixed:%d", e);
+        run_out r;
+        run_out_alloc(&r, n, C);
+        run(m, "cpu", ERT_DTYPE_F32, ERT_MODE_COMPACT, spec, 256, mc->x, mc->labels, n, &r);
+        exit_logits[e] = r.logits;
+        r.logits = NULL;
+        run_out_free(&r);
+    }
+    int compared = 0, border = 0;
+    double worst_conf = 0, worst_logit = 0;
+    for (size_t p = 0; p < sizeof policies / sizeof *policies; ++p)
+        for (size_t md = 0; md < sizeof modes / sizeof *modes; ++md)
+            for (int bi = 0; bi < 3 && mc->batches[bi]; ++bi) {
+                const int batch = mc->batches[bi];
+                run_out cpu, gpu;
+                run_out_alloc(&cpu, n, C);
+                run_out_alloc(&gpu, n, C);
+                run(m, "cpu", ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x, mc->labels, n, &cpu);
+                run(m, "cuda:0", ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x, mc->labels, n, &gpu);
+                ck_assert_int_eq(cpu.host_syncs, 0);
+                ck_assert_int_gt(gpu.host_syncs, 0);
+                for (int i = 0; i < n; ++i) {
+                    const int upto = cpu.exit[i] > gpu.exit[i] ? cpu.exit[i] : gpu.exit[i];
+                    if (cpu.exit[i] != gpu.exit[i] || cpu.pred[i] != gpu.pred[i]) {
+                        ck_assert_msg(borderline(&policies[p], (const float *const *)exit_logits, E, C, i, upto),
+                                      "%s %s %s batch %d sample %d: cpu pred %d exit %d, gpu pred %d exit %d",
+                                      mc->name, policies[p].spec, mode_names[md], batch, i, cpu.pred[i], cpu.exit[i],
+                                      gpu.pred[i], gpu.exit[i]);
+                        ++border;
+                        continue;
+                    }
+                    const double dc = fabs(cpu.conf[i] - gpu.conf[i]);
+                    if (dc > worst_conf) worst_conf = dc;
+                    const double dl = tu_rel_err(gpu.logits + (size_t)i * C, cpu.logits + (size_t)i * C, C, 1e-4, 1e-4);
+                    if (dl > worst_logit) worst_logit = dl;
+                    ++compared;
+                }
+                run_out_free(&cpu);
+                run_out_free(&gpu);
+            }
+    printf("%s f32: %d sample results identical, %d borderline; max |conf cpu-gpu| %.3g, logits err ratio %.3g\n",
+           mc->name, compared, border, worst_conf, worst_logit);
+    ck_assert_double_le(worst_conf, 2e-5);
+    ck_assert_double_le(worst_logit, 1.0);
+    ck_assert_int_le(border, compared / 100 + 2);
+    for (int e = 0; e < E; ++e) free(exit_logits[e]);
+}
+
+/* 16-bit storage: report how often bf16 / f16 agree with the f32 CPU. */
+static void agreement_16bit(const model_case *mc, ert_dtype dtype) {
+    const ert_model *m = mc->model;
+    const int C = ert_model_num_classes(m), n = mc->n;
+    run_out cpu, gpu;
+    run_out_alloc(&cpu, n, C);
+    run_out_alloc(&gpu, n, C);
+    int same_pred = 0, same_exit = 0;
+    const char *spec = "confidence:0.9";
+    run(m, "cpu", ERT_DTYPE_F32, ERT_MODE_COMPACT, spec, 128, mc->x, mc->labels, n, &cpu);
+    run(m, "cuda:0", dtype, ERT_MODE_COMPACT, spec, 128, mc->x, mc->labels, n, &gpu);
+    for (int i = 0; i < n; ++i) {
+        same_pred += cpu.pred[i] == gpu.pred[i];
+        same_exit += cpu.exit[i] == gpu.exit[i];
+    }
+    printf("%s %s vs cpu f32 (%s): predictions agree %.2f%%, exits agree %.2f%%\n", mc->name, ert_dtype_name(dtype),
+           spec, 100.0 * same_pred / n, 100.0 * same_exit / n);
+    ck_assert_int_ge(same_pred, (int)(0.9 * n));
+    run_out_free(&cpu);
+    run_out_free(&gpu);
+}
+
+static model_case cases[4];
+static int num_cases;
+
+static void add_random_case(const char *name, const char *dir, int n, int b0, int b1, int b2) {
+    model_case *mc = &cases[num_cases++];
+    mc->name = name;
+    ck_assert_msg(ert_model_load(dir, &mc->model) == ERT_OK, "%s", ert_last_error());
+    const int D = ert_model_input_size(mc->model), C = ert_model_num_classes(mc->model);
+    mc->n = n;
+    mc->x = malloc(sizeof(float) * (size_t)n * D);
+    mc->labels = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n * D; ++i) mc->x[i] = (float)rand() / (float)RAND_MAX;
+    for (int i = 0; i < n; ++i) mc->labels[i] = rand() % C;
+    mc->batches[0] = b0, mc->batches[1] = b1, mc->batches[2] = b2;
+}
+
+static void setup(void) {
+    srand(17);
+    /* the shipped model on real test images */
+    model_case *mc = &cases[num_cases++];
+    mc->name = "fmnist-mlp";
+    ck_assert_int_eq(ert_model_load(tu_path("models/fmnist-mlp"), &mc->model), ERT_OK);
+    ert_dataset *d = NULL;
+    ck_assert_msg(ert_dataset_load("fashion-mnist:test", &d) == ERT_OK, "%s", ert_last_error());
+    mc->n = 600;
+    mc->x = malloc(sizeof(float) * 600 * 784);
+    mc->labels = malloc(sizeof(int32_t) * 600);
+    memcpy(mc->x, d->x, sizeof(float) * 600 * 784);
+    memcpy(mc->labels, d->labels, sizeof(int32_t) * 600);
+    mc->batches[0] = 1, mc->batches[1] = 129, mc->batches[2] = 300;
+    ert_dataset_free(d);
+    add_random_case("tiny-f16", tu_path("test/fixtures/tiny-f16"), 50, 1, 7, 0);
+    /* a random synthetic model with widths no tile divides */
+    const char *dir = tu_tmpdir();
+    ert_synth_options so = {.width = 96 + 5, .depth = 6, .classes = 7, .dtype = ERT_DTYPE_F32, .seed = 9};
+    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
+    add_random_case("synth-D101-L6", dir, 400, 7, 64, 257);
+}
+
+START_TEST(cuda_matches_cpu) {
+    for (int i = 0; i < num_cases; ++i) compare_model(&cases[i]);
+}
+END_TEST
+
+START_TEST(bf16_and_f16_agreement) {
+    agreement_16bit(&cases[0], ERT_DTYPE_BF16);
+    agreement_16bit(&cases[0], ERT_DTYPE_F16);
+    agreement_16bit(&cases[0], ERT_DTYPE_TF32);
+}
+END_TEST
+
+START_TEST(cuda_refuses_bad_input) {
+    ert_session_options o = ert_session_options_default();
+    o.device = "cuda:0";
+    o.max_batch = 4;
+    ert_session *s = NULL;
+    ck_assert_int_eq(ert_session_new(cases[0].model, &o, &s), ERT_OK);
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("none", &p), ERT_OK);
+    int32_t pred[8], ex[8];
+    float conf[8];
+    ert_outputs out = {pred, ex, conf, NULL};
+    ert_batch b = {.input = cases[0].x, .n = 5};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_ERR_INVALID_ARGUMENT);
+    float bad[784 * 2];
+    memcpy(bad, cases[0].x, sizeof bad);
+    bad[800] = NAN;
+    b = (ert_batch){.input = bad, .n = 2};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_ERR_NUMERIC);
+    b.input = cases[0].x;
+    ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_OK); /* still usable */
+    ert_policy_free(p);
+    ert_session_free(s);
+    o.device = "cuda:99";
+    ck_assert_int_ne(ert_session_new(cases[0].model, &o, &s), ERT_OK);
+    printf("cuda:99 refused: %s\n", ert_last_error());
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("cuda-session");
+    TCase *tc = tcase_create("cuda");
+    tcase_add_unchecked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, cuda_matches_cpu);
+    tcase_add_test(tc, bf16_and_f16_agreement);
+    tcase_add_test(tc, cuda_refuses_bad_input);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    /* Skip, visibly, when this build or this machine cannot run CUDA. */
+    ert_model *m = NULL;
+    if (ert_model_load(tu_path("test/fixtures/tiny-f32"), &m) != ERT_OK) {
+        fprintf(stderr, "test_cuda_session: %s\n", ert_last_error());
+        return 1;
+    }
+    ert_session_options o = ert_session_options_default();
+    o.device = "cuda:0";
+    ert_session *s = NULL;
+    const ert_status st = ert_session_new(m, &o, &s);
+    ert_session_free(s);
+    ert_model_free(m);
+    if (st == ERT_ERR_UNSUPPORTED) {
+        printf("SKIP: %s\n", ert_last_error());
+        return ERT_TEST_SKIP;
+    }
+    if (st != ERT_OK) {
+        fprintf(stderr, "test_cuda_session: cuda:0: %s\n", ert_last_error());
+        return 1;
+    }
+    return tu_run_nofork(suite());
+}
