@@ -1,0 +1,325 @@
+// ert_micro: Google Benchmark micro-benchmarks of the routing kernels, `decide` and
+// `compact`, called through the backend table (kernels/backend.h) on every backend of the
+// build: cpu always, cuda when ert_backend_cuda() is non-NULL and a device starts (both
+// compaction paths, forced with ERT_COMPACT_PATH=cub|fused at backend creation).
+//
+//   decide:  logits (B, C=10) f32, orig_index (B), state (B) -> keep (B), results at the
+//            leaving rows' indices. Bytes it must move: logits, indices and keep flags
+//            once, the state read and written, 12 bytes per leaving row.
+//   compact: x (B, D) activations, keep (B), idx_in (B), state_in (B) -> y (kept, D),
+//            idx_out, state_out, count. Bytes it must move: the flags, and per kept row its
+//            activations, index and state read and written, plus the count.
+//
+// Keep flags follow the headline benchmark (hazard 0.15: 85% of the rows stay).
+// Timing is manual, between two backend events around the one call (CUDA events on the
+// GPU timeline, the wall clock on the CPU), so per-iteration set-up (resetting the state
+// that decide updates) stays out of it. Every benchmark makes one untimed call first.
+//
+//   ert_micro --benchmark_repetitions=10 --benchmark_report_aggregates_only=true
+// gives medians; --benchmark_filter=compact/cuda selects.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend.h"  // C declarations inside extern "C"
+#include "dtype.h"
+
+namespace {
+
+const int kBatches[] = {64, 1024, 8192};
+const int kWidths[] = {1024, 4096};
+const int kMaxRows = 8192;
+const int kClasses = 10;
+const int kNumExits = 12;
+const float kHazard = 0.15f;
+
+// One backend instance, made once per process: creating a CUDA backend (stream,
+// cuBLASLt handle, 32 MiB workspace, scan storage) costs far more than any kernel here.
+struct Backend {
+    const ert_backend_ops *ops;
+    ert_backend *be;
+    std::string label;  // "cpu", "cuda:0 (NVIDIA H200) cub"
+};
+
+// Backend memory (and its host staging copy) released on scope exit.
+struct Buffer {
+    const Backend *b = nullptr;
+    void *dev = nullptr, *host = nullptr;
+    size_t bytes = 0;
+    Buffer() = default;
+    Buffer(const Buffer &) = delete;
+    Buffer &operator=(const Buffer &) = delete;
+    ~Buffer() {
+        if (dev) b->ops->release(b->be, dev);
+        if (host) b->ops->host_release(b->be, host);
+    }
+    bool make(const Backend *backend, size_t n) {
+        b = backend;
+        bytes = n;
+        return b->ops->alloc(b->be, n, &dev) == ERT_OK && b->ops->host_alloc(b->be, n, &host) == ERT_OK;
+    }
+    bool upload() { return b->ops->upload(b->be, dev, host, bytes) == ERT_OK; }
+};
+
+uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x;
+}
+
+// Uniform in [0, 1), counter-based: the same data on every backend.
+float uniform(uint64_t stream, uint64_t i) {
+    return (float)(mix64(mix64(stream) + (i + 1) * 0x9E3779B97F4A7C15ull) >> 40) * (1.0f / 16777216.0f);
+}
+
+// The exit a sample leaves at under a per-exit hazard (first exit whose draw fires).
+int target_exit(uint64_t i) {
+    for (int e = 0; e < kNumExits - 1; ++e)
+        if (uniform(7, i * kNumExits + (uint64_t)e) < kHazard) return e;
+    return kNumExits - 1;
+}
+
+bool fail(benchmark::State &state, const char *what) {
+    std::string msg = std::string(what) + ": " + ert_last_error();
+    state.SkipWithError(msg.c_str());
+    return false;
+}
+
+// Times one call between two backend events; seconds.
+template <typename Call>
+bool timed(benchmark::State &state, const Backend &b, ert_event *e0, ert_event *e1, Call call, double *seconds) {
+    double ms = 0.0;
+    if (b.ops->event_record(b.be, e0) != ERT_OK || call() != ERT_OK || b.ops->event_record(b.be, e1) != ERT_OK ||
+        b.ops->event_elapsed_ms(b.be, e0, e1, &ms) != ERT_OK)
+        return fail(state, "run");
+    *seconds = ms * 1e-3;
+    return true;
+}
+
+struct Events {
+    const Backend &b;
+    ert_event *e0 = nullptr, *e1 = nullptr;
+    explicit Events(const Backend &backend) : b(backend) {}
+    ~Events() {
+        if (e0) b.ops->event_free(b.be, e0);
+        if (e1) b.ops->event_free(b.be, e1);
+    }
+    bool make() { return b.ops->event_new(b.be, &e0) == ERT_OK && b.ops->event_new(b.be, &e1) == ERT_OK; }
+};
+
+// ---------------------------------------------------------------- decide
+
+void bench_decide(benchmark::State &state, const Backend *b) {
+    const int B = (int)state.range(0);
+    Buffer logits, index, st, keep, pred, exit_at, conf;
+    Events ev(*b);
+    if (!logits.make(b, sizeof(float) * B * kClasses) || !index.make(b, sizeof(int32_t) * B) ||
+        !st.make(b, sizeof(ert_sample_state) * B) || !keep.make(b, (size_t)B) || !pred.make(b, sizeof(int32_t) * B) ||
+        !exit_at.make(b, sizeof(int32_t) * B) || !conf.make(b, sizeof(float) * B) || !ev.make()) {
+        fail(state, "setup");
+        return;
+    }
+    int leaving = 0;
+    for (int i = 0; i < B * kClasses; ++i) ((float *)logits.host)[i] = 4.0f * uniform(1, (uint64_t)i) - 2.0f;
+    for (int i = 0; i < B; ++i) {
+        ((int32_t *)index.host)[i] = i;
+        const int t = target_exit((uint64_t)i);
+        leaving += t == 0;
+        ((ert_sample_state *)st.host)[i] = ert_sample_state{-1, t, -1, 0, 0};
+    }
+    if (!logits.upload() || !index.upload()) {
+        fail(state, "upload");
+        return;
+    }
+    ert_decide_args a;
+    memset(&a, 0, sizeof a);
+    a.params.kind = ERT_POLICY_SCHEDULED;
+    a.params.num_exits = kNumExits;
+    for (int e = 0; e < ERT_MAX_EXITS; ++e) a.params.inv_temp[e] = 1.0f;
+    a.exit_index = 0;
+    a.is_last = 0;
+    a.classes = kClasses;
+    a.rows = ert_rows{B, nullptr};
+    a.logits = (const float *)logits.dev;
+    a.orig_index = (const int32_t *)index.dev;
+    a.state = (ert_sample_state *)st.dev;
+    a.keep = (uint8_t *)keep.dev;
+    a.pred = (int32_t *)pred.dev;
+    a.exit_at = (int32_t *)exit_at.dev;
+    a.conf = (float *)conf.dev;
+    auto call = [&] { return b->ops->decide(b->be, &a); };
+    double s = 0.0;
+    // decide marks leaving rows done in their state: every timed call starts from the
+    // original state (the upload is stream-ordered before the first event).
+    if (!st.upload() || !timed(state, *b, ev.e0, ev.e1, call, &s)) return;
+    for (auto _ : state) {
+        if (!st.upload() || !timed(state, *b, ev.e0, ev.e1, call, &s)) return;
+        state.SetIterationTime(s);
+    }
+    const double bytes = (double)B * (kClasses * 4.0 + 4.0 + 2.0 * sizeof(ert_sample_state) + 1.0) + leaving * 12.0;
+    state.SetBytesProcessed((int64_t)(bytes * (double)state.iterations()));
+    state.counters["leaving"] = leaving;
+    state.SetLabel(b->label);
+}
+
+// ---------------------------------------------------------------- compact
+
+void bench_compact(benchmark::State &state, const Backend *b) {
+    const int B = (int)state.range(0), D = (int)state.range(1);
+    const size_t elem = b->ops->act_elem_size(b->be);
+    Buffer x, y, keep, idx_in, idx_out, st_in, st_out, count;
+    Events ev(*b);
+    const size_t act = (size_t)B * (size_t)D * elem;
+    if (!x.make(b, act) || !y.make(b, act) || !keep.make(b, (size_t)B) || !idx_in.make(b, sizeof(int32_t) * B) ||
+        !idx_out.make(b, sizeof(int32_t) * B) || !st_in.make(b, sizeof(ert_sample_state) * B) ||
+        !st_out.make(b, sizeof(ert_sample_state) * B) || !count.make(b, sizeof(int32_t)) || !ev.make()) {
+        fail(state, "setup");
+        return;
+    }
+    // Activations: real values in the backend's element type (never zeros).
+    for (size_t i = 0; i < (size_t)B * (size_t)D; ++i) {
+        const float v = 2.0f * uniform(2, i) - 1.0f;
+        if (elem == 2) ((uint16_t *)x.host)[i] = ert_f32_to_bf16(v);
+        else ((float *)x.host)[i] = v;
+    }
+    int kept = 0;
+    for (int i = 0; i < B; ++i) {
+        const uint8_t k = uniform(3, (uint64_t)i) >= kHazard;
+        ((uint8_t *)keep.host)[i] = k;
+        kept += k;
+        ((int32_t *)idx_in.host)[i] = i;
+        ((ert_sample_state *)st_in.host)[i] = ert_sample_state{-1, target_exit((uint64_t)i), i % kClasses, 1, 0};
+    }
+    if (!x.upload() || !keep.upload() || !idx_in.upload() || !st_in.upload() || b->ops->sync(b->be) != ERT_OK) {
+        fail(state, "upload");
+        return;
+    }
+    ert_compact_args a;
+    memset(&a, 0, sizeof a);
+    a.rows = ert_rows{B, nullptr};
+    a.width = D;
+    a.x = x.dev;
+    a.y = y.dev;
+    a.idx_in = (const int32_t *)idx_in.dev;
+    a.idx_out = (int32_t *)idx_out.dev;
+    a.state_in = (const ert_sample_state *)st_in.dev;
+    a.state_out = (ert_sample_state *)st_out.dev;
+    a.keep = (const uint8_t *)keep.dev;
+    a.count = (int32_t *)count.dev;
+    auto call = [&] { return b->ops->compact(b->be, &a); };
+    double s = 0.0;
+    if (!timed(state, *b, ev.e0, ev.e1, call, &s)) return;
+    // The count and a gathered row must be right, or the figure means nothing.
+    int32_t n = -1;
+    int32_t first = -1;
+    if (b->ops->download(b->be, &n, count.dev, sizeof n) != ERT_OK ||
+        b->ops->download(b->be, &first, idx_out.dev, sizeof first) != ERT_OK) {
+        fail(state, "download");
+        return;
+    }
+    int want_first = 0;
+    while (want_first < B && !((uint8_t *)keep.host)[want_first]) ++want_first;
+    if (n != kept || (kept > 0 && first != want_first)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "wrong result: count %d (want %d), first index %d (want %d)", n, kept, first,
+                 want_first);
+        state.SkipWithError(msg);
+        return;
+    }
+    for (auto _ : state) {
+        if (!timed(state, *b, ev.e0, ev.e1, call, &s)) return;
+        state.SetIterationTime(s);
+    }
+    const double bytes =
+        (double)B + (double)kept * (2.0 * D * (double)elem + 2.0 * 4.0 + 2.0 * sizeof(ert_sample_state)) + 4.0;
+    state.SetBytesProcessed((int64_t)(bytes * (double)state.iterations()));
+    state.counters["kept"] = kept;
+    state.SetLabel(b->label);
+}
+
+// ---------------------------------------------------------------- registration
+
+// Makes a backend; a CUDA one with ERT_COMPACT_PATH set to `path` while it is created.
+bool make_backend(const ert_backend_ops *ops, const char *path, ert_dtype dtype, Backend *out) {
+    std::string saved;
+    const char *old = getenv("ERT_COMPACT_PATH");
+    if (old) saved = old;
+    if (path) setenv("ERT_COMPACT_PATH", path, 1);
+    const ert_backend_config cfg = {0, kMaxRows, dtype};
+    ert_backend *be = nullptr;
+    const ert_status st = ops->create(&cfg, &be);
+    if (path) {
+        if (old) setenv("ERT_COMPACT_PATH", saved.c_str(), 1);
+        else unsetenv("ERT_COMPACT_PATH");
+    }
+    if (st != ERT_OK) {
+        fprintf(stderr, "ert_micro: %s backend%s%s skipped: %s\n", ops->name, path ? " path " : "", path ? path : "",
+                ert_last_error());
+        return false;
+    }
+    out->ops = ops;
+    out->be = be;
+    out->label = std::string(ops->device_name(be)) + (path ? std::string(" ") + path : std::string());
+    return true;
+}
+
+void register_decide(const std::string &name, const Backend *b) {
+    auto *bm = benchmark::RegisterBenchmark(("decide/" + name).c_str(), bench_decide, b);
+    for (int B : kBatches) bm->Arg(B);
+    bm->ArgNames({"B"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+void register_compact(const std::string &name, const Backend *b) {
+    auto *bm = benchmark::RegisterBenchmark(("compact/" + name).c_str(), bench_compact, b);
+    for (int B : kBatches)
+        for (int D : kWidths) bm->Args({B, D});
+    bm->ArgNames({"B", "D"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    std::vector<Backend *> backends;
+    Backend *cpu = new Backend;
+    if (make_backend(ert_backend_cpu(), nullptr, ERT_DTYPE_F32, cpu)) {
+        backends.push_back(cpu);
+        register_decide("cpu", cpu);
+        register_compact("cpu", cpu);
+    } else {
+        delete cpu;
+    }
+    if (const ert_backend_ops *cuda = ert_backend_cuda()) {
+        // bf16 activations, as in the headline benchmark.
+        const char *paths[] = {"cub", "fused"};
+        for (const char *p : paths) {
+            Backend *b = new Backend;
+            if (!make_backend(cuda, p, ERT_DTYPE_BF16, b)) {
+                delete b;
+                continue;
+            }
+            backends.push_back(b);
+            if (p == paths[0]) register_decide("cuda", b);
+            register_compact(std::string("cuda-") + p, b);
+        }
+    } else {
+        fprintf(stderr, "ert_micro: this build has no CUDA backend; cpu only\n");
+    }
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    for (Backend *b : backends) {
+        b->ops->destroy(b->be);
+        delete b;
+    }
+    return 0;
+}

@@ -1,0 +1,549 @@
+/* exitrt bench: the headline benchmark grid of BENCHMARKS.md ("does early exit pay?").
+ *
+ * For each width D a residual MLP is synthesised (exitrt synth's model) into a temporary
+ * directory, loaded, and the directory removed. For each batch B, three sessions (full,
+ * masked, compact) run the same seeded inputs with the policy scheduled:hazard=H,seed=S
+ * (every sample's exit drawn; the real decide kernel still runs), and right after each
+ * compact run the compact session runs the "ideal": the stage bodies alone at the row
+ * counts the compact run measured (ert_session_run_rows). Variants are interleaved
+ * run by run, so a drift of clocks or temperature hits them alike.
+ *
+ * Times come from the session profile (device events on a GPU, the wall clock on the
+ * CPU). The figure compared is the forward span: from stage 0's first kernel to the end
+ * of the last stage that ran. It leaves out the input upload and the result download,
+ * which every variant but the ideal would otherwise carry (at D=4096, B=8192 the f32
+ * input alone is 128 MiB over PCIe); the whole run, transfers included (the profile's
+ * batch_ms), is in the JSON too. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "exitrt/exitrt.h"
+
+#define MAX_GRID 16
+/* An exit after every block: the depth is bounded by both limits. */
+#define MAX_DEPTH (ERT_MAX_EXITS < ERT_MAX_STAGES ? ERT_MAX_EXITS : ERT_MAX_STAGES)
+
+/* ---------------------------------------------------------------- errors */
+
+static void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void bench_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "exitrt bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* A library call failed: its message names the file, tensor or argument. */
+static void bench_check(ert_status s, const char *what) {
+    if (s == ERT_OK) return;
+    const char *msg = ert_last_error();
+    bench_die("%s: %s: %s", what, ert_status_to_string(s), msg[0] ? msg : "(no detail)");
+}
+
+/* ---------------------------------------------------------------- options */
+
+typedef struct bench_opts {
+    const char *device, *json, *tmp;
+    int widths[MAX_GRID], num_widths;
+    int batches[MAX_GRID], num_batches;
+    int depth, classes, reps, warmup;
+    ert_dtype dtype;
+    int dtype_set;
+    double hazard;
+    long long seed;
+} bench_opts;
+
+static void bench_usage(FILE *f) {
+    fprintf(f,
+            "usage: exitrt bench [--device cpu|cuda:N] [--widths 1024,4096] [--batches 64,1024,8192]\n"
+            "                    [--depth 12] [--classes 10] [--dtype bf16] [--hazard 0.15] [--seed 1]\n"
+            "                    [--reps 50] [--warmup 5] [--json FILE] [--tmp DIR]\n"
+            "\n"
+            "The headline benchmark: a residual MLP (blocks x = x + relu(W x + b), an exit head\n"
+            "after each) with seeded weights and inputs; every sample's exit drawn by the policy\n"
+            "scheduled:hazard=H,seed=S. Per width D and batch B it times, from ONE run, the\n"
+            "variants full (every block for every row, last head only), masked (every row\n"
+            "computed, every head decided), compact (survivors compacted, eager) and ideal (the\n"
+            "blocks alone at the survivor counts the compact run measured). Times are medians\n"
+            "of --reps runs on the device timeline (p99 in the JSON).\n"
+            "\n"
+            "  -D, --device DEV     cpu (default) | cuda:N\n"
+            "  -w, --widths LIST    widths D (default: 1024,4096 on cuda, 256 on cpu)\n"
+            "  -b, --batches LIST   batch sizes B (default: 64,1024,8192 on cuda, 64,256 on cpu)\n"
+            "  -L, --depth L        blocks, an exit after each (default 12)\n"
+            "  -c, --classes C      classes of the exit heads (default 10)\n"
+            "      --dtype T        f32 | tf32 | bf16 | f16 (default: bf16 on cuda, f32 on cpu)\n"
+            "      --hazard H       per-exit probability that a sample leaves (default 0.15)\n"
+            "      --seed S         seeds weights, inputs and exit draws (default 1)\n"
+            "      --reps N         timed runs of each variant (default 50)\n"
+            "      --warmup N       untimed runs of each variant first (default 5)\n"
+            "  -j, --json FILE      also write every figure and the metadata to FILE\n"
+            "      --tmp DIR        where the models are synthesised (default $TMPDIR or /tmp)\n"
+            "  -h, --help           this text\n");
+}
+
+static long long parse_ll(const char *flag, const char *text, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
+        bench_die("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
+    return v;
+}
+
+static int parse_list(const char *flag, const char *text, int lo, int hi, int *out) {
+    char buf[1024];
+    if (snprintf(buf, sizeof buf, "%s", text) >= (int)sizeof buf) bench_die("%s: list too long", flag);
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_GRID) bench_die("%s '%s': at most %d values", flag, text, MAX_GRID);
+        out[n++] = (int)parse_ll(flag, tok, lo, hi);
+    }
+    if (n == 0) bench_die("%s '%s': expected a comma-separated list of integers", flag, text);
+    return n;
+}
+
+static int is_cpu(const char *device) { return strncmp(device, "cpu", 3) == 0; }
+
+enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP };
+
+static void parse_opts(int argc, char **argv, bench_opts *o) {
+    static const struct option lo[] = {
+        {"device", required_argument, 0, 'D'},    {"widths", required_argument, 0, 'w'},
+        {"batches", required_argument, 0, 'b'},   {"depth", required_argument, 0, 'L'},
+        {"classes", required_argument, 0, 'c'},   {"dtype", required_argument, 0, OPT_DTYPE},
+        {"hazard", required_argument, 0, OPT_HAZARD}, {"seed", required_argument, 0, OPT_SEED},
+        {"reps", required_argument, 0, OPT_REPS}, {"warmup", required_argument, 0, OPT_WARMUP},
+        {"json", required_argument, 0, 'j'},      {"tmp", required_argument, 0, OPT_TMP},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    *o = (bench_opts){.device = "cpu", .depth = 12, .classes = 10, .reps = 50, .warmup = 5, .hazard = 0.15, .seed = 1};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "D:w:b:L:c:j:h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'D': o->device = optarg; break;
+        case 'w': o->num_widths = parse_list("--widths", optarg, 1, 65536, o->widths); break;
+        case 'b': o->num_batches = parse_list("--batches", optarg, 1, 1 << 24, o->batches); break;
+        case 'L': o->depth = (int)parse_ll("--depth", optarg, 1, MAX_DEPTH); break;
+        case 'c': o->classes = (int)parse_ll("--classes", optarg, 2, 100000); break;
+        case OPT_DTYPE:
+            if (ert_dtype_parse(optarg, &o->dtype) != ERT_OK)
+                bench_die("--dtype '%s': expected f32, tf32, bf16 or f16", optarg);
+            o->dtype_set = 1;
+            break;
+        case OPT_HAZARD: {
+            char *end;
+            o->hazard = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(o->hazard >= 0.0 && o->hazard <= 1.0))
+                bench_die("--hazard '%s': expected a number in [0, 1]", optarg);
+            break;
+        }
+        case OPT_SEED: o->seed = parse_ll("--seed", optarg, 0, 0x7fffffffffffffffll); break;
+        case OPT_REPS: o->reps = (int)parse_ll("--reps", optarg, 1, 1000000); break;
+        case OPT_WARMUP: o->warmup = (int)parse_ll("--warmup", optarg, 0, 1000000); break;
+        case 'j': o->json = optarg; break;
+        case OPT_TMP: o->tmp = optarg; break;
+        case 'h': bench_usage(stdout); exit(0);
+        default: bench_usage(stderr); exit(1);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "exitrt bench: unexpected argument '%s'\n", argv[optind]);
+        bench_usage(stderr);
+        exit(1);
+    }
+    const int cpu = is_cpu(o->device);
+    if (!o->num_widths) {
+        static const int gpu_w[] = {1024, 4096}, cpu_w[] = {256};
+        o->num_widths = cpu ? 1 : 2;
+        memcpy(o->widths, cpu ? cpu_w : gpu_w, sizeof(int) * (size_t)o->num_widths);
+    }
+    if (!o->num_batches) {
+        static const int gpu_b[] = {64, 1024, 8192}, cpu_b[] = {64, 256};
+        o->num_batches = cpu ? 2 : 3;
+        memcpy(o->batches, cpu ? cpu_b : gpu_b, sizeof(int) * (size_t)o->num_batches);
+    }
+    if (!o->dtype_set) o->dtype = cpu ? ERT_DTYPE_F32 : ERT_DTYPE_BF16;
+    if (!o->tmp) o->tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+}
+
+/* ---------------------------------------------------------------- numbers */
+
+enum { V_FULL = 0, V_MASKED, V_COMPACT, V_IDEAL, V_COUNT };
+static const char *const variant_names[V_COUNT] = {"full", "masked", "compact", "ideal"};
+
+/* The figures of one variant over the timed runs. */
+typedef struct vstats {
+    double *fwd, *batch, *routing, *sync; /* per rep */
+    double *stage;                        /* per rep x stage x {compute, decide, compact, sync} */
+    double flops;                         /* of one run */
+    int host_syncs;
+    int rows[ERT_MAX_STAGES];
+} vstats;
+
+/* From stage 0's first event to the end of the last stage that ran. */
+static double forward_ms(const ert_profile *p) {
+    int first = -1, last = -1;
+    for (int k = 0; k < p->num_stages; ++k)
+        if (p->stage[k].rows > 0) {
+            if (first < 0) first = k;
+            last = k;
+        }
+    if (first < 0) return 0.0;
+    const ert_stage_profile *l = &p->stage[last];
+    return l->start_ms + l->compute_ms + l->decide_ms + l->compact_ms + l->sync_ms - p->stage[first].start_ms;
+}
+
+static void record(vstats *v, int rep, int S, const ert_profile *p) {
+    v->fwd[rep] = forward_ms(p);
+    v->batch[rep] = p->batch_ms;
+    v->routing[rep] = p->routing_ms;
+    v->sync[rep] = p->sync_ms;
+    double flops = 0.0;
+    for (int k = 0; k < S; ++k) {
+        const ert_stage_profile *s = &p->stage[k];
+        double *d = &v->stage[((size_t)rep * (size_t)S + (size_t)k) * 4];
+        d[0] = s->compute_ms;
+        d[1] = s->decide_ms;
+        d[2] = s->compact_ms;
+        d[3] = s->sync_ms;
+        flops += s->flops;
+        v->rows[k] = s->rows;
+    }
+    v->flops = flops;
+    v->host_syncs = p->host_syncs;
+}
+
+static double median(const double *x, int n) { return ert_percentile(x, n, 50.0); }
+
+/* The median over reps of field f of stage k. */
+static double stage_median(const vstats *v, int reps, int S, int k, int f, double *tmp) {
+    for (int r = 0; r < reps; ++r) tmp[r] = v->stage[((size_t)r * (size_t)S + (size_t)k) * 4 + (size_t)f];
+    return median(tmp, reps);
+}
+
+/* Uniform in (0, 1]: seeded, never zero (zeros hide unwritten outputs and can run fast). */
+static float input_value(uint64_t seed, uint64_t i) {
+    uint64_t x = (seed ^ 0xD1B54A32D192ED03ull) + (i + 1) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return (float)((x >> 40) + 1) * (1.0f / 16777216.0f);
+}
+
+/* ---------------------------------------------------------------- one grid point */
+
+typedef struct point {
+    int width, batch;
+    vstats v[V_COUNT];
+    int exits_match;       /* masked and compact: same exit for every sample */
+    double pred_agreement; /* share of samples with the same prediction in both */
+    double survivor_fraction, survivor_expected;
+} point;
+
+static void vstats_alloc(vstats *v, int reps, int S) {
+    memset(v, 0, sizeof *v);
+    v->fwd = calloc((size_t)reps, sizeof(double));
+    v->batch = calloc((size_t)reps, sizeof(double));
+    v->routing = calloc((size_t)reps, sizeof(double));
+    v->sync = calloc((size_t)reps, sizeof(double));
+    v->stage = calloc((size_t)reps * (size_t)S * 4, sizeof(double));
+    if (!v->fwd || !v->batch || !v->routing || !v->sync || !v->stage) bench_die("out of memory");
+}
+
+static void vstats_free(vstats *v) {
+    free(v->fwd);
+    free(v->batch);
+    free(v->routing);
+    free(v->sync);
+    free(v->stage);
+}
+
+static void run_point(const bench_opts *o, const ert_model *model, const ert_policy *policy, int B, point *pt,
+                      char *device_name, size_t device_len) {
+    const int D = ert_model_input_size(model), S = ert_model_num_stages(model);
+    char where[96];
+    snprintf(where, sizeof where, "D=%d B=%d", D, B);
+    pt->width = D;
+    pt->batch = B;
+    for (int v = 0; v < V_COUNT; ++v) vstats_alloc(&pt->v[v], o->reps, S);
+
+    ert_session *sess[3] = {NULL, NULL, NULL};
+    const ert_mode modes[3] = {ERT_MODE_FULL, ERT_MODE_MASKED, ERT_MODE_COMPACT};
+    for (int v = 0; v < 3; ++v) {
+        ert_session_options so = ert_session_options_default();
+        so.device = o->device;
+        so.max_batch = B;
+        so.mode = modes[v];
+        so.dtype = o->dtype;
+        bench_check(ert_session_new(model, &so, &sess[v]), where);
+    }
+    snprintf(device_name, device_len, "%s", ert_session_device(sess[0]));
+
+    float *x = malloc(sizeof(float) * (size_t)B * (size_t)D);
+    int32_t *pred = malloc(sizeof(int32_t) * 3 * (size_t)B), *ex = malloc(sizeof(int32_t) * 3 * (size_t)B);
+    float *conf = malloc(sizeof(float) * 3 * (size_t)B);
+    if (!x || !pred || !ex || !conf) bench_die("%s: out of memory", where);
+    for (size_t i = 0; i < (size_t)B * (size_t)D; ++i) x[i] = input_value((uint64_t)o->seed, i);
+    const ert_batch batch = {.input = x, .n = B, .first_index = 0};
+
+    int rows[ERT_MAX_STAGES] = {0};
+    ert_profile prof;
+    for (int it = 0; it < o->warmup + o->reps; ++it) {
+        const int rep = it - o->warmup;
+        for (int v = 0; v < 3; ++v) {
+            ert_outputs out = {.pred = pred + (size_t)v * B, .exit_index = ex + (size_t)v * B,
+                               .confidence = conf + (size_t)v * B};
+            bench_check(ert_session_run(sess[v], policy, &batch, &out), where);
+            bench_check(ert_session_profile(sess[v], &prof), where);
+            if (rep >= 0) record(&pt->v[v], rep, S, &prof);
+        }
+        /* The ideal right after the compact run: its stage 0 re-reads the input that run
+         * uploaded, so it computes on the same data. */
+        for (int k = 0; k < S; ++k) rows[k] = prof.stage[k].rows;
+        bench_check(ert_session_run_rows(sess[2], rows), where);
+        bench_check(ert_session_profile(sess[2], &prof), where);
+        if (rep >= 0) record(&pt->v[V_IDEAL], rep, S, &prof);
+    }
+
+    /* Masked and compact must have done the same thing: same exits for every sample
+     * (the schedule is drawn), and predictions equal up to rounding between GEMM
+     * shapes (identical on the CPU). */
+    const int32_t *em = ex + B, *ec = ex + 2 * (size_t)B, *pm = pred + B, *pc = pred + 2 * (size_t)B;
+    int agree = 0;
+    pt->exits_match = 1;
+    for (int i = 0; i < B; ++i) {
+        pt->exits_match &= em[i] == ec[i] && em[i] == ert_policy_scheduled_exit(policy, i, ert_model_num_exits(model));
+        agree += pm[i] == pc[i];
+    }
+    pt->pred_agreement = (double)agree / B;
+    double work = 0.0;
+    for (int k = 0; k < S; ++k) work += pt->v[V_COMPACT].rows[k];
+    pt->survivor_fraction = work / ((double)S * B);
+    /* Each block k runs for a sample with probability (1-H)^k. */
+    double expect = 0.0;
+    for (int k = 0; k < S; ++k) expect += pow(1.0 - o->hazard, k);
+    pt->survivor_expected = expect / S;
+
+    free(x);
+    free(pred);
+    free(ex);
+    free(conf);
+    for (int v = 0; v < 3; ++v) ert_session_free(sess[v]);
+}
+
+/* ---------------------------------------------------------------- output */
+
+static double tflops(const vstats *v, double ms) { return ms > 0 ? v->flops / (ms * 1e-3) / 1e12 : 0.0; }
+
+static void print_header(const bench_opts *o, const char *device, const char *policy) {
+    printf("exitrt bench | %s | %s | %d blocks, exit after each, %d classes | %s | median of %d runs after %d "
+           "warm-up\n",
+           device, ert_dtype_name(o->dtype), o->depth, o->classes, policy, o->reps, o->warmup);
+    printf("%6s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %5s %9s %9s %6s\n", "D", "B", "full ms", "masked", "compact",
+           "ideal", "speedup", "of_ideal", "ideal_x", "routing", "sync", "syncs", "TF/s full", "TF/s cmp", "surv");
+    fflush(stdout);
+}
+
+static void print_row(const point *p, int reps) {
+    const double f = median(p->v[V_FULL].fwd, reps), m = median(p->v[V_MASKED].fwd, reps);
+    const double c = median(p->v[V_COMPACT].fwd, reps), i = median(p->v[V_IDEAL].fwd, reps);
+    const double r = median(p->v[V_COMPACT].routing, reps), s = median(p->v[V_COMPACT].sync, reps);
+    printf("%6d %6d %9.4f %9.4f %9.4f %9.4f %7.2fx %8.2f %7.2fx %7.1f%% %6.1f%% %5d %9.4g %9.4g %6.3f%s\n", p->width,
+           p->batch, f, m, c, i, f / c, i / c, f / i, 100.0 * r / c, 100.0 * s / c, p->v[V_COMPACT].host_syncs,
+           tflops(&p->v[V_FULL], f), tflops(&p->v[V_COMPACT], c), p->survivor_fraction,
+           p->exits_match ? "" : "  EXITS DIFFER");
+    fflush(stdout);
+}
+
+static void print_footer(void) {
+    printf("\nms: forward span on the device timeline (stage 0's first kernel to the last stage's end;\n"
+           "input upload and result download excluded). speedup = full/compact; of_ideal = ideal/compact;\n"
+           "ideal_x = full/ideal; routing = (decide + compaction kernels)/compact; sync = device idle\n"
+           "waiting for host round trips/compact; syncs = host synchronisations per compact forward;\n"
+           "TF/s = executed FLOPs/time; surv = rows entering blocks / (blocks x B), the block work left.\n");
+    fflush(stdout);
+}
+
+static cJSON *vstats_json(const vstats *v, int reps, int S, int with_stages) {
+    cJSON *j = cJSON_CreateObject();
+    const double ms = median(v->fwd, reps);
+    cJSON_AddNumberToObject(j, "median_ms", ms);
+    cJSON_AddNumberToObject(j, "p99_ms", ert_percentile(v->fwd, reps, 99.0));
+    cJSON_AddNumberToObject(j, "min_ms", ert_percentile(v->fwd, reps, 0.0));
+    cJSON_AddNumberToObject(j, "batch_median_ms", median(v->batch, reps));
+    cJSON_AddNumberToObject(j, "batch_p99_ms", ert_percentile(v->batch, reps, 99.0));
+    cJSON_AddNumberToObject(j, "routing_median_ms", median(v->routing, reps));
+    cJSON_AddNumberToObject(j, "sync_median_ms", median(v->sync, reps));
+    cJSON_AddNumberToObject(j, "host_syncs", v->host_syncs);
+    cJSON_AddNumberToObject(j, "flops", v->flops);
+    cJSON_AddNumberToObject(j, "tflops", tflops(v, ms));
+    cJSON *rows = cJSON_AddArrayToObject(j, "rows");
+    for (int k = 0; k < S; ++k) cJSON_AddItemToArray(rows, cJSON_CreateNumber(v->rows[k]));
+    if (with_stages) {
+        double *tmp = malloc(sizeof(double) * (size_t)reps);
+        if (!tmp) bench_die("out of memory");
+        cJSON *st = cJSON_AddArrayToObject(j, "stages");
+        static const char *const fields[4] = {"compute_ms", "decide_ms", "compact_ms", "sync_ms"};
+        for (int k = 0; k < S && v->rows[k] > 0; ++k) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddNumberToObject(s, "rows", v->rows[k]);
+            for (int f = 0; f < 4; ++f) cJSON_AddNumberToObject(s, fields[f], stage_median(v, reps, S, k, f, tmp));
+            cJSON_AddItemToArray(st, s);
+        }
+        free(tmp);
+    }
+    return j;
+}
+
+static cJSON *point_json(const point *p, int reps, int S) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "width", p->width);
+    cJSON_AddNumberToObject(j, "batch", p->batch);
+    for (int v = 0; v < V_COUNT; ++v)
+        cJSON_AddItemToObject(j, variant_names[v], vstats_json(&p->v[v], reps, S, v != V_FULL));
+    const double f = median(p->v[V_FULL].fwd, reps), c = median(p->v[V_COMPACT].fwd, reps);
+    const double i = median(p->v[V_IDEAL].fwd, reps);
+    cJSON_AddNumberToObject(j, "speedup", f / c);
+    cJSON_AddNumberToObject(j, "of_ideal", i / c);
+    cJSON_AddNumberToObject(j, "ideal_speedup", f / i);
+    cJSON_AddNumberToObject(j, "routing_share", median(p->v[V_COMPACT].routing, reps) / c);
+    cJSON_AddNumberToObject(j, "sync_share", median(p->v[V_COMPACT].sync, reps) / c);
+    cJSON_AddNumberToObject(j, "host_syncs", p->v[V_COMPACT].host_syncs);
+    cJSON_AddNumberToObject(j, "survivor_fraction", p->survivor_fraction);
+    cJSON_AddNumberToObject(j, "survivor_fraction_expected", p->survivor_expected);
+    cJSON_AddBoolToObject(j, "exits_match", p->exits_match);
+    cJSON_AddNumberToObject(j, "pred_agreement", p->pred_agreement);
+    return j;
+}
+
+/* Writes FILE.tmp.PID, then renames it over FILE: a reader never sees half a file. Done
+ * after every point, so a run that dies later keeps what it measured. */
+static void write_json(const char *path, const cJSON *root) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    char *text = cJSON_Print(root);
+    if (!text) bench_die("--json '%s': out of memory", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) bench_die("--json '%s': cannot write", path);
+    const int ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    cJSON_free(text);
+    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        bench_die("--json '%s': write failed", path);
+    }
+}
+
+/* ---------------------------------------------------------------- the model */
+
+/* Synthesises and loads the model of width D; its temporary directory is gone on return. */
+static ert_model *load_synth(const bench_opts *o, int D) {
+    char dir[4096], cfg[4200], wts[4200];
+    if (snprintf(dir, sizeof dir, "%s/exitrt-bench-XXXXXX", o->tmp) >= (int)sizeof dir)
+        bench_die("--tmp '%s': path too long", o->tmp);
+    if (!mkdtemp(dir)) bench_die("--tmp '%s': cannot create a directory there: %s", o->tmp, strerror(errno));
+    const ert_synth_options so = {.width = D,
+                                  .depth = o->depth,
+                                  .classes = o->classes,
+                                  .dtype = o->dtype == ERT_DTYPE_BF16  ? ERT_DTYPE_BF16
+                                           : o->dtype == ERT_DTYPE_F16 ? ERT_DTYPE_F16
+                                                                       : ERT_DTYPE_F32,
+                                  .seed = (uint64_t)o->seed};
+    ert_model *model = NULL;
+    ert_status st = ert_synth_write(&so, dir);
+    if (st == ERT_OK) st = ert_model_load(dir, &model);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(wts, sizeof wts, "%s/model.safetensors", dir);
+    remove(cfg);
+    remove(wts);
+    rmdir(dir);
+    char what[64];
+    snprintf(what, sizeof what, "model D=%d", D);
+    bench_check(st, what);
+    return model;
+}
+
+/* ---------------------------------------------------------------- main */
+
+int cmd_bench(int argc, char **argv) {
+    bench_opts o;
+    parse_opts(argc, argv, &o);
+
+    char spec[128], device[320] = "";
+    snprintf(spec, sizeof spec, "scheduled:hazard=%.9g,seed=%lld", o.hazard, o.seed);
+    ert_policy *policy = NULL;
+    bench_check(ert_policy_parse(spec, &policy), "policy");
+
+    char date[64];
+    const time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char command[4096] = "exitrt";
+    for (int i = 0; i < argc; ++i) {
+        const size_t len = strlen(command);
+        snprintf(command + len, sizeof command - len, " %s", argv[i]);
+    }
+
+    cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "meta");
+    cJSON *points = cJSON_AddArrayToObject(root, "points");
+    cJSON_AddStringToObject(meta, "tool", "exitrt bench");
+    cJSON_AddStringToObject(meta, "date", date);
+    cJSON_AddStringToObject(meta, "command", command);
+    cJSON_AddStringToObject(meta, "dtype", ert_dtype_name(o.dtype));
+    cJSON_AddStringToObject(meta, "policy", spec);
+    cJSON_AddNumberToObject(meta, "hazard", o.hazard);
+    cJSON_AddNumberToObject(meta, "seed", (double)o.seed);
+    cJSON_AddNumberToObject(meta, "depth", o.depth);
+    cJSON_AddNumberToObject(meta, "classes", o.classes);
+    cJSON_AddNumberToObject(meta, "reps", o.reps);
+    cJSON_AddNumberToObject(meta, "warmup", o.warmup);
+    cJSON_AddStringToObject(meta, "timing",
+                            "median_ms/p99_ms: forward span on the device timeline (stage 0's first kernel to the end "
+                            "of the last stage that ran; upload and download excluded); batch_*: the whole run, "
+                            "transfers included");
+    cJSON *dev = cJSON_AddStringToObject(meta, "device", o.device);
+
+    int failed = 0, header = 0;
+    for (int wi = 0; wi < o.num_widths; ++wi) {
+        ert_model *model = load_synth(&o, o.widths[wi]);
+        for (int bi = 0; bi < o.num_batches; ++bi) {
+            point pt;
+            memset(&pt, 0, sizeof pt);
+            run_point(&o, model, policy, o.batches[bi], &pt, device, sizeof device);
+            if (!header) {
+                cJSON_SetValuestring(dev, device);
+                print_header(&o, device, spec);
+                header = 1;
+            }
+            print_row(&pt, o.reps);
+            if (!pt.exits_match) {
+                fprintf(stderr, "exitrt bench: D=%d B=%d: masked and compact runs disagree on exits (a runtime bug)\n",
+                        pt.width, pt.batch);
+                failed = 1;
+            }
+            cJSON_AddItemToArray(points, point_json(&pt, o.reps, o.depth));
+            if (o.json) write_json(o.json, root);
+            for (int v = 0; v < V_COUNT; ++v) vstats_free(&pt.v[v]);
+        }
+        ert_model_free(model);
+    }
+    print_footer();
+    cJSON_Delete(root);
+    ert_policy_free(policy);
+    return failed;
+}
