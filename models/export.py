@@ -498,6 +498,33 @@ def linear_flops(cfg):
     return rows
 
 
+def other_flops(cfg):
+    """Rough count of everything ``linear_flops`` leaves out, for the full model (all
+    stage bodies + final exit head): input normalisation 2/element, bias add 1/output,
+    relu or gelu 1/element, layernorm 8/element, residual add 1/element."""
+    def ops_flops(ops):
+        total = 0
+        for op in ops:
+            if op["op"] == "linear":
+                if op.get("bias") is not None:
+                    total += op["out"]
+                if op.get("activation", "none") != "none":
+                    total += op["out"]
+            elif op["op"] == "layernorm":
+                total += 8 * op["dim"]
+            elif op["op"] == "residual":
+                inner = ops_flops(op["ops"])
+                # width of the residual = the width of its last op's output
+                last = [o for o in op["ops"] if o["op"] in ("linear", "layernorm")][-1]
+                total += inner + (last["out"] if last["op"] == "linear" else last["dim"])
+        return total
+
+    total = 2 * _numel(cfg["input"]["shape"]) if ("mean" in cfg["input"] or "std" in cfg["input"]) else 0
+    for st in cfg["stages"]:
+        total += ops_flops(st["ops"])
+    return total + ops_flops(cfg["stages"][-1]["exit"])
+
+
 # --------------------------------------------------------------------------------------
 # JSON with 9-significant-digit floats
 # --------------------------------------------------------------------------------------

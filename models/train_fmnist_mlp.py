@@ -258,6 +258,8 @@ def main():
         epochs=args.epochs, seed=args.seed, batch=args.batch, lr=args.lr, wd=args.weight_decay,
         dropout=args.dropout, hflip=args.hflip, threads=args.threads, mean=mean, std=std,
         weights=", ".join("%d/15" % (k + 1) for k in range(n_exits)), table=table,
+        other=format(export.other_flops(cfg), ","),
+        other_pct=100.0 * export.other_flops(cfg) / flops[-1]["full"],
         train_time=train_time, full=format(flops[-1]["full"], ","), n_params=format(n_params, ","),
         st_size=format(st_size, ","), torch_version=torch.__version__)
     with open(os.path.join(args.out, "README.md"), "w") as f:
@@ -320,8 +322,10 @@ trained PyTorch module.
 
 ## Accuracy and cost per exit
 
-FLOPs count only the linear layers, 2*in*out each (biases, activations, layernorms,
-residual adds and normalisation are left out; together they are well under 1%).
+FLOPs count only the linear layers, 2*in*out each.  Biases, activations, layernorms,
+residual adds and the input normalisation are left out; counted roughly (bias 1/output,
+relu/gelu 1/element, layernorm 8/element, residual add 1/element, normalisation
+2/input element) they add {other} FLOPs to the full model ({other_pct:.1f}%).
 "Exit path" = stages 0..k plus exit head k; "cascade" = stages 0..k plus the heads of all
 exits 0..k (the cost when every earlier exit was evaluated and declined). Full model =
 all five stages + the final exit head = {full} FLOPs per sample.
