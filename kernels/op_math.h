@@ -11,7 +11,7 @@ ERT_HD float ert_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811
 
 /* act: 0 none, 1 relu, 2 gelu (ert_activation). */
 ERT_HD float ert_activate(float x, int act) {
-    if (act == 1) return x > 0.0f ? x : 0.0f;
+    if (act == 1) return x < 0.0f ? 0.0f : x; /* NaN stays NaN, as in PyTorch and cuBLASLt */
     if (act == 2) return ert_gelu(x);
     return x;
 }

@@ -1,0 +1,185 @@
+/*
+ * Compaction of the survivors after an exit.
+ *
+ *   keep (rows) u8;  x (rows, width) activations, idx_in (rows), state_in (rows)
+ *   -> y (count, width), idx_out (count), state_out (count) in row order;  *count (device).
+ *
+ * Rows past the device count (rows.dev_count) count as not kept. Rows of the outputs past
+ * the survivor count are left untouched. Two paths with identical results:
+ *
+ *  - CUB: cub::DeviceScan::ExclusiveSum over the flags (as int, through a transform
+ *    iterator that also applies the device count) into be->scan_offsets, then one gather
+ *    kernel, one thread per (row, 16-byte vector), whose thread 0 also writes the count
+ *    (a separate one-thread kernel would only add a launch). Temp storage is allocated
+ *    at backend create for max_rows.
+ *  - fused: one kernel. Block b owns rows [64b, 64b + 64): it counts the kept flags before
+ *    its rows (cub::BlockReduce; the flags are bytes in L2, so this redundant prefix costs
+ *    less than a second launch for small batches), scans its own flags (cub::BlockScan),
+ *    scatters indices and states, then its warps copy the kept rows. A single block would
+ *    also work but would copy every activation through one SM; this spreads the copy over
+ *    rows / 64 SMs and still needs no temp storage and no second launch.
+ *
+ * ERT_COMPACT_PATH=cub|fused|auto (read at backend create) forces a path; auto takes the
+ * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows.
+ *
+ * Activations are copied as opaque bytes, in the widest of 16/8/4/2/1-byte words that
+ * divides the row size and both base addresses.
+ */
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+#include <cub/device/device_scan.cuh>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
+#include "cuda_common.cuh"
+
+static const int kGatherThreads = 256;
+static const int kFusedThreads = 256;
+static const int kFusedRows = 64; /* rows per block of the fused kernel */
+
+/* keep[r] as 0/1 int, 0 past the device count: what the scan sums. */
+struct keep_flag {
+    const uint8_t *keep;
+    const int32_t *dev_count;
+    int n;
+    __host__ __device__ int operator()(int r) const {
+        const int lim = dev_count && *dev_count < n ? *dev_count : n;
+        return r < lim && keep[r] ? 1 : 0;
+    }
+};
+
+typedef thrust::transform_iterator<keep_flag, thrust::counting_iterator<int> > flag_iter;
+
+struct compact_kernel_args {
+    ert_compact_args c;
+    const int32_t *offsets; /* CUB path: exclusive prefix sums of the flags */
+    int vecs;               /* words of type V per row */
+};
+
+/* ---------------------------------------------------------------- CUB path: gather */
+
+template <typename V>
+static __global__ void gather_kernel(const __grid_constant__ compact_kernel_args k) {
+    const ert_compact_args &a = k.c;
+    const int n = ert_cuda_rows(a.rows.n, a.rows.dev_count);
+    const long long total = (long long)n * k.vecs;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid == 0) *a.count = n > 0 ? k.offsets[n - 1] + (a.keep[n - 1] ? 1 : 0) : 0;
+    for (long long i = tid; i < total; i += stride) {
+        const int r = (int)(i / k.vecs), v = (int)(i % k.vecs);
+        if (!a.keep[r]) continue;
+        const int d = k.offsets[r];
+        ((V *)a.y)[(size_t)d * k.vecs + v] = ((const V *)a.x)[(size_t)r * k.vecs + v];
+        if (v == 0) {
+            a.idx_out[d] = a.idx_in[r];
+            a.state_out[d] = a.state_in[r];
+        }
+    }
+}
+
+template <typename V>
+static ert_status launch_gather(cudaStream_t stream, const compact_kernel_args &k) {
+    long long blocks = ert_ceil_div_ll((long long)k.c.rows.n * k.vecs, kGatherThreads);
+    blocks = blocks < 1 ? 1 : (blocks > 65535 ? 65535 : blocks); /* >= 1: thread 0 writes the count */
+    gather_kernel<V><<<(unsigned)blocks, kGatherThreads, 0, stream>>>(k);
+    return ERT_CUDA_CHECK(cudaGetLastError());
+}
+
+/* ---------------------------------------------------------------- fused path */
+
+template <typename V>
+static __global__ void compact_fused_kernel(const __grid_constant__ compact_kernel_args k) {
+    typedef cub::BlockReduce<int, kFusedThreads> reduce_t;
+    typedef cub::BlockScan<int, kFusedThreads> scan_t;
+    __shared__ union {
+        typename reduce_t::TempStorage reduce;
+        typename scan_t::TempStorage scan;
+    } tmp;
+    __shared__ int s_dst[kFusedRows]; /* output row of each of the block's rows, or -1 */
+    __shared__ int s_base;
+
+    const ert_compact_args &a = k.c;
+    const int n = ert_cuda_rows(a.rows.n, a.rows.dev_count);
+    const int start = blockIdx.x * kFusedRows;
+    const int last_block = n > 0 ? (n - 1) / kFusedRows : 0; /* writes the count */
+    if ((int)blockIdx.x > last_block) return;                /* uniform over the block */
+
+    int before = 0;
+    for (int r = threadIdx.x; r < start; r += kFusedThreads) before += a.keep[r] ? 1 : 0;
+    before = reduce_t(tmp.reduce).Sum(before); /* valid in thread 0 */
+    if (threadIdx.x == 0) s_base = before;
+    __syncthreads(); /* s_base visible; tmp free for the scan */
+    const int base = s_base;
+
+    const int r = start + (int)threadIdx.x;
+    const int flag = (int)threadIdx.x < kFusedRows && r < n && a.keep[r] ? 1 : 0;
+    int off = 0, kept = 0;
+    scan_t(tmp.scan).ExclusiveSum(flag, off, kept);
+    if ((int)threadIdx.x < kFusedRows) s_dst[threadIdx.x] = flag ? base + off : -1;
+    if (flag) {
+        a.idx_out[base + off] = a.idx_in[r];
+        a.state_out[base + off] = a.state_in[r];
+    }
+    if ((int)blockIdx.x == last_block && threadIdx.x == 0) *a.count = base + kept;
+    __syncthreads();
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int lr = warp; lr < kFusedRows; lr += kFusedThreads / 32) {
+        const int d = s_dst[lr];
+        if (d < 0) continue;
+        const V *src = (const V *)a.x + (size_t)(start + lr) * k.vecs;
+        V *dst = (V *)a.y + (size_t)d * k.vecs;
+        for (int v = lane; v < k.vecs; v += 32) dst[v] = src[v];
+    }
+}
+
+template <typename V>
+static ert_status launch_fused(cudaStream_t stream, const compact_kernel_args &k) {
+    const int blocks = k.c.rows.n > 0 ? ert_ceil_div(k.c.rows.n, kFusedRows) : 1;
+    compact_fused_kernel<V><<<(unsigned)blocks, kFusedThreads, 0, stream>>>(k);
+    return ERT_CUDA_CHECK(cudaGetLastError());
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+ert_status ert_cuda_compact_temp_bytes(ert_backend *be, int max_rows, size_t *bytes) {
+    keep_flag f = {NULL, NULL, max_rows};
+    const flag_iter it(thrust::counting_iterator<int>(0), f);
+    *bytes = 0;
+    return ERT_CUDA_CHECK(
+        cub::DeviceScan::ExclusiveSum(NULL, *bytes, it, (int32_t *)NULL, max_rows, be->stream));
+}
+
+template <typename V>
+static ert_status launch_compact(cudaStream_t stream, int fused, const compact_kernel_args &k) {
+    return fused ? launch_fused<V>(stream, k) : launch_gather<V>(stream, k);
+}
+
+ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
+    const size_t row_bytes = (size_t)args->width * ert_cuda_elem_size(be->dtype);
+    const int fused = be->compact_path == ERT_CUDA_COMPACT_FUSED ||
+                      (be->compact_path == ERT_CUDA_COMPACT_AUTO && args->rows.n <= ERT_CUDA_COMPACT_FUSED_MAX_ROWS);
+    const uintptr_t align = (uintptr_t)args->x | (uintptr_t)args->y | (uintptr_t)row_bytes;
+    const size_t word = (align & 15u) == 0 ? 16 : (align & 7u) == 0 ? 8 : (align & 3u) == 0 ? 4 : (align & 1u) == 0 ? 2 : 1;
+    compact_kernel_args k;
+    k.c = *args;
+    k.offsets = be->scan_offsets;
+    k.vecs = (int)(row_bytes / word);
+
+    if (!fused && args->rows.n > 0) {
+        const keep_flag f = {args->keep, args->rows.dev_count, args->rows.n};
+        const flag_iter it(thrust::counting_iterator<int>(0), f);
+        size_t bytes = be->scan_temp_bytes;
+        const ert_status st = ERT_CUDA_CHECK(
+            cub::DeviceScan::ExclusiveSum(be->scan_temp, bytes, it, be->scan_offsets, args->rows.n, be->stream));
+        if (st != ERT_OK) return st;
+    }
+    switch (word) {
+    case 16: return launch_compact<uint4>(be->stream, fused, k);
+    case 8: return launch_compact<uint2>(be->stream, fused, k);
+    case 4: return launch_compact<uint32_t>(be->stream, fused, k);
+    case 2: return launch_compact<uint16_t>(be->stream, fused, k);
+    default: return launch_compact<uint8_t>(be->stream, fused, k);
+    }
+}
