@@ -101,7 +101,7 @@ static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, i
         node->out = width_in;
     } else if (strcmp(op->valuestring, "linear") == 0) {
         node->type = ERT_NODE_LINEAR;
-        int in;
+        int in = 0;
         if ((s = get_int(c, obj, "in", where, 1, &in)) || (s = get_int(c, obj, "out", where, 1, &node->out))) return s;
         if (in != width_in)
             return ert_error(ERT_ERR_SHAPE, "'%s': %s: linear has in = %d but its input has width %d", c->config_path,
@@ -124,7 +124,7 @@ static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, i
         node->flops = 2.0 * in * node->out + (node->bias ? node->out : 0);
     } else if (strcmp(op->valuestring, "layernorm") == 0) {
         node->type = ERT_NODE_LAYERNORM;
-        int dim;
+        int dim = 0;
         if ((s = get_int(c, obj, "dim", where, 1, &dim))) return s;
         if (dim != width_in)
             return ert_error(ERT_ERR_SHAPE, "'%s': %s: layernorm has dim = %d but its input has width %d",

@@ -85,11 +85,16 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     op->desc = *d;
     if (d->weight && !(op->weight = dup_floats(d->weight, nw))) goto oom;
     if (d->bias && !(op->bias = dup_floats(d->bias, nb))) goto oom;
+    /* zeroed: the padding rows of the last block are computed too, on zeros */
+    if (d->type == ERT_OP_LINEAR &&
+        !(op->pad = calloc((size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out), sizeof(float))))
+        goto oom;
     *out = op;
     return ERT_OK;
 oom:
     if (op) {
         free(op->weight);
+        free(op->bias);
         free(op);
     }
     return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
@@ -100,6 +105,7 @@ static void cpu_op_free(ert_backend *be, ert_op *op) {
     if (!op) return;
     free(op->weight);
     free(op->bias);
+    free(op->pad);
     free(op);
 }
 

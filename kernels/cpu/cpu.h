@@ -4,10 +4,16 @@
 
 #include "backend.h"
 
+/* Linear ops run their GEMM on blocks of exactly this many rows (the last block padded),
+ * so a row's result never depends on how many rows run with it: OpenBLAS picks kernels
+ * (and summation orders) by matrix size, and `masked` and `compact` must agree exactly. */
+#define ERT_CPU_GEMM_ROWS 64
+
 struct ert_op {
     ert_op_desc desc;
     float *weight; /* owned copies of the descriptor's host arrays */
     float *bias;
+    float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block */
 };
 
 /* The rows an op must process: the host count, clamped by the count in memory. */
