@@ -20,7 +20,8 @@
  *    rows / 64 SMs and still needs no temp storage and no second launch.
  *
  * ERT_COMPACT_PATH=cub|fused|auto (read at backend create) forces a path; auto takes the
- * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows.
+ * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows of at most
+ * ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES bytes (cuda_common.cuh has the measurements).
  *
  * Activations are copied as opaque bytes, in the widest of 16/8/4/2/1-byte words that
  * divides the row size and both base addresses.
@@ -159,7 +160,8 @@ static ert_status launch_compact(cudaStream_t stream, int fused, const compact_k
 ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
     const size_t row_bytes = (size_t)args->width * ert_cuda_elem_size(be->dtype);
     const int fused = be->compact_path == ERT_CUDA_COMPACT_FUSED ||
-                      (be->compact_path == ERT_CUDA_COMPACT_AUTO && args->rows.n <= ERT_CUDA_COMPACT_FUSED_MAX_ROWS);
+                      (be->compact_path == ERT_CUDA_COMPACT_AUTO && args->rows.n <= ERT_CUDA_COMPACT_FUSED_MAX_ROWS &&
+                       row_bytes <= ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES);
     const uintptr_t align = (uintptr_t)args->x | (uintptr_t)args->y | (uintptr_t)row_bytes;
     const size_t word = (align & 15u) == 0 ? 16 : (align & 7u) == 0 ? 8 : (align & 3u) == 0 ? 4 : (align & 1u) == 0 ? 2 : 1;
     compact_kernel_args k;

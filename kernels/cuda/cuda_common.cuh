@@ -32,8 +32,14 @@
  * back-to-back, microseconds, cub / fused):
  *   width   64:  n=1024 13.0 / 5.6   n=4096 12.9 / 6.4   n=16384 12.4 / 7.9   n=65536 14.8 / 17.2
  *   width 2048:  n=1024 13.1 / 14.4  n=4096 17.2 / 15.9  n=16384 38.1 / 42.3
- * so 4096 keeps the fused path where it wins for every width. */
-#define ERT_CUDA_COMPACT_FUSED_MAX_ROWS 4096
+ * (the prefix recount costs little below ~16k rows; the row width decides, below). */
+#define ERT_CUDA_COMPACT_FUSED_MAX_ROWS 8192
+/* ... and only for rows of at most this many bytes: each fused block copies its 64 rows
+ * through one SM, which wide rows make slower than CUB's grid-wide gather. Measured on
+ * the H200 (ert_micro, bf16, bench/results/2026-11-28-h200-eager.md), fused vs CUB in us:
+ * 2 KiB rows: 15.3 vs 19.2 (B 64), 15.5 vs 22.4 (1024), 16.3 vs 27.0 (8192);
+ * 8 KiB rows: 32.2 vs 18.9, 32.4 vs 22.4, 79.5 vs 55.6. */
+#define ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES 4096
 
 typedef enum ert_cuda_compact_path {
     ERT_CUDA_COMPACT_AUTO = 0,
