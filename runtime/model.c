@@ -349,7 +349,9 @@ done:
     return s;
 }
 
-ert_status ert_model_load(const char *dir, ert_model **out) {
+ert_status ert_model_load(const char *dir, ert_model **out) { return ert_model_load_ex(dir, NULL, out); }
+
+ert_status ert_model_load_ex(const char *dir, const ert_model_load_options *opt, ert_model **out) {
     if (!dir || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_model_load: dir and out must not be NULL");
     *out = NULL;
     ert_status s;
@@ -380,7 +382,7 @@ ert_status ert_model_load(const char *dir, ert_model **out) {
                           c.st->tensors[i].name, config_path);
             goto fail;
         }
-    FILE *cal = fopen(calib_path, "rb");
+    FILE *cal = opt && opt->no_calibration ? NULL : fopen(calib_path, "rb");
     if (cal) {
         fclose(cal);
         if ((s = load_calibration(m, calib_path))) goto fail;
@@ -487,4 +489,15 @@ double ert_model_flops_full(const ert_model *m) {
         total += info.flops + (i == m->num_stages - 1 ? info.head_flops : 0.0);
     }
     return total;
+}
+
+int ert_model_exit_stage(const ert_model *m, int exit) {
+    return (m && exit >= 0 && exit < m->num_exits) ? m->exit_stage[exit] : -1;
+}
+
+double ert_profile_exit_ready_ms(const ert_model *m, const ert_profile *p, int exit) {
+    const int k = ert_model_exit_stage(m, exit);
+    if (k < 0 || !p || k >= p->num_stages || p->stage[k].rows == 0) return -1.0;
+    const ert_stage_profile *s = &p->stage[k];
+    return s->start_ms + s->compute_ms + s->decide_ms;
 }

@@ -5,5 +5,10 @@
 
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);   /* tools/cmd_calibrate.c */
+int cmd_sweep(int argc, char **argv);       /* tools/cmd_sweep.c */
+int cmd_select(int argc, char **argv);      /* tools/cmd_sweep.c */
+int cmd_shift_report(int argc, char **argv); /* tools/cmd_sweep.c */
+int cmd_loadtest(int argc, char **argv);    /* tools/cmd_loadtest.c */
 
 #endif

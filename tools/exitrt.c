@@ -468,7 +468,12 @@ static void usage(FILE *f) {
             "  eval      run a dataset with one exit policy: accuracy, exits, FLOPs, latency\n"
             "  compare   run a dataset with several policies, one row each\n"
             "  synth     write a residual-MLP model with seeded weights (for scale benchmarks)\n"
-            "  bench     the headline benchmark grid: full, masked, compact and ideal side by side\n");
+            "  bench     the headline benchmark grid: full, masked, compact and ideal side by side\n"
+            "  calibrate fit one softmax temperature per exit on a validation split\n"
+            "  sweep     accuracy-latency curves of exit policies, with the Pareto frontier\n"
+            "  select    the best operating point under a latency budget or accuracy target\n"
+            "  shift-report  policies under input corruptions of growing severity\n"
+            "  loadtest  tail latency under load: arrivals, dynamic batching, SLO peak search\n");
 }
 
 int main(int argc, char **argv) {
@@ -489,6 +494,11 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
     if (strcmp(cmd, "synth") == 0) return cmd_synth(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "calibrate") == 0) return cmd_calibrate(argc - 1, argv + 1);
+    if (strcmp(cmd, "sweep") == 0) return cmd_sweep(argc - 1, argv + 1);
+    if (strcmp(cmd, "select") == 0) return cmd_select(argc - 1, argv + 1);
+    if (strcmp(cmd, "shift-report") == 0) return cmd_shift_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "loadtest") == 0) return cmd_loadtest(argc - 1, argv + 1);
     fprintf(stderr, "exitrt: unknown command '%s'\n", cmd);
     usage(stderr);
     return 1;

@@ -97,6 +97,11 @@ typedef struct ert_stage_info {
 /* Loads `dir`/config.json and `dir`/model.safetensors (and calibration.json if
  * present). Every tensor's dtype, shape and byte range is checked. */
 ert_status ert_model_load(const char *dir, ert_model **out);
+
+typedef struct ert_model_load_options {
+    int no_calibration; /* ignore calibration.json: every temperature 1 */
+} ert_model_load_options;
+ert_status ert_model_load_ex(const char *dir, const ert_model_load_options *opt, ert_model **out);
 void ert_model_free(ert_model *model);
 
 const char *ert_model_name(const ert_model *model);
@@ -113,6 +118,8 @@ double ert_model_flops_to_exit(const ert_model *model, int exit);
 double ert_model_flops_full(const ert_model *model);
 /* The temperature per exit from calibration.json, or 1 when there is none. */
 float ert_model_temperature(const ert_model *model, int exit);
+/* The stage whose exit head is exit `exit` (-1 if out of range). */
+int ert_model_exit_stage(const ert_model *model, int exit);
 
 /* ---------------------------------------------------------------- policy */
 
@@ -265,6 +272,11 @@ typedef struct ert_profile {
 /* The profile of the last `run` (or `run_rows`) of this session. */
 ert_status ert_session_profile(const ert_session *session, ert_profile *out);
 
+/* The time from the start of a batch until exit `exit`'s results were decided, from the
+ * batch's profile: when a sample that left there was answered (-1 if its stage did not
+ * run). On the CPU, host time; on a GPU, the device timeline. */
+double ert_profile_exit_ready_ms(const ert_model *model, const ert_profile *profile, int exit);
+
 /* For benchmarks, the "ideal" an adaptive forward is judged against: runs only the stage
  * bodies, stage k on rows[k] rows (rows[k] <= max_batch; 0 skips it), with static shapes
  * and nothing else: no exit heads, no decisions, no compaction, no host read-back. The
@@ -339,4 +351,10 @@ void ert_eval_result_free(ert_eval_result *result);
 #ifdef __cplusplus
 }
 #endif
+
+/* The evaluation suite (sweeps, frontiers, budgets, distribution shift) and the load
+ * generator build on the API above; they are part of the one API, in their own files. */
+#include "exitrt/evaluate.h"
+#include "exitrt/loadtest.h"
+
 #endif

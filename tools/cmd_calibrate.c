@@ -1,0 +1,10 @@
+/* Placeholder while the subcommand is written; replaced by its implementation. */
+#include <stdio.h>
+
+#include "commands.h"
+
+int cmd_calibrate(int argc, char **argv) {
+    (void)argc, (void)argv;
+    fprintf(stderr, "exitrt calibrate: not built yet\n");
+    return 1;
+}
