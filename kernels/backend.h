@@ -32,8 +32,23 @@ typedef struct ert_event ert_event;     /* a point on the backend's timeline */
 typedef enum ert_op_type {
     ERT_OP_LINEAR = 0, /* y = act(x W^T + b):  x (rows, in), W (out, in), y (rows, out) */
     ERT_OP_LAYERNORM,  /* y = (x - mean) / sqrt(var + eps) * w + b over each row of width in */
-    ERT_OP_NORMALIZE   /* y = x * scale[c] + shift[c], c = j / (in / channels); x is f32 input */
+    ERT_OP_NORMALIZE,  /* y = x * scale[c] + shift[c], c = j / (in / channels); x is f32 input */
+    ERT_OP_CONV2D,     /* per sample, NCHW: y (K, H', W') = act(conv(x (C, H, W), W (K, C/g, kh, kw)) + b) */
+    ERT_OP_MAXPOOL,    /* per sample and channel: max over the window; padding counts as -inf */
+    ERT_OP_AVGPOOL,    /* mean over the window, padding included in the divisor (PyTorch default) */
+    ERT_OP_RELU        /* y = x < 0 ? 0 : x over rows x in (NaN stays NaN) */
 } ert_op_type;
+
+/* Geometry of a convolution or pooling window over one [C, H, W] sample. Output sizes
+ * follow PyTorch: H' = (H + 2 ph - dh (kh - 1) - 1) / sh + 1 (floor), likewise W'. For
+ * pools in_c == out_c and groups, dilation are 1. A global average pool is an avgpool
+ * whose window is the whole image. */
+typedef struct ert_conv_geom {
+    int in_c, in_h, in_w;
+    int out_c, out_h, out_w;
+    int kh, kw, sh, sw, ph, pw, dh, dw;
+    int groups;
+} ert_conv_geom;
 
 typedef enum ert_activation { ERT_ACT_NONE = 0, ERT_ACT_RELU, ERT_ACT_GELU } ert_activation;
 
@@ -43,12 +58,15 @@ typedef struct ert_op_desc {
     const char *name;     /* tensor name, for error messages */
     int in, out;          /* widths (out == in for layernorm and normalize) */
     int channels;         /* NORMALIZE: number of channels */
-    ert_activation act;   /* LINEAR */
+    ert_activation act;   /* LINEAR, CONV2D */
     float eps;            /* LAYERNORM */
-    const float *weight;  /* LINEAR: out x in; LAYERNORM: in (NULL = 1); NORMALIZE: scale[channels] */
-    const float *bias;    /* LINEAR: out (may be NULL); LAYERNORM: in (NULL = 0); NORMALIZE: shift */
+    const float *weight;  /* LINEAR: out x in; LAYERNORM: in (NULL = 1); NORMALIZE: scale[channels];
+                             CONV2D: out_c x in_c/groups x kh x kw */
+    const float *bias;    /* LINEAR: out (may be NULL); LAYERNORM: in (NULL = 0); NORMALIZE: shift;
+                             CONV2D: out_c (may be NULL) */
     int f32_out;          /* write f32 (logits) rather than the activation type */
     int max_rows;
+    ert_conv_geom conv;   /* CONV2D, MAXPOOL, AVGPOOL; `in`/`out` are then C*H*W before/after */
 } ert_op_desc;
 
 typedef struct ert_rows {

@@ -5,12 +5,29 @@
 #include "backend.h"
 #include "exitrt/exitrt.h"
 
-typedef enum ert_node_type { ERT_NODE_FLATTEN = 0, ERT_NODE_LINEAR, ERT_NODE_LAYERNORM, ERT_NODE_RESIDUAL } ert_node_type;
+typedef enum ert_node_type {
+    ERT_NODE_FLATTEN = 0,
+    ERT_NODE_LINEAR,
+    ERT_NODE_LAYERNORM,
+    ERT_NODE_RESIDUAL,
+    ERT_NODE_CONV2D,
+    ERT_NODE_RELU,
+    ERT_NODE_MAXPOOL,
+    ERT_NODE_AVGPOOL /* global_avgpool too: its window is the whole image */
+} ert_node_type;
+
+/* The shape of one sample: an image [c, h, w] or a vector of c values (h = w = 1). */
+typedef struct ert_shape {
+    int c, h, w;
+    int image;
+} ert_shape;
 
 /* One op of the config. A residual holds its sub-ops. Widths are per sample. */
 typedef struct ert_node {
     ert_node_type type;
-    int in, out;
+    int in, out;              /* elements per sample before and after */
+    ert_shape in_shape, out_shape;
+    ert_conv_geom geom;       /* CONV2D and the pools */
     ert_activation act;
     float eps;
     char *weight_name, *bias_name; /* for messages; NULL when absent */

@@ -86,50 +86,151 @@ static ert_status load_tensor(load_ctx *c, const cJSON *obj, const char *key, co
     return ERT_OK;
 }
 
-static ert_status parse_seq(load_ctx *c, const cJSON *arr, const char *where, int width_in, int depth, ert_seq *seq,
-                            int *width_out);
+static ert_status parse_seq(load_ctx *c, const cJSON *arr, const char *where, ert_shape in, int depth, ert_seq *seq,
+                            ert_shape *out);
 
-static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, int width_in, int depth,
+static int shape_width(ert_shape s) { return s.c * s.h * s.w; }
+
+static ert_status parse_activation(const load_ctx *c, const cJSON *obj, const char *where, ert_activation *out) {
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(obj, "activation");
+    *out = ERT_ACT_NONE;
+    if (!act || cJSON_IsNull(act)) return ERT_OK;
+    const char *a = cJSON_IsString(act) ? act->valuestring : "";
+    if (strcmp(a, "none") == 0) *out = ERT_ACT_NONE;
+    else if (strcmp(a, "relu") == 0) *out = ERT_ACT_RELU;
+    else if (strcmp(a, "gelu") == 0) *out = ERT_ACT_GELU;
+    else
+        return ert_error(ERT_ERR_FORMAT, "'%s': %s.activation: '%s' (expected none, relu or gelu)", c->config_path,
+                         where, a);
+    return ERT_OK;
+}
+
+/* A pair field ("kernel": [3, 3] or 3); `dflt` < 0: required. Each value >= min. */
+static ert_status get_pair(const load_ctx *c, const cJSON *obj, const char *key, const char *where, int dflt, int min,
+                           int *a, int *b) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v) {
+        if (dflt < 0) return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: required", c->config_path, where, key);
+        *a = *b = dflt;
+        return ERT_OK;
+    }
+    const cJSON *x = v, *y = v;
+    if (cJSON_IsArray(v)) {
+        if (cJSON_GetArraySize(v) != 2)
+            return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: expected a number or two", c->config_path, where, key);
+        x = cJSON_GetArrayItem(v, 0);
+        y = cJSON_GetArrayItem(v, 1);
+    }
+    if (!cJSON_IsNumber(x) || !cJSON_IsNumber(y) || x->valuedouble != (double)x->valueint ||
+        y->valuedouble != (double)y->valueint || x->valueint < min || y->valueint < min)
+        return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: expected integers >= %d", c->config_path, where, key, min);
+    *a = x->valueint;
+    *b = y->valueint;
+    return ERT_OK;
+}
+
+/* Output size of a window op along one axis (PyTorch: floor mode); < 1 is an error. */
+static int window_out(int in, int k, int stride, int pad, int dil) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
+
+static ert_status parse_window(const load_ctx *c, const cJSON *obj, const char *where, ert_shape in, int conv,
+                               ert_conv_geom *g) {
+    ert_status s;
+    g->in_c = in.c, g->in_h = in.h, g->in_w = in.w;
+    g->groups = 1;
+    if ((s = get_pair(c, obj, "kernel", where, -1, 1, &g->kh, &g->kw)) ||
+        (s = get_pair(c, obj, "stride", where, conv ? 1 : 0, 1, &g->sh, &g->sw)) ||
+        (s = get_pair(c, obj, "padding", where, 0, 0, &g->ph, &g->pw)) ||
+        (s = get_pair(c, obj, "dilation", where, 1, 1, &g->dh, &g->dw)))
+        return s;
+    if (!conv && !cJSON_GetObjectItemCaseSensitive(obj, "stride")) g->sh = g->kh, g->sw = g->kw;
+    if (!conv && (g->dh != 1 || g->dw != 1))
+        return ert_error(ERT_ERR_UNSUPPORTED, "'%s': %s: pooling with dilation", c->config_path, where);
+    if (!conv && (2 * g->ph > g->kh || 2 * g->pw > g->kw))
+        return ert_error(ERT_ERR_FORMAT, "'%s': %s: padding must be at most half the kernel", c->config_path, where);
+    g->out_h = window_out(in.h, g->kh, g->sh, g->ph, g->dh);
+    g->out_w = window_out(in.w, g->kw, g->sw, g->pw, g->dw);
+    if (in.h + 2 * g->ph - g->dh * (g->kh - 1) - 1 < 0 || in.w + 2 * g->pw - g->dw * (g->kw - 1) - 1 < 0 ||
+        g->out_h < 1 || g->out_w < 1)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: a %dx%d window does not fit the %dx%d input", c->config_path, where,
+                         g->kh, g->kw, in.h, in.w);
+    g->out_c = in.c;
+    return ERT_OK;
+}
+
+static ert_status parse_conv(load_ctx *c, const cJSON *obj, const char *where, ert_shape in, ert_node *node) {
+    ert_status s;
+    ert_conv_geom *g = &node->geom;
+    int in_c = 0, out_c = 0;
+    if ((s = get_int(c, obj, "in_channels", where, 1, &in_c)) || (s = get_int(c, obj, "out_channels", where, 1, &out_c)) ||
+        (s = parse_window(c, obj, where, in, 1, g)) || (s = parse_activation(c, obj, where, &node->act)))
+        return s;
+    if (in_c != in.c)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: conv2d has in_channels = %d but its input has %d channels",
+                         c->config_path, where, in_c, in.c);
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(obj, "groups");
+    if (groups && (s = get_int(c, obj, "groups", where, 1, &g->groups))) return s;
+    if (in_c % g->groups || out_c % g->groups)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: groups = %d must divide in_channels %d and out_channels %d",
+                         c->config_path, where, g->groups, in_c, out_c);
+    g->out_c = out_c;
+    const int64_t wshape[4] = {out_c, in_c / g->groups, g->kh, g->kw}, bshape[1] = {out_c};
+    if ((s = load_tensor(c, obj, "weight", where, 1, 4, wshape, &node->weight_name, &node->weight)) ||
+        (s = load_tensor(c, obj, "bias", where, 0, 1, bshape, &node->bias_name, &node->bias)))
+        return s;
+    const double outs = (double)out_c * g->out_h * g->out_w;
+    node->params = (int64_t)wshape[0] * wshape[1] * wshape[2] * wshape[3] + (node->bias ? out_c : 0);
+    node->flops = 2.0 * outs * (double)(in_c / g->groups) * g->kh * g->kw + (node->bias ? outs : 0);
+    return ERT_OK;
+}
+
+static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, ert_shape in, int depth,
                              ert_node *node) {
     ert_status s;
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(obj, "op");
     if (!cJSON_IsObject(obj) || !cJSON_IsString(op))
         return ert_error(ERT_ERR_FORMAT, "'%s': %s: expected an object with a string \"op\"", c->config_path, where);
+    const char *name = op->valuestring;
+    const int width_in = shape_width(in);
     node->in = width_in;
-    if (strcmp(op->valuestring, "flatten") == 0) {
+    node->in_shape = in;
+    ert_shape out = in;
+    const int vector_op = strcmp(name, "linear") == 0 || strcmp(name, "layernorm") == 0;
+    const int image_op = strcmp(name, "conv2d") == 0 || strcmp(name, "maxpool") == 0 || strcmp(name, "avgpool") == 0 ||
+                         strcmp(name, "global_avgpool") == 0;
+    if (vector_op && in.image)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: %s needs a vector input, not a [%d, %d, %d] image (add a flatten)",
+                         c->config_path, where, name, in.c, in.h, in.w);
+    if (image_op && !in.image)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: %s needs a [C, H, W] image input, not a vector of %d",
+                         c->config_path, where, name, width_in);
+    if (strcmp(name, "flatten") == 0) {
         node->type = ERT_NODE_FLATTEN;
-        node->out = width_in;
-    } else if (strcmp(op->valuestring, "linear") == 0) {
+        out = (ert_shape){width_in, 1, 1, 0};
+    } else if (strcmp(name, "relu") == 0) {
+        node->type = ERT_NODE_RELU;
+    } else if (strcmp(name, "linear") == 0) {
         node->type = ERT_NODE_LINEAR;
-        int in = 0;
-        if ((s = get_int(c, obj, "in", where, 1, &in)) || (s = get_int(c, obj, "out", where, 1, &node->out))) return s;
-        if (in != width_in)
+        int lin = 0, lout = 0;
+        if ((s = get_int(c, obj, "in", where, 1, &lin)) || (s = get_int(c, obj, "out", where, 1, &lout)) ||
+            (s = parse_activation(c, obj, where, &node->act)))
+            return s;
+        if (lin != width_in)
             return ert_error(ERT_ERR_SHAPE, "'%s': %s: linear has in = %d but its input has width %d", c->config_path,
-                             where, in, width_in);
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(obj, "activation");
-        if (act && !cJSON_IsNull(act)) {
-            const char *a = cJSON_IsString(act) ? act->valuestring : "";
-            if (strcmp(a, "none") == 0) node->act = ERT_ACT_NONE;
-            else if (strcmp(a, "relu") == 0) node->act = ERT_ACT_RELU;
-            else if (strcmp(a, "gelu") == 0) node->act = ERT_ACT_GELU;
-            else
-                return ert_error(ERT_ERR_FORMAT, "'%s': %s.activation: '%s' (expected none, relu or gelu)",
-                                 c->config_path, where, a);
-        }
-        const int64_t wshape[2] = {node->out, in}, bshape[1] = {node->out};
+                             where, lin, width_in);
+        const int64_t wshape[2] = {lout, lin}, bshape[1] = {lout};
         if ((s = load_tensor(c, obj, "weight", where, 1, 2, wshape, &node->weight_name, &node->weight)) ||
             (s = load_tensor(c, obj, "bias", where, 0, 1, bshape, &node->bias_name, &node->bias)))
             return s;
-        node->params = (int64_t)in * node->out + (node->bias ? node->out : 0);
-        node->flops = 2.0 * in * node->out + (node->bias ? node->out : 0);
-    } else if (strcmp(op->valuestring, "layernorm") == 0) {
+        node->params = (int64_t)lin * lout + (node->bias ? lout : 0);
+        node->flops = 2.0 * lin * lout + (node->bias ? lout : 0);
+        out = (ert_shape){lout, 1, 1, 0};
+    } else if (strcmp(name, "layernorm") == 0) {
         node->type = ERT_NODE_LAYERNORM;
         int dim = 0;
         if ((s = get_int(c, obj, "dim", where, 1, &dim))) return s;
         if (dim != width_in)
             return ert_error(ERT_ERR_SHAPE, "'%s': %s: layernorm has dim = %d but its input has width %d",
                              c->config_path, where, dim, width_in);
-        node->out = dim;
         node->eps = 1e-5f;
         const cJSON *eps = cJSON_GetObjectItemCaseSensitive(obj, "eps");
         if (eps) {
@@ -143,20 +244,35 @@ static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, i
             return s;
         node->params = (node->weight ? dim : 0) + (node->bias ? dim : 0);
         node->flops = 7.0 * dim; /* mean, variance, scale and shift */
-    } else if (strcmp(op->valuestring, "residual") == 0) {
+    } else if (strcmp(name, "conv2d") == 0) {
+        node->type = ERT_NODE_CONV2D;
+        if ((s = parse_conv(c, obj, where, in, node))) return s;
+        out = (ert_shape){node->geom.out_c, node->geom.out_h, node->geom.out_w, 1};
+    } else if (strcmp(name, "maxpool") == 0 || strcmp(name, "avgpool") == 0) {
+        node->type = name[0] == 'm' ? ERT_NODE_MAXPOOL : ERT_NODE_AVGPOOL;
+        if ((s = parse_window(c, obj, where, in, 0, &node->geom))) return s;
+        out = (ert_shape){in.c, node->geom.out_h, node->geom.out_w, 1};
+        node->flops = (double)in.c * out.h * out.w * node->geom.kh * node->geom.kw;
+    } else if (strcmp(name, "global_avgpool") == 0) {
+        node->type = ERT_NODE_AVGPOOL;
+        node->geom = (ert_conv_geom){.in_c = in.c, .in_h = in.h, .in_w = in.w, .out_c = in.c, .out_h = 1, .out_w = 1,
+                                     .kh = in.h, .kw = in.w, .sh = 1, .sw = 1, .dh = 1, .dw = 1, .groups = 1};
+        out = (ert_shape){in.c, 1, 1, 1};
+        node->flops = (double)width_in;
+    } else if (strcmp(name, "residual") == 0) {
         node->type = ERT_NODE_RESIDUAL;
         char sub_where[256];
         if (snprintf(sub_where, sizeof sub_where, "%s.ops", where) >= (int)sizeof sub_where)
             return ert_error(ERT_ERR_FORMAT, "'%s': ops nested too deeply", c->config_path);
         ert_seq seq = {0};
-        int w = 0;
-        s = parse_seq(c, cJSON_GetObjectItemCaseSensitive(obj, "ops"), sub_where, width_in, depth + 1, &seq, &w);
+        ert_shape sub_out = in;
+        s = parse_seq(c, cJSON_GetObjectItemCaseSensitive(obj, "ops"), sub_where, in, depth + 1, &seq, &sub_out);
         node->sub = seq.nodes;
         node->num_sub = seq.count;
         if (s) return s;
-        if (w != width_in)
+        if (shape_width(sub_out) != width_in || sub_out.image != in.image)
             return ert_error(ERT_ERR_SHAPE, "'%s': %s: residual body changes the width from %d to %d",
-                             c->config_path, where, width_in, w);
+                             c->config_path, where, width_in, shape_width(sub_out));
         int computes = 0;
         for (int i = 0; i < seq.count; ++i) {
             computes += seq.nodes[i].type != ERT_NODE_FLATTEN;
@@ -164,37 +280,41 @@ static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, i
             node->params += seq.nodes[i].params;
         }
         if (!computes)
-            return ert_error(ERT_ERR_FORMAT, "'%s': %s: residual must wrap at least one linear or layernorm",
+            return ert_error(ERT_ERR_FORMAT, "'%s': %s: residual must wrap at least one op that computes",
                              c->config_path, where);
-        node->out = width_in;
         node->flops += width_in; /* the add */
         if (depth + 1 > c->model->max_depth) c->model->max_depth = depth + 1;
     } else {
-        return ert_error(ERT_ERR_FORMAT, "'%s': %s: unknown op '%s' (flatten, linear, layernorm, residual)",
-                         c->config_path, where, op->valuestring);
+        return ert_error(ERT_ERR_FORMAT,
+                         "'%s': %s: unknown op '%s' (flatten, linear, layernorm, residual, conv2d, relu, maxpool, "
+                         "avgpool, global_avgpool)",
+                         c->config_path, where, name);
     }
+    node->out_shape = out;
+    node->out = shape_width(out);
     if (node->out > c->model->max_width) c->model->max_width = node->out;
     return ERT_OK;
 }
 
-static ert_status parse_seq(load_ctx *c, const cJSON *arr, const char *where, int width_in, int depth, ert_seq *seq,
-                            int *width_out) {
+static ert_status parse_seq(load_ctx *c, const cJSON *arr, const char *where, ert_shape in, int depth, ert_seq *seq,
+                            ert_shape *out) {
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0)
         return ert_error(ERT_ERR_FORMAT, "'%s': %s: expected a non-empty list of ops", c->config_path, where);
     if (!(seq->nodes = calloc((size_t)cJSON_GetArraySize(arr), sizeof *seq->nodes)))
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
     seq->count = cJSON_GetArraySize(arr);
-    int w = width_in, i = 0;
+    ert_shape cur = in;
+    int i = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, arr) {
         char node_where[256];
         if (snprintf(node_where, sizeof node_where, "%s[%d]", where, i) >= (int)sizeof node_where)
             return ert_error(ERT_ERR_FORMAT, "'%s': ops nested too deeply", c->config_path);
-        ert_status s = parse_node(c, item, node_where, w, depth, &seq->nodes[i]);
+        ert_status s = parse_node(c, item, node_where, cur, depth, &seq->nodes[i]);
         if (s) return s;
-        w = seq->nodes[i++].out;
+        cur = seq->nodes[i++].out_shape;
     }
-    *width_out = w;
+    *out = cur;
     return ERT_OK;
 }
 
@@ -284,7 +404,8 @@ static ert_status parse_config(load_ctx *c, const cJSON *root) {
     m->num_stages = cJSON_GetArraySize(stages);
     if (!(m->stages = calloc((size_t)m->num_stages, sizeof *m->stages)))
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
-    int width = m->input_size;
+    ert_shape shape = m->input_ndim == 3 ? (ert_shape){m->input_shape[0], m->input_shape[1], m->input_shape[2], 1}
+                                          : (ert_shape){m->input_size, 1, 1, 0};
     for (int i = 0; i < m->num_stages; ++i) {
         ert_stage *st = &m->stages[i];
         const cJSON *js = cJSON_GetArrayItem(stages, i);
@@ -296,22 +417,25 @@ static ert_status parse_config(load_ctx *c, const cJSON *root) {
         snprintf(defname, sizeof defname, "stage%d", i);
         if (!(st->name = strdup(cJSON_IsString(sn) ? sn->valuestring : defname)))
             return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
-        st->width_in = width;
+        st->width_in = shape_width(shape);
         char w2[96];
         snprintf(w2, sizeof w2, "%s.ops", where);
-        if ((s = parse_seq(c, cJSON_GetObjectItemCaseSensitive(js, "ops"), w2, width, 0, &st->body, &width))) return s;
-        st->width_out = width;
+        if ((s = parse_seq(c, cJSON_GetObjectItemCaseSensitive(js, "ops"), w2, shape, 0, &st->body, &shape))) return s;
+        st->width_out = shape_width(shape);
         st->exit_index = -1;
         const cJSON *head = cJSON_GetObjectItemCaseSensitive(js, "exit");
         if (head && !cJSON_IsNull(head)) {
             if (m->num_exits == ERT_MAX_EXITS)
                 return ert_error(ERT_ERR_UNSUPPORTED, "'%s': more than %d exits", c->config_path, ERT_MAX_EXITS);
             snprintf(w2, sizeof w2, "%s.exit", where);
-            int hw = 0;
-            if ((s = parse_seq(c, head, w2, width, 0, &st->head, &hw))) return s;
-            if (hw != m->num_classes)
+            ert_shape hs;
+            if ((s = parse_seq(c, head, w2, shape, 0, &st->head, &hs))) return s;
+            if (st->head.nodes[st->head.count - 1].type != ERT_NODE_LINEAR)
+                return ert_error(ERT_ERR_FORMAT, "'%s': %s: an exit head must end with a linear op (the logits)",
+                                 c->config_path, w2);
+            if (shape_width(hs) != m->num_classes)
                 return ert_error(ERT_ERR_SHAPE, "'%s': %s: exit head outputs %d values for %d classes", c->config_path,
-                                 w2, hw, m->num_classes);
+                                 w2, shape_width(hs), m->num_classes);
             st->exit_index = m->num_exits;
             m->exit_stage[m->num_exits] = i;
             m->temperature[m->num_exits] = 1.0f;

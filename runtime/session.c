@@ -110,8 +110,14 @@ static ert_status prepare_node(ert_session *s, const ert_node *n, int f32_out, s
         return prepare_seq(s, n->sub, n->num_sub, 0, &o->sub);
     }
     if (n->type == ERT_NODE_FLATTEN) return ERT_OK;
+    static const ert_op_type op_of[] = {
+        [ERT_NODE_LINEAR] = ERT_OP_LINEAR,   [ERT_NODE_LAYERNORM] = ERT_OP_LAYERNORM,
+        [ERT_NODE_CONV2D] = ERT_OP_CONV2D,   [ERT_NODE_RELU] = ERT_OP_RELU,
+        [ERT_NODE_MAXPOOL] = ERT_OP_MAXPOOL, [ERT_NODE_AVGPOOL] = ERT_OP_AVGPOOL,
+    };
     ert_op_desc d = {
-        .type = n->type == ERT_NODE_LINEAR ? ERT_OP_LINEAR : ERT_OP_LAYERNORM,
+        .type = op_of[n->type],
+        .conv = n->geom,
         .name = n->weight_name,
         .in = n->in,
         .out = n->out,
@@ -123,7 +129,7 @@ static ert_status prepare_node(ert_session *s, const ert_node *n, int f32_out, s
         .max_rows = s->opt.max_batch,
     };
     ert_status st = s->ops->op_new(s->be, &d, &o->op);
-    if (st) ert_error_context(st, "preparing '%s': ", n->weight_name ? n->weight_name : "layernorm");
+    if (st) ert_error_context(st, "preparing '%s': ", n->weight_name ? n->weight_name : "an op without weights");
     return st;
 }
 

@@ -14,7 +14,9 @@ static ert_session *session;
 static cJSON *ref;
 
 static void setup(void) {
-    ck_assert_msg(ert_model_load(tu_path("models/fmnist-mlp"), &model) == ERT_OK, "%s", ert_last_error());
+    /* temperatures 1: the PyTorch logits are compared through the plain softmax */
+    const ert_model_load_options mo = {.no_calibration = 1};
+    ck_assert_msg(ert_model_load_ex(tu_path("models/fmnist-mlp"), &mo, &model) == ERT_OK, "%s", ert_last_error());
     ck_assert_msg(ert_dataset_load("fashion-mnist:test", &test_data) == ERT_OK, "%s", ert_last_error());
     ert_session_options o = ert_session_options_default();
     o.max_batch = 512;
@@ -107,6 +109,29 @@ START_TEST(final_exit_and_middle_threshold) {
 }
 END_TEST
 
+/* The shipped calibration.json (fitted on fashion-mnist:val) lowers the mean ECE over the
+ * exits on the test split. */
+START_TEST(shipped_calibration_lowers_test_ece) {
+    ert_model *cal = NULL;
+    ck_assert_int_eq(ert_model_load(tu_path("models/fmnist-mlp"), &cal), ERT_OK);
+    float ones[ERT_MAX_EXITS], temps[ERT_MAX_EXITS];
+    const int E = ert_model_num_exits(cal);
+    for (int e = 0; e < E; ++e) {
+        ones[e] = 1.0f;
+        temps[e] = ert_model_temperature(cal, e);
+        ck_assert(temps[e] != 1.0f); /* the file is there and was read */
+    }
+    ert_calibration_stats before[ERT_MAX_EXITS], after[ERT_MAX_EXITS];
+    ck_assert_int_eq(ert_calibration_measure(session, test_data, 512, ones, before), ERT_OK);
+    ck_assert_int_eq(ert_calibration_measure(session, test_data, 512, temps, after), ERT_OK);
+    double eb = 0, ea = 0;
+    for (int e = 0; e < E; ++e) eb += before[e].ece / E, ea += after[e].ece / E;
+    printf("fmnist-mlp test ECE over exits: %.4f -> %.4f\n", eb, ea);
+    ck_assert_double_lt(ea, eb);
+    ert_model_free(cal);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("fmnist");
     TCase *tc = tcase_create("fmnist-mlp");
@@ -115,6 +140,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, matches_pytorch_logits);
     tcase_add_test(tc, per_exit_accuracy_matches_pytorch);
     tcase_add_test(tc, final_exit_and_middle_threshold);
+    tcase_add_test(tc, shipped_calibration_lowers_test_ece);
     suite_add_tcase(s, tc);
     return s;
 }

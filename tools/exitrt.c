@@ -57,10 +57,10 @@ typedef struct run_opts {
     int num_policies;
     ert_mode mode;
     const char *trace;
-    int batch, warmup, limit, json, profile;
+    int batch, warmup, limit, json, profile, no_calibration;
 } run_opts;
 
-enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE };
+enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION };
 
 static const struct option run_long[] = {
     {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
@@ -70,6 +70,7 @@ static const struct option run_long[] = {
     {"warmup", required_argument, 0, OPT_WARMUP}, {"limit", required_argument, 0, OPT_LIMIT},
     {"dtype", required_argument, 0, OPT_DTYPE}, {"help", no_argument, 0, 'h'},
     {"profile", no_argument, 0, OPT_PROFILE}, {"trace", required_argument, 0, OPT_TRACE},
+    {"no-calibration", no_argument, 0, OPT_NO_CALIBRATION},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
@@ -93,6 +94,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_DTYPE: o->dtype = optarg; break;
         case OPT_PROFILE: o->profile = 1; break;
         case OPT_TRACE: o->trace = optarg; break;
+        case OPT_NO_CALIBRATION: o->no_calibration = 1; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(1);
         }
@@ -114,7 +116,8 @@ typedef struct setup {
 static void setup_open(const run_opts *o, setup *su) {
     if (!o->model) die("--model DIR is required");
     if (!o->data) die("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
-    check(ert_model_load(o->model, &su->model));
+    const ert_model_load_options mo = {.no_calibration = o->no_calibration};
+    check(ert_model_load_ex(o->model, &mo, &su->model));
     check(ert_dataset_load(o->data, &su->data));
     if (o->limit && o->limit < su->data->n) su->data->n = o->limit;
     ert_session_options so = ert_session_options_default();
@@ -175,6 +178,7 @@ static void eval_usage(FILE *f) {
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"
             "      --limit N        only the first N samples\n"
+            "      --no-calibration ignore the model's calibration.json (temperatures 1)\n"
             "      --profile        per stage: rows entering, compute / decide / compaction /\n"
             "                       host-sync time, FLOPs, bytes, achieved TFLOP/s and GB/s,\n"
             "                       routing share and host synchronisations per forward\n"
@@ -303,7 +307,7 @@ static void compare_usage(FILE *f) {
             "exit, and oracle (the upper bound).\n"
             "\n"
             "Options as for `exitrt eval` (--model, --data, --mode, --batch, --device, --dtype,\n"
-            "--warmup, --limit); --json prints a JSON array of the rows.\n");
+            "--warmup, --limit, --no-calibration); --json prints a JSON array of the rows.\n");
 }
 
 static int cmd_compare(int argc, char **argv) {

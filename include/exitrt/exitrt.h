@@ -348,6 +348,47 @@ ert_status ert_evaluate(ert_session *session, const ert_policy *policy, const er
                         const ert_eval_options *opt, ert_eval_result **out);
 void ert_eval_result_free(ert_eval_result *result);
 
+/* ---------------------------------------------------------------- calibration */
+
+#define ERT_ECE_BINS 15
+
+/* One bin of a reliability diagram: samples whose confidence (max softmax) falls in
+ * [lo, hi), their mean confidence and their accuracy. */
+typedef struct ert_reliability_bin {
+    double lo, hi;
+    double confidence, accuracy;
+    int64_t count;
+} ert_reliability_bin;
+
+typedef struct ert_calibration_stats {
+    double nll;                              /* mean negative log-likelihood */
+    double ece;                              /* expected calibration error, ERT_ECE_BINS bins */
+    double accuracy;
+    ert_reliability_bin bins[ERT_ECE_BINS];
+} ert_calibration_stats;
+
+typedef struct ert_calibration {
+    int num_exits;
+    int64_t samples;
+    float temperature[ERT_MAX_EXITS];        /* the fitted temperature per exit */
+    ert_calibration_stats before[ERT_MAX_EXITS]; /* at temperature 1 */
+    ert_calibration_stats after[ERT_MAX_EXITS];  /* at the fitted temperature */
+} ert_calibration;
+
+/* Expected calibration error over n samples (equal-width confidence bins), filling
+ * `bins` (ERT_ECE_BINS entries) when not NULL. */
+double ert_ece(const float *confidence, const uint8_t *correct, int64_t n, ert_reliability_bin *bins);
+
+/* Fits one temperature per exit on `data` (labels needed) by minimising the negative
+ * log-likelihood of every sample at every exit (the logits do not depend on the policy),
+ * and reports NLL, ECE and reliability bins before and after. */
+ert_status ert_calibrate(ert_session *session, const ert_dataset *data, int batch, ert_calibration *out);
+/* The same statistics for given temperatures (e.g. fitted on val, measured on test). */
+ert_status ert_calibration_measure(ert_session *session, const ert_dataset *data, int batch, const float *temperature,
+                                   ert_calibration_stats *out);
+/* Writes {"temperatures": [...], ...} (the file ert_model_load reads), via a temporary file. */
+ert_status ert_calibration_write(const ert_calibration *cal, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

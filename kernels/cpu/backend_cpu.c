@@ -78,6 +78,13 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     case ERT_OP_LINEAR: nw = (size_t)d->out * (size_t)d->in; nb = (size_t)d->out; break;
     case ERT_OP_LAYERNORM: nw = nb = (size_t)d->in; break;
     case ERT_OP_NORMALIZE: nw = nb = (size_t)d->channels; break;
+    case ERT_OP_CONV2D:
+        nw = (size_t)d->conv.out_c * (size_t)(d->conv.in_c / d->conv.groups) * (size_t)d->conv.kh * (size_t)d->conv.kw;
+        nb = (size_t)d->conv.out_c;
+        break;
+    case ERT_OP_MAXPOOL:
+    case ERT_OP_AVGPOOL:
+    case ERT_OP_RELU: break;
     default: return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: op type %d", (int)d->type);
     }
     ert_op *op = calloc(1, sizeof *op);
@@ -88,6 +95,11 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     /* zeroed: the padding rows of the last block are computed too, on zeros */
     if (d->type == ERT_OP_LINEAR &&
         !(op->pad = calloc((size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out), sizeof(float))))
+        goto oom;
+    if (d->type == ERT_OP_CONV2D &&
+        !(op->pad = calloc((size_t)(d->conv.in_c / d->conv.groups) * (size_t)d->conv.kh * (size_t)d->conv.kw *
+                               (size_t)d->conv.out_h * (size_t)d->conv.out_w,
+                           sizeof(float))))
         goto oom;
     *out = op;
     return ERT_OK;
@@ -116,6 +128,10 @@ static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, c
     case ERT_OP_LINEAR: ert_cpu_linear(op, n, x, y); break;
     case ERT_OP_LAYERNORM: ert_cpu_layernorm(op, n, x, y); break;
     case ERT_OP_NORMALIZE: ert_cpu_normalize(op, n, x, y); break;
+    case ERT_OP_CONV2D: ert_cpu_conv2d(op, n, x, y); break;
+    case ERT_OP_MAXPOOL:
+    case ERT_OP_AVGPOOL: ert_cpu_pool(op, n, x, y); break;
+    case ERT_OP_RELU: ert_cpu_relu(n, op->desc.in, x, y); break;
     }
     return ERT_OK;
 }

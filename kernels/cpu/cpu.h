@@ -13,7 +13,8 @@ struct ert_op {
     ert_op_desc desc;
     float *weight; /* owned copies of the descriptor's host arrays */
     float *bias;
-    float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block */
+    float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
+                      CONV2D: the im2col buffer of one sample and group */
 };
 
 /* The rows an op must process: the host count, clamped by the count in memory. */
@@ -26,6 +27,9 @@ void ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_layernorm(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_add(int rows, int width, const float *x, float *y);
+void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
+void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y);
+void ert_cpu_relu(int rows, int width, const float *x, float *y);
 void ert_cpu_decide(const ert_decide_args *a);
 void ert_cpu_compact(const ert_compact_args *a);
 
