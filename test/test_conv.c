@@ -1,0 +1,235 @@
+/* Convolutional ops on the CPU against PyTorch fixtures (test/fixtures/gen_conv_fixtures.py):
+ * conv2d (stride, padding, dilation, groups, depthwise, non-square kernels, bias, relu),
+ * max / average / global average pooling; a tiny early-exit CNN end to end; and the
+ * loader's shape checks for image ops. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "testutil.h"
+
+static cJSON *fx;
+static const ert_backend_ops *ops;
+static ert_backend *be;
+
+static void setup(void) {
+    fx = tu_json_load(tu_path("test/fixtures/conv_ops.json"));
+    ops = ert_backend_cpu();
+    ert_backend_config cfg = {.device = 0, .max_rows = 64, .dtype = ERT_DTYPE_F32};
+    ck_assert_int_eq(ops->create(&cfg, &be), ERT_OK);
+}
+
+static void teardown(void) {
+    ops->destroy(be);
+    cJSON_Delete(fx);
+}
+
+static int num(const cJSON *c, const char *k) { return cJSON_GetObjectItem(c, k)->valueint; }
+static int pair(const cJSON *c, const char *k, int i) { return cJSON_GetArrayItem(cJSON_GetObjectItem(c, k), i)->valueint; }
+
+static float *floats(const cJSON *c, const char *k, int *n) {
+    const cJSON *v = cJSON_GetObjectItem(c, k);
+    return v && !cJSON_IsNull(v) ? tu_json_floats(v, n) : NULL;
+}
+
+/* Runs one op on n samples with a NaN-poisoned output and compares with y. */
+static void run_and_compare(const ert_op_desc *d, int n, const float *x, const float *y, const char *what) {
+    ert_op *op;
+    ck_assert_msg(ops->op_new(be, d, &op) == ERT_OK, "%s", ert_last_error());
+    const int total = n * d->out;
+    float *got = malloc(sizeof(float) * (size_t)total);
+    for (int i = 0; i < total; ++i) got[i] = NAN;
+    ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n, NULL}, x, got), ERT_OK);
+    const double err = tu_rel_err(got, y, total, 1e-5, 1e-4);
+    printf("%s: maxdiff ratio %.3g\n", what, err);
+    ck_assert_double_le(err, 1.0);
+    ops->op_free(be, op);
+    free(got);
+}
+
+START_TEST(conv2d_matches_pytorch) {
+    const cJSON *c;
+    int cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(fx, "conv2d")) {
+        int len;
+        float *x = floats(c, "x", &len), *w = floats(c, "w", &len), *b = floats(c, "b", &len), *y = floats(c, "y", &len);
+        const char *act = cJSON_GetObjectItem(c, "activation")->valuestring;
+        ert_conv_geom g = {.in_c = num(c, "in_c"), .in_h = num(c, "in_h"), .in_w = num(c, "in_w"),
+                           .out_c = num(c, "out_c"), .out_h = num(c, "out_h"), .out_w = num(c, "out_w"),
+                           .kh = pair(c, "kernel", 0), .kw = pair(c, "kernel", 1), .sh = pair(c, "stride", 0),
+                           .sw = pair(c, "stride", 1), .ph = pair(c, "padding", 0), .pw = pair(c, "padding", 1),
+                           .dh = pair(c, "dilation", 0), .dw = pair(c, "dilation", 1), .groups = num(c, "groups")};
+        ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "conv fixture", .in = g.in_c * g.in_h * g.in_w,
+                         .out = g.out_c * g.out_h * g.out_w, .weight = w, .bias = b, .conv = g, .max_rows = 64,
+                         .act = strcmp(act, "relu") == 0 ? ERT_ACT_RELU : strcmp(act, "gelu") == 0 ? ERT_ACT_GELU : ERT_ACT_NONE};
+        char what[160];
+        snprintf(what, sizeof what, "conv2d n%d %dx%dx%d -> %d k%dx%d s%d p%d d%d g%d %s bias=%d", num(c, "n"), g.in_c,
+                 g.in_h, g.in_w, g.out_c, g.kh, g.kw, g.sh, g.ph, g.dh, g.groups, act, b != NULL);
+        run_and_compare(&d, num(c, "n"), x, y, what);
+        free(x), free(w), free(b), free(y);
+        ++cases;
+    }
+    ck_assert_int_ge(cases, 10);
+}
+END_TEST
+
+static void pools(const char *key, ert_op_type type) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(fx, key)) {
+        int len;
+        float *x = floats(c, "x", &len), *y = floats(c, "y", &len);
+        const int global = type == ERT_OP_AVGPOOL && !cJSON_GetObjectItem(c, "kernel");
+        ert_conv_geom g = {.in_c = num(c, "c"), .in_h = num(c, "h"), .in_w = num(c, "w"), .out_c = num(c, "c"),
+                           .groups = 1, .dh = 1, .dw = 1};
+        if (global) {
+            g.kh = g.in_h, g.kw = g.in_w, g.sh = g.sw = 1, g.out_h = g.out_w = 1;
+        } else {
+            g.kh = pair(c, "kernel", 0), g.kw = pair(c, "kernel", 1), g.sh = pair(c, "stride", 0);
+            g.sw = pair(c, "stride", 1), g.ph = pair(c, "padding", 0), g.pw = pair(c, "padding", 1);
+            g.out_h = num(c, "out_h"), g.out_w = num(c, "out_w");
+        }
+        ert_op_desc d = {.type = type, .in = g.in_c * g.in_h * g.in_w, .out = g.out_c * g.out_h * g.out_w, .conv = g,
+                         .max_rows = 64};
+        char what[128];
+        snprintf(what, sizeof what, "%s n%d %dx%dx%d k%dx%d s%d p%d", key, num(c, "n"), g.in_c, g.in_h, g.in_w, g.kh,
+                 g.kw, g.sh, g.ph);
+        run_and_compare(&d, num(c, "n"), x, y, what);
+        free(x), free(y);
+    }
+}
+
+START_TEST(pools_match_pytorch) {
+    pools("maxpool", ERT_OP_MAXPOOL);
+    pools("avgpool", ERT_OP_AVGPOOL);
+    pools("global_avgpool", ERT_OP_AVGPOOL);
+}
+END_TEST
+
+START_TEST(relu_keeps_nan) {
+    float x[4] = {-1.0f, 0.5f, NAN, -0.0f}, y[4];
+    ert_op_desc d = {.type = ERT_OP_RELU, .in = 4, .out = 4, .max_rows = 1};
+    ert_op *op;
+    ck_assert_int_eq(ops->op_new(be, &d, &op), ERT_OK);
+    ck_assert_int_eq(ops->op_run(be, op, (ert_rows){1, NULL}, x, y), ERT_OK);
+    ck_assert_float_eq(y[0], 0.0f);
+    ck_assert_float_eq(y[1], 0.5f);
+    ck_assert(isnan(y[2]));
+    ops->op_free(be, op);
+}
+END_TEST
+
+/* The tiny CNN fixture (conv with padding, stride, groups, dilation, depthwise, 3x1
+ * kernels, max/avg/global pooling, a stage without exit) against PyTorch, per exit. */
+START_TEST(tiny_cnn_matches_pytorch) {
+    cJSON *ref = tu_json_load(tu_path("test/fixtures/tiny-cnn/reference.json"));
+    ert_model *m = NULL;
+    ck_assert_msg(ert_model_load(tu_path("test/fixtures/tiny-cnn"), &m) == ERT_OK, "%s", ert_last_error());
+    const int D = ert_model_input_size(m), C = ert_model_num_classes(m), E = ert_model_num_exits(m);
+    const cJSON *inputs = cJSON_GetObjectItem(ref, "inputs"), *logits = cJSON_GetObjectItem(ref, "exit_logits");
+    const int n = cJSON_GetArraySize(inputs);
+    float *x = malloc(sizeof(float) * (size_t)n * D);
+    for (int i = 0; i < n; ++i) {
+        int len;
+        float *row = tu_json_floats(cJSON_GetArrayItem(inputs, i), &len);
+        ck_assert_int_eq(len, D);
+        memcpy(x + (size_t)i * D, row, sizeof(float) * (size_t)D);
+        free(row);
+    }
+    ck_assert_int_eq(cJSON_GetArraySize(logits), E);
+    ert_session_options o = ert_session_options_default();
+    o.max_batch = n;
+    ert_session *s = NULL;
+    ck_assert_int_eq(ert_session_new(m, &o, &s), ERT_OK);
+    float *lg = malloc(sizeof(float) * (size_t)n * C), conf[64];
+    int32_t pred[64], ex[64];
+    for (int e = 0; e < E; ++e) {
+        char spec[32];
+        snprintf(spec, sizeof spec, "fixed:%d", e);
+        ert_policy *p = NULL;
+        ck_assert_int_eq(ert_policy_parse(spec, &p), ERT_OK);
+        ert_batch b = {.input = x, .n = n};
+        ert_outputs out = {pred, ex, conf, lg};
+        ck_assert_msg(ert_session_run(s, p, &b, &out) == ERT_OK, "%s", ert_last_error());
+        for (int i = 0; i < n; ++i) {
+            int c;
+            float *z = tu_json_floats(cJSON_GetArrayItem(cJSON_GetArrayItem(logits, e), i), &c);
+            ck_assert_int_eq(c, C);
+            ck_assert_double_le(tu_rel_err(lg + (size_t)i * C, z, C, 1e-5, 1e-4), 1.0);
+            free(z);
+        }
+        ert_policy_free(p);
+    }
+    /* masked and compact agree exactly on the CNN too */
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("confidence:0.3", &p), ERT_OK);
+    int32_t pred2[64], ex2[64];
+    float conf2[64];
+    ert_batch b = {.input = x, .n = n};
+    ert_outputs out = {pred, ex, conf, NULL}, out2 = {pred2, ex2, conf2, NULL};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_OK);
+    ert_session *sm = NULL;
+    o.mode = ERT_MODE_MASKED;
+    ck_assert_int_eq(ert_session_new(m, &o, &sm), ERT_OK);
+    ck_assert_int_eq(ert_session_run(sm, p, &b, &out2), ERT_OK);
+    ck_assert(memcmp(pred, pred2, sizeof(int32_t) * (size_t)n) == 0);
+    ck_assert(memcmp(ex, ex2, sizeof(int32_t) * (size_t)n) == 0);
+    ck_assert(memcmp(conf, conf2, sizeof(float) * (size_t)n) == 0);
+    ert_policy_free(p);
+    ert_session_free(sm);
+    ert_session_free(s);
+    ert_model_free(m);
+    free(x), free(lg);
+    cJSON_Delete(ref);
+}
+END_TEST
+
+/* Shape errors in image models name the op and the shapes. */
+START_TEST(image_shape_errors) {
+    static float w[4 * 2 * 3 * 3], wl[5 * 4 * 4 * 4];
+    tu_tensor t[2] = {{"cw", "F32", 4, {4, 2, 3, 3}, w, sizeof w, {0, 0}},
+                      {"lw", "F32", 2, {5, 64}, wl, sizeof wl, {0, 0}}};
+    struct {
+        const char *ops, *needle;
+    } cases[] = {
+        {"{\"op\":\"linear\",\"in\":72,\"out\":5,\"weight\":\"lw\"}", "linear needs a vector input, not a [2, 6, 6] image"},
+        {"{\"op\":\"conv2d\",\"in_channels\":3,\"out_channels\":4,\"kernel\":3,\"weight\":\"cw\"}",
+         "conv2d has in_channels = 3 but its input has 2 channels"},
+        {"{\"op\":\"maxpool\",\"kernel\":7}", "a 7x7 window does not fit the 6x6 input"},
+        {"{\"op\":\"conv2d\",\"in_channels\":2,\"out_channels\":4,\"kernel\":3,\"groups\":3,\"weight\":\"cw\"}",
+         "groups = 3 must divide"},
+        {"{\"op\":\"flatten\"},{\"op\":\"maxpool\",\"kernel\":2}", "maxpool needs a [C, H, W] image input"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
+        char config[2048], path[512];
+        snprintf(config, sizeof config,
+                 "{\"input\":{\"shape\":[2,6,6]},\"classes\":[\"a\",\"b\",\"c\",\"d\",\"e\"],\"stages\":[{\"ops\":[%s],"
+                 "\"exit\":[{\"op\":\"flatten\"},{\"op\":\"linear\",\"in\":64,\"out\":5,\"weight\":\"lw\"}]}]}",
+                 cases[i].ops);
+        const char *dir = tu_tmpdir();
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        tu_write_text(path, config);
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        tu_write_safetensors(path, t, 2);
+        ert_model *m = NULL;
+        ck_assert_int_ne(ert_model_load(dir, &m), ERT_OK);
+        ck_assert_msg(tu_error_has(cases[i].needle), "case %zu", i);
+    }
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("conv");
+    TCase *tc = tcase_create("cpu");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, conv2d_matches_pytorch);
+    tcase_add_test(tc, pools_match_pytorch);
+    tcase_add_test(tc, relu_keeps_nan);
+    tcase_add_test(tc, tiny_cnn_matches_pytorch);
+    tcase_add_test(tc, image_shape_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(suite()); }
