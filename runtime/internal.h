@@ -69,6 +69,10 @@ struct ert_model {
     int max_depth;         /* deepest residual nesting */
 };
 
+/* Reads a whole file into a malloc'd, NUL-terminated buffer (*size excludes the NUL).
+ * Errors name the file. */
+ert_status ert_file_read(const char *path, char **data, size_t *size);
+
 /* Fills the decide kernel's parameters for one run; checks the policy fits the model
  * (one threshold or one per exit, fixed exit in range). */
 ert_status ert_policy_exit_params(const ert_policy *policy, const ert_model *model, ert_exit_params *out);

@@ -18,28 +18,8 @@ typedef struct load_ctx {
 } load_ctx;
 
 static ert_status read_text(const char *path, char **out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ert_error(ERT_ERR_IO, "'%s': cannot open", path);
-    ert_status st = ERT_OK;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) != 0) goto io;
-    long len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) goto io;
-    if (!(buf = malloc((size_t)len + 1))) {
-        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "'%s': out of memory", path);
-        goto done;
-    }
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) goto io;
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-    goto done;
-io:
-    st = ert_error(ERT_ERR_IO, "'%s': read error", path);
-done:
-    free(buf);
-    fclose(f);
-    return st;
+    size_t size;
+    return ert_file_read(path, out, &size);
 }
 
 /* An integer field >= min; `where` names the place in the config. */

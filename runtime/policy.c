@@ -214,16 +214,14 @@ ert_status ert_policy_parse(const char *spec, ert_policy **out) {
     p->seed = 1;
     ert_status s;
     if (looks_like_file(spec)) {
-        FILE *f = fopen(spec, "rb");
-        if (!f) {
-            s = ert_error(ERT_ERR_IO, "policy file '%s': cannot open", spec);
+        char *text = NULL;
+        size_t size;
+        if ((s = ert_file_read(spec, &text, &size))) {
+            ert_error_context(s, "policy file: ");
             goto fail;
         }
-        char text[16384];
-        size_t n = fread(text, 1, sizeof text - 1, f);
-        fclose(f);
-        text[n] = '\0';
         s = parse_json(p, spec, text);
+        free(text);
     } else {
         s = parse_spec(p, spec);
     }

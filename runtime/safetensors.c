@@ -7,6 +7,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "internal.h"
 
 /* A header larger than this is refused before it is read (the format's own readers use
  * 100 MB). */
@@ -17,20 +18,20 @@ static const size_t st_dtype_size[] = {4, 2, 2};
 
 const char *ert_st_dtype_name(ert_st_dtype dtype) { return st_dtype_names[dtype]; }
 
-static ert_status read_file(const char *path, uint8_t **data, size_t *size) {
+ert_status ert_file_read(const char *path, char **data, size_t *size) {
     FILE *f = fopen(path, "rb");
     if (!f) return ert_error(ERT_ERR_IO, "'%s': cannot open", path);
     ert_status st = ERT_OK;
-    uint8_t *buf = NULL;
+    char *buf = NULL;
     if (fseek(f, 0, SEEK_END) != 0) goto io;
     long len = ftell(f);
     if (len < 0 || fseek(f, 0, SEEK_SET) != 0) goto io;
-    buf = malloc((size_t)len + 1);
-    if (!buf) {
+    if (!(buf = malloc((size_t)len + 1))) {
         st = ert_error(ERT_ERR_OUT_OF_MEMORY, "'%s': cannot allocate %ld bytes", path, len);
         goto done;
     }
     if (fread(buf, 1, (size_t)len, f) != (size_t)len) goto io;
+    buf[len] = '\0';
     *data = buf;
     *size = (size_t)len;
     buf = NULL;
@@ -109,7 +110,7 @@ ert_status ert_st_open(const char *path, ert_safetensors **out) {
         status = ert_error(ERT_ERR_OUT_OF_MEMORY, "'%s': out of memory", path);
         goto fail;
     }
-    if ((status = read_file(path, &st->file, &st->file_size)) != ERT_OK) goto fail;
+    if ((status = ert_file_read(path, (char **)&st->file, &st->file_size)) != ERT_OK) goto fail;
     if (st->file_size < 8) {
         status = ert_error(ERT_ERR_FORMAT, "'%s': %zu bytes: too short for a safetensors header", path,
                            st->file_size);

@@ -16,23 +16,7 @@
 static char out_text[1 << 16], err_text[1 << 12];
 
 /* Runs `exitrt ARGS` ($ERT_CLI), capturing stdout and stderr; returns the exit status. */
-static int cli(const char *args) {
-    const char *dir = tu_tmpdir();
-    char cmd[4096], po[512], pe[512];
-    snprintf(po, sizeof po, "%s/out", dir);
-    snprintf(pe, sizeof pe, "%s/err", dir);
-    snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2> '%s'", getenv("ERT_CLI"), args, po, pe);
-    int rc = system(cmd);
-    FILE *f = fopen(po, "r");
-    size_t n = fread(out_text, 1, sizeof out_text - 1, f);
-    out_text[n] = '\0';
-    fclose(f);
-    f = fopen(pe, "r");
-    n = fread(err_text, 1, sizeof err_text - 1, f);
-    err_text[n] = '\0';
-    fclose(f);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int cli(const char *args) { return tu_cli(args, out_text, sizeof out_text, err_text, sizeof err_text); }
 
 static unsigned char *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

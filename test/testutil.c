@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <sys/wait.h>
 
 #include "exitrt/exitrt.h"
 
@@ -130,4 +131,24 @@ int tu_error_has(const char *needle) {
     if (strstr(ert_last_error(), needle)) return 1;
     fprintf(stderr, "expected '%s' in the error message: %s\n", needle, ert_last_error());
     return 0;
+}
+
+static void read_capture(const char *path, char *buf, size_t len) {
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, len - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) fclose(f);
+}
+
+int tu_cli(const char *args, char *out, size_t out_len, char *err, size_t err_len) {
+    const char *dir = tu_tmpdir();
+    char cmd[8192], po[512], pe[512];
+    snprintf(po, sizeof po, "%s/out", dir);
+    snprintf(pe, sizeof pe, "%s/err", dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> '%s'", getenv("ERT_SOURCE_DIR"), getenv("ERT_CLI"), args,
+             po, pe);
+    const int rc = system(cmd);
+    read_capture(po, out, out_len);
+    read_capture(pe, err, err_len);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }

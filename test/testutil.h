@@ -46,5 +46,8 @@ void tu_write_safetensors(const char *path, const tu_tensor *t, int n);
 void tu_write_text(const char *path, const char *text);
 /* Copies a file. */
 void tu_copy_file(const char *from, const char *to);
+/* Runs `$ERT_CLI ARGS` in the source tree, capturing stdout and stderr (NUL-terminated,
+ * cut to their buffers); returns the exit status, -1 if it did not exit normally. */
+int tu_cli(const char *args, char *out, size_t out_len, char *err, size_t err_len);
 /* 1 if the last error message contains `needle` (prints the message if not). */
 int tu_error_has(const char *needle);
