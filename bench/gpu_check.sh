@@ -44,11 +44,19 @@ for z in /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1; do
   [ -e "$z" ] && ln -sf "$z" "$libdir/libz.so" && break
 done
 
+# cuDNN is not in the machine's CUDA toolkit but in PyTorch's pip package (nvidia-cudnn).
+cudnn_root=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+if [ -n "$cudnn_root" ]; then
+  export LD_LIBRARY_PATH=$cudnn_root/lib:$LD_LIBRARY_PATH
+  [ -e "$cudnn_root/lib/libcudnn.so" ] || ln -sf libcudnn.so.9 "$cudnn_root/lib/libcudnn.so" 2>/dev/null || true
+fi
+echo "cuDNN from: ${cudnn_root:-not found}"
+
 step "build (sm_90, warnings as errors)"
 build=build-gpu
 rm -rf $build
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DERT_CUDA=ON \
-  -DERT_WERROR=ON -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; fail "configure"; exit 1; }
+  -DERT_WERROR=ON -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON ${cudnn_root:+-DCUDNN_ROOT=$cudnn_root} > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; fail "configure"; exit 1; }
 # -k 0: a failing micro-benchmark build must not stop the tests.
 cmake --build $build -j16 -- -k 0 >> "$OUT/build.log" 2>&1 || fail "build (see build.log)"
 grep -E "error|warning" "$OUT/build.log" | head -20

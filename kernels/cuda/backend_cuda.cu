@@ -1,4 +1,5 @@
-/* The CUDA backend's table: device, stream, cuBLASLt handle and workspace per backend,
+/* The CUDA backend's table: device, stream, cuBLASLt handle and workspace per backend
+ * (and a cuDNN handle once a convolution needs one, conv.cu),
  * memory, transfers, events, and the dispatch of ops to their family's file. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,22 @@ ert_status ert_cuda_status(cublasStatus_t err, const char *expr, const char *fil
     return ert_error(st, "cuBLASLt error %s (%s) in %s at %s:%d", cublasLtGetStatusName(err),
                      cublasLtGetStatusString(err), expr, short_path(file), line);
 }
+
+#ifdef ERT_WITH_CUDNN
+ert_status ert_cuda_status(cudnnStatus_t err, const char *expr, const char *file, int line) {
+    if (err == CUDNN_STATUS_SUCCESS) return ERT_OK;
+    char detail[256] = "";
+    cudnnGetLastErrorString(detail, sizeof detail);
+    ert_status st = ERT_ERR_BACKEND;
+    if (err == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+        err == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
+        st = ERT_ERR_OUT_OF_MEMORY;
+    else if (CUDNN_STATUS_CATEGORY(err) == CUDNN_STATUS_NOT_SUPPORTED)
+        st = ERT_ERR_UNSUPPORTED;
+    return ert_error(st, "cuDNN error %s in %s at %s:%d%s%s", cudnnGetErrorString(err), expr, short_path(file), line,
+                     detail[0] ? ": " : "", detail);
+}
+#endif
 
 ert_status ert_cuda_use(const ert_backend *be) { return ERT_CUDA_CHECK(cudaSetDevice(be->device)); }
 
@@ -63,6 +80,19 @@ fail:
     return st;
 }
 
+ert_status ert_cuda_reserve_scratch(ert_backend *be, size_t bytes) {
+    ert_status st = ERT_OK;
+    if (bytes <= be->scratch_bytes) return ERT_OK;
+    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
+    ERT_CUDA_TRY(cudaFree(be->scratch));
+    be->scratch = NULL;
+    be->scratch_bytes = 0;
+    ERT_CUDA_TRY(cudaMalloc((void **)&be->scratch, bytes));
+    be->scratch_bytes = bytes;
+fail:
+    return st;
+}
+
 /* ---------------------------------------------------------------- create / destroy */
 
 static void cuda_destroy(ert_backend *be) {
@@ -71,6 +101,7 @@ static void cuda_destroy(ert_backend *be) {
      * still worth attempting after a failure of the previous one. */
     (void)cudaSetDevice(be->device);
     if (be->stream) (void)cudaStreamSynchronize(be->stream);
+    ert_cuda_cudnn_destroy(be);
     (void)cudaFree(be->scratch);
     (void)cudaFree(be->scan_offsets);
     (void)cudaFree(be->scan_temp);
@@ -221,6 +252,7 @@ fail:
 static void cuda_op_free(ert_backend *be, ert_op *op) {
     if (!op) return;
     (void)cudaSetDevice(be->device);
+    ert_cuda_conv_free(be, op);
     /* cudaFree waits for the device: no pending GEMM still reads these weights. */
     (void)cudaFree(op->weight);
     (void)cudaFree(op->bias);
@@ -259,6 +291,10 @@ static ert_status cuda_op_new(ert_backend *be, const ert_op_desc *d, ert_op **ou
     case ERT_OP_LINEAR: st = ert_cuda_linear_new(be, d, op); break;
     case ERT_OP_LAYERNORM:
     case ERT_OP_NORMALIZE: st = ert_cuda_norm_new(be, d, op); break;
+    case ERT_OP_CONV2D: st = ert_cuda_conv_new(be, d, op); break;
+    case ERT_OP_MAXPOOL:
+    case ERT_OP_AVGPOOL:
+    case ERT_OP_RELU: st = ert_cuda_pool_new(be, d, op); break;
     default: st = ert_error(ERT_ERR_UNSUPPORTED, "op type %d", (int)d->type); break;
     }
     if (st != ERT_OK) goto fail;
@@ -279,6 +315,10 @@ static ert_status cuda_op_run(ert_backend *be, const ert_op *op, ert_rows rows, 
     case ERT_OP_LINEAR: st = ert_cuda_linear_run(be, op, rows, x, y); break;
     case ERT_OP_LAYERNORM:
     case ERT_OP_NORMALIZE: st = ert_cuda_norm_run(be, op, rows, x, y); break;
+    case ERT_OP_CONV2D: st = ert_cuda_conv_run(be, op, rows, x, y); break;
+    case ERT_OP_MAXPOOL:
+    case ERT_OP_AVGPOOL:
+    case ERT_OP_RELU: st = ert_cuda_pool_run(be, op, rows, x, y); break;
     default: st = ert_error(ERT_ERR_UNSUPPORTED, "op type %d", (int)op->type); break;
     }
     return st == ERT_OK ? st : ert_error_context(st, "%s: op '%s': ", be->name, op->name);

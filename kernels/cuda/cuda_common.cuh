@@ -1,6 +1,6 @@
 /*
- * Private to the CUDA backend: the backend and op structs, the one error check for CUDA
- * and cuBLASLt calls, activation storage types usable from kernels, and the entry points
+ * Private to the CUDA backend: the backend and op structs, the one error check for CUDA,
+ * cuBLASLt and cuDNN calls, activation storage types usable from kernels, and the entry points
  * of each op family (one .cu per family, dispatched from backend_cuda.cu).
  *
  * Everything here runs on the backend's own non-blocking stream; nothing synchronises
@@ -13,6 +13,9 @@
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifdef ERT_WITH_CUDNN
+#include <cudnn.h>
+#endif
 
 #include "backend.h"
 #include "dtype.h"
@@ -64,6 +67,11 @@ struct ert_backend {
     size_t scan_temp_bytes;
     int32_t *scan_offsets;              /* max_rows exclusive prefix sums of keep flags */
     char name[320];                     /* "cuda:0 (NVIDIA H200)" */
+#ifdef ERT_WITH_CUDNN
+    cudnnHandle_t cudnn;                /* conv.cu: created at the first conv op, on `stream` */
+    void *cudnn_workspace;              /* conv.cu: grown at op_new only, never in a run */
+    size_t cudnn_workspace_bytes;
+#endif
 };
 
 struct ert_op {
@@ -92,6 +100,10 @@ struct ert_op {
     int num_buckets;
     int bucket_rows[ERT_CUDA_MAX_BUCKETS];
     cublasLtMatmulAlgo_t algo[ERT_CUDA_MAX_BUCKETS];
+
+    /* CONV2D, MAXPOOL, AVGPOOL: the window over one [C, H, W] sample. */
+    ert_conv_geom geom;
+    struct ert_cuda_conv *conv; /* CONV2D: cuDNN descriptors and the chosen plan (conv.cu) */
 };
 
 struct ert_event {
@@ -105,6 +117,11 @@ struct ert_event {
  * CUBLAS_STATUS_ALLOC_FAILED map to ERT_ERR_OUT_OF_MEMORY, the rest to ERT_ERR_BACKEND). */
 ert_status ert_cuda_status(cudaError_t err, const char *expr, const char *file, int line);
 ert_status ert_cuda_status(cublasStatus_t err, const char *expr, const char *file, int line);
+#ifdef ERT_WITH_CUDNN
+/* cuDNN: allocation failures map to ERT_ERR_OUT_OF_MEMORY, the NOT_SUPPORTED family to
+ * ERT_ERR_UNSUPPORTED, the rest to ERT_ERR_BACKEND; cuDNN's own last message is appended. */
+ert_status ert_cuda_status(cudnnStatus_t err, const char *expr, const char *file, int line);
+#endif
 
 #define ERT_CUDA_CHECK(expr) ert_cuda_status((expr), #expr, __FILE__, __LINE__)
 
@@ -178,6 +195,18 @@ ert_status ert_cuda_norm_new(ert_backend *be, const ert_op_desc *desc, ert_op *o
 ert_status ert_cuda_norm_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
 ert_status ert_cuda_add(ert_backend *be, ert_rows rows, int width, const void *x, void *y);
 
+/* conv.cu: ERT_OP_CONV2D through cuDNN; without cuDNN (not found at build time) op_new
+ * says ERT_ERR_UNSUPPORTED. conv_free releases op->conv (NULL-safe); cudnn_destroy the
+ * backend's cuDNN handle and workspace (at backend destroy). */
+ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *desc, ert_op *op);
+ert_status ert_cuda_conv_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
+void ert_cuda_conv_free(ert_backend *be, ert_op *op);
+void ert_cuda_cudnn_destroy(ert_backend *be);
+
+/* pool.cu: ERT_OP_MAXPOOL, ERT_OP_AVGPOOL and ERT_OP_RELU (plain kernels, no cuDNN). */
+ert_status ert_cuda_pool_new(ert_backend *be, const ert_op_desc *desc, ert_op *op);
+ert_status ert_cuda_pool_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
+
 /* decide.cu */
 ert_status ert_cuda_decide(ert_backend *be, const ert_decide_args *args);
 
@@ -193,5 +222,9 @@ ert_status ert_cuda_upload_sync(ert_backend *be, void *dst, const void *src, siz
  * into fresh device memory *out (released with cudaFree; *out stays NULL on failure of
  * the allocation). Setup only. */
 ert_status ert_cuda_upload_params(ert_backend *be, const float *src, size_t n, cudaDataType_t t, void **out);
+
+/* Grows be->scratch (f32, shared by the ops of the backend: they run in stream order) to
+ * at least `bytes`, waiting for the stream first. Setup only (op_new). */
+ert_status ert_cuda_reserve_scratch(ert_backend *be, size_t bytes);
 
 #endif

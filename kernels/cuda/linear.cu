@@ -114,19 +114,6 @@ static cudaDataType_t cuda_type_of(ert_dtype dtype) {
 
 /* The f32 GEMM scratch of unfused epilogues with 16-bit outputs is shared by all ops of
  * the backend (they run in stream order); it only grows, and only at op_new. */
-static ert_status reserve_scratch(ert_backend *be, size_t bytes) {
-    ert_status st = ERT_OK;
-    if (bytes <= be->scratch_bytes) return ERT_OK;
-    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
-    ERT_CUDA_TRY(cudaFree(be->scratch));
-    be->scratch = NULL;
-    be->scratch_bytes = 0;
-    ERT_CUDA_TRY(cudaMalloc((void **)&be->scratch, bytes));
-    be->scratch_bytes = bytes;
-fail:
-    return st;
-}
-
 template <typename T>
 static ert_status set_desc(ert_op *op, cublasLtMatmulDescAttributes_t attr, const T &value) {
     return ERT_CUDA_CHECK(cublasLtMatmulDescSetAttribute(&op->matmul, attr, &value, sizeof value));
@@ -193,7 +180,7 @@ ert_status ert_cuda_linear_new(ert_backend *be, const ert_op_desc *d, ert_op *op
         op->post_from_f32 = 1;
         op->gemm_type = CUDA_R_32F;
         op->use_scratch = out_type != CUDA_R_32F;
-        if (op->use_scratch && (st = reserve_scratch(be, (size_t)op->max_rows * (size_t)op->out * sizeof(float))))
+        if (op->use_scratch && (st = ert_cuda_reserve_scratch(be, (size_t)op->max_rows * (size_t)op->out * sizeof(float))))
             goto fail;
     } else {
         const int fuse_relu = d->act == ERT_ACT_RELU && ERT_LINEAR_FUSE_RELU;
