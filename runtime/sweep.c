@@ -1,0 +1,464 @@
+/* Accuracy-latency sweeps: every operating point of every exit policy is RUN on the
+ * session (latency is measured, not derived from FLOPs); the exit table only places the
+ * threshold grids and checks that each run decided what the simulation predicts. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "exit_math.h"
+#include "sweep_internal.h"
+
+ert_sweep_options ert_sweep_options_default(void) {
+    ert_sweep_options o = {.grid = 8, .warmup = 1, .reps = 1, .calibration = ERT_CALIBRATION_ON};
+    return o;
+}
+
+void ert_sweep_result_free(ert_sweep_result *r) {
+    if (!r) return;
+    free(r->rows);
+    free(r);
+}
+
+ert_status ert_sweep_result_add(ert_sweep_result *r, const ert_sweep_row *row) {
+    if (!r || !row) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_result_add: NULL argument");
+    if (r->num_rows == r->cap_rows) {
+        const int cap = r->cap_rows ? 2 * r->cap_rows : 32;
+        ert_sweep_row *rows = realloc(r->rows, sizeof *rows * (size_t)cap);
+        if (!rows) return ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+        r->rows = rows;
+        r->cap_rows = cap;
+    }
+    r->rows[r->num_rows++] = *row;
+    ert_sweep_mark_frontiers(r->rows, r->num_rows);
+    return ERT_OK;
+}
+
+/* ---------------------------------------------------------------- one operating point */
+
+/* The timings of one operating point, gathered over one or more passes over the data. */
+typedef struct point_run {
+    double *bms, *sms; /* per batch, per sample: room for `reps` passes */
+    int nb, passes;
+    double total_ms, flops;
+} point_run;
+
+static ert_status point_run_new(point_run *pr, int64_t n, int nb, int reps) {
+    memset(pr, 0, sizeof *pr);
+    pr->nb = nb;
+    pr->bms = malloc(sizeof *pr->bms * (size_t)nb * (size_t)reps);
+    pr->sms = malloc(sizeof *pr->sms * (size_t)n * (size_t)reps);
+    return pr->bms && pr->sms ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+}
+
+static void point_run_free(point_run *pr) {
+    free(pr->bms);
+    free(pr->sms);
+    pr->bms = pr->sms = NULL;
+}
+
+static ert_status check_inputs(ert_session *s, const ert_dataset *data, int bs, int reps) {
+    const ert_model *m = ert_session_model(s);
+    const int max_batch = ert_session_get_options(s).max_batch;
+    if (bs > max_batch)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d exceeds the session's max_batch %d", bs, max_batch);
+    if (data->sample_size != m->input_size)
+        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
+                         data->sample_size, m->name, m->input_size);
+    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
+    if (data->n * (int64_t)reps > 0x7fffffff)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s': too many samples x repetitions", data->name);
+    for (int64_t i = 0; data->labels && i < data->n; ++i)
+        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
+            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s' (0..%d)",
+                             data->name, data->labels[i], (long long)i, m->name, m->num_classes - 1);
+    return ERT_OK;
+}
+
+/* One pass: `warmup` untimed batches, then every batch timed from its profile. */
+static ert_status run_pass(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int warmup,
+                           ert_latency_model *lm, point_run *pr, int32_t *pred, int32_t *ex, float *conf) {
+    const ert_model *m = ert_session_model(s);
+    const int64_t n = data->n;
+    ert_status st;
+    for (int w = 0; w < warmup; ++w) {
+        ert_batch b = {.input = data->x, .n = (int)(n < bs ? n : bs), .labels = data->labels};
+        ert_outputs o = {.pred = pred, .exit_index = ex, .confidence = conf};
+        if ((st = ert_session_run(s, policy, &b, &o))) return st;
+    }
+    double *bms = pr->bms + (size_t)pr->passes * pr->nb, *sms = pr->sms + (size_t)pr->passes * n;
+    for (int i = 0; i < pr->nb; ++i) {
+        const int64_t first = (int64_t)i * bs;
+        const int bn = (int)(n - first < bs ? n - first : bs);
+        ert_batch b = {.input = data->x + first * data->sample_size, .n = bn,
+                       .labels = data->labels ? data->labels + first : NULL, .first_index = first};
+        ert_outputs o = {.pred = pred + first, .exit_index = ex + first, .confidence = conf + first};
+        if ((st = ert_session_run(s, policy, &b, &o))) return st;
+        ert_profile p;
+        if ((st = ert_session_profile(s, &p))) return st;
+        bms[i] = p.batch_ms;
+        pr->total_ms += p.batch_ms;
+        for (int k = 0; k < p.num_stages; ++k) pr->flops += p.stage[k].flops;
+        /* a sample is answered when the exit it left at was decided */
+        for (int j = 0; j < bn; ++j) sms[first + j] = ert_profile_exit_ready_ms(m, &p, ex[first + j]);
+        if (lm) ert_latency_model_add(lm, &p);
+    }
+    pr->passes++;
+    return ERT_OK;
+}
+
+/* Accuracy, exits and the exit-table check, from one pass's outputs. */
+static ert_status fill_outcome(ert_sweep_row *row, const ert_model *m, const ert_policy *policy,
+                               const ert_dataset *data, const int32_t *pred, const int32_t *ex,
+                               const ert_exit_table *table) {
+    const int64_t n = data->n;
+    row->samples = n;
+    row->num_exits = m->num_exits;
+    memset(row->exit_histogram, 0, sizeof row->exit_histogram);
+    memset(row->exit_correct, 0, sizeof row->exit_correct);
+    int64_t correct = 0;
+    double exit_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        row->exit_histogram[ex[i]]++;
+        exit_sum += ex[i];
+        if (data->labels && pred[i] == data->labels[i]) {
+            correct++;
+            row->exit_correct[ex[i]]++;
+        }
+    }
+    row->accuracy = data->labels ? (double)correct / (double)n : -1.0;
+    row->mean_exit = exit_sum / (double)n;
+    row->sim_mismatch = -1;
+    if (!table || table->n != n || table->model->num_exits != m->num_exits || table->classes != m->num_classes ||
+        ert_policy_get_kind(policy) == ERT_POLICY_SCHEDULED)
+        return ERT_OK;
+    ert_sim_result sim;
+    int32_t *spred = malloc(sizeof *spred * (size_t)n), *sex = malloc(sizeof *sex * (size_t)n);
+    ert_status st = spred && sex ? ert_exit_table_simulate(table, policy, &sim, spred, sex)
+                                 : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+    if (!st) {
+        row->sim_mismatch = 0;
+        for (int64_t i = 0; i < n; ++i) row->sim_mismatch += spred[i] != pred[i] || sex[i] != ex[i];
+    }
+    free(spred);
+    free(sex);
+    return st;
+}
+
+static void fill_timing(ert_sweep_row *row, const ert_model *m, const point_run *pr, int64_t n) {
+    row->num_batches = pr->nb * pr->passes;
+    row->flops_fraction = pr->flops / ((double)n * pr->passes * ert_model_flops_full(m));
+    row->throughput = pr->total_ms > 0 ? (double)n * pr->passes / (pr->total_ms * 1e-3) : 0.0;
+    row->batch_ms = ert_latency_summary(pr->bms, pr->nb * pr->passes);
+    row->sample_ms = ert_latency_summary(pr->sms, (int)(n * pr->passes));
+}
+
+ert_status ert_sweep_measure(ert_session *s, const ert_policy *policy, const ert_dataset *data, int batch,
+                             int warmup, int reps, ert_latency_model *lm, const ert_exit_table *table,
+                             ert_sweep_row *row) {
+    if (!s || !policy || !data || !row) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure: NULL argument");
+    const ert_model *m = ert_session_model(s);
+    const int bs = batch > 0 ? batch : ert_session_get_options(s).max_batch;
+    if (reps < 1) reps = 1;
+    if (warmup < 0) warmup = 0;
+    ert_status st = check_inputs(s, data, bs, reps);
+    if (st) return st;
+    const int64_t n = data->n;
+    point_run pr;
+    int32_t *pred = malloc(sizeof *pred * (size_t)n), *ex = malloc(sizeof *ex * (size_t)n);
+    float *conf = malloc(sizeof *conf * (size_t)n);
+    if ((st = point_run_new(&pr, n, (int)((n + bs - 1) / bs), reps))) goto done;
+    if (!pred || !ex || !conf) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+        goto done;
+    }
+    for (int r = 0; r < reps && !st; ++r) st = run_pass(s, policy, data, bs, warmup, lm, &pr, pred, ex, conf);
+    if (!st) st = fill_outcome(row, m, policy, data, pred, ex, table);
+    if (!st) fill_timing(row, m, &pr, n);
+done:
+    point_run_free(&pr);
+    free(pred);
+    free(ex);
+    free(conf);
+    return st;
+}
+
+/* ---------------------------------------------------------------- the sweep */
+
+typedef struct planned {
+    char spec[ERT_SPEC_MAX];
+    char family[16];
+    double param;
+    int reference;
+} planned;
+
+typedef struct plan {
+    planned *items;
+    int count, cap;
+} plan;
+
+static ert_status plan_add(plan *p, const char *spec, const char *family, double param, int reference) {
+    for (int i = 0; i < p->count; ++i)
+        if (strcmp(p->items[i].spec, spec) == 0) return ERT_OK; /* already planned */
+    if (p->count == p->cap) {
+        const int cap = p->cap ? 2 * p->cap : 32;
+        planned *items = realloc(p->items, sizeof *items * (size_t)cap);
+        if (!items) return ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+        p->items = items;
+        p->cap = cap;
+    }
+    planned *it = &p->items[p->count++];
+    snprintf(it->spec, sizeof it->spec, "%s", spec);
+    snprintf(it->family, sizeof it->family, "%s", family);
+    it->param = param;
+    it->reference = reference;
+    return ERT_OK;
+}
+
+static int is_family(const char *s) {
+    static const char *const fam[] = {"confidence", "entropy", "margin", "patience", "fixed", "none", "oracle"};
+    for (size_t i = 0; i < sizeof fam / sizeof *fam; ++i)
+        if (strcmp(s, fam[i]) == 0) return 1;
+    return 0;
+}
+
+/* `grid` values of lo..hi (inclusive) spread evenly, all of them when there are fewer. */
+static int spread(int lo, int hi, int grid, int *out) {
+    const int count = hi - lo + 1;
+    if (count <= 0) return 0;
+    if (count <= grid) {
+        for (int i = 0; i < count; ++i) out[i] = lo + i;
+        return count;
+    }
+    int m = 0;
+    for (int j = 0; j < grid; ++j) {
+        const int v = lo + (int)lround((double)j * (count - 1) / (grid > 1 ? grid - 1 : 1));
+        if (m == 0 || out[m - 1] != v) out[m++] = v;
+    }
+    return m;
+}
+
+static ert_status plan_family(plan *p, const char *fam, const ert_exit_table *t, int E, int grid,
+                              const int *uncal, int num_uncal, int temp_suffix) {
+    char spec[ERT_SPEC_MAX];
+    ert_status st = ERT_OK;
+    int vals[ERT_MAX_EXITS];
+    if (strcmp(fam, "none") == 0) return plan_add(p, "none", "none", NAN, 0);
+    if (strcmp(fam, "oracle") == 0) return plan_add(p, "oracle", "oracle", NAN, 1);
+    if (strcmp(fam, "patience") == 0) { /* patience:1 is fixed:0 and patience:E is none */
+        const int m = spread(2, E - 1, grid, vals);
+        for (int i = 0; i < m && !st; ++i) {
+            snprintf(spec, sizeof spec, "patience:%d", vals[i]);
+            st = plan_add(p, spec, "patience", vals[i], 0);
+        }
+        return st;
+    }
+    if (strcmp(fam, "fixed") == 0) { /* fixed:E-1 is none */
+        const int m = spread(0, E - 2, grid, vals);
+        for (int i = 0; i < m && !st; ++i) {
+            snprintf(spec, sizeof spec, "fixed:%d", vals[i]);
+            st = plan_add(p, spec, "fixed", vals[i], 0);
+        }
+        return st;
+    }
+    const ert_policy_kind kind = strcmp(fam, "confidence") == 0 ? ERT_POLICY_CONFIDENCE
+                                 : strcmp(fam, "entropy") == 0  ? ERT_POLICY_ENTROPY
+                                                                : ERT_POLICY_MARGIN;
+    if (E < 2) return ERT_OK;
+    for (int c = 0; c < num_uncal && !st; ++c) {
+        float thr[256];
+        int count = 0;
+        if ((st = ert_thresholds_grid(t, kind, uncal[c], grid < 256 ? grid : 256, thr, &count))) return st;
+        for (int i = 0; i < count && !st; ++i) {
+            snprintf(spec, sizeof spec, "%s:%.6g%s", fam, thr[i], uncal[c] && temp_suffix ? ";temp=1" : "");
+            st = plan_add(p, spec, fam, thr[i], 0);
+        }
+    }
+    return st;
+}
+
+/* 1, 0 or -1: see ert_sweep_row.calibrated. */
+static int calibrated_of(const ert_policy *pol, const ert_model *m) {
+    const ert_policy_kind k = ert_policy_get_kind(pol);
+    if (k != ERT_POLICY_CONFIDENCE && k != ERT_POLICY_ENTROPY && k != ERT_POLICY_MARGIN) return -1;
+    ert_exit_params prm;
+    if (ert_policy_exit_params(pol, m, &prm)) return 0;
+    for (int e = 0; e < m->num_exits; ++e)
+        if (prm.inv_temp[e] != 1.0f) return 1;
+    return 0;
+}
+
+typedef struct table_progress {
+    const ert_sweep_options *opt;
+    int total;
+    char what[64];
+} table_progress;
+
+static void on_table_exit(void *user, int exit) {
+    table_progress *tp = user;
+    snprintf(tp->what, sizeof tp->what, "exit table: pass %d", exit);
+    const ert_sweep_progress pr = {exit, tp->total, tp->what};
+    tp->opt->progress(tp->opt->progress_user, &pr);
+}
+
+static const char *mode_name(ert_mode m) {
+    return m == ERT_MODE_COMPACT ? "compact" : m == ERT_MODE_MASKED ? "masked" : "full";
+}
+
+ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_sweep_options *opt_in,
+                         ert_sweep_result **out) {
+    if (!s || !data || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_run: NULL argument");
+    *out = NULL;
+    ert_sweep_options opt = opt_in ? *opt_in : ert_sweep_options_default();
+    if (opt.grid < 1) opt.grid = 8;
+    if (opt.reps < 1) opt.reps = 1;
+    if (!data->labels)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "sweep: dataset '%s' has no labels (accuracy needs them)",
+                         data->name);
+    const ert_model *m = ert_session_model(s);
+    const ert_session_options so = ert_session_get_options(s);
+    const int E = m->num_exits;
+    const int batch = opt.batch > 0 ? opt.batch : so.max_batch;
+    ert_status st = ERT_OK;
+    plan p = {0};
+    ert_exit_table *own = NULL;
+    ert_sweep_result *r = calloc(1, sizeof *r);
+    if (!r) return ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+
+    /* metadata */
+    snprintf(r->model, sizeof r->model, "%s", m->name);
+    snprintf(r->data, sizeof r->data, "%s", data->name);
+    snprintf(r->device, sizeof r->device, "%s", ert_session_device(s));
+    snprintf(r->mode, sizeof r->mode, "%s", mode_name(so.mode));
+    snprintf(r->dtype, sizeof r->dtype, "%s", ert_dtype_name(so.dtype));
+    const time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(r->date, sizeof r->date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    for (int e = 0; e < E; ++e)
+        if (m->temperature[e] != 1.0f) r->model_calibrated = 1;
+    static const char *const cal_names[] = {"on", "off", "both"};
+    snprintf(r->calibration, sizeof r->calibration, "%s", r->model_calibrated ? cal_names[opt.calibration] : "none");
+    r->batch = batch;
+    r->warmup = opt.warmup;
+    r->reps = opt.reps;
+    r->samples = data->n;
+    r->num_exits = E;
+    r->flops_full = ert_model_flops_full(m);
+    for (int e = 0; e < E; ++e) r->exit_flops_fraction[e] = ert_model_flops_to_exit(m, e) / r->flops_full;
+    r->sim_mismatch = -1;
+    ert_latency_model_init(&r->latency);
+
+    /* Which temperature settings the threshold families run under. Without a
+     * calibration.json every setting is temperature 1: run them once. */
+    int uncal[2], num_uncal = 0;
+    if (!r->model_calibrated || opt.calibration == ERT_CALIBRATION_ON) uncal[num_uncal++] = 0;
+    else if (opt.calibration == ERT_CALIBRATION_OFF) uncal[num_uncal++] = 1;
+    else uncal[0] = 0, uncal[1] = 1, num_uncal = 2;
+
+    /* The exit table: given, or built here (one pass per exit). */
+    const ert_exit_table *table = opt.table;
+    if (table && (table->n != data->n || table->model != m)) table = NULL;
+    const int build = table == NULL;
+    static const char *const default_families[] = {"confidence", "entropy", "margin", "patience", "fixed"};
+    const char *const *fams = opt.policies && opt.num_policies > 0 ? opt.policies : default_families;
+    const int nfam = opt.policies && opt.num_policies > 0 ? opt.num_policies : 5;
+    table_progress tp = {.opt = &opt};
+    if (build) {
+        tp.total = E + 1; /* refined once the plan is known */
+        if ((st = ert_exit_table_build_progress(s, data, batch, opt.progress ? on_table_exit : NULL, &tp, &own)))
+            goto fail;
+        table = own;
+    }
+
+    /* The plan: none first, then the families and specs as given, oracle last. */
+    if ((st = plan_add(&p, "none", "none", NAN, 0))) goto fail;
+    for (int i = 0; i < nfam && !st; ++i) {
+        const char *f = fams[i];
+        if (!f || !*f) continue;
+        if (is_family(f)) {
+            if (strcmp(f, "oracle") == 0) continue;
+            st = plan_family(&p, f, table, E, opt.grid, uncal, num_uncal, r->model_calibrated);
+        } else {
+            ert_policy *pol = NULL;
+            if ((st = ert_policy_parse(f, &pol))) break;
+            char spec[ERT_SPEC_MAX], family[16];
+            ert_policy_to_string(pol, spec, sizeof spec);
+            const size_t flen = strcspn(spec, ":;");
+            memcpy(family, spec, flen < sizeof family ? flen : sizeof family - 1);
+            family[flen < sizeof family ? flen : sizeof family - 1] = '\0';
+            const int ref = ert_policy_get_kind(pol) == ERT_POLICY_ORACLE;
+            ert_policy_free(pol);
+            st = plan_add(&p, spec, family, NAN, ref);
+        }
+    }
+    if (st) goto fail;
+    if (!opt.no_oracle && (st = plan_add(&p, "oracle", "oracle", NAN, 1))) goto fail;
+
+    /* Every point's row first (policy, exits, accuracy), then the timed passes: with
+     * --reps R the points are run round-robin, R rounds, so that a drift of the machine
+     * (clocks, other load) touches every point alike instead of the last few. */
+    const int total = (build ? E : 0) + p.count * opt.reps;
+    const int64_t n = data->n;
+    const int nb = (int)((n + batch - 1) / batch);
+    ert_sweep_row *rows = calloc((size_t)p.count, sizeof *rows);
+    ert_policy **pols = calloc((size_t)p.count, sizeof *pols);
+    point_run *runs = calloc((size_t)p.count, sizeof *runs);
+    int32_t *pred = malloc(sizeof *pred * (size_t)n), *ex = malloc(sizeof *ex * (size_t)n);
+    float *conf = malloc(sizeof *conf * (size_t)n);
+    if (!rows || !pols || !runs || !pred || !ex || !conf) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+    if (!st) st = check_inputs(s, data, batch, opt.reps);
+    for (int i = 0; i < p.count && !st; ++i) {
+        const planned *pl = &p.items[i];
+        if ((st = ert_policy_parse(pl->spec, &pols[i]))) break;
+        ert_policy_to_string(pols[i], rows[i].policy, sizeof rows[i].policy);
+        snprintf(rows[i].family, sizeof rows[i].family, "%s", pl->family);
+        rows[i].param = pl->param;
+        rows[i].reference = pl->reference;
+        rows[i].calibrated = calibrated_of(pols[i], m);
+        st = point_run_new(&runs[i], n, nb, opt.reps);
+    }
+    for (int rep = 0; rep < opt.reps && !st; ++rep)
+        for (int i = 0; i < p.count && !st; ++i) {
+            if (opt.progress) {
+                const ert_sweep_progress pr = {(build ? E : 0) + rep * p.count + i, total, p.items[i].spec};
+                opt.progress(opt.progress_user, &pr);
+            }
+            st = run_pass(s, pols[i], data, batch, opt.warmup, &r->latency, &runs[i], pred, ex, conf);
+            if (!st && rep == 0) st = fill_outcome(&rows[i], m, pols[i], data, pred, ex, table);
+            if (st) ert_error_context(st, "sweep point '%s': ", p.items[i].spec);
+        }
+    for (int i = 0; i < p.count && !st; ++i) {
+        fill_timing(&rows[i], m, &runs[i], n);
+        if ((st = ert_sweep_result_add(r, &rows[i]))) break;
+        if (rows[i].sim_mismatch >= 0)
+            r->sim_mismatch = (r->sim_mismatch < 0 ? 0 : r->sim_mismatch) + rows[i].sim_mismatch;
+    }
+    for (int i = 0; runs && pols && i < p.count; ++i) {
+        point_run_free(&runs[i]);
+        ert_policy_free(pols[i]);
+    }
+    free(rows);
+    free(pols);
+    free(runs);
+    free(pred);
+    free(ex);
+    free(conf);
+    if (st) goto fail;
+    if (opt.progress) {
+        const ert_sweep_progress pr = {total, total, "done"};
+        opt.progress(opt.progress_user, &pr);
+    }
+    if (r->latency.batches > 0 && (st = ert_latency_model_finish(&r->latency))) goto fail;
+    free(p.items);
+    ert_exit_table_free(own);
+    *out = r;
+    return ERT_OK;
+fail:
+    free(p.items);
+    ert_exit_table_free(own);
+    ert_sweep_result_free(r);
+    return st;
+}
