@@ -178,7 +178,7 @@ static void agreement_16bit(const model_case *mc, ert_dtype dtype) {
     run_out_free(&gpu);
 }
 
-static model_case cases[4];
+static model_case cases[5];
 static int num_cases;
 
 static void add_random_case(const char *name, const char *dir, int n, int b0, int b1, int b2) {
@@ -208,6 +208,17 @@ static void setup(void) {
     memcpy(mc->x, d->x, sizeof(float) * 600 * 784);
     memcpy(mc->labels, d->labels, sizeof(int32_t) * 600);
     mc->batches[0] = 1, mc->batches[1] = 129, mc->batches[2] = 300;
+    /* the shipped CNN (cuDNN convolutions, pools) on the first 300 of the same images */
+    model_case *cnn = &cases[num_cases++];
+    *cnn = *mc;
+    cnn->name = "fmnist-cnn";
+    cnn->n = 300;
+    cnn->x = malloc(sizeof(float) * 300 * 784);
+    cnn->labels = malloc(sizeof(int32_t) * 300);
+    memcpy(cnn->x, d->x, sizeof(float) * 300 * 784);
+    memcpy(cnn->labels, d->labels, sizeof(int32_t) * 300);
+    cnn->batches[0] = 7, cnn->batches[1] = 300, cnn->batches[2] = 0;
+    ck_assert_int_eq(ert_model_load(tu_path("models/fmnist-cnn"), &cnn->model), ERT_OK);
     ert_dataset_free(d);
     add_random_case("tiny-f16", tu_path("test/fixtures/tiny-f16"), 50, 1, 7, 0);
     /* a random synthetic model with widths no tile divides */
