@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev check dataset-fashion-mnist)
+# python3-matplotlib only draws the plots of `exitrt sweep --plot` / `loadtest --plot`.
+packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev check dataset-fashion-mnist
+          python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
