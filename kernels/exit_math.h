@@ -119,16 +119,22 @@ ERT_HD float ert_exit_score(int32_t kind, const ert_softmax_stats *s) {
     }
 }
 
-/* A counter-based draw in [0, 1) from (seed, sample index, exit): the same sample gets
- * the same exit stage on every backend and every batch split (splitmix64). */
-ERT_HD float ert_hash_uniform(uint64_t seed, uint64_t index, uint64_t exit) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ (index + 0x632BE59BD9B4E019ull) * 0xBF58476D1CE4E5B9ull ^
-                 (exit + 1) * 0x94D049BB133111EBull;
+/* splitmix64's finaliser: the one integer hash behind every seeded draw in exitrt
+ * (schedules, synthetic weights, corruptions), so draws never depend on call order. */
+ERT_HD uint64_t ert_mix64(uint64_t x) {
     x ^= x >> 30;
     x *= 0xBF58476D1CE4E5B9ull;
     x ^= x >> 27;
     x *= 0x94D049BB133111EBull;
     x ^= x >> 31;
+    return x;
+}
+
+/* A counter-based draw in [0, 1) from (seed, sample index, exit): the same sample gets
+ * the same exit stage on every backend and every batch split. */
+ERT_HD float ert_hash_uniform(uint64_t seed, uint64_t index, uint64_t exit) {
+    const uint64_t x = ert_mix64(seed * 0x9E3779B97F4A7C15ull ^ (index + 0x632BE59BD9B4E019ull) * 0xBF58476D1CE4E5B9ull ^
+                                 (exit + 1) * 0x94D049BB133111EBull);
     return (float)(x >> 40) * (1.0f / 16777216.0f);
 }
 

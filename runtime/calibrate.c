@@ -127,25 +127,9 @@ static ert_status work_new(const ert_dataset *d, int C, cal_work *w) {
 
 static void work_free(cal_work *w) { free(w->logits), free(w->conf), free(w->correct); }
 
-static ert_status check_data(ert_session *s, const ert_dataset *data, int batch) {
-    const ert_model *m = ert_session_model(s);
-    if (!data || !data->labels) return ert_error(ERT_ERR_INVALID_ARGUMENT, "calibration needs a dataset with labels");
-    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
-    if (data->sample_size != m->input_size)
-        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
-                         data->sample_size, m->name, m->input_size);
-    if (batch < 1 || batch > ert_session_get_options(s).max_batch)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d: expected 1..%d", batch, ert_session_get_options(s).max_batch);
-    for (int64_t i = 0; i < data->n; ++i)
-        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
-            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s'",
-                             data->name, data->labels[i], (long long)i, m->name);
-    return ERT_OK;
-}
-
 ert_status ert_calibrate(ert_session *s, const ert_dataset *data, int batch, ert_calibration *out) {
     if (!s || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_calibrate: NULL argument");
-    ert_status st = check_data(s, data, batch);
+    ert_status st = ert_dataset_check(s, data, batch, 1);
     if (st) return st;
     const ert_model *m = ert_session_model(s);
     const int C = m->num_classes;
@@ -168,7 +152,7 @@ done:
 ert_status ert_calibration_measure(ert_session *s, const ert_dataset *data, int batch, const float *temperature,
                                    ert_calibration_stats *out) {
     if (!s || !temperature || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_calibration_measure: NULL argument");
-    ert_status st = check_data(s, data, batch);
+    ert_status st = ert_dataset_check(s, data, batch, 1);
     if (st) return st;
     const ert_model *m = ert_session_model(s);
     cal_work w;

@@ -67,6 +67,25 @@ static void add_profile(ert_profile *sum, const ert_profile *p) {
     sum->host_syncs += p->host_syncs;
 }
 
+ert_status ert_dataset_check(const ert_session *s, const ert_dataset *data, int batch, int need_labels) {
+    const ert_model *m = ert_session_model(s);
+    const int max_batch = ert_session_get_options(s).max_batch;
+    if (!data) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset is NULL");
+    if (batch < 1 || batch > max_batch)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d: the session takes 1..%d (max_batch)", batch, max_batch);
+    if (data->sample_size != m->input_size)
+        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
+                         data->sample_size, m->name, m->input_size);
+    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
+    if (need_labels && !data->labels)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' has no labels, which this needs", data->name);
+    for (int64_t i = 0; data->labels && i < data->n; ++i)
+        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
+            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s' (0..%d)",
+                             data->name, data->labels[i], (long long)i, m->name, m->num_classes - 1);
+    return ERT_OK;
+}
+
 ert_status ert_evaluate(ert_session *s, const ert_policy *policy, const ert_dataset *data, const ert_eval_options *opt,
                         ert_eval_result **out) {
     if (!s || !policy || !data || !out)
@@ -76,18 +95,9 @@ ert_status ert_evaluate(ert_session *s, const ert_policy *policy, const ert_data
     const int max_batch = ert_session_get_options(s).max_batch;
     const int batch = opt && opt->batch > 0 ? opt->batch : max_batch;
     const int warmup = opt ? opt->warmup : 0;
-    if (batch > max_batch)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d exceeds the session's max_batch %d", batch, max_batch);
-    if (data->sample_size != m->input_size)
-        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
-                         data->sample_size, m->name, m->input_size);
-    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
-    for (int64_t i = 0; data->labels && i < data->n; ++i)
-        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
-            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s' (0..%d)",
-                             data->name, data->labels[i], (long long)i, m->name, m->num_classes - 1);
+    ert_status st = ert_dataset_check(s, data, batch, 0);
+    if (st) return st;
 
-    ert_status st = ERT_OK;
     ert_eval_result *r = calloc(1, sizeof *r);
     const int64_t n = data->n;
     const int nb = (int)((n + batch - 1) / batch);

@@ -73,6 +73,10 @@ struct ert_model {
  * Errors name the file. */
 ert_status ert_file_read(const char *path, char **data, size_t *size);
 
+/* Checks that `data` fits a session: batch <= max_batch, the model's sample size, at
+ * least one sample, labels (required when need_labels) within the model's classes. */
+ert_status ert_dataset_check(const ert_session *session, const ert_dataset *data, int batch, int need_labels);
+
 /* Fills the decide kernel's parameters for one run; checks the policy fits the model
  * (one threshold or one per exit, fixed exit in range). */
 ert_status ert_policy_exit_params(const ert_policy *policy, const ert_model *model, ert_exit_params *out);

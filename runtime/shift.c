@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exit_math.h"
 #include "error.h"
 #include "internal.h"
 
@@ -49,20 +50,12 @@ double ert_shift_strength(ert_shift_kind kind, int severity) {
 
 /* ---------------------------------------------------------------- random numbers */
 
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    return x;
-}
 
 /* A uniform draw in (0, 1) from (seed, index, counter): 53 random bits, never 0. */
 static double uniform3(uint64_t seed, uint64_t index, uint64_t counter) {
-    uint64_t x = mix64(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull);
-    x = mix64(x ^ (index + 0x8CB92BA72F3D8DD7ull));
-    x = mix64(x ^ (counter * 0xD6E8FEB86659FD93ull + 1));
+    uint64_t x = ert_mix64(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull);
+    x = ert_mix64(x ^ (index + 0x8CB92BA72F3D8DD7ull));
+    x = ert_mix64(x ^ (counter * 0xD6E8FEB86659FD93ull + 1));
     return ((double)(x >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 

@@ -60,20 +60,10 @@ static void point_run_free(point_run *pr) {
 }
 
 static ert_status check_inputs(ert_session *s, const ert_dataset *data, int bs, int reps) {
-    const ert_model *m = ert_session_model(s);
-    const int max_batch = ert_session_get_options(s).max_batch;
-    if (bs > max_batch)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d exceeds the session's max_batch %d", bs, max_batch);
-    if (data->sample_size != m->input_size)
-        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
-                         data->sample_size, m->name, m->input_size);
-    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
+    ert_status st = ert_dataset_check(s, data, bs, 0);
+    if (st) return st;
     if (data->n * (int64_t)reps > 0x7fffffff)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s': too many samples x repetitions", data->name);
-    for (int64_t i = 0; data->labels && i < data->n; ++i)
-        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
-            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s' (0..%d)",
-                             data->name, data->labels[i], (long long)i, m->name, m->num_classes - 1);
     return ERT_OK;
 }
 

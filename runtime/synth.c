@@ -25,6 +25,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "exit_math.h"
 #include "dtype.h"
 #include "error.h"
 #include "exitrt/exitrt.h"
@@ -35,20 +36,12 @@
 
 /* ---------------------------------------------------------------- the generator */
 
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    return x;
-}
 
 /* Element `i` of tensor `t` (the t-th tensor in file order), uniform in [-scale, scale).
  * splitmix64 of a counter: seed picks the stream, (t, i) the position in it. */
 static float synth_value(uint64_t seed, uint64_t t, uint64_t i, float scale) {
-    const uint64_t key = mix64(seed ^ 0x5EEDC0DE5EEDC0DEull);
-    const uint64_t x = mix64(key + ((t << 40) + i + 1) * 0x9E3779B97F4A7C15ull);
+    const uint64_t key = ert_mix64(seed ^ 0x5EEDC0DE5EEDC0DEull);
+    const uint64_t x = ert_mix64(key + ((t << 40) + i + 1) * 0x9E3779B97F4A7C15ull);
     const float u = (float)(x >> 40) * (1.0f / 16777216.0f); /* [0, 1), 24 bits */
     return (2.0f * u - 1.0f) * scale;
 }

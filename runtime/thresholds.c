@@ -39,19 +39,10 @@ ert_status ert_exit_table_build_progress(ert_session *s, const ert_dataset *data
     const ert_model *m = ert_session_model(s);
     const int max_batch = ert_session_get_options(s).max_batch;
     const int bs = batch > 0 ? batch : max_batch;
-    if (bs > max_batch)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "batch %d exceeds the session's max_batch %d", bs, max_batch);
-    if (data->sample_size != m->input_size)
-        return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
-                         data->sample_size, m->name, m->input_size);
-    if (data->n < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "dataset '%s' is empty", data->name);
-    for (int64_t i = 0; data->labels && i < data->n; ++i)
-        if (data->labels[i] < 0 || data->labels[i] >= m->num_classes)
-            return ert_error(ERT_ERR_SHAPE, "dataset '%s': label %d of sample %lld is not a class of model '%s' (0..%d)",
-                             data->name, data->labels[i], (long long)i, m->name, m->num_classes - 1);
+    ert_status st = ert_dataset_check(s, data, bs, 0);
+    if (st) return st;
     const int E = m->num_exits, C = m->num_classes;
     const int64_t n = data->n;
-    ert_status st = ERT_OK;
     ert_policy *pol = NULL;
     int32_t *pred = malloc(sizeof *pred * (size_t)bs), *ex = malloc(sizeof *ex * (size_t)bs);
     float *conf = malloc(sizeof *conf * (size_t)bs), *lg = malloc(sizeof *lg * (size_t)bs * (size_t)C);

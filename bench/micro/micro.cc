@@ -67,18 +67,9 @@ struct Buffer {
     bool upload() { return b->ops->upload(b->be, dev, host, bytes) == ERT_OK; }
 };
 
-uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    return x;
-}
-
 // Uniform in [0, 1), counter-based: the same data on every backend.
 float uniform(uint64_t stream, uint64_t i) {
-    return (float)(mix64(mix64(stream) + (i + 1) * 0x9E3779B97F4A7C15ull) >> 40) * (1.0f / 16777216.0f);
+    return (float)(ert_mix64(ert_mix64(stream) + (i + 1) * 0x9E3779B97F4A7C15ull) >> 40) * (1.0f / 16777216.0f);
 }
 
 // The exit a sample leaves at under a per-exit hazard (first exit whose draw fires).
