@@ -18,19 +18,6 @@ static int lines(const char *s) {
     return n;
 }
 
-/* A float32 .npy of the tiny model's shape and an int32 labels .npy. */
-static void write_npy(const char *path, const char *descr, const char *shape, const void *data, size_t bytes) {
-    char header[128];
-    int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape);
-    while ((len + 10 + 1) % 64) header[len++] = ' ';
-    header[len++] = '\n';
-    FILE *f = fopen(path, "wb");
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
-    fwrite(pre, 1, 10, f);
-    fwrite(header, 1, (size_t)len, f);
-    fwrite(data, 1, bytes, f);
-    fclose(f);
-}
 
 static char data_spec[1024];
 
@@ -44,8 +31,8 @@ static void setup(void) {
     char px[512], py[512];
     snprintf(px, sizeof px, "%s/x.npy", dir);
     snprintf(py, sizeof py, "%s/y.npy", dir);
-    write_npy(px, "<f4", "(50, 2, 3, 4)", x, sizeof x);
-    write_npy(py, "<i4", "(50,)", y, sizeof y);
+    tu_write_npy(px, "<f4", "(50, 2, 3, 4)", x, sizeof x);
+    tu_write_npy(py, "<i4", "(50,)", y, sizeof y);
     snprintf(data_spec, sizeof data_spec, "%s:%s", px, py);
 }
 

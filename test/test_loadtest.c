@@ -525,18 +525,6 @@ static float rx[RN * RIN];
 static int32_t ry[RN];
 static char data_spec[1024];
 
-static void write_npy(const char *path, const char *descr, const char *shape, const void *data, size_t bytes) {
-    char header[128];
-    int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape);
-    while ((len + 10 + 1) % 64) header[len++] = ' ';
-    header[len++] = '\n';
-    FILE *f = fopen(path, "wb");
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
-    fwrite(pre, 1, 10, f);
-    fwrite(header, 1, (size_t)len, f);
-    fwrite(data, 1, bytes, f);
-    fclose(f);
-}
 
 static void real_setup(void) {
     srand(7);
@@ -546,8 +534,8 @@ static void real_setup(void) {
     char px[512], py[512];
     snprintf(px, sizeof px, "%s/x.npy", dir);
     snprintf(py, sizeof py, "%s/y.npy", dir);
-    write_npy(px, "<f4", "(60, 2, 3, 4)", rx, sizeof rx);
-    write_npy(py, "<i4", "(60,)", ry, sizeof ry);
+    tu_write_npy(px, "<f4", "(60, 2, 3, 4)", rx, sizeof rx);
+    tu_write_npy(py, "<i4", "(60,)", ry, sizeof ry);
     snprintf(data_spec, sizeof data_spec, "%s:%s", px, py);
 }
 
@@ -626,24 +614,7 @@ END_TEST
 
 static char out_text[1 << 20], err_text[1 << 12];
 
-static int cli(const char *args) {
-    const char *dir = tu_tmpdir();
-    char cmd[8192], po[512], pe[512];
-    snprintf(po, sizeof po, "%s/out", dir);
-    snprintf(pe, sizeof pe, "%s/err", dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> '%s'", getenv("ERT_SOURCE_DIR"), getenv("ERT_CLI"), args,
-             po, pe);
-    int rc = system(cmd);
-    FILE *f = fopen(po, "r");
-    size_t n = fread(out_text, 1, sizeof out_text - 1, f);
-    out_text[n] = '\0';
-    fclose(f);
-    f = fopen(pe, "r");
-    n = fread(err_text, 1, sizeof err_text - 1, f);
-    err_text[n] = '\0';
-    fclose(f);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int cli(const char *args) { return tu_cli(args, out_text, sizeof out_text, err_text, sizeof err_text); }
 
 START_TEST(cli_loadtest_json) {
     char a[4096];

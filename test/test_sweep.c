@@ -25,19 +25,6 @@ static int lines(const char *s) {
     return n;
 }
 
-static void write_npy(const char *path, const char *descr, const char *shape, const void *data, size_t bytes) {
-    char header[128];
-    int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape);
-    while ((len + 10 + 1) % 64) header[len++] = ' ';
-    header[len++] = '\n';
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
-    fwrite(pre, 1, 10, f);
-    fwrite(header, 1, (size_t)len, f);
-    fwrite(data, 1, bytes, f);
-    fclose(f);
-}
 
 /* Random images for the tiny model ([2,3,4]) labelled by the model's own final exit,
  * 30% of the labels replaced at random: the exits then disagree with the labels often
@@ -68,9 +55,9 @@ static void make_split(const char *dir, const char *name, unsigned seed, char *s
     snprintf(py, sizeof py, "%s/%s-y.npy", dir, name);
     char shape[64];
     snprintf(shape, sizeof shape, "(%d, 2, 3, 4)", N_SAMPLES);
-    write_npy(px, "<f4", shape, x, sizeof x);
+    tu_write_npy(px, "<f4", shape, x, sizeof x);
     snprintf(shape, sizeof shape, "(%d,)", N_SAMPLES);
-    write_npy(py, "<i4", shape, y, sizeof y);
+    tu_write_npy(py, "<i4", shape, y, sizeof y);
     snprintf(spec, len, "%s:%s", px, py);
 }
 

@@ -152,3 +152,18 @@ int tu_cli(const char *args, char *out, size_t out_len, char *err, size_t err_le
     read_capture(pe, err, err_len);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+void tu_write_npy(const char *path, const char *descr, const char *shape, const void *data, size_t bytes) {
+    char header[256];
+    int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape);
+    while ((len + 10 + 1) % 64) header[len++] = ' ';
+    header[len++] = '\n';
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff),
+                                   (unsigned char)(len >> 8)};
+    ck_assert_uint_eq(fwrite(pre, 1, 10, f), 10);
+    ck_assert_uint_eq(fwrite(header, 1, (size_t)len, f), (size_t)len);
+    ck_assert_uint_eq(fwrite(data, 1, bytes, f), bytes);
+    fclose(f);
+}

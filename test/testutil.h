@@ -42,6 +42,9 @@ typedef struct tu_tensor {
 
 /* Writes a safetensors file: header from the tensors, then their data back to back. */
 void tu_write_safetensors(const char *path, const tu_tensor *t, int n);
+/* Writes a .npy file (version 1.0) of raw little-endian data: descr like "<f4", shape
+ * like "(50, 2, 3, 4)". */
+void tu_write_npy(const char *path, const char *descr, const char *shape, const void *data, size_t bytes);
 /* Writes a text file. */
 void tu_write_text(const char *path, const char *text);
 /* Copies a file. */
