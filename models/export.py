@@ -12,7 +12,12 @@ This module is deliberately small and dependency-light (torch + the standard lib
 - ``validate``: checks a (config, tensors) pair against the rules of FORMAT.md (widths,
   names, shapes, no unnamed tensors), as the C loader is expected to.
 - ``forward_exits``: a pure-torch reference forward pass that implements exactly the
-  FORMAT.md semantics and returns the logits of every exit.
+  FORMAT.md semantics and returns the logits of every exit.  Convolutional ops
+  (conv2d, relu, maxpool, avgpool, global_avgpool on ``[C, H, W]`` samples, NCHW) follow
+  PyTorch: ``F.conv2d`` (stride/padding/dilation/groups, zero padding), ``F.max_pool2d``
+  (implicit -inf padding), ``F.avg_pool2d(count_include_pad=True)``, floor mode.
+- ``linear_flops`` / ``other_flops`` (linear layers only, as for the MLP) and
+  ``model_flops`` / ``model_other_flops`` (conv2d + linear, with shape tracking).
 - ``dump_json``: JSON writer that prints floats with 9 significant digits.
 """
 
@@ -167,8 +172,9 @@ class ModelBuilder:
         b.save("models/tiny", dtype="F32")
     """
 
-    def __init__(self, name, input_shape, classes, mean=None, std=None):
+    def __init__(self, name, input_shape, classes, mean=None, std=None, layout=None):
         self.name = name
+        self.layout = layout  # None: key omitted; "NCHW" (FORMAT.md, conv models)
         self.input_shape = [int(s) for s in input_shape]
         self.classes = list(classes)
         self.mean = None if mean is None else [_cfg_float(v) for v in mean]
@@ -214,6 +220,52 @@ class ModelBuilder:
     def residual(ops):
         return {"op": "residual", "ops": list(ops)}
 
+    def conv2d(self, prefix, weight, bias=None, stride=None, padding=None, dilation=None,
+               groups=None, activation="none", kernel_as_int=False):
+        """conv2d op; ``weight`` is ``[K, C/g, kh, kw]``.  ``stride``/``padding``/
+        ``dilation``/``groups``/``activation`` set to None are omitted from the config
+        (FORMAT.md defaults 1, 0, 1, 1, none); ints stay single numbers, pairs become
+        lists.  ``kernel_as_int`` writes a square kernel as a single number."""
+        k_out, c_per_g, kh, kw = (int(v) for v in weight.shape)
+        g = 1 if groups is None else int(groups)
+        op = {"op": "conv2d", "in_channels": c_per_g * g, "out_channels": k_out,
+              "kernel": kh if (kernel_as_int and kh == kw) else [kh, kw]}
+        for key, v in (("stride", stride), ("padding", padding), ("dilation", dilation)):
+            if v is not None:
+                op[key] = int(v) if isinstance(v, int) else [int(a) for a in v]
+        if groups is not None:
+            op["groups"] = g
+        if activation is not None:
+            op["activation"] = activation
+        op["weight"] = self._add_tensor(prefix + ".weight", weight)
+        if bias is not None:
+            op["bias"] = self._add_tensor(prefix + ".bias", bias)
+        return op
+
+    @staticmethod
+    def relu():
+        return {"op": "relu"}
+
+    @staticmethod
+    def _pool(kind, kernel, stride=None, padding=None):
+        op = {"op": kind}
+        for key, v in (("kernel", kernel), ("stride", stride), ("padding", padding)):
+            if v is not None:
+                op[key] = int(v) if isinstance(v, int) else [int(a) for a in v]
+        return op
+
+    @staticmethod
+    def maxpool(kernel, stride=None, padding=None):
+        return ModelBuilder._pool("maxpool", kernel, stride, padding)
+
+    @staticmethod
+    def avgpool(kernel, stride=None, padding=None):
+        return ModelBuilder._pool("avgpool", kernel, stride, padding)
+
+    @staticmethod
+    def global_avgpool():
+        return {"op": "global_avgpool"}
+
     def add_stage(self, name, ops, exit=None):
         st = {"name": name, "ops": list(ops)}
         if exit is not None:
@@ -228,14 +280,19 @@ class ModelBuilder:
             inp["mean"] = list(self.mean)
         if self.std is not None:
             inp["std"] = list(self.std)
-        return {
+        cfg = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "name": self.name,
+        }
+        if self.layout is not None:
+            cfg["layout"] = self.layout
+        cfg.update({
             "input": inp,
             "classes": list(self.classes),
             "stages": self.stages,
-        }
+        })
+        return cfg
 
     def desc(self):
         return {"config": self.config(), "tensors": dict(self.tensors)}
@@ -263,6 +320,10 @@ def config_to_json(cfg):
         '  "format": %s' % json.dumps(cfg["format"]),
         '  "version": %d' % cfg["version"],
         '  "name": %s' % json.dumps(cfg["name"]),
+    ]
+    if "layout" in cfg:
+        top.append('  "layout": %s' % json.dumps(cfg["layout"]))
+    top += [
         '  "input": %s' % json.dumps(cfg["input"]),
         '  "classes": %s' % json.dumps(cfg["classes"]),
     ]
@@ -302,6 +363,75 @@ def _numel(shape):
     return n
 
 
+_CONV_OPS = ("conv2d", "maxpool", "avgpool", "global_avgpool")
+
+
+def _pair(op, key, default, minimum):
+    """FORMAT.md pair field: absent (``default``; None = required), a single integer
+    (both axes) or a list of two integers, each >= ``minimum``.  Returns a tuple."""
+    v = op.get(key)
+    if v is None:
+        if default is None:
+            raise ValueError("%s.%s is required" % (op.get("op"), key))
+        return tuple(default)
+    vals = list(v) if isinstance(v, (list, tuple)) else [v, v]
+    if len(vals) != 2 or any(isinstance(a, bool) or not isinstance(a, int) for a in vals):
+        raise ValueError("%s.%s must be an integer or a list of two integers" % (op.get("op"), key))
+    if any(a < minimum for a in vals):
+        raise ValueError("%s.%s must be >= %d" % (op.get("op"), key, minimum))
+    return tuple(vals)
+
+
+def conv_geometry(op, shape):
+    """Geometry of a conv2d / maxpool / avgpool / global_avgpool op on a ``[C, H, W]``
+    sample: a dict with kernel, stride, padding, dilation (pairs), groups and
+    ``out_shape``.  Raises ValueError on anything FORMAT.md (or PyTorch) rejects."""
+    kind = op["op"]
+    if len(shape) != 3:
+        raise ValueError("%s needs a [C, H, W] sample, got shape %s" % (kind, list(shape)))
+    c, h, w = (int(v) for v in shape)
+    if kind == "global_avgpool":
+        return {"kernel": (h, w), "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1),
+                "groups": 1, "out_shape": [c, 1, 1]}
+    kernel = _pair(op, "kernel", None, 1)
+    if kind == "conv2d":
+        stride = _pair(op, "stride", (1, 1), 1)
+        dilation = _pair(op, "dilation", (1, 1), 1)
+    else:
+        stride = _pair(op, "stride", kernel, 1)
+        if op.get("dilation") is not None and _pair(op, "dilation", (1, 1), 1) != (1, 1):
+            raise ValueError("%s: pooling has no dilation" % kind)
+        dilation = (1, 1)
+    padding = _pair(op, "padding", (0, 0), 0)
+    groups = 1
+    out_c = c
+    if kind == "conv2d":
+        groups = op.get("groups", 1)
+        if groups is None:
+            groups = 1
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError("conv2d.groups must be a positive integer")
+        if op.get("in_channels") != c:
+            raise ValueError("conv2d in_channels=%s but the sample has %d channels" % (op.get("in_channels"), c))
+        out_c = op.get("out_channels")
+        if isinstance(out_c, bool) or not isinstance(out_c, int) or out_c < 1:
+            raise ValueError("conv2d.out_channels must be a positive integer")
+        if c % groups or out_c % groups:
+            raise ValueError("conv2d groups=%d must divide in_channels %d and out_channels %d" % (groups, c, out_c))
+    else:
+        # PyTorch: "pad should be at most half of effective kernel size"
+        if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
+            raise ValueError("%s: padding %s more than half the kernel %s" % (kind, padding, kernel))
+    out = []
+    for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation):
+        span = n + 2 * p - d * (k - 1) - 1
+        if span < 0:
+            raise ValueError("%s: a %s window does not fit a %dx%d sample" % (kind, list(kernel), h, w))
+        out.append(span // s + 1)
+    return {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+            "groups": groups, "out_shape": [out_c, out[0], out[1]]}
+
+
 def validate(cfg, tensors):
     """Check a config against FORMAT.md and the tensors it names. Raises ValueError."""
     def fail(msg):
@@ -309,6 +439,8 @@ def validate(cfg, tensors):
 
     if cfg.get("format") != FORMAT_NAME or cfg.get("version") != FORMAT_VERSION:
         fail("format/version")
+    if "layout" in cfg and cfg["layout"] != "NCHW":
+        fail("layout must be NCHW")
     shape = cfg["input"]["shape"]
     if not shape or any(int(s) <= 0 for s in shape):
         fail("input.shape")
@@ -331,11 +463,35 @@ def validate(cfg, tensors):
             fail("tensor %s has shape %s, expected %s" % (name, list(tensors[name].shape), shp))
         used.add(name)
 
-    def run_ops(ops, width, flat, where):
+    def run_ops(ops, shape, where):
+        """``shape``: the current sample shape; a vector is a 1-element list."""
         for op in ops:
             kind = op["op"]
+            flat = len(shape) == 1
+            width = _numel(shape)
             if kind == "flatten":
-                flat = True
+                shape = [width]
+            elif kind == "relu":
+                pass  # element-wise, any shape
+            elif kind == "residual":  # any shape; the body must keep it
+                s2 = run_ops(op["ops"], shape, where + "/residual")
+                if list(s2) != list(shape):
+                    fail("%s: residual changes the shape %s -> %s" % (where, list(shape), list(s2)))
+            elif kind in _CONV_OPS:
+                if len(shape) != 3:
+                    fail("%s: %s needs a [C, H, W] sample, got shape %s" % (where, kind, list(shape)))
+                try:
+                    geo = conv_geometry(op, shape)
+                except ValueError as e:
+                    fail("%s: %s" % (where, e))
+                if kind == "conv2d":
+                    if op.get("activation", "none") not in ("none", "relu", "gelu"):
+                        fail("%s: bad activation" % where)
+                    kh, kw = geo["kernel"]
+                    need(op["weight"], [op["out_channels"], op["in_channels"] // geo["groups"], kh, kw])
+                    if op.get("bias") is not None:
+                        need(op["bias"], [op["out_channels"]])
+                shape = geo["out_shape"]
             elif not flat:
                 fail("%s: %s before flatten on a multi-dimensional input" % (where, kind))
             elif kind == "linear":
@@ -346,31 +502,27 @@ def validate(cfg, tensors):
                 need(op["weight"], [op["out"], op["in"]])
                 if op.get("bias") is not None:
                     need(op["bias"], [op["out"]])
-                width = op["out"]
+                shape = [op["out"]]
             elif kind == "layernorm":
                 if op["dim"] != width:
                     fail("%s: layernorm dim=%d but width is %d" % (where, op["dim"], width))
                 for k in ("weight", "bias"):
                     if op.get(k) is not None:
                         need(op[k], [op["dim"]])
-            elif kind == "residual":
-                w2, flat2 = run_ops(op["ops"], width, flat, where + "/residual")
-                if w2 != width:
-                    fail("%s: residual changes width %d -> %d" % (where, width, w2))
             else:
                 fail("%s: unknown op %s" % (where, kind))
-        return width, flat
+        return list(shape)
 
-    width, flat = _numel(shape), len(shape) == 1
+    shape = [int(s) for s in shape]
     stages = cfg["stages"]
     if not stages:
         fail("no stages")
     for i, st in enumerate(stages):
-        width, flat = run_ops(st["ops"], width, flat, "stage %d" % i)
+        shape = run_ops(st["ops"], shape, "stage %d" % i)
         if "exit" in st:
-            w, _ = run_ops(st["exit"], width, flat, "stage %d exit" % i)
-            if w != ncls:
-                fail("stage %d exit outputs %d values, %d classes" % (i, w, ncls))
+            s = run_ops(st["exit"], shape, "stage %d exit" % i)
+            if _numel(s) != ncls:
+                fail("stage %d exit outputs %d values, %d classes" % (i, _numel(s), ncls))
         elif i == len(stages) - 1:
             fail("last stage has no exit")
     extra = set(tensors) - used
@@ -440,6 +592,33 @@ def _apply_ops(ops, x, tensors):
             x = F.layer_norm(x, (dim,), w, b, float(op.get("eps", 1e-5)))
         elif kind == "residual":
             x = x + _apply_ops(op["ops"], x, tensors)
+        elif kind == "relu":
+            x = torch.relu(x)  # NaN stays NaN
+        elif kind in _CONV_OPS:
+            geo = conv_geometry(op, list(x.shape[1:]))
+            if kind == "conv2d":
+                w = tensors[op["weight"]].to(x.dtype)
+                b = tensors[op["bias"]].to(x.dtype) if op.get("bias") is not None else None
+                # zero padding, cross-correlation, as torch.nn.Conv2d
+                x = F.conv2d(x, w, b, stride=geo["stride"], padding=geo["padding"],
+                             dilation=geo["dilation"], groups=geo["groups"])
+                act = op.get("activation", "none")
+                if act == "relu":
+                    x = torch.relu(x)
+                elif act == "gelu":
+                    x = F.gelu(x)
+                elif act != "none":
+                    raise ValueError("bad activation %s" % act)
+            elif kind == "maxpool":
+                # padding acts as -inf (never selected), floor mode
+                x = F.max_pool2d(x, geo["kernel"], geo["stride"], geo["padding"])
+            elif kind == "avgpool":
+                # zero padding counted in the divisor (always kh*kw), floor mode
+                x = F.avg_pool2d(x, geo["kernel"], geo["stride"], geo["padding"],
+                                 ceil_mode=False, count_include_pad=True)
+            else:  # global_avgpool
+                x = x.mean(dim=(2, 3), keepdim=True)
+            assert list(x.shape[1:]) == geo["out_shape"], (kind, list(x.shape), geo)
         else:
             raise ValueError("unknown op %s" % kind)
     return x
@@ -523,6 +702,83 @@ def other_flops(cfg):
     for st in cfg["stages"]:
         total += ops_flops(st["ops"])
     return total + ops_flops(cfg["stages"][-1]["exit"])
+
+
+def _walk_flops(ops, shape, count_other):
+    """(flops, out_shape) of an op list.  ``count_other`` False: 2*MACs of conv2d and
+    linear only.  True: everything else, roughly (see ``model_other_flops``)."""
+    total = 0
+    for op in ops:
+        kind = op["op"]
+        if kind == "flatten":
+            shape = [_numel(shape)]
+        elif kind == "relu":
+            total += _numel(shape) if count_other else 0
+        elif kind == "linear":
+            out = int(op["out"])
+            if count_other:
+                total += (out if op.get("bias") is not None else 0)
+                total += (out if op.get("activation", "none") != "none" else 0)
+            else:
+                total += 2 * int(op["in"]) * out
+            shape = [out]
+        elif kind == "layernorm":
+            total += 8 * int(op["dim"]) if count_other else 0
+        elif kind == "residual":
+            inner, _ = _walk_flops(op["ops"], shape, count_other)
+            total += inner + (_numel(shape) if count_other else 0)
+        elif kind in _CONV_OPS:
+            geo = conv_geometry(op, shape)
+            kh, kw = geo["kernel"]
+            n_out = _numel(geo["out_shape"])
+            if kind == "conv2d":
+                if count_other:
+                    total += (n_out if op.get("bias") is not None else 0)
+                    total += (n_out if op.get("activation", "none") != "none" else 0)
+                else:
+                    total += 2 * n_out * (int(shape[0]) // geo["groups"]) * kh * kw
+            elif count_other:
+                # max: kh*kw-1 comparisons per output; avg: kh*kw adds + 1 scale
+                total += n_out * (kh * kw - 1 if kind == "maxpool" else kh * kw)
+            shape = geo["out_shape"]
+        else:
+            raise ValueError("unknown op %s" % kind)
+    return total, shape
+
+
+def model_flops(cfg):
+    """Per-exit FLOP counts like ``linear_flops`` (same keys), counting 2*MACs of every
+    conv2d (2 * out_elements * in_channels/groups * kh * kw) and linear (2*in*out), with
+    the sample shape tracked through the ops.  Identical to ``linear_flops`` for models
+    without conv2d."""
+    rows, backbone, heads = [], 0, 0
+    shape = [int(s) for s in cfg["input"]["shape"]]
+    for st in cfg["stages"]:
+        f, shape = _walk_flops(st["ops"], shape, False)
+        backbone += f
+        if "exit" in st:
+            head, _ = _walk_flops(st["exit"], shape, False)
+            heads += head
+            rows.append({"backbone": backbone, "head": head, "exit_path": backbone + head,
+                         "cascade": backbone + heads})
+    full = rows[-1]["exit_path"]
+    for r in rows:
+        r["full"] = full
+    return rows
+
+
+def model_other_flops(cfg):
+    """Rough count of everything ``model_flops`` leaves out, for the full model (all stage
+    bodies + final exit head): input normalisation 2/element, bias add 1/output,
+    relu/gelu 1/element (fused or standalone), maxpool kh*kw-1 and avgpool kh*kw per
+    output, global_avgpool 1/input element, layernorm 8/element, residual add 1/element."""
+    shape = [int(s) for s in cfg["input"]["shape"]]
+    total = 2 * _numel(shape) if ("mean" in cfg["input"] or "std" in cfg["input"]) else 0
+    for st in cfg["stages"]:
+        f, shape = _walk_flops(st["ops"], shape, True)
+        total += f
+    f, _ = _walk_flops(cfg["stages"][-1]["exit"], shape, True)
+    return total + f
 
 
 # --------------------------------------------------------------------------------------
