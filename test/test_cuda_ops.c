@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "dtype.h"
 #include "exit_math.h"
+#include "backend_testutil.h"
 #include "testutil.h"
 
 static const ert_backend_ops *cpu, *gpu;
@@ -27,55 +28,21 @@ static const ert_dtype kDtypes[] = {ERT_DTYPE_F32, ERT_DTYPE_TF32, ERT_DTYPE_BF1
 
 /* ---------------------------------------------------------------- random numbers */
 
-static uint64_t rng;
 
-static void rng_seed(uint64_t seed) { rng = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull; }
 
-static uint32_t rng_u32(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 32);
-}
 
-static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) * (1.0f / 16777216.0f); }
 
 static float rng_normal(void) {
     const float u = ((float)(rng_u32() >> 8) + 0.5f) * (1.0f / 16777216.0f), v = rng_uniform(0.0f, 1.0f);
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
 
-static void fill_uniform(float *v, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; ++i) v[i] = rng_uniform(lo, hi);
-}
 
 /* ---------------------------------------------------------------- activation types */
 
-static size_t esize(ert_dtype dt) { return dt == ERT_DTYPE_BF16 || dt == ERT_DTYPE_F16 ? 2 : 4; }
 
-static void to_act(ert_dtype dt, const float *src, size_t n, void *dst) {
-    for (size_t i = 0; i < n; ++i) {
-        if (dt == ERT_DTYPE_BF16) ((uint16_t *)dst)[i] = ert_f32_to_bf16(src[i]);
-        else if (dt == ERT_DTYPE_F16) ((uint16_t *)dst)[i] = ert_f32_to_f16(src[i]);
-        else ((float *)dst)[i] = src[i];
-    }
-}
 
-static void from_act(ert_dtype dt, const void *src, size_t n, float *dst) {
-    for (size_t i = 0; i < n; ++i) {
-        if (dt == ERT_DTYPE_BF16) dst[i] = ert_bf16_to_f32(((const uint16_t *)src)[i]);
-        else if (dt == ERT_DTYPE_F16) dst[i] = ert_f16_to_f32(((const uint16_t *)src)[i]);
-        else dst[i] = ((const float *)src)[i];
-    }
-}
 
-/* What the device stores of these values (the CPU then computes from the same numbers). */
-static void round_act(ert_dtype dt, float *v, size_t n) {
-    if (dt == ERT_DTYPE_BF16)
-        for (size_t i = 0; i < n; ++i) v[i] = ert_bf16_to_f32(ert_f32_to_bf16(v[i]));
-    else if (dt == ERT_DTYPE_F16)
-        for (size_t i = 0; i < n; ++i) v[i] = ert_f16_to_f32(ert_f32_to_f16(v[i]));
-}
 
 typedef struct tolerance {
     double atol, rtol;
@@ -91,48 +58,12 @@ static tolerance tol_for(ert_dtype dt) {
 
 /* ---------------------------------------------------------------- backend helpers */
 
-static ert_backend *make(const ert_backend_ops *o, ert_dtype dt, int max_rows) {
-    ert_backend_config cfg = {.device = 0, .max_rows = max_rows, .dtype = dt};
-    ert_backend *be = NULL;
-    const ert_status st = o->create(&cfg, &be);
-    ck_assert_msg(st == ERT_OK, "%s create (%s): %s", o->name, ert_dtype_name(dt), ert_last_error());
-    return be;
-}
 
-static void *balloc(const ert_backend_ops *o, ert_backend *be, size_t bytes) {
-    void *p = NULL;
-    ck_assert_msg(o->alloc(be, bytes, &p) == ERT_OK, "%s alloc %zu: %s", o->name, bytes, ert_last_error());
-    return p;
-}
 
-/* Upload, then sync: the host buffers are reused right away. */
-static void bup(const ert_backend_ops *o, ert_backend *be, void *dst, const void *src, size_t bytes) {
-    ck_assert_msg(o->upload(be, dst, src, bytes) == ERT_OK, "%s upload: %s", o->name, ert_last_error());
-    ck_assert_msg(o->sync(be) == ERT_OK, "%s sync: %s", o->name, ert_last_error());
-}
 
-static void bdown(const ert_backend_ops *o, ert_backend *be, void *dst, const void *src, size_t bytes) {
-    ck_assert_msg(o->download(be, dst, src, bytes) == ERT_OK, "%s download: %s", o->name, ert_last_error());
-}
 
-static void bfill(const ert_backend_ops *o, ert_backend *be, void *dst, size_t bytes, int byte) {
-    void *h = malloc(bytes ? bytes : 1);
-    memset(h, byte, bytes);
-    bup(o, be, dst, h, bytes);
-    free(h);
-}
 
-static int32_t *bcount(const ert_backend_ops *o, ert_backend *be, int32_t v) {
-    int32_t *p = balloc(o, be, sizeof v);
-    bup(o, be, p, &v, sizeof v);
-    return p;
-}
 
-static int all_bytes(const void *p, size_t n, int byte) {
-    for (size_t i = 0; i < n; ++i)
-        if (((const unsigned char *)p)[i] != (unsigned char)byte) return 0;
-    return 1;
-}
 
 #define RUN_OK(o, call) ck_assert_msg((call) == ERT_OK, "%s: %s", (o)->name, ert_last_error())
 
