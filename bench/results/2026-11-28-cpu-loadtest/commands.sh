@@ -11,3 +11,4 @@ $X loadtest $C --scenario load-step --points none,confidence:0.99,confidence:0.9
 $X loadtest $C --scenario shift --points confidence:0.99,confidence:0.9,confidence:0.6,fixed:0 --duration 6 --output $R/shift.json --timeline $R/shift.csv > $R/shift.txt 2>&1
 uptime >> $R/uptime.txt
 /usr/bin/python3 ../tools/plot_load.py $R/peak.json $R/peak-2streams.json $R/step.json $R/shift.json
+OPENBLAS_NUM_THREADS=1 exitrt loadtest -m models/fmnist-cnn -d fashion-mnist:test --find-peak --slo-ms 200 -p none -p confidence:0.9 -p fixed:0 --max-batch 64 --max-delay-ms 5 --requests 3000 --output cnn_peak.json
