@@ -12,3 +12,5 @@ $X loadtest $C --scenario shift --points confidence:0.99,confidence:0.9,confiden
 uptime >> $R/uptime.txt
 /usr/bin/python3 ../tools/plot_load.py $R/peak.json $R/peak-2streams.json $R/step.json $R/shift.json
 OPENBLAS_NUM_THREADS=1 exitrt loadtest -m models/fmnist-cnn -d fashion-mnist:test --find-peak --slo-ms 200 -p none -p confidence:0.9 -p fixed:0 --max-batch 64 --max-delay-ms 5 --requests 3000 --output cnn_peak.json
+OPENBLAS_NUM_THREADS=1 exitrt loadtest -m models/fmnist-cnn -d fashion-mnist:test --max-batch 64 --max-delay-ms 5 --slo-ms 200 --scenario load-step --qps 1000 --step-qps 2200 --points none,confidence:0.99,confidence:0.9,confidence:0.7,fixed:0 --duration 6 --output cnn_step.json
+OPENBLAS_NUM_THREADS=1 exitrt loadtest -m models/fmnist-cnn -d fashion-mnist:test --max-batch 64 --max-delay-ms 5 --slo-ms 200 --scenario shift --shift contrast:5 --shift-fraction 0.5 --qps 1600 --points confidence:0.99,confidence:0.9,confidence:0.7,fixed:0 --duration 6 --output cnn_shift.json
