@@ -45,7 +45,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import export  # noqa: E402
-from train_fmnist_mlp import CLASSES, load_fmnist  # noqa: E402  (same data, same splits)
+from train_fmnist_mlp import CLASSES, accuracies, load_fmnist  # noqa: E402  (same data, same splits)
+from train_fmnist_mlp import eval_module as eval_mlp_style  # noqa: E402
 
 
 class ConvBN(nn.Module):
@@ -164,19 +165,8 @@ def augment(xb, rng, pad, hflip):
 
 
 @torch.no_grad()
-def accuracies(logits_list, y):
-    return [float((lg.argmax(1) == y).float().mean()) for lg in logits_list]
-
-
-@torch.no_grad()
 def eval_module(model, x, y, batch=1000):
-    model.eval()
-    outs = None
-    for i in range(0, x.shape[0], batch):
-        o = model(x[i:i + batch].reshape(-1, 1, 28, 28))
-        outs = [[t] for t in o] if outs is None else [a + [t] for a, t in zip(outs, o)]
-    logits = [torch.cat(a) for a in outs]
-    return logits, accuracies(logits, y)
+    return eval_mlp_style(model, x, y, batch=batch, sample_shape=(1, 28, 28))
 
 
 def main():

@@ -136,11 +136,13 @@ def accuracies(logits_list, y):
 
 
 @torch.no_grad()
-def eval_module(model, x, y, batch=2000):
+def eval_module(model, x, y, batch=2000, sample_shape=None):
+    """Per-exit logits and accuracies of `model` on x (reshaped to sample_shape if given)."""
     model.eval()
     outs = None
     for i in range(0, x.shape[0], batch):
-        o = model(x[i:i + batch])
+        xb = x[i:i + batch]
+        o = model(xb if sample_shape is None else xb.reshape(-1, *sample_shape))
         outs = [[t] for t in o] if outs is None else [a + [t] for a, t in zip(outs, o)]
     logits = [torch.cat(a) for a in outs]
     return logits, accuracies(logits, y)
