@@ -1,10 +1,12 @@
 #include "backend_testutil.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dtype.h"
+#include "testutil.h"
 
 static uint64_t rng;
 
@@ -90,4 +92,27 @@ int all_bytes(const void *p, size_t n, int byte) {
     for (size_t i = 0; i < n; ++i)
         if (((const unsigned char *)p)[i] != (unsigned char)byte) return 0;
     return 1;
+}
+
+int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu) {
+    *cpu = ert_backend_cpu();
+    *gpu = ert_backend_cuda();
+    if (!*gpu) {
+        printf("SKIP: built without CUDA\n");
+        return ERT_TEST_SKIP;
+    }
+    ert_backend_config cfg = {.device = 0, .max_rows = 1, .dtype = ERT_DTYPE_F32};
+    ert_backend *probe = NULL;
+    const ert_status st = (*gpu)->create(&cfg, &probe);
+    if (st == ERT_ERR_UNSUPPORTED) {
+        printf("SKIP: no CUDA device: %s\n", ert_last_error());
+        return ERT_TEST_SKIP;
+    }
+    if (st != ERT_OK) { /* a device exists but the backend cannot start: a failure */
+        printf("FAIL: cuda backend create: %s\n", ert_last_error());
+        return EXIT_FAILURE;
+    }
+    printf("device: %s\n", (*gpu)->device_name(probe));
+    (*gpu)->destroy(probe);
+    return -1;
 }

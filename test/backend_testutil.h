@@ -25,4 +25,10 @@ void bfill(const ert_backend_ops *o, ert_backend *be, void *dst, size_t bytes, i
 int32_t *bcount(const ert_backend_ops *o, ert_backend *be, int32_t v);
 int all_bytes(const void *p, size_t n, int byte);
 
+/* Sets the CPU and CUDA backend tables. Returns -1 when the CUDA backend starts (the
+ * tests can run), else the exit code to return at once: ERT_TEST_SKIP (77) with the
+ * reason printed when this build has no CUDA or the machine no device, 1 when a device
+ * exists but the backend fails to start. */
+int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu);
+
 #endif

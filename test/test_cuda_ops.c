@@ -714,25 +714,7 @@ static Suite *suite(void) {
 }
 
 int main(void) {
-    cpu = ert_backend_cpu();
-    gpu = ert_backend_cuda();
-    if (!gpu) {
-        printf("SKIP: built without CUDA\n");
-        return ERT_TEST_SKIP;
-    }
-    ert_backend_config cfg = {.device = 0, .max_rows = 1, .dtype = ERT_DTYPE_F32};
-    ert_backend *probe = NULL;
-    const ert_status st = gpu->create(&cfg, &probe);
-    if (st == ERT_ERR_UNSUPPORTED) {
-        printf("SKIP: no CUDA device: %s\n", ert_last_error());
-        return ERT_TEST_SKIP;
-    }
-    if (st != ERT_OK) { /* a device exists but the backend cannot start: a failure */
-        printf("FAIL: cuda backend create: %s\n", ert_last_error());
-        return EXIT_FAILURE;
-    }
-    printf("device: %s\n", gpu->device_name(probe));
-    gpu->destroy(probe);
+    const int skip = cuda_backends_or_skip(&cpu, &gpu);
     /* No fork: CUDA cannot be used in a child forked after the parent initialised it. */
-    return tu_run_nofork(suite());
+    return skip >= 0 ? skip : tu_run_nofork(suite());
 }
