@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "exitrt/exitrt.h"
 
@@ -34,23 +35,6 @@
 
 /* ---------------------------------------------------------------- errors */
 
-static void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void bench_die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "exitrt bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* A library call failed: its message names the file, tensor or argument. */
-static void bench_check(ert_status s, const char *what) {
-    if (s == ERT_OK) return;
-    const char *msg = ert_last_error();
-    bench_die("%s: %s: %s", what, ert_status_to_string(s), msg[0] ? msg : "(no detail)");
-}
 
 /* ---------------------------------------------------------------- options */
 
@@ -99,19 +83,19 @@ static long long parse_ll(const char *flag, const char *text, long long lo, long
     errno = 0;
     long long v = strtoll(text, &end, 10);
     if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
-        bench_die("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
+        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
     return v;
 }
 
 static int parse_list(const char *flag, const char *text, int lo, int hi, int *out) {
     char buf[1024];
-    if (snprintf(buf, sizeof buf, "%s", text) >= (int)sizeof buf) bench_die("%s: list too long", flag);
+    if (snprintf(buf, sizeof buf, "%s", text) >= (int)sizeof buf) cli_fail("%s: list too long", flag);
     int n = 0;
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == MAX_GRID) bench_die("%s '%s': at most %d values", flag, text, MAX_GRID);
+        if (n == MAX_GRID) cli_fail("%s '%s': at most %d values", flag, text, MAX_GRID);
         out[n++] = (int)parse_ll(flag, tok, lo, hi);
     }
-    if (n == 0) bench_die("%s '%s': expected a comma-separated list of integers", flag, text);
+    if (n == 0) cli_fail("%s '%s': expected a comma-separated list of integers", flag, text);
     return n;
 }
 
@@ -140,14 +124,14 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         case 'c': o->classes = (int)parse_ll("--classes", optarg, 2, 100000); break;
         case OPT_DTYPE:
             if (ert_dtype_parse(optarg, &o->dtype) != ERT_OK)
-                bench_die("--dtype '%s': expected f32, tf32, bf16 or f16", optarg);
+                cli_fail("--dtype '%s': expected f32, tf32, bf16 or f16", optarg);
             o->dtype_set = 1;
             break;
         case OPT_HAZARD: {
             char *end;
             o->hazard = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(o->hazard >= 0.0 && o->hazard <= 1.0))
-                bench_die("--hazard '%s': expected a number in [0, 1]", optarg);
+                cli_fail("--hazard '%s': expected a number in [0, 1]", optarg);
             break;
         }
         case OPT_SEED: o->seed = parse_ll("--seed", optarg, 0, 0x7fffffffffffffffll); break;
@@ -262,7 +246,7 @@ static void vstats_alloc(vstats *v, int reps, int S) {
     v->routing = calloc((size_t)reps, sizeof(double));
     v->sync = calloc((size_t)reps, sizeof(double));
     v->stage = calloc((size_t)reps * (size_t)S * 4, sizeof(double));
-    if (!v->fwd || !v->batch || !v->routing || !v->sync || !v->stage) bench_die("out of memory");
+    if (!v->fwd || !v->batch || !v->routing || !v->sync || !v->stage) cli_fail("out of memory");
 }
 
 static void vstats_free(vstats *v) {
@@ -290,14 +274,14 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
         so.max_batch = B;
         so.mode = modes[v];
         so.dtype = o->dtype;
-        bench_check(ert_session_new(model, &so, &sess[v]), where);
+        cli_check_in(ert_session_new(model, &so, &sess[v]), where);
     }
     snprintf(device_name, device_len, "%s", ert_session_device(sess[0]));
 
     float *x = malloc(sizeof(float) * (size_t)B * (size_t)D);
     int32_t *pred = malloc(sizeof(int32_t) * 3 * (size_t)B), *ex = malloc(sizeof(int32_t) * 3 * (size_t)B);
     float *conf = malloc(sizeof(float) * 3 * (size_t)B);
-    if (!x || !pred || !ex || !conf) bench_die("%s: out of memory", where);
+    if (!x || !pred || !ex || !conf) cli_fail("%s: out of memory", where);
     for (size_t i = 0; i < (size_t)B * (size_t)D; ++i) x[i] = input_value((uint64_t)o->seed, i);
     const ert_batch batch = {.input = x, .n = B, .first_index = 0};
 
@@ -308,15 +292,15 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
         for (int v = 0; v < 3; ++v) {
             ert_outputs out = {.pred = pred + (size_t)v * B, .exit_index = ex + (size_t)v * B,
                                .confidence = conf + (size_t)v * B};
-            bench_check(ert_session_run(sess[v], policy, &batch, &out), where);
-            bench_check(ert_session_profile(sess[v], &prof), where);
+            cli_check_in(ert_session_run(sess[v], policy, &batch, &out), where);
+            cli_check_in(ert_session_profile(sess[v], &prof), where);
             if (rep >= 0) record(&pt->v[v], rep, S, &prof);
         }
         /* The ideal right after the compact run: its stage 0 re-reads the input that run
          * uploaded, so it computes on the same data. */
         for (int k = 0; k < S; ++k) rows[k] = prof.stage[k].rows;
-        bench_check(ert_session_run_rows(sess[2], rows), where);
-        bench_check(ert_session_profile(sess[2], &prof), where);
+        cli_check_in(ert_session_run_rows(sess[2], rows), where);
+        cli_check_in(ert_session_profile(sess[2], &prof), where);
         if (rep >= 0) record(&pt->v[V_IDEAL], rep, S, &prof);
     }
 
@@ -396,7 +380,7 @@ static cJSON *vstats_json(const vstats *v, int reps, int S, int with_stages) {
     for (int k = 0; k < S; ++k) cJSON_AddItemToArray(rows, cJSON_CreateNumber(v->rows[k]));
     if (with_stages) {
         double *tmp = malloc(sizeof(double) * (size_t)reps);
-        if (!tmp) bench_die("out of memory");
+        if (!tmp) cli_fail("out of memory");
         cJSON *st = cJSON_AddArrayToObject(j, "stages");
         static const char *const fields[4] = {"compute_ms", "decide_ms", "compact_ms", "sync_ms"};
         for (int k = 0; k < S && v->rows[k] > 0; ++k) {
@@ -437,14 +421,14 @@ static void write_json(const char *path, const cJSON *root) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     char *text = cJSON_Print(root);
-    if (!text) bench_die("--json '%s': out of memory", path);
+    if (!text) cli_fail("--json '%s': out of memory", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) bench_die("--json '%s': cannot write", path);
+    if (!f) cli_fail("--json '%s': cannot write", path);
     const int ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
     cJSON_free(text);
     if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
         remove(tmp);
-        bench_die("--json '%s': write failed", path);
+        cli_fail("--json '%s': write failed", path);
     }
 }
 
@@ -454,8 +438,8 @@ static void write_json(const char *path, const cJSON *root) {
 static ert_model *load_synth(const bench_opts *o, int D) {
     char dir[4096], cfg[4200], wts[4200];
     if (snprintf(dir, sizeof dir, "%s/exitrt-bench-XXXXXX", o->tmp) >= (int)sizeof dir)
-        bench_die("--tmp '%s': path too long", o->tmp);
-    if (!mkdtemp(dir)) bench_die("--tmp '%s': cannot create a directory there: %s", o->tmp, strerror(errno));
+        cli_fail("--tmp '%s': path too long", o->tmp);
+    if (!mkdtemp(dir)) cli_fail("--tmp '%s': cannot create a directory there: %s", o->tmp, strerror(errno));
     const ert_synth_options so = {.width = D,
                                   .depth = o->depth,
                                   .classes = o->classes,
@@ -473,7 +457,7 @@ static ert_model *load_synth(const bench_opts *o, int D) {
     rmdir(dir);
     char what[64];
     snprintf(what, sizeof what, "model D=%d", D);
-    bench_check(st, what);
+    cli_check_in(st, what);
     return model;
 }
 
@@ -486,7 +470,7 @@ int cmd_bench(int argc, char **argv) {
     char spec[128], device[320] = "";
     snprintf(spec, sizeof spec, "scheduled:hazard=%.9g,seed=%lld", o.hazard, o.seed);
     ert_policy *policy = NULL;
-    bench_check(ert_policy_parse(spec, &policy), "policy");
+    cli_check_in(ert_policy_parse(spec, &policy), "policy");
 
     char date[64];
     const time_t now = time(NULL);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "exitrt/exitrt.h"
 
@@ -27,11 +28,6 @@ static void usage(FILE *f) {
             ERT_ECE_BINS);
 }
 
-static void check(ert_status s) {
-    if (s == ERT_OK) return;
-    fprintf(stderr, "exitrt calibrate: %s: %s\n", ert_status_to_string(s), ert_last_error());
-    exit(1);
-}
 
 static void print_table(const char *title, int E, const float *temp, const ert_calibration_stats *before,
                         const ert_calibration_stats *after) {
@@ -89,25 +85,25 @@ int cmd_calibrate(int argc, char **argv) {
     snprintf(default_out, sizeof default_out, "%s/calibration.json", dir);
     const ert_model_load_options mo = {.no_calibration = 1};
     ert_model *model = NULL;
-    check(ert_model_load_ex(dir, &mo, &model));
+    cli_check(ert_model_load_ex(dir, &mo, &model));
     ert_dataset *data = NULL, *eval = NULL;
-    check(ert_dataset_load(data_spec, &data));
-    if (eval_spec) check(ert_dataset_load(eval_spec, &eval));
+    cli_check(ert_dataset_load(data_spec, &data));
+    if (eval_spec) cli_check(ert_dataset_load(eval_spec, &eval));
     ert_session_options so = ert_session_options_default();
     so.device = device;
     so.max_batch = batch;
     ert_session *s = NULL;
-    check(ert_session_new(model, &so, &s));
+    cli_check(ert_session_new(model, &so, &s));
     ert_calibration cal;
-    check(ert_calibrate(s, data, batch, &cal));
+    cli_check(ert_calibrate(s, data, batch, &cal));
     ert_calibration_stats eb[ERT_MAX_EXITS], ea[ERT_MAX_EXITS];
     float ones[ERT_MAX_EXITS];
     for (int e = 0; e < ERT_MAX_EXITS; ++e) ones[e] = 1.0f;
     if (eval) {
-        check(ert_calibration_measure(s, eval, batch, ones, eb));
-        check(ert_calibration_measure(s, eval, batch, cal.temperature, ea));
+        cli_check(ert_calibration_measure(s, eval, batch, ones, eb));
+        cli_check(ert_calibration_measure(s, eval, batch, cal.temperature, ea));
     }
-    check(ert_calibration_write(&cal, out_path ? out_path : default_out));
+    cli_check(ert_calibration_write(&cal, out_path ? out_path : default_out));
     if (json) {
         /* the file just written holds everything, bins included */
         FILE *f = fopen(out_path ? out_path : default_out, "r");

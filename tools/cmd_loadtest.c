@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "exitrt/exitrt.h"
 
@@ -91,29 +92,13 @@ static void lt_usage(FILE *f) {
             "  -h, --help             this text\n");
 }
 
-static void lt_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void lt_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "exitrt loadtest: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-static void lt_check(ert_status s) {
-    if (s == ERT_OK) return;
-    const char *msg = ert_last_error();
-    lt_fail("%s: %s", ert_status_to_string(s), msg[0] ? msg : "(no detail)");
-}
 
 static double parse_real(const char *flag, const char *text, double lo, double hi) {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
     if (end == text || *end != '\0' || errno != 0 || !(v >= lo && v <= hi))
-        lt_fail("%s '%s': expected a number in %g..%g", flag, text, lo, hi);
+        cli_fail("%s '%s': expected a number in %g..%g", flag, text, lo, hi);
     return v;
 }
 
@@ -122,7 +107,7 @@ static long long parse_whole(const char *flag, const char *text, long long lo, l
     errno = 0;
     long long v = strtoll(text, &end, 10);
     if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
-        lt_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
+        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
     return v;
 }
 
@@ -136,10 +121,10 @@ typedef struct point_list {
 static void points_add(point_list *p, const char *text, size_t len) {
     while (len && (*text == ' ')) text++, len--;
     while (len && text[len - 1] == ' ') len--;
-    if (!len) lt_fail("--points: an empty operating point");
-    if (p->n == MAX_POINTS) lt_fail("--points: more than %d operating points", MAX_POINTS);
+    if (!len) cli_fail("--points: an empty operating point");
+    if (p->n == MAX_POINTS) cli_fail("--points: more than %d operating points", MAX_POINTS);
     p->spec[p->n] = malloc(len + 1);
-    if (!p->spec[p->n]) lt_fail("out of memory");
+    if (!p->spec[p->n]) cli_fail("out of memory");
     memcpy(p->spec[p->n], text, len);
     p->spec[p->n++][len] = '\0';
 }
@@ -161,33 +146,33 @@ static void points_from_json_array(point_list *p, const cJSON *arr, const char *
     const cJSON *item;
     cJSON_ArrayForEach(item, arr) {
         const cJSON *pol = cJSON_IsObject(item) ? cJSON_GetObjectItem(item, "policy") : item;
-        if (!cJSON_IsString(pol)) lt_fail("--points '%s': expected policy specs (strings, or objects with \"policy\")", path);
+        if (!cJSON_IsString(pol)) cli_fail("--points '%s': expected policy specs (strings, or objects with \"policy\")", path);
         points_add(p, pol->valuestring, strlen(pol->valuestring));
     }
 }
 
 static void points_parse_file(point_list *p, const char *path) {
     FILE *f = fopen(path, "rb");
-    if (!f) lt_fail("--points '%s': cannot open", path);
+    if (!f) cli_fail("--points '%s': cannot open", path);
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *text = malloc((size_t)(len > 0 ? len : 0) + 1);
-    if (!text || (len > 0 && fread(text, 1, (size_t)len, f) != (size_t)len)) lt_fail("--points '%s': cannot read", path);
+    if (!text || (len > 0 && fread(text, 1, (size_t)len, f) != (size_t)len)) cli_fail("--points '%s': cannot read", path);
     fclose(f);
     text[len > 0 ? len : 0] = '\0';
     cJSON *j = cJSON_Parse(text);
     free(text);
-    if (!j) lt_fail("--points '%s': not valid JSON", path);
+    if (!j) cli_fail("--points '%s': not valid JSON", path);
     const cJSON *arr = j;
     if (cJSON_IsObject(j)) {
         arr = cJSON_GetObjectItem(j, "points");
         if (!arr) arr = cJSON_GetObjectItem(j, "frontier");
     }
-    if (!cJSON_IsArray(arr)) lt_fail("--points '%s': expected an array, or an object with \"points\" or \"frontier\"", path);
+    if (!cJSON_IsArray(arr)) cli_fail("--points '%s': expected an array, or an object with \"points\" or \"frontier\"", path);
     points_from_json_array(p, arr, path);
     cJSON_Delete(j);
-    if (p->n == 0) lt_fail("--points '%s': no operating points", path);
+    if (p->n == 0) cli_fail("--points '%s': no operating points", path);
 }
 
 /* ---------------------------------------------------------------- options */
@@ -255,7 +240,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case 'm': o->model = optarg; break;
         case 'd': o->data = optarg; break;
         case 'p':
-            if (o->num_policies == MAX_POINTS) lt_fail("more than %d --policy options", MAX_POINTS);
+            if (o->num_policies == MAX_POINTS) cli_fail("more than %d --policy options", MAX_POINTS);
             o->policies[o->num_policies++] = optarg;
             break;
         case 'D': o->device = optarg; break;
@@ -264,7 +249,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
             if (strcmp(optarg, "compact") == 0) o->mode = ERT_MODE_COMPACT;
             else if (strcmp(optarg, "masked") == 0) o->mode = ERT_MODE_MASKED;
             else if (strcmp(optarg, "full") == 0) o->mode = ERT_MODE_FULL;
-            else lt_fail("--mode '%s': expected compact, masked or full", optarg);
+            else cli_fail("--mode '%s': expected compact, masked or full", optarg);
             break;
         case O_LIMIT: o->limit = parse_whole("--limit", optarg, 1, 1LL << 40); break;
         case O_QPS:
@@ -274,7 +259,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case O_ARRIVAL:
             if (strcmp(optarg, "poisson") == 0) o->lo.arrival = ERT_ARRIVAL_POISSON;
             else if (strcmp(optarg, "constant") == 0) o->lo.arrival = ERT_ARRIVAL_CONSTANT;
-            else lt_fail("--arrival '%s': expected poisson or constant", optarg);
+            else cli_fail("--arrival '%s': expected poisson or constant", optarg);
             break;
         case 'c':
             o->lo.concurrency = (int)parse_whole("--concurrency", optarg, 1, 1 << 20);
@@ -302,7 +287,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case O_CTRL:
             if (strcmp(optarg, "off") == 0 || strcmp(optarg, "none") == 0) o->lo.controller = ERT_CONTROLLER_NONE;
             else if (strcmp(optarg, "slo") == 0) o->lo.controller = ERT_CONTROLLER_SLO;
-            else lt_fail("--controller '%s': expected off or slo", optarg);
+            else cli_fail("--controller '%s': expected off or slo", optarg);
             break;
         case O_POINTS: o->points_text = optarg; break;
         case O_START: o->lo.point = (int)parse_whole("--start-point", optarg, 0, MAX_POINTS - 1); break;
@@ -313,7 +298,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
             if (strcmp(optarg, "load-step") == 0) o->sc = SC_LOAD_STEP;
             else if (strcmp(optarg, "shift") == 0) o->sc = SC_SHIFT;
             else if (strcmp(optarg, "none") == 0) o->sc = SC_NONE;
-            else lt_fail("--scenario '%s': expected load-step or shift", optarg);
+            else cli_fail("--scenario '%s': expected load-step or shift", optarg);
             break;
         case O_STEPQ: o->lo.step_qps = parse_real("--step-qps", optarg, 1e-3, 1e9); break;
         case O_STEPAT: o->step_at = parse_real("--step-at", optarg, 1e-3, 86400); break;
@@ -322,10 +307,10 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
             char kind[64];
             const char *colon = strchr(optarg, ':');
             const size_t len = colon ? (size_t)(colon - optarg) : strlen(optarg);
-            if (len >= sizeof kind) lt_fail("--shift '%s': unknown corruption", optarg);
+            if (len >= sizeof kind) cli_fail("--shift '%s': unknown corruption", optarg);
             memcpy(kind, optarg, len);
             kind[len] = '\0';
-            lt_check(ert_shift_parse(kind, &o->shift_kind));
+            cli_check(ert_shift_parse(kind, &o->shift_kind));
             o->shift_severity = colon ? (int)parse_whole("--shift severity", colon + 1, 1, ERT_SHIFT_MAX_SEVERITY) : 5;
             break;
         }
@@ -343,18 +328,18 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         lt_usage(stderr);
         exit(1);
     }
-    if (!o->model) lt_fail("--model DIR is required");
-    if (!o->data) lt_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
-    if (o->find_peak && o->sc) lt_fail("--find-peak and --scenario are separate runs: give one");
-    if (o->find_peak && o->lo.controller) lt_fail("--find-peak runs each policy at a fixed point: drop --controller");
-    if (o->find_peak && o->lo.arrival == ERT_ARRIVAL_CLOSED) lt_fail("--find-peak searches Poisson rates: drop --concurrency");
-    if (o->sc && o->lo.arrival == ERT_ARRIVAL_CLOSED) lt_fail("--scenario needs open-loop arrivals: drop --concurrency");
+    if (!o->model) cli_fail("--model DIR is required");
+    if (!o->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
+    if (o->find_peak && o->sc) cli_fail("--find-peak and --scenario are separate runs: give one");
+    if (o->find_peak && o->lo.controller) cli_fail("--find-peak runs each policy at a fixed point: drop --controller");
+    if (o->find_peak && o->lo.arrival == ERT_ARRIVAL_CLOSED) cli_fail("--find-peak searches Poisson rates: drop --concurrency");
+    if (o->sc && o->lo.arrival == ERT_ARRIVAL_CLOSED) cli_fail("--scenario needs open-loop arrivals: drop --concurrency");
     if (o->sc && !o->points_text && o->num_policies < 2)
-        lt_fail("--scenario needs operating points: --points LIST (strictest first)");
+        cli_fail("--scenario needs operating points: --points LIST (strictest first)");
     if (o->lo.controller && !o->points_text && o->num_policies < 2)
-        lt_fail("--controller slo needs operating points: --points LIST (strictest first)");
+        cli_fail("--controller slo needs operating points: --points LIST (strictest first)");
     if (o->lo.step_qps > 0 && o->sc != SC_LOAD_STEP && o->step_at < 0)
-        lt_fail("--step-qps needs --step-at S (or --scenario load-step)");
+        cli_fail("--step-qps needs --step-at S (or --scenario load-step)");
     if (!o->requests_given && !o->duration_given) {
         if (o->find_peak) o->lo.requests = 10000;
         else o->lo.duration_s = o->sc ? 6.0 : 3.0;
@@ -477,13 +462,13 @@ static void out_open(out_file *of, const char *flag, const char *path) {
     of->path = path;
     snprintf(of->tmp, sizeof of->tmp, "%s.tmp.%d", path, (int)getpid());
     of->f = fopen(of->tmp, "w");
-    if (!of->f) lt_fail("%s '%s': cannot write", flag, path);
+    if (!of->f) cli_fail("%s '%s': cannot write", flag, path);
 }
 
 static void out_close(out_file *of, const char *flag, int ok) {
     if (fclose(of->f) != 0 || !ok || rename(of->tmp, of->path) != 0) {
         remove(of->tmp);
-        lt_fail("%s '%s': write failed", flag, of->path);
+        cli_fail("%s '%s': write failed", flag, of->path);
     }
 }
 
@@ -595,7 +580,7 @@ static double capacity_of(ert_load_server *srv, const ert_load_options *base, in
     c.requests = 20 * c.concurrency;
     c.point = point;
     ert_load_result *r = NULL;
-    lt_check(ert_loadtest_run(srv, &c, &r));
+    cli_check(ert_loadtest_run(srv, &c, &r));
     const double t = r->throughput;
     ert_load_result_free(r);
     return t;
@@ -610,34 +595,34 @@ int cmd_loadtest(int argc, char **argv) {
     if (o.points_text) {
         if (o.points_text[0] == '@') points_parse_file(&pts, o.points_text + 1);
         else points_parse_list(&pts, o.points_text);
-        if (o.num_policies) lt_fail("give --points or --policy, not both");
+        if (o.num_policies) cli_fail("give --points or --policy, not both");
     } else {
         for (int i = 0; i < o.num_policies; ++i) points_add(&pts, o.policies[i], strlen(o.policies[i]));
         if (pts.n == 0) points_add(&pts, "confidence:0.9", strlen("confidence:0.9"));
     }
-    if (o.lo.point >= pts.n) lt_fail("--start-point %d: there are %d operating points", o.lo.point, pts.n);
+    if (o.lo.point >= pts.n) cli_fail("--start-point %d: there are %d operating points", o.lo.point, pts.n);
     ert_policy *pol[MAX_POINTS] = {0};
-    for (int i = 0; i < pts.n; ++i) lt_check(ert_policy_parse(pts.spec[i], &pol[i]));
+    for (int i = 0; i < pts.n; ++i) cli_check(ert_policy_parse(pts.spec[i], &pol[i]));
 
     ert_model *model = NULL;
     ert_dataset *data = NULL, *shifted = NULL;
-    lt_check(ert_model_load(o.model, &model));
-    lt_check(ert_dataset_load(o.data, &data));
+    cli_check(ert_model_load(o.model, &model));
+    cli_check(ert_dataset_load(o.data, &data));
     if (o.limit && o.limit < data->n) data->n = o.limit;
     const int want_shift = o.sc == SC_SHIFT || (o.shift_at >= 0 && o.lo.shift_fraction > 0);
     if (want_shift) {
         /* The corrupted copy of the same samples (the evaluation suite's corruptions). */
-        lt_check(ert_dataset_copy(data, &shifted));
-        lt_check(ert_shift_apply(shifted, o.shift_kind, o.shift_severity, o.lo.seed + 99));
+        cli_check(ert_dataset_copy(data, &shifted));
+        cli_check(ert_shift_apply(shifted, o.shift_kind, o.shift_severity, o.lo.seed + 99));
     }
     ert_load_server_options so = ert_load_server_options_default();
     so.device = o.device ? o.device : "cpu";
     so.mode = o.mode;
     so.streams = o.streams;
     so.max_batch = o.lo.max_batch;
-    if (o.dtype) lt_check(ert_dtype_parse(o.dtype, &so.dtype));
+    if (o.dtype) cli_check(ert_dtype_parse(o.dtype, &so.dtype));
     ert_load_server *srv = NULL;
-    lt_check(ert_load_server_new(model, data, shifted, (const ert_policy *const *)pol, pts.n, &so, &srv));
+    cli_check(ert_load_server_new(model, data, shifted, (const ert_policy *const *)pol, pts.n, &so, &srv));
 
     char arr[160];
     cJSON *root = cJSON_CreateObject();
@@ -670,11 +655,11 @@ int cmd_loadtest(int argc, char **argv) {
                    o.lo.requests > 0 ? "a fixed number of requests" : "a fixed duration", o.lo.percentile,
                    o.lo.slo_ms);
         ert_peak_result *pk = calloc((size_t)pts.n, sizeof *pk);
-        if (!pk) lt_fail("out of memory");
+        if (!pk) cli_fail("out of memory");
         for (int i = 0; i < pts.n; ++i) {
             ert_load_options t = o.lo;
             t.point = i;
-            lt_check(ert_loadtest_find_peak(srv, &t, &o.po, &pk[i]));
+            cli_check(ert_loadtest_find_peak(srv, &t, &o.po, &pk[i]));
             cJSON *pj1 = cJSON_CreateObject();
             cJSON_AddStringToObject(pj1, "policy", pts.spec[i]);
             cJSON_AddBoolToObject(pj1, "found", pk[i].found);
@@ -779,7 +764,7 @@ int cmd_loadtest(int argc, char **argv) {
             ert_load_options l = base;
             l.controller = c ? ERT_CONTROLLER_SLO : ERT_CONTROLLER_NONE;
             ert_load_result *r = NULL;
-            lt_check(ert_loadtest_run(srv, &l, &r));
+            cli_check(ert_loadtest_run(srv, &l, &r));
             run_rec *rr = &runs[nruns++];
             snprintf(rr->label, sizeof rr->label, "controller %s", c ? "slo" : "off");
             rr->controller = c ? "slo" : "off";
@@ -844,7 +829,7 @@ int cmd_loadtest(int argc, char **argv) {
             if (o.shift_at >= 0 && shifted) l.shift_at_s = o.shift_at;
             if (o.step_at > 0 && l.step_qps > 0) l.step_at_s = o.step_at;
             ert_load_result *r = NULL;
-            lt_check(ert_loadtest_run(srv, &l, &r));
+            cli_check(ert_loadtest_run(srv, &l, &r));
             run_rec *rr = &runs[nruns++];
             snprintf(rr->label, sizeof rr->label, "%s", o.lo.controller ? "controller slo" : pts.spec[i]);
             rr->controller = o.lo.controller ? "slo" : "off";
@@ -880,11 +865,11 @@ int cmd_loadtest(int argc, char **argv) {
     }
     if (o.output) write_json_file(o.output, root);
     if (o.timeline) {
-        if (!nruns) lt_fail("--timeline: a peak search has no timeline (its trials are in --output)");
+        if (!nruns) cli_fail("--timeline: a peak search has no timeline (its trials are in --output)");
         write_timeline(o.timeline, runs, nruns, &pts);
     }
     if (o.requests_csv) {
-        if (!nruns) lt_fail("--requests-csv: a peak search keeps no requests");
+        if (!nruns) cli_fail("--requests-csv: a peak search keeps no requests");
         write_requests(o.requests_csv, runs, nruns);
     }
     cJSON_Delete(root);

@@ -18,39 +18,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "exitrt/exitrt.h"
 
 #define MAX_ITEMS 64
 
-static const char *sw_prog = "exitrt sweep";
-
-/* ---------------------------------------------------------------- errors and parsing */
-
-static void sw_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void sw_die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", sw_prog);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* A library call failed: its message names the file, tensor or argument. */
-static void sw_check(ert_status s) {
-    if (s == ERT_OK) return;
-    const char *msg = ert_last_error();
-    sw_die("%s: %s", ert_status_to_string(s), msg[0] ? msg : "(no detail)");
-}
 
 static long long sw_int(const char *flag, const char *text, long long lo, long long hi) {
     char *end;
     errno = 0;
     const long long v = strtoll(text, &end, 10);
     if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
-        sw_die("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
+        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
     return v;
 }
 
@@ -59,20 +39,20 @@ static double sw_num(const char *flag, const char *text, double lo, double hi) {
     errno = 0;
     const double v = strtod(text, &end);
     if (end == text || *end != '\0' || errno != 0 || !(v >= lo && v <= hi))
-        sw_die("%s '%s': expected a number in [%g, %g]", flag, text, lo, hi);
+        cli_fail("%s '%s': expected a number in [%g, %g]", flag, text, lo, hi);
     return v;
 }
 
 /* Splits "a,b,c" into items (pointing into a copy that lives as long as the process). */
 static int sw_split(const char *flag, const char *text, const char **items, int max) {
     char *copy = strdup(text);
-    if (!copy) sw_die("out of memory");
+    if (!copy) cli_fail("out of memory");
     int n = 0;
     for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == max) sw_die("%s: at most %d items", flag, max);
+        if (n == max) cli_fail("%s: at most %d items", flag, max);
         items[n++] = tok;
     }
-    if (n == 0) sw_die("%s '%s': expected a comma-separated list", flag, text);
+    if (n == 0) cli_fail("%s '%s': expected a comma-separated list", flag, text);
     return n;
 }
 
@@ -80,14 +60,14 @@ static ert_calibration_use parse_calibration(const char *text, int allow_both) {
     if (strcmp(text, "on") == 0) return ERT_CALIBRATION_ON;
     if (strcmp(text, "off") == 0) return ERT_CALIBRATION_OFF;
     if (allow_both && strcmp(text, "both") == 0) return ERT_CALIBRATION_BOTH;
-    sw_die("--calibration '%s': expected on, off%s", text, allow_both ? " or both" : "");
+    cli_fail("--calibration '%s': expected on, off%s", text, allow_both ? " or both" : "");
 }
 
 static ert_mode parse_mode(const char *text) {
     if (strcmp(text, "compact") == 0) return ERT_MODE_COMPACT;
     if (strcmp(text, "masked") == 0) return ERT_MODE_MASKED;
     if (strcmp(text, "full") == 0) return ERT_MODE_FULL;
-    sw_die("--mode '%s': expected compact, masked or full", text);
+    cli_fail("--mode '%s': expected compact, masked or full", text);
 }
 
 /* ---------------------------------------------------------------- files */
@@ -95,13 +75,13 @@ static ert_mode parse_mode(const char *text) {
 /* mkdir -p */
 static void make_dir(const char *dir) {
     char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) sw_die("'%s': path too long", dir);
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) cli_fail("'%s': path too long", dir);
     for (char *p = buf + 1;; ++p) {
         const char c = *p;
         if (c == '/' || c == '\0') {
             *p = '\0';
             if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                sw_die("--out '%s': cannot create '%s': %s", dir, buf, strerror(errno));
+                cli_fail("--out '%s': cannot create '%s': %s", dir, buf, strerror(errno));
             *p = c;
         }
         if (c == '\0') break;
@@ -113,18 +93,18 @@ static void write_file(const char *path, const char *text) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f) sw_die("'%s': cannot write", path);
+    if (!f) cli_fail("'%s': cannot write", path);
     const size_t len = strlen(text);
     const int ok = fwrite(text, 1, len, f) == len;
     if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
         remove(tmp);
-        sw_die("'%s': write failed", path);
+        cli_fail("'%s': write failed", path);
     }
 }
 
 static void write_json(const char *path, cJSON *j) {
     char *text = cJSON_Print(j);
-    if (!text) sw_die("out of memory");
+    if (!text) cli_fail("out of memory");
     write_file(path, text);
     free(text);
 }
@@ -253,25 +233,25 @@ typedef struct common {
 } common;
 
 static ert_session *open_session(const common *c, ert_model **model, ert_dataset **data) {
-    if (!c->model) sw_die("--model DIR is required");
-    if (!c->data) sw_die("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy:LABELS.npy)");
+    if (!c->model) cli_fail("--model DIR is required");
+    if (!c->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy:LABELS.npy)");
     const ert_model_load_options lo = {.no_calibration = c->no_calibration};
-    sw_check(ert_model_load_ex(c->model, &lo, model));
-    sw_check(ert_dataset_load(c->data, data));
+    cli_check(ert_model_load_ex(c->model, &lo, model));
+    cli_check(ert_dataset_load(c->data, data));
     if (c->limit && c->limit < (*data)->n) (*data)->n = c->limit;
-    if (!(*data)->labels) sw_die("--data '%s' has no labels: accuracy needs them (FILE.npy:LABELS.npy)", c->data);
+    if (!(*data)->labels) cli_fail("--data '%s' has no labels: accuracy needs them (FILE.npy:LABELS.npy)", c->data);
     ert_session_options so = ert_session_options_default();
     so.device = c->device ? c->device : "cpu";
     so.max_batch = c->batch;
     so.mode = c->mode;
-    if (c->dtype) sw_check(ert_dtype_parse(c->dtype, &so.dtype));
+    if (c->dtype) cli_check(ert_dtype_parse(c->dtype, &so.dtype));
     ert_session *s = NULL;
-    sw_check(ert_session_new(*model, &so, &s));
+    cli_check(ert_session_new(*model, &so, &s));
     return s;
 }
 
 static void path_join(char *out, size_t len, const char *dir, const char *name) {
-    if (snprintf(out, len, "%s/%s", dir, name) >= (int)len) sw_die("'%s/%s': path too long", dir, name);
+    if (snprintf(out, len, "%s/%s", dir, name) >= (int)len) cli_fail("'%s/%s': path too long", dir, name);
 }
 
 static const char *cal_text(int c) { return c == 1 ? "yes" : c == 0 ? "no" : "-"; }
@@ -339,8 +319,8 @@ static void write_reliability(const char *path, const ert_exit_table *t, int unc
                               const char *data) {
     const int E = ert_model_num_exits(m);
     ert_calibration_stats *st = calloc((size_t)E, sizeof *st);
-    if (!st) sw_die("out of memory");
-    sw_check(ert_exit_table_calibration(t, uncalibrated, st));
+    if (!st) cli_fail("out of memory");
+    cli_check(ert_exit_table_calibration(t, uncalibrated, st));
     int calibrated = 0;
     for (int e = 0; e < E && !uncalibrated; ++e) calibrated |= ert_model_temperature(m, e) != 1.0f;
     cJSON *j = cJSON_CreateObject();
@@ -395,7 +375,7 @@ static int cmp_row_lat(const void *a, const void *b) {
 /* The frontier of accuracy vs mean batch latency, fastest first (a markdown table). */
 static void print_frontier(const ert_sweep_result *r) {
     const ert_sweep_row **f = malloc(sizeof *f * (size_t)(r->num_rows ? r->num_rows : 1));
-    if (!f) sw_die("out of memory");
+    if (!f) cli_fail("out of memory");
     int n = 0;
     for (int i = 0; i < r->num_rows; ++i)
         if (r->rows[i].frontier_mean) f[n++] = &r->rows[i];
@@ -413,7 +393,6 @@ static void print_frontier(const ert_sweep_result *r) {
 }
 
 int cmd_sweep(int argc, char **argv) {
-    sw_prog = "exitrt sweep";
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},     {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},       {"policies", required_argument, 0, 'P'},
@@ -454,7 +433,7 @@ int cmd_sweep(int argc, char **argv) {
         case OPT_LIMIT: c.limit = (int)sw_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_CAL: cal = parse_calibration(optarg, 1); break;
         case OPT_SHIFT:
-            if (ert_shift_parse(optarg, &shift) != ERT_OK) sw_die("--shift '%s': %s", optarg, ert_last_error());
+            if (ert_shift_parse(optarg, &shift) != ERT_OK) cli_fail("--shift '%s': %s", optarg, ert_last_error());
             break;
         case OPT_SEVERITY: severity = (int)sw_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY); break;
         case OPT_SEED: seed = sw_int("--seed", optarg, 0, LLONG_MAX); break;
@@ -477,7 +456,7 @@ int cmd_sweep(int argc, char **argv) {
             if (strcmp(optarg, "confidence") == 0) search_kind = ERT_POLICY_CONFIDENCE;
             else if (strcmp(optarg, "entropy") == 0) search_kind = ERT_POLICY_ENTROPY;
             else if (strcmp(optarg, "margin") == 0) search_kind = ERT_POLICY_MARGIN;
-            else sw_die("--search-policy '%s': expected confidence, entropy or margin", optarg);
+            else cli_fail("--search-policy '%s': expected confidence, entropy or margin", optarg);
             break;
         case OPT_NO_ORACLE: no_oracle = 1; break;
         case OPT_PLOT: do_plot = 1; break;
@@ -486,36 +465,36 @@ int cmd_sweep(int argc, char **argv) {
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", sw_prog, argv[optind]);
+        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
         sweep_usage(stderr);
         return 1;
     }
-    if (!c.out) sw_die("--out DIR is required");
+    if (!c.out) cli_fail("--out DIR is required");
     if (search && isnan(budget_flops) && isnan(budget_ms))
-        sw_die("--per-exit-search needs a budget: --budget-flops F and/or --budget-ms MS");
+        cli_fail("--per-exit-search needs a budget: --budget-flops F and/or --budget-ms MS");
     if (!search && (!isnan(budget_flops) || !isnan(budget_ms) || val))
-        sw_die("--budget-flops, --budget-ms and --val go with --per-exit-search");
-    if (search && c.mode != ERT_MODE_COMPACT) sw_die("--per-exit-search models compact mode: drop --mode");
+        cli_fail("--budget-flops, --budget-ms and --val go with --per-exit-search");
+    if (search && c.mode != ERT_MODE_COMPACT) cli_fail("--per-exit-search models compact mode: drop --mode");
 
     ert_model *model = NULL;
     ert_dataset *data = NULL;
     ert_session *sess = open_session(&c, &model, &data);
-    if (shift != ERT_SHIFT_NONE) sw_check(ert_shift_apply(data, shift, severity, (uint64_t)seed));
+    if (shift != ERT_SHIFT_NONE) cli_check(ert_shift_apply(data, shift, severity, (uint64_t)seed));
     if (search && !val) {
         if (strncmp(c.data, "fashion-mnist:", 14) != 0)
-            sw_die("--per-exit-search: give the validation data with --val SPLIT (thresholds are never chosen on "
+            cli_fail("--per-exit-search: give the validation data with --val SPLIT (thresholds are never chosen on "
                    "the data they are reported on)");
         val = "fashion-mnist:val";
     }
     if (search && strcmp(val, c.data) == 0)
-        sw_die("--val '%s' is the data the sweep reports on: choose thresholds on other data", val);
+        cli_fail("--val '%s' is the data the sweep reports on: choose thresholds on other data", val);
     make_dir(c.out);
 
     bar b = {.on = isatty(2), .label = "sweep"};
     /* The exit table of the data: grids, the simulation check, the reliability diagram. */
     ert_exit_table *table = NULL;
     bar_draw(&b, 0, 1, "exit table");
-    sw_check(ert_exit_table_build(sess, data, c.batch, &table));
+    cli_check(ert_exit_table_build(sess, data, c.batch, &table));
     char path[4200];
     path_join(path, sizeof path, c.out, "reliability.json");
     write_reliability(path, table, cal == ERT_CALIBRATION_OFF, model, data->name);
@@ -533,7 +512,7 @@ int cmd_sweep(int argc, char **argv) {
     so.progress = on_sweep_progress;
     so.progress_user = &b;
     ert_sweep_result *r = NULL;
-    sw_check(ert_sweep_run(sess, data, &so, &r));
+    cli_check(ert_sweep_run(sess, data, &so, &r));
     if (r->model_calibrated && cal != ERT_CALIBRATION_OFF) { /* before / after calibration */
         path_join(path, sizeof path, c.out, "reliability-uncalibrated.json");
         write_reliability(path, table, 1, model, data->name);
@@ -548,16 +527,16 @@ int cmd_sweep(int argc, char **argv) {
         for (int i = 0; i < r->num_rows; ++i)
             if (strcmp(r->rows[i].policy, "none") == 0) budget_ms = budget_share / 100.0 * r->rows[i].batch_ms.mean;
         if (!(budget_ms > 0))
-            sw_die("--budget-ms %g%%: the sweep has no `none` point to take a share of", budget_share);
+            cli_fail("--budget-ms %g%%: the sweep has no `none` point to take a share of", budget_share);
     }
     if (search) {
         ert_dataset *vd = NULL;
-        sw_check(ert_dataset_load(val, &vd));
+        cli_check(ert_dataset_load(val, &vd));
         if (c.limit && c.limit < vd->n) vd->n = c.limit;
-        if (!vd->labels) sw_die("--val '%s' has no labels", val);
+        if (!vd->labels) cli_fail("--val '%s' has no labels", val);
         ert_exit_table *vt = NULL;
         bar_draw(&b, 0, 1, "exit table of the validation data");
-        sw_check(ert_exit_table_build(sess, vd, c.batch, &vt));
+        cli_check(ert_exit_table_build(sess, vd, c.batch, &vt));
         ert_threshold_search_options to = ert_threshold_search_options_default();
         to.kind = search_kind;
         to.uncalibrated = cal == ERT_CALIBRATION_OFF && r->model_calibrated;
@@ -569,9 +548,9 @@ int cmd_sweep(int argc, char **argv) {
         if (ss == ERT_ERR_INVALID_ARGUMENT) {
             /* No thresholds within the budget is an answer, not a failure of the sweep:
              * say so and keep the sweep's results. */
-            fprintf(stderr, "%s: per-exit search skipped: %s\n", sw_prog, ert_last_error());
+            fprintf(stderr, "%s: per-exit search skipped: %s\n", cli_prog(), ert_last_error());
         } else {
-            sw_check(ss);
+            cli_check(ss);
             r->has_search = 1;
             snprintf(r->search_data, sizeof r->search_data, "%s", vd->name);
             snprintf(r->search_kind, sizeof r->search_kind, "%s",
@@ -593,16 +572,16 @@ int cmd_sweep(int argc, char **argv) {
                 row.param = !isnan(budget_flops) ? budget_flops : budget_ms;
                 row.calibrated = r->model_calibrated && !to.uncalibrated;
                 bar_draw(&b, k, 2, specs[k]);
-                sw_check(ert_sweep_measure(sess, pol, data, c.batch, c.warmup, c.reps, NULL, table, &row));
+                cli_check(ert_sweep_measure(sess, pol, data, c.batch, c.warmup, c.reps, NULL, table, &row));
                 bar_draw(&b, 2, 2, "");
                 ert_policy_free(pol);
-                sw_check(ert_sweep_result_add(r, &row));
+                cli_check(ert_sweep_result_add(r, &row));
             }
         }
         ert_exit_table_free(vt);
         ert_dataset_free(vd);
     }
-    sw_check(ert_sweep_write(r, c.out));
+    cli_check(ert_sweep_write(r, c.out));
 
     printf("sweep: model %s | data %s (%lld samples)%s%s | device %s | mode %s | batch %d | calibration %s | %s\n\n",
            r->model, r->data, (long long)r->samples, r->shift[0] ? " | shift " : "", r->shift, r->device, r->mode,
@@ -679,7 +658,6 @@ static void select_usage(FILE *f) {
 }
 
 int cmd_select(int argc, char **argv) {
-    sw_prog = "exitrt select";
     static const struct option lo[] = {
         {"from", required_argument, 0, 'f'},      {"latency-budget", required_argument, 0, 'l'},
         {"percentile", required_argument, 0, 'p'}, {"latency", required_argument, 0, OPT_LATENCY},
@@ -702,7 +680,7 @@ int cmd_select(int argc, char **argv) {
             if (strcmp(optarg, "yes") == 0) calibrated = 1;
             else if (strcmp(optarg, "no") == 0) calibrated = 0;
             else if (strcmp(optarg, "any") == 0) calibrated = -2;
-            else sw_die("--calibrated '%s': expected yes, no or any", optarg);
+            else cli_fail("--calibrated '%s': expected yes, no or any", optarg);
             break;
         case 'o': out = optarg; break;
         case OPT_JSON: json = 1; break;
@@ -712,25 +690,25 @@ int cmd_select(int argc, char **argv) {
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", sw_prog, argv[optind]);
+        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
         select_usage(stderr);
         return 1;
     }
-    if (!from) sw_die("--from DIR is required (the output directory of exitrt sweep)");
-    if (!budget_text && !acc_text) sw_die("give --latency-budget MS or --min-accuracy A");
+    if (!from) cli_fail("--from DIR is required (the output directory of exitrt sweep)");
+    if (!budget_text && !acc_text) cli_fail("give --latency-budget MS or --min-accuracy A");
     if (strcmp(kind, "batch") != 0 && strcmp(kind, "sample") != 0)
-        sw_die("--latency '%s': expected batch or sample", kind);
+        cli_fail("--latency '%s': expected batch or sample", kind);
     if (pct && strcmp(pct, "50") != 0 && strcmp(pct, "95") != 0 && strcmp(pct, "99") != 0 && strcmp(pct, "mean") != 0)
-        sw_die("--percentile '%s': expected 50, 95 or 99", pct);
+        cli_fail("--percentile '%s': expected 50, 95 or 99", pct);
     char mname[32];
     snprintf(mname, sizeof mname, "%s-%s%s", kind, pct && strcmp(pct, "mean") ? "p" : "", pct ? pct : "mean");
     ert_select_query q = ert_select_query_default();
-    sw_check(ert_latency_metric_parse(mname, &q.metric));
+    cli_check(ert_latency_metric_parse(mname, &q.metric));
     q.calibrated = calibrated;
 
     ert_sweep_result *r = NULL;
-    sw_check(ert_sweep_read(from, &r));
-    if (r->num_rows == 0) sw_die("--from '%s': the sweep has no rows", from);
+    cli_check(ert_sweep_read(from, &r));
+    if (r->num_rows == 0) cli_fail("--from '%s': the sweep has no rows", from);
     double ref_ms = NAN;
     for (int i = 0; i < r->num_rows; ++i)
         if (strcmp(r->rows[i].policy, "none") == 0) ref_ms = ert_sweep_row_latency(&r->rows[i], q.metric);
@@ -741,7 +719,7 @@ int cmd_select(int argc, char **argv) {
             snprintf(num, sizeof num, "%.*s", (int)(len - 1), budget_text);
             const double share = sw_num("--latency-budget", num, 0.0, 1e6);
             if (isnan(ref_ms))
-                sw_die("--latency-budget %s: the sweep has no `none` row to take a share of", budget_text);
+                cli_fail("--latency-budget %s: the sweep has no `none` row to take a share of", budget_text);
             q.latency_budget_ms = share / 100.0 * ref_ms;
         } else {
             q.latency_budget_ms = sw_num("--latency-budget", budget_text, 0.0, 1e9);
@@ -757,7 +735,7 @@ int cmd_select(int argc, char **argv) {
             char *end;
             const double v = strtod(acc_text, &end);
             if (end == acc_text || *end || !(v >= 0.0 && v <= 1.0))
-                sw_die("--min-accuracy '%s': expected a fraction in [0, 1] or a percentage like 89.5%%", acc_text);
+                cli_fail("--min-accuracy '%s': expected a fraction in [0, 1] or a percentage like 89.5%%", acc_text);
             q.min_accuracy = v;
         }
     }
@@ -771,14 +749,14 @@ int cmd_select(int argc, char **argv) {
             if (l < fastest) fastest = l;
             if (r->rows[i].accuracy > top) top = r->rows[i].accuracy;
         }
-        sw_die("no operating point meets the query (%s: fastest %.4f ms; best accuracy %.2f%%)",
+        cli_fail("no operating point meets the query (%s: fastest %.4f ms; best accuracy %.2f%%)",
                ert_latency_metric_name(q.metric), fastest, 100.0 * top);
     }
     const ert_sweep_row *w = &r->rows[best];
     /* The frontier of the query's metric over the rows the query considered. */
     int *on = malloc(sizeof *on * (size_t)r->num_rows);
     ert_sweep_row *kept = malloc(sizeof *kept * (size_t)r->num_rows);
-    if (!on || !kept) sw_die("out of memory");
+    if (!on || !kept) cli_fail("out of memory");
     int nk = 0, at = -1;
     for (int i = 0; i < r->num_rows; ++i)
         if (calibrated == -2 || r->rows[i].calibrated == -1 || r->rows[i].calibrated == calibrated) {
@@ -935,7 +913,6 @@ static cJSON *shift_row_json(const shift_row *s, const ert_sweep_row *clean) {
 }
 
 int cmd_shift_report(int argc, char **argv) {
-    sw_prog = "exitrt shift-report";
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},     {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},       {"policy", required_argument, 0, 'p'},
@@ -958,7 +935,7 @@ int cmd_shift_report(int argc, char **argv) {
         case 'd': c.data = optarg; break;
         case 'o': c.out = optarg; break;
         case 'p':
-            if (num_policies == MAX_ITEMS) sw_die("too many --policy options");
+            if (num_policies == MAX_ITEMS) cli_fail("too many --policy options");
             policies[num_policies++] = optarg;
             break;
         case OPT_SHIFTS: num_shifts = sw_split("--shifts", optarg, shift_names, MAX_ITEMS); break;
@@ -977,11 +954,11 @@ int cmd_shift_report(int argc, char **argv) {
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", sw_prog, argv[optind]);
+        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
         shift_usage(stderr);
         return 1;
     }
-    if (!c.out) sw_die("--out DIR is required");
+    if (!c.out) cli_fail("--out DIR is required");
     ert_shift_kind kinds[MAX_ITEMS];
     int sevs[MAX_ITEMS];
     if (!num_shifts) {
@@ -990,7 +967,7 @@ int cmd_shift_report(int argc, char **argv) {
     }
     for (int i = 0; i < num_shifts; ++i)
         if (ert_shift_parse(shift_names[i], &kinds[i]) != ERT_OK || kinds[i] == ERT_SHIFT_NONE)
-            sw_die("--shifts: '%s': expected gaussian-noise, blur, contrast, translate or rotate", shift_names[i]);
+            cli_fail("--shifts: '%s': expected gaussian-noise, blur, contrast, translate or rotate", shift_names[i]);
     if (!num_sev)
         for (int s = 1; s <= ERT_SHIFT_MAX_SEVERITY; ++s) sevs[num_sev++] = s;
     else
@@ -1001,7 +978,7 @@ int cmd_shift_report(int argc, char **argv) {
         policies[num_policies++] = "patience:2";
     }
     ert_policy *pols[MAX_ITEMS];
-    for (int p = 0; p < num_policies; ++p) sw_check(ert_policy_parse(policies[p], &pols[p]));
+    for (int p = 0; p < num_policies; ++p) cli_check(ert_policy_parse(policies[p], &pols[p]));
 
     ert_model *model = NULL;
     ert_dataset *clean = NULL;
@@ -1009,15 +986,15 @@ int cmd_shift_report(int argc, char **argv) {
     make_dir(c.out);
     const int conds = 1 + num_shifts * num_sev, total = conds * num_policies;
     shift_row *rows = calloc((size_t)total, sizeof *rows);
-    if (!rows) sw_die("out of memory");
+    if (!rows) cli_fail("out of memory");
     bar b = {.on = isatty(2), .label = "shift-report"};
     int n = 0;
     for (int ci = 0; ci < conds; ++ci) {
         const ert_shift_kind kind = ci == 0 ? ERT_SHIFT_NONE : kinds[(ci - 1) / num_sev];
         const int sev = ci == 0 ? 0 : sevs[(ci - 1) % num_sev];
         ert_dataset *d = NULL;
-        sw_check(ert_dataset_copy(clean, &d));
-        sw_check(ert_shift_apply(d, kind, sev, (uint64_t)seed));
+        cli_check(ert_dataset_copy(clean, &d));
+        cli_check(ert_shift_apply(d, kind, sev, (uint64_t)seed));
         for (int p = 0; p < num_policies; ++p) {
             char what[128];
             snprintf(what, sizeof what, "%s %d: %s", ert_shift_name(kind), sev, policies[p]);
@@ -1027,7 +1004,7 @@ int cmd_shift_report(int argc, char **argv) {
             s->kind = kind;
             s->severity = sev;
             ert_policy_to_string(pols[p], s->row.policy, sizeof s->row.policy);
-            sw_check(ert_sweep_measure(sess, pols[p], d, c.batch, c.warmup, c.reps, NULL, NULL, &s->row));
+            cli_check(ert_sweep_measure(sess, pols[p], d, c.batch, c.warmup, c.reps, NULL, NULL, &s->row));
         }
         ert_dataset_free(d);
     }
@@ -1057,7 +1034,7 @@ int cmd_shift_report(int argc, char **argv) {
     char *csv = NULL;
     size_t csv_len = 0;
     FILE *cf = open_memstream(&csv, &csv_len);
-    if (!cf) sw_die("out of memory");
+    if (!cf) cli_fail("out of memory");
     fprintf(cf, "policy,shift,severity,strength,accuracy,mean_exit,flops_fraction,batch_mean_ms,batch_p99_ms,"
                 "sample_mean_ms,sample_p99_ms,d_accuracy,d_mean_exit,d_flops_fraction,d_batch_mean_pct,"
                 "d_batch_p99_pct,d_sample_p99_pct");
@@ -1077,7 +1054,7 @@ int cmd_shift_report(int argc, char **argv) {
         for (int e = 0; e < E; ++e) fprintf(cf, ",%lld", (long long)w->exit_histogram[e]);
         fprintf(cf, "\n");
     }
-    if (fclose(cf) != 0) sw_die("out of memory");
+    if (fclose(cf) != 0) cli_fail("out of memory");
     char path[4200];
     path_join(path, sizeof path, c.out, "shift.csv");
     write_file(path, csv);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "exitrt/exitrt.h"
 
@@ -27,17 +28,6 @@ static void synth_usage(FILE *f) {
             ERT_MAX_STAGES < ERT_MAX_EXITS ? ERT_MAX_STAGES : ERT_MAX_EXITS);
 }
 
-/* Prints one line `exitrt synth: ...` to stderr; returns the exit status 1. */
-static int synth_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int synth_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "exitrt synth: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    return 1;
-}
 
 /* A whole decimal number in [lo, hi]; 0 on failure. */
 static int parse_num(const char *text, long long lo, long long hi, long long *out) {
@@ -66,25 +56,25 @@ int cmd_synth(int argc, char **argv) {
         switch (c) {
         case 'w':
             if (!parse_num(optarg, 1, 65536, &v))
-                return synth_fail("--width '%s': expected an integer in 1..65536", optarg);
+                cli_fail("--width '%s': expected an integer in 1..65536", optarg);
             o.width = (int)v;
             break;
         case 'L':
-            if (!parse_num(optarg, 1, 1000, &v)) return synth_fail("--depth '%s': expected a positive integer", optarg);
+            if (!parse_num(optarg, 1, 1000, &v)) cli_fail("--depth '%s': expected a positive integer", optarg);
             o.depth = (int)v;
             break;
         case 'c':
             if (!parse_num(optarg, 2, 100000, &v))
-                return synth_fail("--classes '%s': expected an integer in 2..100000", optarg);
+                cli_fail("--classes '%s': expected an integer in 2..100000", optarg);
             o.classes = (int)v;
             break;
         case OPT_DTYPE:
             if (ert_dtype_parse(optarg, &o.dtype) != ERT_OK || o.dtype == ERT_DTYPE_TF32)
-                return synth_fail("--dtype '%s': expected f32, bf16 or f16", optarg);
+                cli_fail("--dtype '%s': expected f32, bf16 or f16", optarg);
             break;
         case OPT_SEED:
             if (!parse_num(optarg, 0, (long long)(~0ull >> 1), &v))
-                return synth_fail("--seed '%s': expected an integer >= 0", optarg);
+                cli_fail("--seed '%s': expected an integer >= 0", optarg);
             o.seed = (uint64_t)v;
             break;
         case 'o': out = optarg; break;
@@ -93,18 +83,13 @@ int cmd_synth(int argc, char **argv) {
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "exitrt synth: unexpected argument '%s'\n", argv[optind]);
         synth_usage(stderr);
-        return 1;
+        cli_fail("unexpected argument '%s'", argv[optind]);
     }
-    if (!o.width) return synth_fail("--width D is required");
-    if (!o.depth) return synth_fail("--depth L is required");
-    if (!out) return synth_fail("--out DIR is required");
-    const ert_status st = ert_synth_write(&o, out);
-    if (st != ERT_OK) {
-        fprintf(stderr, "exitrt synth: %s: %s\n", ert_status_to_string(st), ert_last_error());
-        return 1;
-    }
+    if (!o.width) cli_fail("--width D is required");
+    if (!o.depth) cli_fail("--depth L is required");
+    if (!out) cli_fail("--out DIR is required");
+    cli_check(ert_synth_write(&o, out));
     const double params = (double)o.depth * ((double)o.width * o.width + o.width) +
                           (double)o.depth * ((double)o.width * o.classes + o.classes);
     printf("wrote %s: synth-D%d-L%d, %d blocks of width %d, %d exits of %d classes, %.0f parameters (%s)\n", out,

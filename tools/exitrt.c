@@ -8,33 +8,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "exitrt/exitrt.h"
 
 #define MAX_POLICIES 64
 
-static const char *prog = "exitrt";
-
-static void die(const char *what) {
-    fprintf(stderr, "%s: %s\n", prog, what);
-    exit(1);
-}
-
-/* A library call failed: print its message (which names the file, tensor or argument). */
-static void check(ert_status s) {
-    if (s == ERT_OK) return;
-    const char *msg = ert_last_error();
-    fprintf(stderr, "%s: %s: %s\n", prog, ert_status_to_string(s), msg[0] ? msg : "(no detail)");
-    exit(1);
-}
-
 static int parse_int(const char *flag, const char *text, int lo, int hi) {
     char *end;
     long v = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s '%s': expected an integer in %d..%d\n", prog, flag, text, lo, hi);
-        exit(1);
-    }
+    if (end == text || *end != '\0' || v < lo || v > hi)
+        cli_fail("%s '%s': expected an integer in %d..%d", flag, text, lo, hi);
     return (int)v;
 }
 
@@ -42,8 +26,7 @@ static ert_mode parse_mode(const char *text) {
     if (strcmp(text, "compact") == 0) return ERT_MODE_COMPACT;
     if (strcmp(text, "masked") == 0) return ERT_MODE_MASKED;
     if (strcmp(text, "full") == 0) return ERT_MODE_FULL;
-    fprintf(stderr, "%s: --mode '%s': expected compact, masked or full\n", prog, text);
-    exit(1);
+    cli_fail("--mode '%s': expected compact, masked or full", text);
 }
 
 static const char *mode_name(ert_mode m) {
@@ -81,7 +64,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case 'm': o->model = optarg; break;
         case 'd': o->data = optarg; break;
         case 'p':
-            if (o->num_policies == MAX_POLICIES) die("too many --policy options");
+            if (o->num_policies == MAX_POLICIES) cli_fail("too many --policy options");
             o->policies[o->num_policies++] = optarg;
             break;
         case 'M': o->mode = parse_mode(optarg); break;
@@ -100,7 +83,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
         usage(stderr);
         exit(1);
     }
@@ -114,18 +97,18 @@ typedef struct setup {
 } setup;
 
 static void setup_open(const run_opts *o, setup *su) {
-    if (!o->model) die("--model DIR is required");
-    if (!o->data) die("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
+    if (!o->model) cli_fail("--model DIR is required");
+    if (!o->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
     const ert_model_load_options mo = {.no_calibration = o->no_calibration};
-    check(ert_model_load_ex(o->model, &mo, &su->model));
-    check(ert_dataset_load(o->data, &su->data));
+    cli_check(ert_model_load_ex(o->model, &mo, &su->model));
+    cli_check(ert_dataset_load(o->data, &su->data));
     if (o->limit && o->limit < su->data->n) su->data->n = o->limit;
     ert_session_options so = ert_session_options_default();
     so.device = o->device ? o->device : "cpu";
     so.mode = o->mode;
     so.max_batch = o->batch ? o->batch : 256;
-    if (o->dtype) check(ert_dtype_parse(o->dtype, &so.dtype));
-    check(ert_session_new(su->model, &so, &su->session));
+    if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
+    cli_check(ert_session_new(su->model, &so, &su->session));
 }
 
 static void setup_close(setup *su) {
@@ -140,18 +123,14 @@ static void write_csv(const char *path, const ert_dataset *data, const ert_eval_
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f) {
-        fprintf(stderr, "%s: --output '%s': cannot write\n", prog, path);
-        exit(1);
-    }
+    if (!f) cli_fail("--output '%s': cannot write", path);
     int ok = fprintf(f, "index,label,pred,exit,confidence\n") > 0;
     for (int64_t i = 0; ok && i < r->samples; ++i)
         ok = fprintf(f, "%lld,%d,%d,%d,%.6f\n", (long long)i, data->labels ? data->labels[i] : -1, r->pred[i],
                      r->exit_index[i], r->confidence[i]) > 0;
     if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
         remove(tmp);
-        fprintf(stderr, "%s: --output '%s': write failed\n", prog, path);
-        exit(1);
+        cli_fail("--output '%s': write failed", path);
     }
 }
 
@@ -241,25 +220,21 @@ static cJSON *result_json(const run_opts *o, const setup *su, const char *policy
 static int cmd_eval(int argc, char **argv) {
     run_opts o = {.warmup = 1};
     parse_run_opts(argc, argv, &o, eval_usage);
-    if (o.num_policies > 1) die("eval takes one --policy (compare takes several)");
+    if (o.num_policies > 1) cli_fail("eval takes one --policy (compare takes several)");
     const char *spec = o.num_policies ? o.policies[0] : "none";
     ert_policy *policy = NULL;
-    check(ert_policy_parse(spec, &policy));
+    cli_check(ert_policy_parse(spec, &policy));
     setup su = {0};
     setup_open(&o, &su);
     ert_eval_result *r = NULL;
     ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
-    if (o.trace) check(ert_trace_open(o.trace, &eo.trace));
+    if (o.trace) cli_check(ert_trace_open(o.trace, &eo.trace));
     ert_status es = ert_evaluate(su.session, policy, su.data, &eo, &r);
     if (es != ERT_OK) {
-        const ert_status saved = es;
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", ert_last_error());
-        ert_trace_discard(eo.trace);
-        fprintf(stderr, "%s: %s: %s\n", prog, ert_status_to_string(saved), msg);
-        exit(1);
+        ert_trace_discard(eo.trace); /* the old trace file, if any, stays as it was */
+        cli_check(es);
     }
-    if (eo.trace) check(ert_trace_close(eo.trace));
+    if (eo.trace) cli_check(ert_trace_close(eo.trace));
     char pbuf[512];
     ert_policy_to_string(policy, pbuf, sizeof pbuf);
     if (o.output) write_csv(o.output, su.data, r);
@@ -313,7 +288,7 @@ static void compare_usage(FILE *f) {
 static int cmd_compare(int argc, char **argv) {
     run_opts o = {.warmup = 1};
     parse_run_opts(argc, argv, &o, compare_usage);
-    if (o.output) die("compare does not take --output (use eval for per-sample rows)");
+    if (o.output) cli_fail("compare does not take --output (use eval for per-sample rows)");
     setup su = {0};
     setup_open(&o, &su);
     static char fixed[ERT_MAX_EXITS][32];
@@ -337,10 +312,10 @@ static int cmd_compare(int argc, char **argv) {
                "mean ms", "p50 ms", "p99 ms");
     for (int i = 0; i < o.num_policies; ++i) {
         ert_policy *policy = NULL;
-        check(ert_policy_parse(o.policies[i], &policy));
+        cli_check(ert_policy_parse(o.policies[i], &policy));
         ert_eval_result *r = NULL;
         ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
-        check(ert_evaluate(su.session, policy, su.data, &eo, &r));
+        cli_check(ert_evaluate(su.session, policy, su.data, &eo, &r));
         char pbuf[512];
         ert_policy_to_string(policy, pbuf, sizeof pbuf);
         if (o.json) {
@@ -392,9 +367,9 @@ static int cmd_info(int argc, char **argv) {
             return 1;
         }
     }
-    if (!dir) die("--model DIR is required");
+    if (!dir) cli_fail("--model DIR is required");
     ert_model *m = NULL;
-    check(ert_model_load(dir, &m));
+    cli_check(ert_model_load(dir, &m));
     const double full = ert_model_flops_full(m);
     cJSON *j = cJSON_CreateObject(), *stages = NULL;
     if (json) {
@@ -415,7 +390,7 @@ static int cmd_info(int argc, char **argv) {
     int64_t total_params = 0;
     for (int k = 0; k < ert_model_num_stages(m); ++k) {
         ert_stage_info si;
-        check(ert_model_stage_info(m, k, &si));
+        cli_check(ert_model_stage_info(m, k, &si));
         total_params += si.params + si.head_params;
         const double to_exit = si.has_exit ? ert_model_flops_to_exit(m, si.exit_index) : 0.0;
         if (json) {
@@ -490,9 +465,9 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    static char name[64];
+    char name[64];
     snprintf(name, sizeof name, "exitrt %s", cmd);
-    prog = name;
+    cli_set_prog(name);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
