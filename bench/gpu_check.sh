@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The device check, one call on the GPU machine:
-#   build for sm_90 -> GPU tests -> headline grid (exitrt bench) beside the PyTorch peer
-#   -> profile of the shipped model -> compute-sanitizer (memcheck, racecheck, initcheck,
-#   synccheck) -> micro-benchmarks -> a short table last. Logs go to $OUT.
+#   build for sm_90 -> GPU tests (eager and graph mode against the CPU and each other)
+#   -> headline grid (exitrt bench: eager and graph variants, graph targets) beside the
+#   PyTorch peer -> profiles of the shipped models (eager, graph) -> compute-sanitizer
+#   (memcheck, racecheck, initcheck, synccheck; eager and graph) -> a sweep of both shipped
+#   models on cuda:0 -> micro-benchmarks -> a short table last. Logs go to $OUT.
 # The device machine has CUDA, CMake, Ninja and PyTorch but none of our Debian libraries
 # and no network: they travel as .deb files in .deps/debs (bench/fetch_deps.sh fetches
 # them) and are unpacked into .deps/root here; the Fashion-MNIST test split is in
@@ -64,7 +66,7 @@ grep -E "error|warning" "$OUT/build.log" | head -20
 
 step "GPU tests"
 (cd $build && ctest -R 'cuda' --output-on-failure -V --timeout 240) > "$OUT/gpu-tests.log" 2>&1 || fail "GPU tests"
-grep -E "Test +#|SKIP|agree|identical|borderline|Checks|Failure|Error|refused" "$OUT/gpu-tests.log" | head -30
+grep -E "Test +#|SKIP|agree|identical|borderline|Checks|Failure|Error|refused|graph" "$OUT/gpu-tests.log" | head -40
 
 if fits 150 "CPU tests"; then
   step "CPU tests (same build)"
@@ -93,6 +95,14 @@ if fits 40 "profile"; then
     --policy confidence:0.9 --profile --trace "$OUT/trace.json" > "$OUT/profile.txt" 2>&1 || fail "eval --profile"
   tail -11 "$OUT/profile.txt"
 fi
+if fits 40 "profile, graph mode"; then
+  step "profile of the shipped models, graph mode"
+  for m in fmnist-mlp fmnist-cnn; do
+    timeout 30 "$build/exitrt" eval --model models/$m --data fashion-mnist:test --device cuda:0 --batch 1024 \
+      --policy confidence:0.9 --exec graph --profile > "$OUT/profile-graph-$m.txt" 2>&1 || fail "eval --exec graph ($m)"
+    head -3 "$OUT/profile-graph-$m.txt"; tail -2 "$OUT/profile-graph-$m.txt"
+  done
+fi
 
 step "compute-sanitizer"
 san=( "$build/exitrt" eval --model models/fmnist-mlp --data fashion-mnist:test --limit 128 --batch 64
@@ -105,10 +115,27 @@ for tool in memcheck racecheck initcheck synccheck; do
     fail "compute-sanitizer $tool (exit $?)"; grep -E "=====" "$OUT/san-$tool.log" | head -8
   fi
 done
+for tool in memcheck racecheck synccheck; do
+  fits 45 "compute-sanitizer $tool, graph mode" || continue
+  if timeout 40 compute-sanitizer --tool $tool --error-exitcode 9 "${san[@]}" --exec graph > "$OUT/san-graph-$tool.log" 2>&1; then
+    echo "compute-sanitizer $tool (graph): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-graph-$tool.log" | tail -1)"
+  else
+    fail "compute-sanitizer $tool, graph mode (exit $?)"; grep -E "=====" "$OUT/san-graph-$tool.log" | head -8
+  fi
+done
 if fits 45 "compute-sanitizer memcheck, CUB path"; then
   ERT_COMPACT_PATH=cub timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "${san[@]}" \
     > "$OUT/san-memcheck-cub.log" 2>&1 && echo "memcheck (CUB compaction): $(grep 'ERROR SUMMARY' "$OUT/san-memcheck-cub.log")" \
     || fail "compute-sanitizer memcheck (CUB compaction path)"
+fi
+
+if fits 90 "sweep on cuda:0"; then
+  step "policy sweep of both shipped models on cuda:0 (issue 6)"
+  for m in fmnist-mlp fmnist-cnn; do
+    timeout 40 "$build/exitrt" sweep --model models/$m --data fashion-mnist:test --device cuda:0 --grid 4 \
+      --out "$OUT/sweep-$m" > "$OUT/sweep-$m.txt" 2>&1 || fail "sweep $m on cuda:0"
+    tail -14 "$OUT/sweep-$m.txt"
+  done
 fi
 
 if [ -x "$build/bench/ert_micro" ] && fits 40 "micro-benchmarks"; then
@@ -137,6 +164,13 @@ for r in b.get("points", []):
     print(f"{r['width']:>5} {r['batch']:>5} {r['full']['median_ms']:>8.3f} {r['compact']['median_ms']:>8.3f} "
           f"{r['ideal']['median_ms']:>8.3f} {r['speedup']:>7.2f}x {r['of_ideal']:>8.2f} "
           f"{100*r['routing_share']:>7.1f}% {100*r['sync_share']:>5.1f}% {peer:>13}")
+print(f"\ngraph mode: {'D':>5} {'B':>5} {'full-g':>8} {'compact-g':>9} {'ideal-g':>8} {'speedup':>8} {'of_ideal':>8} {'routing':>8} {'pad':>6} {'syncs':>5} {'ev_ms':>6}")
+for r in b.get("points", []):
+    g = r.get("graph")
+    if not g: continue
+    print(f"            {r['width']:>5} {r['batch']:>5} {r['full-graph']['median_ms']:>8.3f} {r['compact-graph']['median_ms']:>9.3f} "
+          f"{r['ideal-graph']['median_ms']:>8.3f} {g['speedup']:>7.2f}x {g['of_ideal']:>8.2f} {100*g['routing_share']:>7.1f}% "
+          f"{100*g['padding_waste']:>5.1f}% {g['host_syncs']:>5} {g['stage_event_overhead_ms']:>6.3f}")
 PY
 step "done in $(( $(date +%s) - start ))s, status $status"
 # The device tool brings back at most 8 files: every log goes into one archive too.

@@ -28,6 +28,7 @@ extern "C" {
 typedef struct ert_backend ert_backend; /* one per session: device, stream, handles */
 typedef struct ert_op ert_op;           /* an op prepared at session creation */
 typedef struct ert_event ert_event;     /* a point on the backend's timeline */
+typedef struct ert_graph ert_graph;     /* a captured forward pass, instantiated */
 
 typedef enum ert_op_type {
     ERT_OP_LINEAR = 0, /* y = act(x W^T + b):  x (rows, in), W (out, in), y (rows, out) */
@@ -78,6 +79,9 @@ typedef struct ert_rows {
  * mode) are skipped. Leaving rows write pred/exit/conf at their original index. */
 typedef struct ert_decide_args {
     ert_exit_params params;
+    const ert_exit_params *dev_params; /* optional: the policy in backend memory, read at run
+                                          time instead of `params` (graph mode: the policy
+                                          changes between launches of one graph) */
     int exit_index;
     int is_last;
     int classes;
@@ -150,6 +154,20 @@ typedef struct ert_backend_ops {
     ert_status (*event_record)(ert_backend *be, ert_event *ev);
     /* Milliseconds between two recorded events; waits for the later one. */
     ert_status (*event_elapsed_ms)(ert_backend *be, const ert_event *a, const ert_event *b, double *ms);
+
+    /* Graph mode; NULL where the backend has none (the CPU). Between graph_begin and
+     * graph_end, op_run, add, decide, compact and event_record are captured, not run;
+     * upload, download, sync and alloc must not be called. An op given rows.dev_count
+     * whose library needs the row count on the host (GEMM, convolution) is captured once
+     * per bucket (bucket_rows, increasing, the last >= every count) into a SWITCH node;
+     * on the device, the kernel that writes the count (compact) or a selector before the
+     * first such op picks the smallest bucket >= the count, and a count of 0 picks none.
+     * Ops given rows without dev_count are captured as they are (host-known counts).
+     * graph_end(be, NULL) ends and discards the capture (after an error). */
+    ert_status (*graph_begin)(ert_backend *be, const int *bucket_rows, int num_buckets);
+    ert_status (*graph_end)(ert_backend *be, ert_graph **out);
+    ert_status (*graph_launch)(ert_backend *be, ert_graph *g);
+    void (*graph_free)(ert_backend *be, ert_graph *g);
 } ert_backend_ops;
 
 /* The backends compiled into this build. ert_backend_cuda() is NULL without CUDA. */

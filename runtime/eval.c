@@ -54,6 +54,7 @@ static void add_profile(ert_profile *sum, const ert_profile *p) {
     sum->num_stages = p->num_stages;
     for (int k = 0; k < p->num_stages; ++k) {
         sum->stage[k].rows += p->stage[k].rows;
+        sum->stage[k].padded_rows += p->stage[k].padded_rows;
         sum->stage[k].compute_ms += p->stage[k].compute_ms;
         sum->stage[k].decide_ms += p->stage[k].decide_ms;
         sum->stage[k].compact_ms += p->stage[k].compact_ms;
@@ -65,6 +66,8 @@ static void add_profile(ert_profile *sum, const ert_profile *p) {
     sum->routing_ms += p->routing_ms;
     sum->sync_ms += p->sync_ms;
     sum->host_syncs += p->host_syncs;
+    sum->graph = p->graph;
+    ert_profile_padding_waste(sum);
 }
 
 ert_status ert_dataset_check(const ert_session *s, const ert_dataset *data, int batch, int need_labels) {

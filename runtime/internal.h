@@ -83,4 +83,7 @@ ert_status ert_policy_exit_params(const ert_policy *policy, const ert_model *mod
 /* 1 if the scheduled policy draws exits from a hazard (no per-sample schedule needed). */
 int ert_policy_has_hazard(const ert_policy *policy);
 
+/* Sets profile->padding_waste from its stages' rows, padded rows and FLOPs. */
+void ert_profile_padding_waste(ert_profile *profile);
+
 #endif

@@ -52,7 +52,8 @@ struct ert_session {
     int32_t *idx[2];
     ert_sample_state *state[2];
     uint8_t *keep;
-    int32_t *count;
+    int32_t *counts; /* S + 1 row counts: the batch's, then each compaction's survivors */
+    ert_exit_params *dev_params; /* graph mode: the run's policy */
     int32_t *pred, *exit_at;
     float *conf, *logits_out;
 
@@ -60,19 +61,31 @@ struct ert_session {
     float *h_input;
     int32_t *h_iota;
     ert_sample_state *h_state;
-    int32_t *h_pred, *h_exit, *h_count;
+    int32_t *h_pred, *h_exit, *h_counts;
     float *h_conf, *h_logits;
+    ert_exit_params *h_params;
+
+    /* graph mode */
+    ert_graph *graph;                /* the forward, captured at creation (NULL: eager) */
+    ert_graph *ideal;                /* run_rows' graph, for ideal_rows */
+    int ideal_rows[ERT_MAX_STAGES];
+    int buckets[ERT_MAX_BUCKETS], num_buckets;
+    int stage_slot[ERT_MAX_STAGES];  /* the count slot each stage reads */
+    char exec_note[512];
 
     ert_event *ev_begin, *ev_end;
     ert_event **ev; /* EV_PER_STAGE per stage */
-    int stage_ran[ERT_MAX_STAGES];
+    int stage_timed[ERT_MAX_STAGES]; /* its events were recorded in the last run */
     ert_profile profile;
 };
 
 ert_session_options ert_session_options_default(void) {
-    ert_session_options o = {.device = "cpu", .max_batch = 256, .mode = ERT_MODE_COMPACT, .dtype = ERT_DTYPE_F32};
+    ert_session_options o = {.device = "cpu", .max_batch = 256, .mode = ERT_MODE_COMPACT, .dtype = ERT_DTYPE_F32,
+                             .exec = ERT_EXEC_EAGER, .buckets = NULL, .stage_events = 1};
     return o;
 }
+
+const char *ert_session_exec_note(const ert_session *s) { return s ? s->exec_note : ""; }
 
 const char *ert_session_device(const ert_session *s) { return s ? s->device : NULL; }
 const ert_model *ert_session_model(const ert_session *s) { return s ? s->model : NULL; }
@@ -174,6 +187,8 @@ static ert_status prepare_stage_seq(ert_session *s, const ert_seq *seq, int is_h
 
 /* ---------------------------------------------------------------- create / free */
 
+static ert_status capture_forward(ert_session *s);
+
 static ert_status alloc_be(ert_session *s, size_t bytes, void **p) { return s->ops->alloc(s->be, bytes, p); }
 static ert_status alloc_host(ert_session *s, size_t bytes, void **p) { return s->ops->host_alloc(s->be, bytes, p); }
 
@@ -184,6 +199,10 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
     if (o.max_batch < 1 || o.max_batch > (1 << 24))
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "max_batch %d: expected 1..%d", o.max_batch, 1 << 24);
     if ((unsigned)o.mode > ERT_MODE_FULL) return ert_error(ERT_ERR_INVALID_ARGUMENT, "mode %d: unknown", (int)o.mode);
+    if ((unsigned)o.exec > ERT_EXEC_AUTO) return ert_error(ERT_ERR_INVALID_ARGUMENT, "exec %d: unknown", (int)o.exec);
+    int buckets[ERT_MAX_BUCKETS], num_buckets = 0;
+    ert_status bst = ert_buckets_parse(o.buckets, o.max_batch, buckets, &num_buckets);
+    if (bst) return bst;
     const ert_backend_ops *ops = NULL;
     int index = 0;
     ert_status st = parse_device(o.device, &ops, &index);
@@ -232,7 +251,9 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
         (st = alloc_be(s, nB * sizeof(ert_sample_state), (void **)&s->state[0])) ||
         (st = alloc_be(s, nB * sizeof(ert_sample_state), (void **)&s->state[1])) ||
         (st = alloc_be(s, nB, (void **)&s->keep)) ||
-        (st = alloc_be(s, sizeof(int32_t), (void **)&s->count)) ||
+        (st = alloc_be(s, sizeof(int32_t) * (size_t)(S + 1), (void **)&s->counts)) ||
+        (st = alloc_be(s, sizeof(ert_exit_params), (void **)&s->dev_params)) ||
+        (st = alloc_host(s, sizeof(ert_exit_params), (void **)&s->h_params)) ||
         (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->pred)) ||
         (st = alloc_be(s, nB * sizeof(int32_t), (void **)&s->exit_at)) ||
         (st = alloc_be(s, nB * sizeof(float), (void **)&s->conf)) ||
@@ -244,7 +265,7 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
         (st = alloc_host(s, nB * sizeof(int32_t), (void **)&s->h_pred)) ||
         (st = alloc_host(s, nB * sizeof(int32_t), (void **)&s->h_exit)) ||
         (st = alloc_host(s, nB * sizeof(float), (void **)&s->h_conf)) ||
-        (st = alloc_host(s, sizeof(int32_t), (void **)&s->h_count)))
+        (st = alloc_host(s, sizeof(int32_t) * (size_t)(S + 1), (void **)&s->h_counts)))
         goto fail;
     for (int i = 0; i < B; ++i) s->h_iota[i] = i;
 
@@ -255,6 +276,27 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
     if ((st = ops->event_new(s->be, &s->ev_begin)) || (st = ops->event_new(s->be, &s->ev_end))) goto fail;
     for (int i = 0; i < S * EV_PER_STAGE; ++i)
         if ((st = ops->event_new(s->be, &s->ev[i]))) goto fail;
+
+    memcpy(s->buckets, buckets, sizeof buckets);
+    s->num_buckets = num_buckets;
+    s->opt.buckets = NULL; /* the caller's string is not kept; the buckets are */
+    s->opt.exec = ERT_EXEC_EAGER;
+    if (o.exec != ERT_EXEC_EAGER) {
+        if (!ops->graph_begin)
+            st = ert_error(ERT_ERR_UNSUPPORTED, "exec graph: the %s backend has no graph mode (it needs cuda:N)",
+                           ops->name);
+        else if ((st = capture_forward(s)))
+            ert_error_context(st, "exec graph: capturing the forward pass: ");
+        if (st == ERT_OK) {
+            s->opt.exec = ERT_EXEC_GRAPH;
+        } else if (o.exec == ERT_EXEC_AUTO) { /* the caller asked for a fallback: eager */
+            snprintf(s->exec_note, sizeof s->exec_note, "graph mode unavailable, running eager: %s", ert_last_error());
+            ert_error_clear();
+            st = ERT_OK;
+        } else {
+            goto fail; /* exec auto would have fallen back to eager */
+        }
+    }
     *out = s;
     return ERT_OK;
 fail:
@@ -274,16 +316,19 @@ void ert_session_free(ert_session *s) {
         }
         if (s->ev_begin) o->event_free(s->be, s->ev_begin);
         if (s->ev_end) o->event_free(s->be, s->ev_end);
+        if (s->graph) o->graph_free(s->be, s->graph);
+        if (s->ideal) o->graph_free(s->be, s->ideal);
         for (int i = 0; s->body && i < S; ++i) free_sops(s, s->body[i].ops, s->body[i].count);
         for (int i = 0; s->head && i < S; ++i) free_sops(s, s->head[i].ops, s->head[i].count);
         if (s->normalize) o->op_free(s->be, s->normalize);
         for (int i = 0; s->pool && i < s->pool_size; ++i)
             if (s->pool[i]) o->release(s->be, s->pool[i]);
         void *dev[] = {s->input, s->logits, s->idx[0], s->idx[1], s->state[0], s->state[1],
-                       s->keep,  s->count,  s->pred,   s->exit_at, s->conf, s->logits_out};
+                       s->keep,  s->counts, s->pred,   s->exit_at, s->conf, s->logits_out, s->dev_params};
         for (size_t i = 0; i < sizeof dev / sizeof *dev; ++i)
             if (dev[i]) o->release(s->be, dev[i]);
-        void *host[] = {s->h_input, s->h_iota, s->h_state, s->h_pred, s->h_exit, s->h_conf, s->h_count, s->h_logits};
+        void *host[] = {s->h_input, s->h_iota, s->h_state, s->h_pred,
+                        s->h_exit,  s->h_conf, s->h_counts, s->h_logits, s->h_params};
         for (size_t i = 0; i < sizeof host / sizeof *host; ++i)
             if (host[i]) o->host_release(s->be, host[i]);
         o->destroy(s->be);
@@ -370,17 +415,17 @@ static double host_clock_us(void) {
 
 /* Reads the events of the last run into the profile. The device is idle (sync_ms) from
  * the end of a stage's compaction until the next stage's first kernel: the host reads
- * the survivor count back and launches again. */
+ * the survivor count back and launches again (in graph mode nothing waits: ~0). */
 static ert_status collect_profile(ert_session *s) {
     const ert_backend_ops *o = s->ops;
     ert_profile *prof = &s->profile;
     ert_status st;
     if ((st = o->event_elapsed_ms(s->be, s->ev_begin, s->ev_end, &prof->batch_ms))) return st;
     for (int k = 0; k < prof->num_stages; ++k) {
-        if (!s->stage_ran[k]) continue;
+        if (!s->stage_timed[k]) continue;
         ert_event **ev = &s->ev[k * EV_PER_STAGE];
         ert_stage_profile *sp = &prof->stage[k];
-        const int next = k + 1 < prof->num_stages && s->stage_ran[k + 1];
+        const int next = k + 1 < prof->num_stages && s->stage_timed[k + 1];
         ert_event *idle_end = next ? s->ev[(k + 1) * EV_PER_STAGE + EV_COMPUTE] : ev[EV_END];
         if ((st = o->event_elapsed_ms(s->be, s->ev_begin, ev[EV_COMPUTE], &sp->start_ms)) ||
             (st = o->event_elapsed_ms(s->be, ev[EV_COMPUTE], ev[EV_DECIDE], &sp->compute_ms)) ||
@@ -395,10 +440,158 @@ static ert_status collect_profile(ert_session *s) {
     return ERT_OK;
 }
 
+/* The work of stage k on `rows` rows of which its GEMMs computed `padded`. */
+static void stage_cost(const ert_session *s, int k, int rows, int padded, ert_stage_profile *sp) {
+    const int run_head = s->model->stages[k].exit_index >= 0 && (s->opt.mode != ERT_MODE_FULL || k == s->model->num_stages - 1);
+    const sseq *b = &s->body[k], *h = &s->head[k];
+    sp->rows = rows;
+    sp->padded_rows = padded;
+    sp->flops = rows * (b->flops + (run_head ? h->flops : 0.0));
+    sp->bytes = (double)s->elem * (b->weight_elems + rows * b->act_elems +
+                                   (run_head ? h->weight_elems + rows * h->act_elems : 0));
+}
+
+void ert_profile_padding_waste(ert_profile *prof) {
+    double pad = 0.0, real = 0.0;
+    for (int k = 0; k < prof->num_stages; ++k) {
+        const ert_stage_profile *sp = &prof->stage[k];
+        if (sp->rows <= 0) continue;
+        real += sp->flops;
+        pad += sp->flops / sp->rows * (sp->padded_rows - sp->rows);
+    }
+    prof->padding_waste = real > 0 ? pad / real : 0.0;
+}
+
+/* The smallest bucket holding `rows` (0 for 0 rows), as graph.cu's selector picks it. */
+static int bucket_of(const ert_session *s, int rows) {
+    if (rows <= 0) return 0;
+    for (int b = 0; b < s->num_buckets; ++b)
+        if (s->buckets[b] >= rows) return s->buckets[b];
+    return s->buckets[s->num_buckets - 1];
+}
+
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
         if ((st = (expr)) != ERT_OK) goto fail;                                                                        \
     } while (0)
+
+static ert_status record(ert_session *s, ert_event **ev, int which) {
+    return s->opt.stage_events ? s->ops->event_record(s->be, ev[which]) : ERT_OK;
+}
+
+/* Enqueues the forward pass after the upload: normalisation, then per stage its body,
+ * head, decision and compaction. Eager (graph = 0): n rows, and after each compaction
+ * the host reads the survivor count back to size the next stage (one sync per exit).
+ * Graph (graph = 1, while the backend captures): every op gets the session's max_batch
+ * as the bound and the count in device memory (slot j of s->counts: the batch's n, then
+ * each compaction's survivors), so one capture serves every batch and no count comes
+ * back. Buffer choices depend on the stage only, never on the counts, so both modes
+ * move the same data through the same buffers. */
+static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, int graph) {
+    const ert_model *m = s->model;
+    const ert_backend_ops *o = s->ops;
+    const ert_mode mode = s->opt.mode;
+    ert_profile *prof = &s->profile;
+    const int S = m->num_stages, bound = s->opt.max_batch;
+    int cur = 0, pp = 0, rows = n, slot = 0, open_ranges = 0;
+    ert_status st;
+
+    TRY(o->op_run(s->be, s->normalize, graph ? (ert_rows){bound, s->counts} : (ert_rows){n, NULL}, s->input,
+                  s->pool[cur]));
+    for (int k = 0; k < S && (graph || rows > 0); ++k) {
+        const ert_stage *stage = &m->stages[k];
+        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        const ert_rows r = graph ? (ert_rows){bound, s->counts + slot} : (ert_rows){rows, NULL};
+        const int is_last = k == S - 1, e = stage->exit_index;
+        const int run_head = e >= 0 && (mode != ERT_MODE_FULL || is_last);
+        s->stage_slot[k] = slot;
+        s->stage_timed[k] = s->opt.stage_events;
+        if (!graph) {
+            stage_cost(s, k, rows, rows, &prof->stage[k]);
+            ert_nvtx_push(ERT_NVTX_STAGE, k, rows);
+            open_ranges++;
+        }
+        TRY(record(s, ev, EV_COMPUTE));
+        TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, r, NULL, &cur));
+        if (run_head) {
+            int unused;
+            if (!graph) ert_nvtx_push(ERT_NVTX_HEAD, e, rows);
+            st = run_seq(s, s->head[k].ops, s->head[k].count, cur, 1u << cur, r, s->logits, &unused);
+            if (!graph) ert_nvtx_pop();
+            if (st) goto fail;
+        }
+        TRY(record(s, ev, EV_DECIDE));
+        if (run_head) {
+            da->exit_index = e;
+            da->is_last = is_last;
+            da->rows = r;
+            da->orig_index = s->idx[pp];
+            da->state = s->state[pp];
+            if (!graph) ert_nvtx_push(ERT_NVTX_DECIDE, e, rows);
+            st = o->decide(s->be, da);
+            if (!graph) ert_nvtx_pop();
+            if (st) goto fail;
+        }
+        TRY(record(s, ev, EV_COMPACT));
+        if (run_head && mode == ERT_MODE_COMPACT && !is_last) {
+            const int dst = pick_buffer(s, 1u << cur);
+            const ert_compact_args ca = {.rows = r, .width = stage->width_out, .x = s->pool[cur], .y = s->pool[dst],
+                                         .idx_in = s->idx[pp], .idx_out = s->idx[!pp], .state_in = s->state[pp],
+                                         .state_out = s->state[!pp], .keep = s->keep, .count = s->counts + slot + 1};
+            if (!graph) ert_nvtx_push(ERT_NVTX_COMPACT, e, rows);
+            st = o->compact(s->be, &ca);
+            if (!graph) ert_nvtx_pop();
+            if (st) goto fail;
+            TRY(record(s, ev, EV_SYNC));
+            slot++;
+            if (!graph) {
+                /* Eager mode: the host reads the survivor count to size the next GEMMs. */
+                ert_nvtx_push(ERT_NVTX_SYNC, e, rows);
+                st = o->download(s->be, s->h_counts + slot, s->counts + slot, sizeof(int32_t));
+                ert_nvtx_pop();
+                if (st) goto fail;
+                prof->host_syncs += !o->host_memory;
+                rows = s->h_counts[slot];
+            }
+            cur = dst;
+            pp = !pp;
+        } else {
+            TRY(record(s, ev, EV_SYNC));
+        }
+        TRY(record(s, ev, EV_END));
+        if (!graph) {
+            ert_nvtx_pop();
+            open_ranges--;
+        }
+    }
+    return ERT_OK;
+fail:
+    while (open_ranges-- > 0) ert_nvtx_pop();
+    return st;
+}
+
+/* The decide arguments that do not change between stages. */
+static ert_decide_args decide_args(const ert_session *s, int want_logits) {
+    const ert_decide_args da = {.classes = s->model->num_classes, .logits = s->logits, .keep = s->keep,
+                                .pred = s->pred, .exit_at = s->exit_at, .conf = s->conf,
+                                .logits_out = want_logits ? s->logits_out : NULL};
+    return da;
+}
+
+/* Captures the forward pass into s->graph (session creation, graph mode). */
+static ert_status capture_forward(ert_session *s) {
+    const ert_backend_ops *o = s->ops;
+    ert_decide_args da = decide_args(s, 1); /* the graph always keeps the logits: a run may ask */
+    da.dev_params = s->dev_params;
+    ert_status st = o->graph_begin(s->be, s->buckets, s->num_buckets);
+    if (st) return st;
+    st = enqueue_forward(s, &da, s->opt.max_batch, 1);
+    if (st) {
+        (void)o->graph_end(s->be, NULL);
+        return st;
+    }
+    return o->graph_end(s->be, &s->graph);
+}
 
 ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_batch *b, ert_outputs *out) {
     if (!s) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_run: session is NULL");
@@ -407,11 +600,9 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     const ert_model *m = s->model;
     const ert_backend_ops *o = s->ops;
     const int n = b->n, S = m->num_stages;
-    const ert_mode mode = s->opt.mode;
-    ert_decide_args da = {.classes = m->num_classes, .logits = s->logits, .keep = s->keep, .pred = s->pred,
-                          .exit_at = s->exit_at, .conf = s->conf, .logits_out = out->logits ? s->logits_out : NULL};
+    ert_decide_args da = decide_args(s, out->logits != NULL);
     if ((st = ert_policy_exit_params(policy, m, &da.params))) return st;
-    if (mode == ERT_MODE_FULL) da.params.kind = ERT_POLICY_NONE;
+    if (s->opt.mode == ERT_MODE_FULL) da.params.kind = ERT_POLICY_NONE;
 
     /* Stage the batch in host memory the device copies from. */
     memcpy(s->h_input, b->input, (size_t)n * (size_t)m->input_size * sizeof(float));
@@ -422,109 +613,77 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
         s->h_state[i] = (ert_sample_state){.label = b->labels ? b->labels[i] : -1, .target_exit = target,
                                            .last_pred = -1, .streak = 0, .done = 0};
     }
+    *s->h_params = da.params;
+    s->h_counts[0] = n;
     ert_profile *prof = &s->profile;
     memset(prof, 0, sizeof *prof);
-    memset(s->stage_ran, 0, sizeof s->stage_ran);
+    memset(s->stage_timed, 0, sizeof s->stage_timed);
+    for (int k = 0; s->graph && k < S; ++k) s->stage_timed[k] = s->opt.stage_events; /* every stage is in the graph */
     prof->num_stages = S;
+    prof->graph = s->graph != NULL;
     prof->host_start_us = host_clock_us();
 
     ert_nvtx_push(ERT_NVTX_BATCH, 0, n);
-    int open_ranges = 1; /* closed on every path out */
     TRY(o->event_record(s->be, s->ev_begin));
     ert_nvtx_push(ERT_NVTX_UPLOAD, 0, n);
     st = o->upload(s->be, s->input, s->h_input, (size_t)n * (size_t)m->input_size * sizeof(float));
     if (!st) st = o->upload(s->be, s->idx[0], s->h_iota, (size_t)n * sizeof(int32_t));
     if (!st) st = o->upload(s->be, s->state[0], s->h_state, (size_t)n * sizeof(ert_sample_state));
+    if (!st && s->graph) st = o->upload(s->be, s->dev_params, s->h_params, sizeof *s->h_params);
+    if (!st && s->graph) st = o->upload(s->be, s->counts, s->h_counts, sizeof(int32_t));
     ert_nvtx_pop();
     if (st) goto fail;
-    int cur = 0, pp = 0, rows = n;
-    TRY(o->op_run(s->be, s->normalize, (ert_rows){n, NULL}, s->input, s->pool[cur]));
-
-    for (int k = 0; k < S && rows > 0; ++k) {
-        const ert_stage *stage = &m->stages[k];
-        ert_event **ev = &s->ev[k * EV_PER_STAGE];
-        const ert_rows r = {rows, NULL};
-        const int is_last = k == S - 1;
-        const int run_head = stage->exit_index >= 0 && (mode != ERT_MODE_FULL || is_last);
-        s->stage_ran[k] = 1;
-        prof->stage[k].rows = rows;
-        prof->stage[k].flops = rows * (s->body[k].flops + (run_head ? s->head[k].flops : 0.0));
-        prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows * s->body[k].act_elems +
-                                                  (run_head ? s->head[k].weight_elems + rows * s->head[k].act_elems : 0));
-
-        const int e = stage->exit_index;
-        ert_nvtx_push(ERT_NVTX_STAGE, k, rows);
-        open_ranges++;
-        TRY(o->event_record(s->be, ev[EV_COMPUTE]));
-        TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, r, NULL, &cur));
-        if (run_head) {
-            int unused;
-            ert_nvtx_push(ERT_NVTX_HEAD, e, rows);
-            st = run_seq(s, s->head[k].ops, s->head[k].count, cur, 1u << cur, r, s->logits, &unused);
-            ert_nvtx_pop();
-            if (st) goto fail;
-        }
-        TRY(o->event_record(s->be, ev[EV_DECIDE]));
-        if (run_head) {
-            da.exit_index = e;
-            da.is_last = is_last;
-            da.rows = r;
-            da.orig_index = s->idx[pp];
-            da.state = s->state[pp];
-            ert_nvtx_push(ERT_NVTX_DECIDE, e, rows);
-            st = o->decide(s->be, &da);
-            ert_nvtx_pop();
-            if (st) goto fail;
-        }
-        TRY(o->event_record(s->be, ev[EV_COMPACT]));
-        if (run_head && mode == ERT_MODE_COMPACT && !is_last) {
-            const int dst = pick_buffer(s, 1u << cur);
-            const ert_compact_args ca = {.rows = r, .width = stage->width_out, .x = s->pool[cur], .y = s->pool[dst],
-                                         .idx_in = s->idx[pp], .idx_out = s->idx[!pp], .state_in = s->state[pp],
-                                         .state_out = s->state[!pp], .keep = s->keep, .count = s->count};
-            ert_nvtx_push(ERT_NVTX_COMPACT, e, rows);
-            st = o->compact(s->be, &ca);
-            ert_nvtx_pop();
-            if (st) goto fail;
-            TRY(o->event_record(s->be, ev[EV_SYNC]));
-            /* Eager mode: the host reads the survivor count to size the next GEMMs. */
-            ert_nvtx_push(ERT_NVTX_SYNC, e, rows);
-            st = o->download(s->be, s->h_count, s->count, sizeof(int32_t));
-            ert_nvtx_pop();
-            if (st) goto fail;
-            prof->host_syncs += !o->host_memory;
-            rows = *s->h_count;
-            cur = dst;
-            pp = !pp;
-        } else {
-            TRY(o->event_record(s->be, ev[EV_SYNC]));
-        }
-        TRY(o->event_record(s->be, ev[EV_END]));
+    if (s->graph) {
+        ert_nvtx_push(ERT_NVTX_STAGE, 0, n); /* one range for the launch: its stages run on the device */
+        st = o->graph_launch(s->be, s->graph);
         ert_nvtx_pop();
-        open_ranges--;
+    } else {
+        st = enqueue_forward(s, &da, n, 0);
     }
+    if (st) goto fail;
     ert_nvtx_push(ERT_NVTX_DOWNLOAD, 0, n);
     st = o->download(s->be, s->h_pred, s->pred, (size_t)n * sizeof(int32_t));
     if (!st) st = o->download(s->be, s->h_exit, s->exit_at, (size_t)n * sizeof(int32_t));
     if (!st) st = o->download(s->be, s->h_conf, s->conf, (size_t)n * sizeof(float));
     const size_t logit_bytes = (size_t)n * (size_t)m->num_classes * sizeof(float);
     if (!st && out->logits) st = o->download(s->be, s->h_logits, s->logits_out, logit_bytes);
+    if (!st && s->graph) st = o->download(s->be, s->h_counts, s->counts, sizeof(int32_t) * (size_t)(S + 1));
     ert_nvtx_pop();
     if (st) goto fail;
     TRY(o->event_record(s->be, s->ev_end));
-    prof->host_syncs += o->host_memory ? 0 : 1;
     memcpy(out->pred, s->h_pred, (size_t)n * sizeof(int32_t));
     memcpy(out->exit_index, s->h_exit, (size_t)n * sizeof(int32_t));
     memcpy(out->confidence, s->h_conf, (size_t)n * sizeof(float));
     if (out->logits) memcpy(out->logits, s->h_logits, logit_bytes);
-
+    if (s->graph)
+        for (int k = 0; k < S; ++k) {
+            const int rows = s->h_counts[s->stage_slot[k]];
+            stage_cost(s, k, rows, bucket_of(s, rows), &prof->stage[k]);
+        }
+    ert_profile_padding_waste(prof);
     ert_nvtx_pop();
-    open_ranges--;
     TRY(collect_profile(s));
     return ERT_OK;
 fail:
-    while (open_ranges-- > 0) ert_nvtx_pop();
+    ert_nvtx_pop();
     return ert_error_context(st, "run on '%s': ", s->device);
+}
+
+/* Stage bodies at host-known row counts (the ideal), events between them. */
+static ert_status enqueue_rows(ert_session *s, const int *rows) {
+    ert_status st;
+    int cur = 0;
+    TRY(s->ops->op_run(s->be, s->normalize, (ert_rows){rows[0], NULL}, s->input, s->pool[cur]));
+    for (int k = 0; k < s->model->num_stages && rows[k] > 0; ++k) {
+        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        s->stage_timed[k] = s->opt.stage_events;
+        TRY(record(s, ev, EV_COMPUTE));
+        TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, (ert_rows){rows[k], NULL}, NULL, &cur));
+        for (int e = EV_DECIDE; e <= EV_END; ++e) TRY(record(s, ev, e));
+    }
+    return ERT_OK;
+fail:
+    return st;
 }
 
 ert_status ert_session_run_rows(ert_session *s, const int *rows) {
@@ -538,23 +697,30 @@ ert_status ert_session_run_rows(ert_session *s, const int *rows) {
     ert_status st;
     ert_profile *prof = &s->profile;
     memset(prof, 0, sizeof *prof);
-    memset(s->stage_ran, 0, sizeof s->stage_ran);
+    memset(s->stage_timed, 0, sizeof s->stage_timed);
     prof->num_stages = S;
+    prof->graph = s->graph != NULL;
     prof->host_start_us = host_clock_us();
-    TRY(o->event_record(s->be, s->ev_begin));
-    /* The input buffer still holds the last run's batch: real data, not zeros. */
-    int cur = 0;
-    TRY(o->op_run(s->be, s->normalize, (ert_rows){rows[0], NULL}, s->input, s->pool[cur]));
     for (int k = 0; k < S && rows[k] > 0; ++k) {
-        ert_event **ev = &s->ev[k * EV_PER_STAGE];
-        s->stage_ran[k] = 1;
-        prof->stage[k].rows = rows[k];
+        prof->stage[k].rows = prof->stage[k].padded_rows = rows[k];
         prof->stage[k].flops = rows[k] * s->body[k].flops;
         prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows[k] * s->body[k].act_elems);
-        TRY(o->event_record(s->be, ev[EV_COMPUTE]));
-        TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, (ert_rows){rows[k], NULL}, NULL, &cur));
-        for (int e = EV_DECIDE; e <= EV_END; ++e) TRY(o->event_record(s->be, ev[e]));
     }
+    /* A graph session judges its forward against an ideal that also pays one launch. */
+    if (s->graph && (!s->ideal || memcmp(s->ideal_rows, rows, sizeof(int) * (size_t)S) != 0)) {
+        if (s->ideal) o->graph_free(s->be, s->ideal);
+        s->ideal = NULL;
+        TRY(o->graph_begin(s->be, NULL, 0));
+        if ((st = enqueue_rows(s, rows))) {
+            (void)o->graph_end(s->be, NULL);
+            goto fail;
+        }
+        TRY(o->graph_end(s->be, &s->ideal));
+        memcpy(s->ideal_rows, rows, sizeof(int) * (size_t)S);
+    }
+    TRY(o->event_record(s->be, s->ev_begin));
+    /* The input buffer still holds the last run's batch: real data, not zeros. */
+    TRY(s->graph ? o->graph_launch(s->be, s->ideal) : enqueue_rows(s, rows));
     TRY(o->event_record(s->be, s->ev_end));
     TRY(o->sync(s->be));
     TRY(collect_profile(s));

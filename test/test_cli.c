@@ -68,6 +68,11 @@ START_TEST(errors_are_one_line) {
         {"eval --model test/fixtures/tiny-f32", "--data SPLIT is required"},
         {"eval --model test/fixtures/tiny-f32 --data DATA extra", "unexpected argument 'extra'"},
         {"info", "--model DIR is required"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --exec fast", "exec 'fast': expected eager, graph or auto"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --exec graph --buckets 8,4", "4 does not increase on 8"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --batch 16 --buckets 32", "32 is outside 1..16"},
+        {"sweep --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --exec sideways", "exec 'sideways'"},
+        {"bench --exec fast", "--exec 'fast': expected eager, graph or both"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
         const char *d = strstr(cases[i].args, "DATA");
@@ -104,7 +109,38 @@ START_TEST(json_has_the_keys) {
     ck_assert(acc >= 0.0 && acc <= 1.0);
     const double ff = cJSON_GetObjectItem(j, "flops_fraction")->valuedouble;
     ck_assert(ff > 0.3 && ff < 1.3);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "exec")->valuestring, "eager");
     cJSON_Delete(j);
+}
+END_TEST
+
+/* --exec graph runs the recorded forward on the cpu with the same answers (test_exec has
+ * the thorough comparison); the JSON says which execution ran. */
+START_TEST(exec_graph_from_the_cli) {
+    char a[2048];
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --json",
+             data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    cJSON *je = cJSON_Parse(out_text);
+    snprintf(a, sizeof a,
+             "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --json --exec graph "
+             "--buckets 4,8",
+             data_spec);
+    ck_assert_msg(cli(a) == 0, "%s", err_text);
+    cJSON *jg = cJSON_Parse(out_text);
+    ck_assert_ptr_nonnull(je);
+    ck_assert_ptr_nonnull(jg);
+    ck_assert_str_eq(cJSON_GetObjectItem(jg, "exec")->valuestring, "graph");
+    const char *same[] = {"accuracy", "mean_exit", "flops_fraction"};
+    for (int i = 0; i < 3; ++i)
+        ck_assert_double_eq(cJSON_GetObjectItem(je, same[i])->valuedouble, cJSON_GetObjectItem(jg, same[i])->valuedouble);
+    cJSON_Delete(je);
+    cJSON_Delete(jg);
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --exec graph --profile", data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    ck_assert_ptr_nonnull(strstr(out_text, "one graph launch per batch"));
+    ck_assert_ptr_nonnull(strstr(out_text, "host syncs per forward 0.0"));
+    ck_assert_ptr_nonnull(strstr(out_text, "padding (FLOPs on rows past the survivors)"));
 }
 END_TEST
 
@@ -177,6 +213,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, help_and_usage);
     tcase_add_test(tc, errors_are_one_line);
     tcase_add_test(tc, json_has_the_keys);
+    tcase_add_test(tc, exec_graph_from_the_cli);
     tcase_add_test(tc, csv_rows_and_nothing_half_written);
     tcase_add_test(tc, info_and_compare);
     suite_add_tcase(s, tc);

@@ -1,7 +1,8 @@
 /* The CUDA backend gives the CPU backend's answers: predictions, exit indices, confidences
  * and logits, for every policy and mode, several batch sizes (1 and sizes that are no
  * multiple of any tile), on the shipped model, the tiny fixtures and random synthetic
- * models. f32: identical except where a score lies within 1e-5 of its threshold (or two
+ * models. Graph mode (one CUDA graph per session, row buckets) gives exactly the eager
+ * GPU answers, bit for bit, with 0 host syncs per forward. f32: identical except where a score lies within 1e-5 of its threshold (or two
  * logits within 1e-5 for the prediction-based policies); bf16: agreement rate reported.
  * Without a GPU (or without the CUDA backend in this build) the test is skipped (77). */
 #include <math.h>
@@ -48,10 +49,11 @@ static void run_out_free(run_out *r) {
     free(r->pred), free(r->exit), free(r->conf), free(r->logits);
 }
 
-static void run(const ert_model *m, const char *device, ert_dtype dtype, ert_mode mode, const char *spec, int batch,
-                const float *x, const int32_t *labels, int n, run_out *r) {
+static void run_exec(const ert_model *m, const char *device, ert_exec exec, ert_dtype dtype, ert_mode mode,
+                     const char *spec, int batch, const float *x, const int32_t *labels, int n, run_out *r) {
     ert_session_options o = ert_session_options_default();
     o.device = device;
+    o.exec = exec;
     o.dtype = dtype;
     o.mode = mode;
     o.max_batch = batch;
@@ -72,6 +74,22 @@ static void run(const ert_model *m, const char *device, ert_dtype dtype, ert_mod
     }
     ert_policy_free(p);
     ert_session_free(s);
+}
+
+static void run(const ert_model *m, const char *device, ert_dtype dtype, ert_mode mode, const char *spec, int batch,
+                const float *x, const int32_t *labels, int n, run_out *r) {
+    run_exec(m, device, ERT_EXEC_EAGER, dtype, mode, spec, batch, x, labels, n, r);
+}
+
+/* Graph and eager on the GPU: the same kernels and GEMM algorithms on the same rows
+ * (padding rows are never read back), so the same bits. */
+static void assert_graph_is_eager(const run_out *eager, const run_out *graph, int n, int C, const char *what) {
+    ck_assert_msg(memcmp(eager->pred, graph->pred, sizeof(int32_t) * (size_t)n) == 0, "%s: predictions differ", what);
+    ck_assert_msg(memcmp(eager->exit, graph->exit, sizeof(int32_t) * (size_t)n) == 0, "%s: exits differ", what);
+    ck_assert_msg(memcmp(eager->conf, graph->conf, sizeof(float) * (size_t)n) == 0, "%s: confidences differ", what);
+    ck_assert_msg(memcmp(eager->logits, graph->logits, sizeof(float) * (size_t)n * (size_t)C) == 0,
+                  "%s: logits differ", what);
+    ck_assert_msg(graph->host_syncs == 0, "%s: %d host syncs in graph mode", what, graph->host_syncs);
 }
 
 /* The score the policy compares at exit e for sample i, from the CPU's per-exit logits. */
@@ -116,19 +134,29 @@ static void compare_model(const model_case *mc) {
         r.logits = NULL;
         run_out_free(&r);
     }
-    int compared = 0, border = 0;
+    int compared = 0, border = 0, graphs_equal = 0;
     double worst_conf = 0, worst_logit = 0;
     for (size_t p = 0; p < sizeof policies / sizeof *policies; ++p)
         for (size_t md = 0; md < sizeof modes / sizeof *modes; ++md)
             for (int bi = 0; bi < 3 && mc->batches[bi]; ++bi) {
                 const int batch = mc->batches[bi];
-                run_out cpu, gpu;
+                run_out cpu, gpu, graph;
                 run_out_alloc(&cpu, n, C);
                 run_out_alloc(&gpu, n, C);
+                run_out_alloc(&graph, n, C);
                 run(m, "cpu", ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x, mc->labels, n, &cpu);
                 run(m, "cuda:0", ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x, mc->labels, n, &gpu);
+                run_exec(m, "cuda:0", ERT_EXEC_GRAPH, ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x,
+                         mc->labels, n, &graph);
+                char what[160];
+                snprintf(what, sizeof what, "%s %s %s batch %d graph vs eager", mc->name, policies[p].spec,
+                         mode_names[md], batch);
+                assert_graph_is_eager(&gpu, &graph, n, C, what);
+                graphs_equal++;
                 ck_assert_int_eq(cpu.host_syncs, 0);
-                ck_assert_int_gt(gpu.host_syncs, 0);
+                /* eager compact reads each exit's count back; masked and full have none */
+                if (modes[md] == ERT_MODE_COMPACT && ert_model_num_exits(m) > 1 && policies[p].kind != ERT_POLICY_NONE)
+                    ck_assert_int_gt(gpu.host_syncs, 0);
                 for (int i = 0; i < n; ++i) {
                     const int upto = cpu.exit[i] > gpu.exit[i] ? cpu.exit[i] : gpu.exit[i];
                     if (cpu.exit[i] != gpu.exit[i] || cpu.pred[i] != gpu.pred[i]) {
@@ -147,9 +175,11 @@ static void compare_model(const model_case *mc) {
                 }
                 run_out_free(&cpu);
                 run_out_free(&gpu);
+                run_out_free(&graph);
             }
-    printf("%s f32: %d sample results identical, %d borderline; max |conf cpu-gpu| %.3g, logits err ratio %.3g\n",
-           mc->name, compared, border, worst_conf, worst_logit);
+    printf("%s f32: %d sample results identical, %d borderline; max |conf cpu-gpu| %.3g, logits err ratio %.3g; "
+           "%d runs graph == eager bit for bit\n",
+           mc->name, compared, border, worst_conf, worst_logit, graphs_equal);
     ck_assert_double_le(worst_conf, 2e-5);
     ck_assert_double_le(worst_logit, 1.0);
     ck_assert_int_le(border, compared / 100 + 2);
@@ -268,6 +298,74 @@ START_TEST(cuda_refuses_bad_input) {
 }
 END_TEST
 
+/* One bf16 graph session (12 exits, default buckets) answers batches of any size and a
+ * new policy each run exactly as eager does, profiles 0 host syncs and the eager row
+ * counts, and still refuses bad input by message afterwards. */
+START_TEST(graph_bf16_any_batch_any_policy) {
+    const char *dir = tu_tmpdir();
+    ert_synth_options so = {.width = 512, .depth = 12, .classes = 10, .dtype = ERT_DTYPE_BF16, .seed = 4};
+    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
+    ert_model *m = NULL;
+    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    enum { B = 1000 };
+    ert_session *sess[2];
+    for (int g = 0; g < 2; ++g) {
+        ert_session_options o = ert_session_options_default();
+        o.device = "cuda:0";
+        o.dtype = ERT_DTYPE_BF16;
+        o.max_batch = B;
+        o.exec = g ? ERT_EXEC_GRAPH : ERT_EXEC_EAGER;
+        ck_assert_msg(ert_session_new(m, &o, &sess[g]) == ERT_OK, "%s", ert_last_error());
+    }
+    ck_assert_int_eq(ert_session_get_options(sess[1]).exec, ERT_EXEC_GRAPH);
+    float *x = malloc(sizeof(float) * B * 512);
+    for (int i = 0; i < B * 512; ++i) x[i] = (float)(((long long)i * 7919) % 1000) / 1000.0f;
+    static const char *specs[] = {"scheduled:hazard=0.15,seed=1", "confidence:0.3", "fixed:0", "none",
+                                  "entropy:0.9", "scheduled:hazard=0.5,seed=2"};
+    static const int sizes[] = {B, 333, 1, 64};
+    for (int k = 0; k < 6; ++k) {
+        ert_policy *p = NULL;
+        ck_assert_int_eq(ert_policy_parse(specs[k], &p), ERT_OK);
+        const int n = sizes[k % 4];
+        static int32_t pred[2][B], ex[2][B];
+        static float conf[2][B];
+        ert_profile prof[2];
+        for (int g = 0; g < 2; ++g) {
+            ert_batch b = {.input = x, .n = n, .first_index = k};
+            ert_outputs out = {pred[g], ex[g], conf[g], NULL};
+            ck_assert_msg(ert_session_run(sess[g], p, &b, &out) == ERT_OK, "%s", ert_last_error());
+            ert_session_profile(sess[g], &prof[g]);
+        }
+        ck_assert_msg(memcmp(pred[0], pred[1], sizeof(int32_t) * n) == 0, "%s n=%d: predictions differ", specs[k], n);
+        ck_assert_msg(memcmp(ex[0], ex[1], sizeof(int32_t) * n) == 0, "%s n=%d: exits differ", specs[k], n);
+        ck_assert_msg(memcmp(conf[0], conf[1], sizeof(float) * n) == 0, "%s n=%d: confidences differ", specs[k], n);
+        ck_assert_int_eq(prof[1].host_syncs, 0);
+        ck_assert_int_eq(prof[1].graph, 1);
+        for (int s = 0; s < prof[0].num_stages; ++s) {
+            ck_assert_int_eq(prof[1].stage[s].rows, prof[0].stage[s].rows);
+            ck_assert_int_ge(prof[1].stage[s].padded_rows, prof[1].stage[s].rows);
+        }
+        printf("graph bf16 %s n=%d: same as eager; padding %.1f%%, batch %.3f ms (eager %.3f ms)\n", specs[k], n,
+               100.0 * prof[1].padding_waste, prof[1].batch_ms, prof[0].batch_ms);
+        ert_policy_free(p);
+    }
+    x[5] = NAN;
+    int32_t pred[4], ex[4];
+    float conf[4];
+    ert_outputs out = {pred, ex, conf, NULL};
+    ert_batch b = {.input = x, .n = 4};
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("none", &p), ERT_OK);
+    ck_assert_int_eq(ert_session_run(sess[1], p, &b, &out), ERT_ERR_NUMERIC);
+    x[5] = 0.5f;
+    ck_assert_int_eq(ert_session_run(sess[1], p, &b, &out), ERT_OK);
+    ert_policy_free(p);
+    free(x);
+    for (int g = 0; g < 2; ++g) ert_session_free(sess[g]);
+    ert_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda-session");
     TCase *tc = tcase_create("cuda");
@@ -276,6 +374,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, cuda_matches_cpu);
     tcase_add_test(tc, bf16_and_f16_agreement);
     tcase_add_test(tc, cuda_refuses_bad_input);
+    tcase_add_test(tc, graph_bf16_any_batch_any_policy);
     suite_add_tcase(s, tc);
     return s;
 }

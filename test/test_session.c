@@ -15,12 +15,7 @@ static ert_model *model;
 static float x[N * IN];
 static int32_t labels[N];
 
-static void setup(void) {
-    ck_assert_int_eq(ert_model_load(tu_path("test/fixtures/tiny-f32"), &model), ERT_OK);
-    srand(11);
-    for (int i = 0; i < N * IN; ++i) x[i] = (float)rand() / (float)RAND_MAX;
-    for (int i = 0; i < N; ++i) labels[i] = rand() % 5;
-}
+static void setup(void) { model = tu_tiny_model(11, x, labels, N); }
 
 static void teardown(void) { ert_model_free(model); }
 

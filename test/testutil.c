@@ -167,3 +167,12 @@ void tu_write_npy(const char *path, const char *descr, const char *shape, const 
     ck_assert_uint_eq(fwrite(data, 1, bytes, f), bytes);
     fclose(f);
 }
+
+ert_model *tu_tiny_model(unsigned seed, float *x, int32_t *labels, int n) {
+    ert_model *m = NULL;
+    ck_assert_msg(ert_model_load(tu_path("test/fixtures/tiny-f32"), &m) == ERT_OK, "%s", ert_last_error());
+    srand(seed);
+    for (int i = 0; i < n * ert_model_input_size(m); ++i) x[i] = (float)rand() / (float)RAND_MAX;
+    for (int i = 0; i < n; ++i) labels[i] = rand() % ert_model_num_classes(m);
+    return m;
+}

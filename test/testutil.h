@@ -6,11 +6,17 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
+#include "exitrt/exitrt.h"
+
 /* Exit code that ctest counts as skipped (SKIP_RETURN_CODE). */
 #define ERT_TEST_SKIP 77
 
 /* A path below the source tree ($ERT_SOURCE_DIR, set by ctest). */
 const char *tu_path(const char *rel);
+
+/* Loads test/fixtures/tiny-f32 (24 inputs, 5 classes, 3 exits) and fills n samples of
+ * x (uniform in [0, 1]) and labels from srand(seed). */
+ert_model *tu_tiny_model(unsigned seed, float *x, int32_t *labels, int n);
 /* A fresh temporary directory for one test; removed by the caller if it wants. */
 const char *tu_tmpdir(void);
 /* Reads and parses a JSON file; fails the test if it cannot. */

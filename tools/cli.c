@@ -26,3 +26,17 @@ void cli_check_in(ert_status s, const char *where) {
     cli_fail("%s%s%s: %s", where ? where : "", where ? ": " : "", ert_status_to_string(s),
              msg[0] ? msg : "(no detail)");
 }
+
+void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets) {
+    if (exec) cli_check_in(ert_exec_parse(exec, &so->exec), "--exec");
+    if (buckets) {
+        int b[ERT_MAX_BUCKETS], n;
+        cli_check_in(ert_buckets_parse(buckets, so->max_batch, b, &n), "--buckets");
+        so->buckets = buckets;
+    }
+}
+
+void cli_note_exec(const ert_session *session) {
+    const char *note = ert_session_exec_note(session);
+    if (note && *note) fprintf(stderr, "%s: %s\n", cli_prog(), note);
+}

@@ -17,4 +17,18 @@ void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretur
 void cli_check_in(ert_status s, const char *where);
 static inline void cli_check(ert_status s) { cli_check_in(s, NULL); }
 
+/* --exec and --buckets into session options; NULL leaves the default. */
+void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets);
+/* Says on stderr why an --exec auto session runs eager, when it does. */
+void cli_note_exec(const ert_session *session);
+
+/* The help lines of --exec and --buckets, shared by the commands that run a model. */
+#define CLI_EXEC_HELP                                                                          \
+    "      --exec E         eager (default): the host reads each exit's survivor count |\n"   \
+    "                       graph: the forward as one CUDA graph, no host syncs (on the\n"   \
+    "                       cpu a replayed recording, for testing) |\n"                     \
+    "                       auto: graph where it can be captured, else eager\n"               \
+    "      --buckets LIST   graph mode's row buckets, e.g. 64,256,1024 (default: fine steps\n" \
+    "                       to 128 rows, then steps of 2^(1/8); the batch size is added)\n"
+
 #endif

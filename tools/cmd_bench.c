@@ -43,6 +43,8 @@ typedef struct bench_opts {
     int widths[MAX_GRID], num_widths;
     int batches[MAX_GRID], num_batches;
     int depth, classes, reps, warmup;
+    int eager, graph; /* which executions run (--exec) */
+    const char *buckets;
     ert_dtype dtype;
     int dtype_set;
     double hazard;
@@ -53,15 +55,19 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: exitrt bench [--device cpu|cuda:N] [--widths 1024,4096] [--batches 64,1024,8192]\n"
             "                    [--depth 12] [--classes 10] [--dtype bf16] [--hazard 0.15] [--seed 1]\n"
-            "                    [--reps 50] [--warmup 5] [--json FILE] [--tmp DIR]\n"
+            "                    [--reps 50] [--warmup 5] [--exec both] [--buckets LIST]\n"
+            "                    [--json FILE] [--tmp DIR]\n"
             "\n"
             "The headline benchmark: a residual MLP (blocks x = x + relu(W x + b), an exit head\n"
             "after each) with seeded weights and inputs; every sample's exit drawn by the policy\n"
             "scheduled:hazard=H,seed=S. Per width D and batch B it times, from ONE run, the\n"
             "variants full (every block for every row, last head only), masked (every row\n"
             "computed, every head decided), compact (survivors compacted, eager) and ideal (the\n"
-            "blocks alone at the survivor counts the compact run measured). Times are medians\n"
-            "of --reps runs on the device timeline (p99 in the JSON).\n"
+            "blocks alone at the survivor counts the compact run measured). With graph\n"
+            "execution also full-graph, compact-graph and ideal-graph (each one graph launch)\n"
+            "and compact-graph without stage events (the timing's own cost). Times are medians\n"
+            "of --reps runs on the device timeline (p99 in the JSON). Ends with the graph\n"
+            "mode's targets (issue 4) beside the measured values.\n"
             "\n"
             "  -D, --device DEV     cpu (default) | cuda:N\n"
             "  -w, --widths LIST    widths D (default: 1024,4096 on cuda, 256 on cpu)\n"
@@ -73,6 +79,8 @@ static void bench_usage(FILE *f) {
             "      --seed S         seeds weights, inputs and exit draws (default 1)\n"
             "      --reps N         timed runs of each variant (default 50)\n"
             "      --warmup N       untimed runs of each variant first (default 5)\n"
+            "      --exec E         eager | graph | both (default: both on cuda, eager on cpu)\n"
+            "      --buckets LIST   graph mode's row buckets (default: see exitrt eval --help)\n"
             "  -j, --json FILE      also write every figure and the metadata to FILE\n"
             "      --tmp DIR        where the models are synthesised (default $TMPDIR or /tmp)\n"
             "  -h, --help           this text\n");
@@ -101,7 +109,7 @@ static int parse_list(const char *flag, const char *text, int lo, int hi, int *o
 
 static int is_cpu(const char *device) { return strncmp(device, "cpu", 3) == 0; }
 
-enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP };
+enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP, OPT_EXEC, OPT_BUCKETS };
 
 static void parse_opts(int argc, char **argv, bench_opts *o) {
     static const struct option lo[] = {
@@ -111,10 +119,12 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         {"hazard", required_argument, 0, OPT_HAZARD}, {"seed", required_argument, 0, OPT_SEED},
         {"reps", required_argument, 0, OPT_REPS}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"json", required_argument, 0, 'j'},      {"tmp", required_argument, 0, OPT_TMP},
+        {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     *o = (bench_opts){.device = "cpu", .depth = 12, .classes = 10, .reps = 50, .warmup = 5, .hazard = 0.15, .seed = 1};
     optind = 1;
     int c;
+    const char *exec = NULL;
     while ((c = getopt_long(argc, argv, "D:w:b:L:c:j:h", lo, NULL)) != -1) {
         switch (c) {
         case 'D': o->device = optarg; break;
@@ -139,6 +149,8 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         case OPT_WARMUP: o->warmup = (int)parse_ll("--warmup", optarg, 0, 1000000); break;
         case 'j': o->json = optarg; break;
         case OPT_TMP: o->tmp = optarg; break;
+        case OPT_EXEC: exec = optarg; break;
+        case OPT_BUCKETS: o->buckets = optarg; break;
         case 'h': bench_usage(stdout); exit(0);
         default: bench_usage(stderr); exit(1);
         }
@@ -149,6 +161,11 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         exit(1);
     }
     const int cpu = is_cpu(o->device);
+    if (!exec) exec = cpu ? "eager" : "both";
+    if (strcmp(exec, "eager") == 0) o->eager = 1;
+    else if (strcmp(exec, "graph") == 0) o->graph = 1;
+    else if (strcmp(exec, "both") == 0) o->eager = o->graph = 1;
+    else cli_fail("--exec '%s': expected eager, graph or both", exec);
     if (!o->num_widths) {
         static const int gpu_w[] = {1024, 4096}, cpu_w[] = {256};
         o->num_widths = cpu ? 1 : 2;
@@ -165,14 +182,23 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
 
 /* ---------------------------------------------------------------- numbers */
 
-enum { V_FULL = 0, V_MASKED, V_COMPACT, V_IDEAL, V_COUNT };
-static const char *const variant_names[V_COUNT] = {"full", "masked", "compact", "ideal"};
+/* Sessions run the variants before V_IDEAL; the ideals run on the compact sessions. */
+enum {
+    V_FULL = 0, V_MASKED, V_COMPACT, V_FULL_GRAPH, V_COMPACT_GRAPH, V_COMPACT_GRAPH_UNTIMED,
+    V_IDEAL, V_IDEAL_GRAPH, V_COUNT
+};
+#define V_SESSIONS V_IDEAL
+static const char *const variant_names[V_COUNT] = {"full",  "masked",      "compact", "full-graph", "compact-graph",
+                                                   "compact-graph-untimed", "ideal", "ideal-graph"};
+static int variant_graph(int v) { return v == V_FULL_GRAPH || v == V_COMPACT_GRAPH || v == V_COMPACT_GRAPH_UNTIMED || v == V_IDEAL_GRAPH; }
+static int variant_on(const bench_opts *o, int v) { return variant_graph(v) ? o->graph : o->eager; }
 
 /* The figures of one variant over the timed runs. */
 typedef struct vstats {
     double *fwd, *batch, *routing, *sync; /* per rep */
     double *stage;                        /* per rep x stage x {compute, decide, compact, sync} */
     double flops;                         /* of one run */
+    double padding;                       /* padding_waste of the last run */
     int host_syncs;
     int rows[ERT_MAX_STAGES];
 } vstats;
@@ -207,6 +233,7 @@ static void record(vstats *v, int rep, int S, const ert_profile *p) {
         v->rows[k] = s->rows;
     }
     v->flops = flops;
+    v->padding = p->padding_waste;
     v->host_syncs = p->host_syncs;
 }
 
@@ -234,8 +261,9 @@ static float input_value(uint64_t seed, uint64_t i) {
 typedef struct point {
     int width, batch;
     vstats v[V_COUNT];
-    int exits_match;       /* masked and compact: same exit for every sample */
-    double pred_agreement; /* share of samples with the same prediction in both */
+    int exits_match;       /* masked, compact and compact-graph: the scheduled exit for every sample */
+    double pred_agreement; /* share of samples with the same prediction in masked and compact */
+    double graph_agreement; /* ... in compact and compact-graph (both run: must be 1) */
     double survivor_fraction, survivor_expected;
 } point;
 
@@ -259,28 +287,36 @@ static void vstats_free(vstats *v) {
 
 static void run_point(const bench_opts *o, const ert_model *model, const ert_policy *policy, int B, point *pt,
                       char *device_name, size_t device_len) {
-    const int D = ert_model_input_size(model), S = ert_model_num_stages(model);
+    const int D = ert_model_input_size(model), S = ert_model_num_stages(model), E = ert_model_num_exits(model);
     char where[96];
     snprintf(where, sizeof where, "D=%d B=%d", D, B);
     pt->width = D;
     pt->batch = B;
     for (int v = 0; v < V_COUNT; ++v) vstats_alloc(&pt->v[v], o->reps, S);
 
-    ert_session *sess[3] = {NULL, NULL, NULL};
-    const ert_mode modes[3] = {ERT_MODE_FULL, ERT_MODE_MASKED, ERT_MODE_COMPACT};
-    for (int v = 0; v < 3; ++v) {
+    ert_session *sess[V_SESSIONS] = {NULL};
+    const ert_mode modes[V_SESSIONS] = {ERT_MODE_FULL, ERT_MODE_MASKED, ERT_MODE_COMPACT,
+                                        ERT_MODE_FULL, ERT_MODE_COMPACT, ERT_MODE_COMPACT};
+    for (int v = 0; v < V_SESSIONS; ++v) {
+        if (!variant_on(o, v)) continue;
         ert_session_options so = ert_session_options_default();
         so.device = o->device;
         so.max_batch = B;
         so.mode = modes[v];
         so.dtype = o->dtype;
+        if (variant_graph(v)) {
+            so.exec = ERT_EXEC_GRAPH;
+            so.buckets = o->buckets;
+        }
+        so.stage_events = v != V_COMPACT_GRAPH_UNTIMED;
         cli_check_in(ert_session_new(model, &so, &sess[v]), where);
+        snprintf(device_name, device_len, "%s", ert_session_device(sess[v]));
     }
-    snprintf(device_name, device_len, "%s", ert_session_device(sess[0]));
 
     float *x = malloc(sizeof(float) * (size_t)B * (size_t)D);
-    int32_t *pred = malloc(sizeof(int32_t) * 3 * (size_t)B), *ex = malloc(sizeof(int32_t) * 3 * (size_t)B);
-    float *conf = malloc(sizeof(float) * 3 * (size_t)B);
+    int32_t *pred = calloc((size_t)V_SESSIONS * (size_t)B, sizeof(int32_t));
+    int32_t *ex = calloc((size_t)V_SESSIONS * (size_t)B, sizeof(int32_t));
+    float *conf = malloc(sizeof(float) * V_SESSIONS * (size_t)B);
     if (!x || !pred || !ex || !conf) cli_fail("%s: out of memory", where);
     for (size_t i = 0; i < (size_t)B * (size_t)D; ++i) x[i] = input_value((uint64_t)o->seed, i);
     const ert_batch batch = {.input = x, .n = B, .first_index = 0};
@@ -289,34 +325,42 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
     ert_profile prof;
     for (int it = 0; it < o->warmup + o->reps; ++it) {
         const int rep = it - o->warmup;
-        for (int v = 0; v < 3; ++v) {
+        for (int v = 0; v < V_SESSIONS; ++v) {
+            if (!sess[v]) continue;
             ert_outputs out = {.pred = pred + (size_t)v * B, .exit_index = ex + (size_t)v * B,
                                .confidence = conf + (size_t)v * B};
             cli_check_in(ert_session_run(sess[v], policy, &batch, &out), where);
             cli_check_in(ert_session_profile(sess[v], &prof), where);
             if (rep >= 0) record(&pt->v[v], rep, S, &prof);
+            if (v != V_COMPACT && v != V_COMPACT_GRAPH) continue;
+            /* The ideal right after the compact run: its stage 0 re-reads the input that run
+             * uploaded, so it computes on the same data. */
+            for (int k = 0; k < S; ++k) rows[k] = prof.stage[k].rows;
+            const int iv = v == V_COMPACT ? V_IDEAL : V_IDEAL_GRAPH;
+            cli_check_in(ert_session_run_rows(sess[v], rows), where);
+            cli_check_in(ert_session_profile(sess[v], &prof), where);
+            if (rep >= 0) record(&pt->v[iv], rep, S, &prof);
         }
-        /* The ideal right after the compact run: its stage 0 re-reads the input that run
-         * uploaded, so it computes on the same data. */
-        for (int k = 0; k < S; ++k) rows[k] = prof.stage[k].rows;
-        cli_check_in(ert_session_run_rows(sess[2], rows), where);
-        cli_check_in(ert_session_profile(sess[2], &prof), where);
-        if (rep >= 0) record(&pt->v[V_IDEAL], rep, S, &prof);
     }
 
-    /* Masked and compact must have done the same thing: same exits for every sample
-     * (the schedule is drawn), and predictions equal up to rounding between GEMM
-     * shapes (identical on the CPU). */
-    const int32_t *em = ex + B, *ec = ex + 2 * (size_t)B, *pm = pred + B, *pc = pred + 2 * (size_t)B;
-    int agree = 0;
+    /* Every adaptive variant must have done the same thing: the scheduled exit for every
+     * sample, and predictions equal up to rounding between GEMM shapes (masked vs
+     * compact; identical on the CPU). Graph and eager compact run the same GEMMs on the
+     * same rows (padding rows are never read back): identical predictions. */
+    int agree = 0, gagree = 0;
     pt->exits_match = 1;
     for (int i = 0; i < B; ++i) {
-        pt->exits_match &= em[i] == ec[i] && em[i] == ert_policy_scheduled_exit(policy, i, ert_model_num_exits(model));
-        agree += pm[i] == pc[i];
+        const int32_t want = ert_policy_scheduled_exit(policy, i, E);
+        for (int v = V_MASKED; v <= V_COMPACT_GRAPH_UNTIMED; ++v)
+            if (sess[v] && v != V_FULL_GRAPH) pt->exits_match &= ex[(size_t)v * B + i] == want;
+        agree += pred[(size_t)V_MASKED * B + i] == pred[(size_t)V_COMPACT * B + i];
+        gagree += pred[(size_t)V_COMPACT * B + i] == pred[(size_t)V_COMPACT_GRAPH * B + i];
     }
     pt->pred_agreement = (double)agree / B;
+    pt->graph_agreement = o->eager && o->graph ? (double)gagree / B : 1.0;
     double work = 0.0;
-    for (int k = 0; k < S; ++k) work += pt->v[V_COMPACT].rows[k];
+    const int cv = o->eager ? V_COMPACT : V_COMPACT_GRAPH;
+    for (int k = 0; k < S; ++k) work += pt->v[cv].rows[k];
     pt->survivor_fraction = work / ((double)S * B);
     /* Each block k runs for a sample with probability (1-H)^k. */
     double expect = 0.0;
@@ -327,7 +371,7 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
     free(pred);
     free(ex);
     free(conf);
-    for (int v = 0; v < 3; ++v) ert_session_free(sess[v]);
+    for (int v = 0; v < V_SESSIONS; ++v) ert_session_free(sess[v]);
 }
 
 /* ---------------------------------------------------------------- output */
@@ -338,19 +382,35 @@ static void print_header(const bench_opts *o, const char *device, const char *po
     printf("exitrt bench | %s | %s | %d blocks, exit after each, %d classes | %s | median of %d runs after %d "
            "warm-up\n",
            device, ert_dtype_name(o->dtype), o->depth, o->classes, policy, o->reps, o->warmup);
-    printf("%6s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %5s %9s %9s %6s\n", "D", "B", "full ms", "masked", "compact",
-           "ideal", "speedup", "of_ideal", "ideal_x", "routing", "sync", "syncs", "TF/s full", "TF/s cmp", "surv");
+    printf("%6s %6s %5s %9s %9s %9s %9s %8s %8s %8s %8s %7s %5s %9s %9s %6s %6s %7s\n", "D", "B", "exec", "full ms",
+           "masked", "compact", "ideal", "speedup", "of_ideal", "ideal_x", "routing", "sync", "syncs", "TF/s full",
+           "TF/s cmp", "surv", "pad", "ev_us");
     fflush(stdout);
 }
 
-static void print_row(const point *p, int reps) {
-    const double f = median(p->v[V_FULL].fwd, reps), m = median(p->v[V_MASKED].fwd, reps);
-    const double c = median(p->v[V_COMPACT].fwd, reps), i = median(p->v[V_IDEAL].fwd, reps);
-    const double r = median(p->v[V_COMPACT].routing, reps), s = median(p->v[V_COMPACT].sync, reps);
-    printf("%6d %6d %9.4f %9.4f %9.4f %9.4f %7.2fx %8.2f %7.2fx %7.1f%% %6.1f%% %5d %9.4g %9.4g %6.3f%s\n", p->width,
-           p->batch, f, m, c, i, f / c, i / c, f / i, 100.0 * r / c, 100.0 * s / c, p->v[V_COMPACT].host_syncs,
-           tflops(&p->v[V_FULL], f), tflops(&p->v[V_COMPACT], c), p->survivor_fraction,
-           p->exits_match ? "" : "  EXITS DIFFER");
+/* The timing's own cost in graph mode: batch time with stage events minus without. */
+static double event_overhead_ms(const point *p, int reps) {
+    return median(p->v[V_COMPACT_GRAPH].batch, reps) - median(p->v[V_COMPACT_GRAPH_UNTIMED].batch, reps);
+}
+
+static void print_exec_row(const point *p, int reps, int graph) {
+    const vstats *F = &p->v[graph ? V_FULL_GRAPH : V_FULL], *C = &p->v[graph ? V_COMPACT_GRAPH : V_COMPACT];
+    const vstats *I = &p->v[graph ? V_IDEAL_GRAPH : V_IDEAL];
+    const double f = median(F->fwd, reps), c = median(C->fwd, reps), i = median(I->fwd, reps);
+    const double r = median(C->routing, reps), s = median(C->sync, reps);
+    char masked[16] = "-", pad[16] = "-", ev[16] = "-";
+    if (!graph) snprintf(masked, sizeof masked, "%.4f", median(p->v[V_MASKED].fwd, reps));
+    if (graph) snprintf(pad, sizeof pad, "%.1f%%", 100.0 * C->padding);
+    if (graph) snprintf(ev, sizeof ev, "%.1f", 1e3 * event_overhead_ms(p, reps));
+    printf("%6d %6d %5s %9.4f %9s %9.4f %9.4f %7.2fx %8.2f %7.2fx %7.1f%% %6.1f%% %5d %9.4g %9.4g %6.3f %6s %7s%s\n",
+           p->width, p->batch, graph ? "graph" : "eager", f, masked, c, i, f / c, i / c, f / i, 100.0 * r / c,
+           100.0 * s / c, C->host_syncs, tflops(F, f), tflops(C, c), p->survivor_fraction, pad, ev,
+           !p->exits_match ? "  EXITS DIFFER" : (graph && p->graph_agreement < 1.0 ? "  GRAPH != EAGER" : ""));
+}
+
+static void print_row(const bench_opts *o, const point *p) {
+    if (o->eager) print_exec_row(p, o->reps, 0);
+    if (o->graph) print_exec_row(p, o->reps, 1);
     fflush(stdout);
 }
 
@@ -358,9 +418,43 @@ static void print_footer(void) {
     printf("\nms: forward span on the device timeline (stage 0's first kernel to the last stage's end;\n"
            "input upload and result download excluded). speedup = full/compact; of_ideal = ideal/compact;\n"
            "ideal_x = full/ideal; routing = (decide + compaction kernels)/compact; sync = device idle\n"
-           "waiting for host round trips/compact; syncs = host synchronisations per compact forward;\n"
-           "TF/s = executed FLOPs/time; surv = rows entering blocks / (blocks x B), the block work left.\n");
+           "waiting for host round trips/compact; syncs = host synchronisations inside a compact forward;\n"
+           "TF/s = executed FLOPs/time; surv = rows entering blocks / (blocks x B), the block work left;\n"
+           "graph rows: full, compact and ideal each one graph launch; pad = FLOPs on rows past the\n"
+           "survivors (row buckets); ev_us = stage events' own cost (batch time with - without them).\n");
     fflush(stdout);
+}
+
+/* Issue 4's targets for graph mode, each beside the value measured in this run. */
+static int print_targets(const bench_opts *o, const point *pts, int n) {
+    int missed = 0;
+    printf("\ngraph-mode targets (issue 4):\n");
+    for (int i = 0; i < n; ++i) {
+        const point *p = &pts[i];
+        const double f = median(p->v[V_FULL_GRAPH].fwd, o->reps), c = median(p->v[V_COMPACT_GRAPH].fwd, o->reps);
+        const double id = median(p->v[V_IDEAL_GRAPH].fwd, o->reps);
+        const double route = median(p->v[V_COMPACT_GRAPH].routing, o->reps) / c;
+        const int syncs = p->v[V_COMPACT_GRAPH].host_syncs;
+        char at[32];
+        snprintf(at, sizeof at, "D=%d B=%d", p->width, p->batch);
+#define TARGET(ok, ...)                                                                                                \
+    do {                                                                                                               \
+        printf("  %-14s %-4s ", at, (ok) ? "met" : "MISS");                                                            \
+        printf(__VA_ARGS__);                                                                                           \
+        printf("\n");                                                                                                  \
+        missed += !(ok);                                                                                               \
+    } while (0)
+        if (p->batch >= 1024) {
+            TARGET(id / c >= 0.9, "ideal/compact-graph %.3f (target >= 0.9)", id / c);
+            TARGET(c < f, "compact-graph %.4f ms vs full-graph %.4f ms (target: faster)", c, f);
+            TARGET(route < 0.05, "routing share %.1f%% (target < 5%%)", 100.0 * route);
+        } else if (p->batch <= 64) {
+            TARGET(c / f <= 1.15, "compact-graph/full-graph %.3f (target <= 1.15)", c / f);
+        }
+        TARGET(syncs == 0, "host syncs per forward %d (target 0)", syncs);
+#undef TARGET
+    }
+    return missed;
 }
 
 static cJSON *vstats_json(const vstats *v, int reps, int S, int with_stages) {
@@ -394,12 +488,26 @@ static cJSON *vstats_json(const vstats *v, int reps, int S, int with_stages) {
     return j;
 }
 
-static cJSON *point_json(const point *p, int reps, int S) {
+static cJSON *point_json(const bench_opts *o, const point *p, int S) {
+    const int reps = o->reps;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "width", p->width);
     cJSON_AddNumberToObject(j, "batch", p->batch);
     for (int v = 0; v < V_COUNT; ++v)
-        cJSON_AddItemToObject(j, variant_names[v], vstats_json(&p->v[v], reps, S, v != V_FULL));
+        if (variant_on(o, v))
+            cJSON_AddItemToObject(j, variant_names[v], vstats_json(&p->v[v], reps, S, v != V_FULL));
+    if (o->graph) {
+        const double fg = median(p->v[V_FULL_GRAPH].fwd, reps), cg = median(p->v[V_COMPACT_GRAPH].fwd, reps);
+        cJSON *g = cJSON_AddObjectToObject(j, "graph");
+        cJSON_AddNumberToObject(g, "speedup", fg / cg);
+        cJSON_AddNumberToObject(g, "of_ideal", median(p->v[V_IDEAL_GRAPH].fwd, reps) / cg);
+        cJSON_AddNumberToObject(g, "routing_share", median(p->v[V_COMPACT_GRAPH].routing, reps) / cg);
+        cJSON_AddNumberToObject(g, "host_syncs", p->v[V_COMPACT_GRAPH].host_syncs);
+        cJSON_AddNumberToObject(g, "padding_waste", p->v[V_COMPACT_GRAPH].padding);
+        cJSON_AddNumberToObject(g, "stage_event_overhead_ms", event_overhead_ms(p, reps));
+        cJSON_AddNumberToObject(g, "pred_agreement_with_eager", p->graph_agreement);
+    }
+    if (!o->eager) return j;
     const double f = median(p->v[V_FULL].fwd, reps), c = median(p->v[V_COMPACT].fwd, reps);
     const double i = median(p->v[V_IDEAL].fwd, reps);
     cJSON_AddNumberToObject(j, "speedup", f / c);
@@ -502,10 +610,14 @@ int cmd_bench(int argc, char **argv) {
                             "transfers included");
     cJSON *dev = cJSON_AddStringToObject(meta, "device", o.device);
 
-    int failed = 0, header = 0;
+    cJSON_AddStringToObject(meta, "exec", o.eager && o.graph ? "both" : o.graph ? "graph" : "eager");
+    int failed = 0, header = 0, n = 0;
+    point *pts = calloc((size_t)(o.num_widths * o.num_batches), sizeof *pts);
+    if (!pts) cli_fail("out of memory");
     for (int wi = 0; wi < o.num_widths; ++wi) {
         ert_model *model = load_synth(&o, o.widths[wi]);
         for (int bi = 0; bi < o.num_batches; ++bi) {
+            point *p = &pts[n++];
             point pt;
             memset(&pt, 0, sizeof pt);
             run_point(&o, model, policy, o.batches[bi], &pt, device, sizeof device);
@@ -514,19 +626,29 @@ int cmd_bench(int argc, char **argv) {
                 print_header(&o, device, spec);
                 header = 1;
             }
-            print_row(&pt, o.reps);
+            print_row(&o, &pt);
             if (!pt.exits_match) {
-                fprintf(stderr, "exitrt bench: D=%d B=%d: masked and compact runs disagree on exits (a runtime bug)\n",
+                fprintf(stderr, "exitrt bench: D=%d B=%d: a run left at other exits than scheduled (a runtime bug)\n",
                         pt.width, pt.batch);
                 failed = 1;
             }
-            cJSON_AddItemToArray(points, point_json(&pt, o.reps, o.depth));
+            if (pt.graph_agreement < 1.0) {
+                fprintf(stderr, "exitrt bench: D=%d B=%d: graph and eager compact predict differently for %.2f%% of "
+                                "the samples (a runtime bug)\n",
+                        pt.width, pt.batch, 100.0 * (1.0 - pt.graph_agreement));
+                failed = 1;
+            }
+            cJSON_AddItemToArray(points, point_json(&o, &pt, o.depth));
             if (o.json) write_json(o.json, root);
-            for (int v = 0; v < V_COUNT; ++v) vstats_free(&pt.v[v]);
+            *p = pt; /* keeps the medians' inputs for the targets */
         }
         ert_model_free(model);
     }
     print_footer();
+    if (o.graph) print_targets(&o, pts, n);
+    for (int i = 0; i < n; ++i)
+        for (int v = 0; v < V_COUNT; ++v) vstats_free(&pts[i].v[v]);
+    free(pts);
     cJSON_Delete(root);
     ert_policy_free(policy);
     return failed;

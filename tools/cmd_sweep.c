@@ -226,7 +226,7 @@ static void plot(const char *kind, const char *dir, const char *extra1, const ch
 /* ---------------------------------------------------------------- shared setup */
 
 typedef struct common {
-    const char *model, *data, *device, *dtype, *out;
+    const char *model, *data, *device, *dtype, *out, *exec, *buckets;
     int batch, warmup, reps, limit;
     ert_mode mode;
     int no_calibration;
@@ -245,8 +245,10 @@ static ert_session *open_session(const common *c, ert_model **model, ert_dataset
     so.max_batch = c->batch;
     so.mode = c->mode;
     if (c->dtype) cli_check(ert_dtype_parse(c->dtype, &so.dtype));
+    cli_set_exec(&so, c->exec, c->buckets);
     ert_session *s = NULL;
     cli_check(ert_session_new(*model, &so, &s));
+    cli_note_exec(s);
     return s;
 }
 
@@ -281,6 +283,7 @@ static void sweep_usage(FILE *f) {
             "  -D, --device DEV       cpu (default) | cuda:N\n"
             "  -b, --batch N          samples per batch (default 256)\n"
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA)\n"
+            CLI_EXEC_HELP
             "  -M, --mode MODE        compact (default) | masked | full\n"
             "      --warmup N         untimed batches before each point (default 1)\n"
             "      --reps N           timed passes over the data per point (default 1)\n"
@@ -309,7 +312,7 @@ static void sweep_usage(FILE *f) {
 }
 
 enum {
-    OPT_DTYPE = 1000, OPT_WARMUP, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
+    OPT_DTYPE = 1000, OPT_EXEC, OPT_BUCKETS, OPT_WARMUP, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
     OPT_BFLOPS, OPT_BMS, OPT_VAL, OPT_SPOL, OPT_NO_ORACLE, OPT_PLOT, OPT_SHIFTS, OPT_SEVERITIES, OPT_FROM,
     OPT_BUDGET, OPT_PCT, OPT_LATENCY, OPT_MINACC, OPT_CALIBRATED, OPT_JSON
 };
@@ -398,6 +401,7 @@ int cmd_sweep(int argc, char **argv) {
         {"out", required_argument, 0, 'o'},       {"policies", required_argument, 0, 'P'},
         {"grid", required_argument, 0, 'g'},      {"device", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
+        {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
         {"mode", required_argument, 0, 'M'},      {"warmup", required_argument, 0, OPT_WARMUP},
         {"reps", required_argument, 0, OPT_REPS}, {"limit", required_argument, 0, OPT_LIMIT},
         {"calibration", required_argument, 0, OPT_CAL}, {"shift", required_argument, 0, OPT_SHIFT},
@@ -427,6 +431,8 @@ int cmd_sweep(int argc, char **argv) {
         case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)sw_int("--batch", optarg, 1, 1 << 20); break;
         case OPT_DTYPE: c.dtype = optarg; break;
+        case OPT_EXEC: c.exec = optarg; break;
+        case OPT_BUCKETS: c.buckets = optarg; break;
         case 'M': c.mode = parse_mode(optarg); break;
         case OPT_WARMUP: c.warmup = (int)sw_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)sw_int("--reps", optarg, 1, 1000); break;
@@ -859,6 +865,7 @@ static void shift_usage(FILE *f) {
             "  -D, --device DEV       cpu (default) | cuda:N\n"
             "  -b, --batch N          samples per batch (default 256)\n"
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA)\n"
+            CLI_EXEC_HELP
             "      --warmup N         untimed batches before each run (default 1)\n"
             "      --reps N           timed passes per run (default 1)\n"
             "      --limit N          only the first N samples\n"
@@ -919,6 +926,7 @@ int cmd_shift_report(int argc, char **argv) {
         {"shifts", required_argument, 0, OPT_SHIFTS}, {"severities", required_argument, 0, OPT_SEVERITIES},
         {"seed", required_argument, 0, OPT_SEED}, {"device", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
+        {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
         {"warmup", required_argument, 0, OPT_WARMUP}, {"reps", required_argument, 0, OPT_REPS},
         {"limit", required_argument, 0, OPT_LIMIT}, {"calibration", required_argument, 0, OPT_CAL},
         {"plot", no_argument, 0, OPT_PLOT},       {"help", no_argument, 0, 'h'},
@@ -944,6 +952,8 @@ int cmd_shift_report(int argc, char **argv) {
         case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)sw_int("--batch", optarg, 1, 1 << 20); break;
         case OPT_DTYPE: c.dtype = optarg; break;
+        case OPT_EXEC: c.exec = optarg; break;
+        case OPT_BUCKETS: c.buckets = optarg; break;
         case OPT_WARMUP: c.warmup = (int)sw_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)sw_int("--reps", optarg, 1, 1000); break;
         case OPT_LIMIT: c.limit = (int)sw_int("--limit", optarg, 1, 1 << 30); break;

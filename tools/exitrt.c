@@ -35,7 +35,7 @@ static const char *mode_name(ert_mode m) {
 
 /* Options shared by the subcommands that run a model. */
 typedef struct run_opts {
-    const char *model, *data, *device, *output, *dtype;
+    const char *model, *data, *device, *output, *dtype, *exec, *buckets;
     const char *policies[MAX_POLICIES];
     int num_policies;
     ert_mode mode;
@@ -43,7 +43,7 @@ typedef struct run_opts {
     int batch, warmup, limit, json, profile, no_calibration;
 } run_opts;
 
-enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION };
+enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_EXEC, OPT_BUCKETS };
 
 static const struct option run_long[] = {
     {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
@@ -54,6 +54,7 @@ static const struct option run_long[] = {
     {"dtype", required_argument, 0, OPT_DTYPE}, {"help", no_argument, 0, 'h'},
     {"profile", no_argument, 0, OPT_PROFILE}, {"trace", required_argument, 0, OPT_TRACE},
     {"no-calibration", no_argument, 0, OPT_NO_CALIBRATION},
+    {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
@@ -78,6 +79,8 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_PROFILE: o->profile = 1; break;
         case OPT_TRACE: o->trace = optarg; break;
         case OPT_NO_CALIBRATION: o->no_calibration = 1; break;
+        case OPT_EXEC: o->exec = optarg; break;
+        case OPT_BUCKETS: o->buckets = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(1);
         }
@@ -108,7 +111,9 @@ static void setup_open(const run_opts *o, setup *su) {
     so.mode = o->mode;
     so.max_batch = o->batch ? o->batch : 256;
     if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
+    cli_set_exec(&so, o->exec, o->buckets);
     cli_check(ert_session_new(su->model, &so, &su->session));
+    cli_note_exec(su->session);
 }
 
 static void setup_close(setup *su) {
@@ -153,6 +158,7 @@ static void eval_usage(FILE *f) {
             "  -b, --batch N        samples per batch (default 256)\n"
             "  -D, --device DEV     cpu (default) | cuda:N\n"
             "      --dtype T        f32 (default) | tf32 | bf16 | f16 (CUDA only)\n"
+            CLI_EXEC_HELP
             "  -j, --json           print one JSON object instead of the table\n"
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"
@@ -171,19 +177,23 @@ static void eval_usage(FILE *f) {
 static void print_profile(const ert_eval_result *r) {
     const ert_profile *p = &r->profile_sum;
     printf("\nprofile (summed over %d batches)\n", r->num_batches);
-    printf("%5s %10s %11s %10s %11s %10s %12s %10s %9s %8s\n", "stage", "rows", "compute ms", "decide ms",
-           "compact ms", "sync ms", "GFLOP", "MB", "TFLOP/s", "GB/s");
+    printf("%5s %10s %10s %11s %10s %11s %10s %12s %10s %9s %8s\n", "stage", "rows", "padded", "compute ms",
+           "decide ms", "compact ms", "sync ms", "GFLOP", "MB", "TFLOP/s", "GB/s");
     for (int k = 0; k < p->num_stages; ++k) {
         const ert_stage_profile *s = &p->stage[k];
         const double sec = s->compute_ms * 1e-3;
-        printf("%5d %10d %11.3f %10.3f %11.3f %10.3f %12.4f %10.2f %9.3f %8.1f\n", k, s->rows, s->compute_ms,
+        printf("%5d %10d %10d %11.3f %10.3f %11.3f %10.3f %12.4f %10.2f %9.3f %8.1f\n", k, s->rows, s->padded_rows,
+               s->compute_ms,
                s->decide_ms, s->compact_ms, s->sync_ms, s->flops * 1e-9, s->bytes * 1e-6,
                sec > 0 ? s->flops / sec * 1e-12 : 0.0, sec > 0 ? s->bytes / sec * 1e-9 : 0.0);
     }
     printf("batch time %.3f ms; routing (decide + compaction) %.1f%%; device idle on host round trips %.1f%%; "
-           "host syncs per forward %.1f\n",
+           "host syncs per forward %.1f; %s",
            p->batch_ms, p->batch_ms > 0 ? 100.0 * p->routing_ms / p->batch_ms : 0.0,
-           p->batch_ms > 0 ? 100.0 * p->sync_ms / p->batch_ms : 0.0, (double)p->host_syncs / r->num_batches);
+           p->batch_ms > 0 ? 100.0 * p->sync_ms / p->batch_ms : 0.0, (double)p->host_syncs / r->num_batches,
+           p->graph ? "one graph launch per batch" : "eager launches");
+    if (p->graph) printf("; padding (FLOPs on rows past the survivors) %.1f%%", 100.0 * p->padding_waste);
+    printf("\n");
 }
 
 static cJSON *result_json(const run_opts *o, const setup *su, const char *policy, const ert_eval_result *r) {
@@ -192,6 +202,7 @@ static cJSON *result_json(const run_opts *o, const setup *su, const char *policy
     cJSON_AddStringToObject(j, "data", su->data->name);
     cJSON_AddStringToObject(j, "device", ert_session_device(su->session));
     cJSON_AddStringToObject(j, "mode", mode_name(o->mode));
+    cJSON_AddStringToObject(j, "exec", ert_exec_name(ert_session_get_options(su->session).exec));
     cJSON_AddStringToObject(j, "policy", policy);
     cJSON_AddNumberToObject(j, "batch", o->batch ? o->batch : 256);
     cJSON_AddNumberToObject(j, "samples", (double)r->samples);
@@ -245,9 +256,9 @@ static int cmd_eval(int argc, char **argv) {
         free(text);
         cJSON_Delete(j);
     } else {
-        printf("model %s | data %s (%lld samples) | device %s | mode %s | policy %s | batch %d\n",
+        printf("model %s | data %s (%lld samples) | device %s | mode %s | exec %s | policy %s | batch %d\n",
                ert_model_name(su.model), su.data->name, (long long)r->samples, ert_session_device(su.session),
-               mode_name(o.mode), pbuf, eo.batch);
+               mode_name(o.mode), ert_exec_name(ert_session_get_options(su.session).exec), pbuf, eo.batch);
         if (r->accuracy >= 0) printf("accuracy         %.2f%%\n", 100.0 * r->accuracy);
         printf("mean exit        %.3f (of exits 0..%d)\n", r->mean_exit, r->num_exits - 1);
         printf("FLOPs fraction   %.3f of the full model\n", r->flops_fraction);

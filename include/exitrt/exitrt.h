@@ -204,11 +204,43 @@ typedef enum ert_dtype {
 ert_status ert_dtype_parse(const char *text, ert_dtype *out);
 const char *ert_dtype_name(ert_dtype dtype);
 
+/* How a session drives the device (see DESIGN.md, "The GPU path without host syncs"). */
+typedef enum ert_exec {
+    ERT_EXEC_EAGER = 0, /* the host launches each op and reads each exit's survivor count
+                           back to size the next stage (one round trip per exit) */
+    ERT_EXEC_GRAPH,     /* the whole forward is one CUDA graph captured at session creation:
+                           survivor counts stay on the device, each GEMM / convolution sits
+                           in a SWITCH node over row buckets chosen on the device; no host
+                           synchronisation inside the forward. On the CPU a recording of the
+                           forward replayed with the same semantics (row buckets included):
+                           no faster there, but the same answers, so it is tested anywhere. */
+    ERT_EXEC_AUTO       /* graph where the backend can capture it, else eager (the reason is
+                           kept: ert_session_exec_note) */
+} ert_exec;
+
+/* Parses "eager", "graph", "auto". */
+ert_status ert_exec_parse(const char *text, ert_exec *out);
+const char *ert_exec_name(ert_exec exec);
+
+/* Row buckets of graph mode: the row counts a GEMM is captured for. The default (text
+ * NULL or "" or "default") is 1, 2, 4, 8, then multiples of 16 up to 128, then steps
+ * of 2^(1/8) rounded up to a multiple of 64, and always max_batch last: at most ~9%
+ * of rows computed beyond the survivors above 128 rows. Eighth-octave steps fit up to
+ * max_batch 8192; above, the steps double (2^(1/4), 2^(1/2), ...) until the list fits. Otherwise a comma-separated
+ * increasing list of positive counts; max_batch is appended when missing and larger
+ * values are refused. Writes at most ERT_MAX_BUCKETS values. */
+#define ERT_MAX_BUCKETS 64
+ert_status ert_buckets_parse(const char *text, int max_batch, int *out, int *count);
+
 typedef struct ert_session_options {
-    const char *device; /* "cpu" (default) or "cuda:N" */
-    int max_batch;      /* the largest batch `run` accepts; buffers are sized for it */
+    const char *device;  /* "cpu" (default) or "cuda:N" */
+    int max_batch;       /* the largest batch `run` accepts; buffers are sized for it */
     ert_mode mode;
-    ert_dtype dtype;    /* default f32 */
+    ert_dtype dtype;     /* default f32 */
+    ert_exec exec;       /* default eager */
+    const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
+    int stage_events;    /* 1 (default): events between stages, for the per-stage profile;
+                            0: only the batch's begin and end (graph mode: no event nodes) */
 } ert_session_options;
 
 typedef struct ert_session ert_session;
@@ -221,7 +253,10 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
 void ert_session_free(ert_session *session);
 const char *ert_session_device(const ert_session *session);
 const ert_model *ert_session_model(const ert_session *session);
+/* The options in force: `exec` is what the session runs (eager or graph, never auto). */
 ert_session_options ert_session_get_options(const ert_session *session);
+/* Why an ERT_EXEC_AUTO session runs eager ("" when it runs the graph or was not auto). */
+const char *ert_session_exec_note(const ert_session *session);
 
 typedef struct ert_batch {
     const float *input;       /* n x ert_model_input_size, row-major, values in [0,1] scale */
@@ -249,6 +284,8 @@ ert_status ert_session_run(ert_session *session, const ert_policy *policy,
  * CPU. Every stage interval is measured between events recorded in stream order. */
 typedef struct ert_stage_profile {
     int rows;            /* rows that entered the stage */
+    int padded_rows;     /* rows its GEMMs and convolutions computed: rows in eager mode,
+                            the row bucket in graph mode (0 when the stage was skipped) */
     double start_ms;     /* from the start of the batch to the start of the stage */
     double compute_ms;   /* stage body (and exit head) */
     double decide_ms;    /* the exit decision */
@@ -265,7 +302,13 @@ typedef struct ert_profile {
     double batch_ms;       /* the whole run, upload and download included */
     double routing_ms;     /* decide + compact (kernels) */
     double sync_ms;        /* device idle waiting for host round trips, summed over stages */
-    int host_syncs;        /* host synchronisations during the forward pass (0 on the CPU) */
+    int host_syncs;        /* host synchronisations inside the forward pass, between the
+                              input upload and the result download (which every run has):
+                              one per exit in eager compact mode on a GPU, 0 in graph mode
+                              and on the CPU */
+    int graph;             /* 1 if the run was one graph launch */
+    double padding_waste;  /* FLOPs on rows beyond the survivors (graph mode's buckets) over
+                              the FLOPs on the survivors */
     double host_start_us;  /* host clock (CLOCK_MONOTONIC) when the run began, for traces */
 } ert_profile;
 
@@ -280,7 +323,10 @@ double ert_profile_exit_ready_ms(const ert_model *model, const ert_profile *prof
 /* For benchmarks, the "ideal" an adaptive forward is judged against: runs only the stage
  * bodies, stage k on rows[k] rows (rows[k] <= max_batch; 0 skips it), with static shapes
  * and nothing else: no exit heads, no decisions, no compaction, no host read-back. The
- * activations are whatever the buffers hold; only the time (in the profile) matters. */
+ * activations are whatever the buffers hold; only the time (in the profile) matters.
+ * In a graph-mode session the bodies are captured (with these host-known row counts, no
+ * conditional nodes) into a plain graph, kept until rows change, so the ideal pays one
+ * launch like the adaptive forward it is judged against. */
 ert_status ert_session_run_rows(ert_session *session, const int *rows);
 
 /* Writes a Chrome / Perfetto trace (chrome://tracing, ui.perfetto.dev) of batch profiles:

@@ -1,5 +1,12 @@
 /* The CPU backend: host memory, OpenBLAS GEMM, plain loops. Every op is synchronous,
- * so events are wall-clock timestamps. */
+ * so events are wall-clock timestamps.
+ *
+ * Graph mode here is a recording: between graph_begin and graph_end the calls are kept,
+ * not run, and graph_launch replays them with the CUDA graph's semantics: ops read row
+ * counts from memory when they run, and a GEMM or convolution whose count is in memory
+ * computes the smallest bucket holding it (nothing for 0), padding rows included, as
+ * the SWITCH nodes of kernels/cuda/graph.cu do. It saves no time on a CPU; it lets the
+ * runtime's graph path be tested against eager runs on every machine. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -8,7 +15,42 @@
 
 struct ert_backend {
     int max_rows;
+    ert_graph *rec; /* the graph being recorded, or NULL */
 };
+
+typedef enum { CMD_OP, CMD_ADD, CMD_DECIDE, CMD_COMPACT, CMD_EVENT } cmd_kind;
+
+typedef struct cmd {
+    cmd_kind kind;
+    const ert_op *op;
+    ert_rows rows;
+    int width;
+    const void *x;
+    void *y;
+    ert_decide_args decide;
+    ert_compact_args compact;
+    ert_event *ev;
+} cmd;
+
+struct ert_graph {
+    cmd *cmds;
+    int count, cap;
+    int buckets[ERT_MAX_BUCKETS], num_buckets;
+};
+
+/* Keeps one call of the recording. */
+static ert_status rec_add(ert_backend *be, cmd c) {
+    ert_graph *g = be->rec;
+    if (g->count == g->cap) {
+        const int cap = g->cap ? 2 * g->cap : 64;
+        cmd *m = realloc(g->cmds, sizeof *m * (size_t)cap);
+        if (!m) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory recording a graph");
+        g->cmds = m;
+        g->cap = cap;
+    }
+    g->cmds[g->count++] = c;
+    return ERT_OK;
+}
 
 struct ert_event {
     struct timespec t;
@@ -26,7 +68,17 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     return ERT_OK;
 }
 
-static void cpu_destroy(ert_backend *be) { free(be); }
+static void cpu_graph_free(ert_backend *be, ert_graph *g) {
+    (void)be;
+    if (!g) return;
+    free(g->cmds);
+    free(g);
+}
+
+static void cpu_destroy(ert_backend *be) {
+    if (be) cpu_graph_free(be, be->rec);
+    free(be);
+}
 
 static const char *cpu_device_name(const ert_backend *be) {
     (void)be;
@@ -122,7 +174,7 @@ static void cpu_op_free(ert_backend *be, ert_op *op) {
 }
 
 static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
-    (void)be;
+    if (be->rec) return rec_add(be, (cmd){.kind = CMD_OP, .op = op, .rows = rows, .x = x, .y = y});
     const int n = ert_cpu_rows(rows);
     switch (op->desc.type) {
     case ERT_OP_LINEAR: ert_cpu_linear(op, n, x, y); break;
@@ -137,19 +189,19 @@ static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, c
 }
 
 static ert_status cpu_add(ert_backend *be, ert_rows rows, int width, const void *x, void *y) {
-    (void)be;
+    if (be->rec) return rec_add(be, (cmd){.kind = CMD_ADD, .rows = rows, .width = width, .x = x, .y = y});
     ert_cpu_add(ert_cpu_rows(rows), width, x, y);
     return ERT_OK;
 }
 
 static ert_status cpu_decide(ert_backend *be, const ert_decide_args *a) {
-    (void)be;
+    if (be->rec) return rec_add(be, (cmd){.kind = CMD_DECIDE, .decide = *a});
     ert_cpu_decide(a);
     return ERT_OK;
 }
 
 static ert_status cpu_compact(ert_backend *be, const ert_compact_args *a) {
-    (void)be;
+    if (be->rec) return rec_add(be, (cmd){.kind = CMD_COMPACT, .compact = *a});
     ert_cpu_compact(a);
     return ERT_OK;
 }
@@ -166,7 +218,7 @@ static void cpu_event_free(ert_backend *be, ert_event *ev) {
 }
 
 static ert_status cpu_event_record(ert_backend *be, ert_event *ev) {
-    (void)be;
+    if (be->rec) return rec_add(be, (cmd){.kind = CMD_EVENT, .ev = ev});
     clock_gettime(CLOCK_MONOTONIC, &ev->t);
     return ERT_OK;
 }
@@ -174,6 +226,74 @@ static ert_status cpu_event_record(ert_backend *be, ert_event *ev) {
 static ert_status cpu_event_elapsed_ms(ert_backend *be, const ert_event *a, const ert_event *b, double *ms) {
     (void)be;
     *ms = (double)(b->t.tv_sec - a->t.tv_sec) * 1e3 + (double)(b->t.tv_nsec - a->t.tv_nsec) * 1e-6;
+    return ERT_OK;
+}
+
+static ert_status cpu_graph_begin(ert_backend *be, const int *bucket_rows, int num_buckets) {
+    if (be->rec) return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: a graph is already being recorded");
+    if (num_buckets < 0 || num_buckets > ERT_MAX_BUCKETS)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: %d row buckets (expected 0..%d)", num_buckets,
+                         ERT_MAX_BUCKETS);
+    for (int b = 0; b < num_buckets; ++b)
+        if (bucket_rows[b] < 1 || bucket_rows[b] > be->max_rows || (b && bucket_rows[b] <= bucket_rows[b - 1]))
+            return ert_error(ERT_ERR_INVALID_ARGUMENT,
+                             "cpu backend: row bucket %d = %d: buckets must increase within 1..%d (max_rows)", b,
+                             bucket_rows[b], be->max_rows);
+    if (!(be->rec = calloc(1, sizeof *be->rec))) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
+    be->rec->num_buckets = num_buckets;
+    if (num_buckets) memcpy(be->rec->buckets, bucket_rows, sizeof(int) * (size_t)num_buckets);
+    return ERT_OK;
+}
+
+static ert_status cpu_graph_end(ert_backend *be, ert_graph **out) {
+    ert_graph *g = be->rec;
+    be->rec = NULL;
+    if (!g) return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: no graph is being recorded");
+    for (int i = 0; out && i < g->count; ++i) {
+        const cmd *c = &g->cmds[i];
+        const int bucketed = c->kind == CMD_OP && c->rows.dev_count &&
+                             (c->op->desc.type == ERT_OP_LINEAR || c->op->desc.type == ERT_OP_CONV2D);
+        if (bucketed && !g->num_buckets) {
+            cpu_graph_free(be, g);
+            return ert_error(ERT_ERR_INVALID_ARGUMENT,
+                             "cpu backend: an op reads a row count from memory, but the graph has no row buckets");
+        }
+    }
+    if (!out) {
+        cpu_graph_free(be, g);
+        return ERT_OK;
+    }
+    *out = g;
+    return ERT_OK;
+}
+
+/* The bucket a SWITCH node would pick for `count`: the smallest holding it, 0 for 0. */
+static int bucket_rows(const ert_graph *g, int count) {
+    if (count <= 0) return 0;
+    for (int b = 0; b < g->num_buckets; ++b)
+        if (g->buckets[b] >= count) return g->buckets[b];
+    return g->buckets[g->num_buckets - 1];
+}
+
+static ert_status cpu_graph_launch(ert_backend *be, ert_graph *g) {
+    for (int i = 0; i < g->count; ++i) {
+        const cmd *c = &g->cmds[i];
+        ert_status st = ERT_OK;
+        switch (c->kind) {
+        case CMD_OP: {
+            ert_rows r = c->rows;
+            if (r.dev_count && (c->op->desc.type == ERT_OP_LINEAR || c->op->desc.type == ERT_OP_CONV2D))
+                r = (ert_rows){bucket_rows(g, *r.dev_count), NULL}; /* the padded rows, as on a GPU */
+            st = cpu_op_run(be, c->op, r, c->x, c->y);
+            break;
+        }
+        case CMD_ADD: st = cpu_add(be, c->rows, c->width, c->x, c->y); break;
+        case CMD_DECIDE: st = cpu_decide(be, &c->decide); break;
+        case CMD_COMPACT: st = cpu_compact(be, &c->compact); break;
+        case CMD_EVENT: st = cpu_event_record(be, c->ev); break;
+        }
+        if (st) return st;
+    }
     return ERT_OK;
 }
 
@@ -201,6 +321,10 @@ static const ert_backend_ops cpu_ops = {
     .event_free = cpu_event_free,
     .event_record = cpu_event_record,
     .event_elapsed_ms = cpu_event_elapsed_ms,
+    .graph_begin = cpu_graph_begin,
+    .graph_end = cpu_graph_end,
+    .graph_launch = cpu_graph_launch,
+    .graph_free = cpu_graph_free,
 };
 
 const ert_backend_ops *ert_backend_cpu(void) { return &cpu_ops; }

@@ -100,6 +100,7 @@ static void cuda_destroy(ert_backend *be) {
     /* Errors are ignored here: destroy cannot report them, and each release below is
      * still worth attempting after a failure of the previous one. */
     (void)cudaSetDevice(be->device);
+    if (be->cap) (void)ert_cuda_graph_end(be, NULL);
     if (be->stream) (void)cudaStreamSynchronize(be->stream);
     ert_cuda_cudnn_destroy(be);
     (void)cudaFree(be->scratch);
@@ -107,6 +108,7 @@ static void cuda_destroy(ert_backend *be) {
     (void)cudaFree(be->scan_temp);
     (void)cudaFree(be->workspace);
     if (be->lt) (void)cublasLtDestroy(be->lt);
+    if (be->body_stream) (void)cudaStreamDestroy(be->body_stream);
     if (be->stream) (void)cudaStreamDestroy(be->stream);
     free(be);
 }
@@ -305,12 +307,10 @@ fail:
     return ert_error_context(st, "%s: op '%s': ", be->name, name);
 }
 
-static ert_status cuda_op_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
-    ert_status st = ert_cuda_use(be);
-    if (st != ERT_OK) return st;
-    if (rows.n < 0 || rows.n > op->max_rows)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: op '%s': %d rows, the op was prepared for at most %d",
-                         be->name, op->name, rows.n, op->max_rows);
+/* The op family's run; rows.n is the exact count, or a bound the kernels clamp with
+ * rows.dev_count. */
+static ert_status run_family(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
+    ert_status st;
     switch (op->type) {
     case ERT_OP_LINEAR: st = ert_cuda_linear_run(be, op, rows, x, y); break;
     case ERT_OP_LAYERNORM:
@@ -321,6 +321,21 @@ static ert_status cuda_op_run(ert_backend *be, const ert_op *op, ert_rows rows, 
     case ERT_OP_RELU: st = ert_cuda_pool_run(be, op, rows, x, y); break;
     default: st = ert_error(ERT_ERR_UNSUPPORTED, "op type %d", (int)op->type); break;
     }
+    return st;
+}
+
+static ert_status cuda_op_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
+    ert_status st = ert_cuda_use(be);
+    if (st != ERT_OK) return st;
+    if (rows.n < 0 || rows.n > op->max_rows)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: op '%s': %d rows, the op was prepared for at most %d",
+                         be->name, op->name, rows.n, op->max_rows);
+    /* cuBLASLt and cuDNN take the row count on the host: while a graph is captured, an op
+     * whose count is on the device becomes a SWITCH over row buckets. */
+    if (be->cap && rows.dev_count && (op->type == ERT_OP_LINEAR || op->type == ERT_OP_CONV2D))
+        st = ert_cuda_capture_switch(be, op, rows, x, y, run_family);
+    else
+        st = run_family(be, op, rows, x, y);
     return st == ERT_OK ? st : ert_error_context(st, "%s: op '%s': ", be->name, op->name);
 }
 
@@ -381,7 +396,10 @@ fail:
 static ert_status cuda_event_record(ert_backend *be, ert_event *ev) {
     ert_status st = ERT_OK;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
-    ERT_CUDA_TRY(cudaEventRecord(ev->ev, be->stream));
+    /* In a capture, an external event node: it records when the graph runs (a plain
+     * record would only order streams within the capture). */
+    if (be->cap) ERT_CUDA_TRY(cudaEventRecordWithFlags(ev->ev, be->stream, cudaEventRecordExternal));
+    else ERT_CUDA_TRY(cudaEventRecord(ev->ev, be->stream));
     return ERT_OK;
 fail:
     return ert_error_context(st, "%s: ", be->name);
@@ -429,6 +447,10 @@ static ert_backend_ops make_ops(void) {
     ops.event_free = cuda_event_free;
     ops.event_record = cuda_event_record;
     ops.event_elapsed_ms = cuda_event_elapsed_ms;
+    ops.graph_begin = ert_cuda_graph_begin;
+    ops.graph_end = ert_cuda_graph_end;
+    ops.graph_launch = ert_cuda_graph_launch;
+    ops.graph_free = ert_cuda_graph_free;
     return ops;
 }
 

@@ -23,6 +23,9 @@
  * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows of at most
  * ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES bytes (cuda_common.cuh has the measurements).
  *
+ * In graph mode the thread that writes the count also picks the row bucket of the SWITCH
+ * nodes that read it (graph.cu), so routing costs no extra launch.
+ *
  * Activations are copied as opaque bytes, in the widest of 16/8/4/2/1-byte words that
  * divides the row size and both base addresses.
  */
@@ -53,8 +56,9 @@ typedef thrust::transform_iterator<keep_flag, thrust::counting_iterator<int> > f
 
 struct compact_kernel_args {
     ert_compact_args c;
-    const int32_t *offsets; /* CUB path: exclusive prefix sums of the flags */
-    int vecs;               /* words of type V per row */
+    const int32_t *offsets;      /* CUB path: exclusive prefix sums of the flags */
+    int vecs;                    /* words of type V per row */
+    const ert_cuda_route *route; /* graph mode: the SWITCH nodes the count feeds (graph.cu) */
 };
 
 /* ---------------------------------------------------------------- CUB path: gather */
@@ -66,7 +70,11 @@ static __global__ void gather_kernel(const __grid_constant__ compact_kernel_args
     const long long total = (long long)n * k.vecs;
     const long long stride = (long long)gridDim.x * blockDim.x;
     const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (tid == 0) *a.count = n > 0 ? k.offsets[n - 1] + (a.keep[n - 1] ? 1 : 0) : 0;
+    if (tid == 0) {
+        const int count = n > 0 ? k.offsets[n - 1] + (a.keep[n - 1] ? 1 : 0) : 0;
+        *a.count = count;
+        ert_cuda_route_set(k.route, count);
+    }
     for (long long i = tid; i < total; i += stride) {
         const int r = (int)(i / k.vecs), v = (int)(i % k.vecs);
         if (!a.keep[r]) continue;
@@ -122,7 +130,10 @@ static __global__ void compact_fused_kernel(const __grid_constant__ compact_kern
         a.idx_out[base + off] = a.idx_in[r];
         a.state_out[base + off] = a.state_in[r];
     }
-    if ((int)blockIdx.x == last_block && threadIdx.x == 0) *a.count = base + kept;
+    if ((int)blockIdx.x == last_block && threadIdx.x == 0) {
+        *a.count = base + kept;
+        ert_cuda_route_set(k.route, base + kept);
+    }
     __syncthreads();
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -168,6 +179,8 @@ ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
     k.c = *args;
     k.offsets = be->scan_offsets;
     k.vecs = (int)(row_bytes / word);
+    ert_status rst = ert_cuda_route_of(be, args->count, &k.route);
+    if (rst != ERT_OK) return rst;
 
     if (!fused && args->rows.n > 0) {
         const keep_flag f = {args->keep, args->rows.dev_count, args->rows.n};

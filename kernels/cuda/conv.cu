@@ -210,6 +210,9 @@ ert_status ert_cuda_conv_run(ert_backend *be, const ert_op *op, ert_rows rows, c
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "x (%p) and y (%p) must be %u-byte aligned", x, y,
                          (unsigned)kRunAlign);
     if (x == y) return ert_error(ERT_ERR_INVALID_ARGUMENT, "conv2d cannot run in place (x == y)");
+    /* be->stream is the capture stream of a graph body while one is captured (graph.cu). */
+    const ert_status sst = ERT_CUDA_CHECK(cudnnSetStream(be->cudnn, be->stream));
+    if (sst != ERT_OK) return sst;
     for (int done = 0; done < rows.n;) {
         const int n = rows.n - done < c->chunk ? rows.n - done : c->chunk;
         const ert_status st = conv_exec(be, op, n, (const char *)x + (size_t)done * xs, (char *)y + (size_t)done * ys);

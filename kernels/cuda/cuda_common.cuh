@@ -50,6 +50,36 @@ typedef enum ert_cuda_compact_path {
     ERT_CUDA_COMPACT_FUSED
 } ert_cuda_compact_path;
 
+/* ---------------------------------------------------------------- graph mode (graph.cu) */
+
+/* SWITCH nodes (captured row-dependent ops) fed by one device count, and count slots per
+ * graph. */
+#define ERT_CUDA_MAX_SWITCH 64
+#define ERT_CUDA_MAX_SLOTS (ERT_MAX_STAGES + 1)
+
+/* In device memory, one per count slot of a graph: what the kernel that finishes a count
+ * needs to pick the row bucket of every SWITCH node reading that count. */
+typedef struct ert_cuda_route {
+    int num_buckets;
+    int bucket_rows[ERT_MAX_BUCKETS];
+    int num_handles;
+    cudaGraphConditionalHandle handles[ERT_CUDA_MAX_SWITCH];
+} ert_cuda_route;
+
+/* The capture in progress (host side). */
+typedef struct ert_cuda_capture {
+    int active;
+    int num_buckets;
+    int bucket_rows[ERT_MAX_BUCKETS];
+    ert_cuda_route *routes;                       /* device, ERT_CUDA_MAX_SLOTS (NULL: no buckets) */
+    int num_slots;
+    const int32_t *slot_count[ERT_CUDA_MAX_SLOTS]; /* the device count each slot follows */
+    int slot_set[ERT_CUDA_MAX_SLOTS];              /* a kernel that sets its handles is captured */
+    int slot_handles[ERT_CUDA_MAX_SLOTS];
+    cudaGraphConditionalHandle handles[ERT_CUDA_MAX_SLOTS][ERT_CUDA_MAX_SWITCH];
+    int switches;                                  /* SWITCH nodes captured, for messages */
+} ert_cuda_capture;
+
 struct ert_backend {
     int device;
     int max_rows;
@@ -67,6 +97,8 @@ struct ert_backend {
     size_t scan_temp_bytes;
     int32_t *scan_offsets;              /* max_rows exclusive prefix sums of keep flags */
     char name[320];                     /* "cuda:0 (NVIDIA H200)" */
+    cudaStream_t body_stream;           /* graph.cu: SWITCH bodies are captured on it */
+    ert_cuda_capture *cap;              /* graph.cu: non-NULL while a graph is captured */
 #ifdef ERT_WITH_CUDNN
     cudnnHandle_t cudnn;                /* conv.cu: created at the first conv op, on `stream` */
     void *cudnn_workspace;              /* conv.cu: grown at op_new only, never in a run */
@@ -206,6 +238,30 @@ void ert_cuda_cudnn_destroy(ert_backend *be);
 /* pool.cu: ERT_OP_MAXPOOL, ERT_OP_AVGPOOL and ERT_OP_RELU (plain kernels, no cuDNN). */
 ert_status ert_cuda_pool_new(ert_backend *be, const ert_op_desc *desc, ert_op *op);
 ert_status ert_cuda_pool_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
+
+/* graph.cu. capture_switch captures `run` (an op family's run) once per row bucket into a
+ * SWITCH node on the capture in progress; route_of registers the count slot `count`
+ * follows and returns its route (device memory) for the kernel that writes that count
+ * (compact), which then sets its handles: ert_cuda_route_set. */
+typedef ert_status (*ert_cuda_run_fn)(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
+ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y,
+                                   ert_cuda_run_fn run);
+ert_status ert_cuda_route_of(ert_backend *be, const int32_t *count, const ert_cuda_route **out);
+ert_status ert_cuda_graph_begin(ert_backend *be, const int *bucket_rows, int num_buckets);
+ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out);
+ert_status ert_cuda_graph_launch(ert_backend *be, ert_graph *g);
+void ert_cuda_graph_free(ert_backend *be, ert_graph *g);
+
+/* Picks the bucket of `count` (the smallest bucket >= count; none for 0) for every SWITCH
+ * node the route feeds. One thread calls it (concurrent calls are undefined). */
+static __device__ __forceinline__ void ert_cuda_route_set(const ert_cuda_route *r, int count) {
+    if (!r) return;
+    unsigned b = (unsigned)r->num_buckets; /* no body */
+    if (count > 0)
+        for (b = 0; b + 1 < (unsigned)r->num_buckets && r->bucket_rows[b] < count; ++b) {
+        }
+    for (int i = 0; i < r->num_handles; ++i) cudaGraphSetConditional(r->handles[i], b);
+}
 
 /* decide.cu */
 ert_status ert_cuda_decide(ert_backend *be, const ert_decide_args *args);

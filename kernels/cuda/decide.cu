@@ -14,7 +14,8 @@
  * policy included (ert_exit_params, fixed-size arrays), travels by value as the kernel
  * parameter, so a launch reads no host state and needs no upload; __grid_constant__ lets
  * the threads read it in place (exit_math takes its address) instead of copying it to
- * local memory.
+ * local memory. A graph, launched again with another policy, passes dev_params instead:
+ * the policy the session uploaded with the batch.
  */
 #include "cuda_common.cuh"
 #include "exit_math.h"
@@ -29,9 +30,10 @@ static __global__ void decide_kernel(const __grid_constant__ ert_decide_args a) 
         a.keep[r] = 0;
         return;
     }
+    const ert_exit_params *p = a.dev_params ? a.dev_params : &a.params;
     const ert_softmax_stats s =
-        ert_softmax_stats_compute(a.logits + (size_t)r * a.classes, a.classes, a.params.inv_temp[a.exit_index]);
-    const int leave = ert_exit_decide(&a.params, a.exit_index, a.is_last, &s, &st);
+        ert_softmax_stats_compute(a.logits + (size_t)r * a.classes, a.classes, p->inv_temp[a.exit_index]);
+    const int leave = ert_exit_decide(p, a.exit_index, a.is_last, &s, &st);
     a.keep[r] = (uint8_t)!leave;
     if (leave) {
         const int32_t i = a.orig_index[r];

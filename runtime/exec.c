@@ -1,0 +1,80 @@
+/* Execution modes and graph mode's row buckets (the session captures with them). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "exitrt/exitrt.h"
+
+ert_status ert_exec_parse(const char *text, ert_exec *out) {
+    static const char *const names[] = {"eager", "graph", "auto"};
+    for (int i = 0; text && i < 3; ++i)
+        if (strcmp(text, names[i]) == 0) return (*out = (ert_exec)i, ERT_OK);
+    return ert_error(ERT_ERR_INVALID_ARGUMENT, "exec '%s': expected eager, graph or auto", text ? text : "(null)");
+}
+
+const char *ert_exec_name(ert_exec exec) {
+    return exec == ERT_EXEC_GRAPH ? "graph" : exec == ERT_EXEC_AUTO ? "auto" : "eager";
+}
+
+/* 1, 2, 4, 8, multiples of 16 to 128, then steps of 2^(1/steps) rounded up to multiples
+ * of 64 (GEMM tiles are 64 or 128 rows), with steps = 8 halved until the list fits.
+ * Every power of two below max_batch is a bucket, so a count's bucket never passes the
+ * next power of two: the GEMM runs the algorithm eager mode picks for that count
+ * (kernels/cuda/linear.cu chooses one per power-of-two range), hence the same answers. */
+static int default_buckets(int max_batch, int *out) {
+    for (int steps = 8; steps >= 1; steps /= 2) {
+        int n = 0;
+        for (int v = 1; v < 16 && v < max_batch; v *= 2) out[n++] = v;
+        for (int v = 16; v <= 128 && v < max_batch; v += 16) out[n++] = v;
+        for (int k = 1; n < ERT_MAX_BUCKETS; ++k) {
+            /* pow, not a running product: every steps-th value is an exact power of two */
+            const double v = ceil(128.0 * pow(2.0, (double)k / steps) / 64.0) * 64.0;
+            if (v >= max_batch) break;
+            if (v > out[n - 1]) out[n++] = (int)v;
+        }
+        if (n < ERT_MAX_BUCKETS) {
+            out[n++] = max_batch;
+            return n;
+        }
+    }
+    return 0; /* not reached: 2^24 rows fit in 4 + 8 + 17 doublings */
+}
+
+ert_status ert_buckets_parse(const char *text, int max_batch, int *out, int *count) {
+    *count = 0;
+    if (max_batch < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets: max_batch %d must be positive", max_batch);
+    if (!text || !*text || strcmp(text, "default") == 0) {
+        *count = default_buckets(max_batch, out);
+        return ERT_OK;
+    }
+    int n = 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        errno = 0;
+        const long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end != ',' && *end != '\0'))
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': expected increasing row counts like 64,256,1024",
+                             text);
+        if (v < 1 || v > max_batch)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': %ld is outside 1..%d (max_batch)", text, v,
+                             max_batch);
+        if (n && v <= out[n - 1])
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': %ld does not increase on %d", text, v, out[n - 1]);
+        if (n == ERT_MAX_BUCKETS)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': at most %d buckets", text, ERT_MAX_BUCKETS);
+        out[n++] = (int)v;
+        if (*end == '\0') break;
+        p = end + 1;
+    }
+    if (out[n - 1] != max_batch) {
+        if (n == ERT_MAX_BUCKETS)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': at most %d buckets, max_batch %d included", text,
+                             ERT_MAX_BUCKETS, max_batch);
+        out[n++] = max_batch;
+    }
+    *count = n;
+    return ERT_OK;
+}
