@@ -110,6 +110,7 @@ static char *sweep_json_text(const ert_sweep_result *r) {
     cJSON_AddNumberToObject(j, "samples", (double)r->samples);
     cJSON_AddStringToObject(j, "device", r->device);
     cJSON_AddStringToObject(j, "mode", r->mode);
+    cJSON_AddStringToObject(j, "exec", r->exec);
     cJSON_AddStringToObject(j, "dtype", r->dtype);
     cJSON_AddNumberToObject(j, "batch", r->batch);
     cJSON_AddNumberToObject(j, "warmup", r->warmup);
@@ -354,6 +355,8 @@ ert_status ert_sweep_read(const char *path_in, ert_sweep_result **out) {
     read_str(j, "data", r->data, sizeof r->data);
     read_str(j, "device", r->device, sizeof r->device);
     read_str(j, "mode", r->mode, sizeof r->mode);
+    read_str(j, "exec", r->exec, sizeof r->exec);
+    if (!r->exec[0]) snprintf(r->exec, sizeof r->exec, "eager"); /* sweeps written before graph mode */
     read_str(j, "dtype", r->dtype, sizeof r->dtype);
     read_str(j, "date", r->date, sizeof r->date);
     read_str(j, "calibration", r->calibration, sizeof r->calibration);

@@ -589,8 +589,9 @@ int cmd_sweep(int argc, char **argv) {
     }
     cli_check(ert_sweep_write(r, c.out));
 
-    printf("sweep: model %s | data %s (%lld samples)%s%s | device %s | mode %s | batch %d | calibration %s | %s\n\n",
-           r->model, r->data, (long long)r->samples, r->shift[0] ? " | shift " : "", r->shift, r->device, r->mode,
+    printf("sweep: model %s | data %s (%lld samples)%s%s | device %s | mode %s | exec %s | batch %d | calibration %s | "
+           "%s\n\n",
+           r->model, r->data, (long long)r->samples, r->shift[0] ? " | shift " : "", r->shift, r->device, r->mode, r->exec,
            r->batch, r->calibration, r->date);
     print_rows(r);
     printf("F: M on the frontier of accuracy vs mean batch latency, P vs p99 batch latency, r reference (oracle:\n"
