@@ -676,7 +676,6 @@ static ert_status enqueue_rows(ert_session *s, const int *rows) {
     TRY(s->ops->op_run(s->be, s->normalize, (ert_rows){rows[0], NULL}, s->input, s->pool[cur]));
     for (int k = 0; k < s->model->num_stages && rows[k] > 0; ++k) {
         ert_event **ev = &s->ev[k * EV_PER_STAGE];
-        s->stage_timed[k] = s->opt.stage_events;
         TRY(record(s, ev, EV_COMPUTE));
         TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, (ert_rows){rows[k], NULL}, NULL, &cur));
         for (int e = EV_DECIDE; e <= EV_END; ++e) TRY(record(s, ev, e));
@@ -702,6 +701,7 @@ ert_status ert_session_run_rows(ert_session *s, const int *rows) {
     prof->graph = s->graph != NULL;
     prof->host_start_us = host_clock_us();
     for (int k = 0; k < S && rows[k] > 0; ++k) {
+        s->stage_timed[k] = s->opt.stage_events; /* also when a cached graph replays them */
         prof->stage[k].rows = prof->stage[k].padded_rows = rows[k];
         prof->stage[k].flops = rows[k] * s->body[k].flops;
         prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows[k] * s->body[k].act_elems);

@@ -183,14 +183,15 @@ START_TEST(run_rows_in_a_graph_session) {
     int r1[ERT_MAX_STAGES] = {64, 30, 0}, r2[ERT_MAX_STAGES] = {0};
     for (int k = 0; k < ert_model_num_stages(model); ++k) r2[k] = 20;
     ert_profile p;
-    for (int rep = 0; rep < 2; ++rep) {
-        const int *r = rep ? r2 : r1;
+    for (int rep = 0; rep < 4; ++rep) {
+        const int *r = rep / 2 ? r2 : r1; /* each rows twice: captured, then replayed */
         ck_assert_msg(ert_session_run_rows(g, r) == ERT_OK, "%s", ert_last_error());
         ck_assert_int_eq(ert_session_profile(g, &p), ERT_OK);
         ck_assert_int_eq(p.graph, 1);
         for (int k = 0; k < ert_model_num_stages(model); ++k) {
             ck_assert_int_eq(p.stage[k].rows, r[k]);
             ck_assert_int_eq(p.stage[k].padded_rows, r[k]);
+            if (r[k]) ck_assert_msg(p.stage[k].compute_ms > 0.0, "rep %d stage %d: not timed", rep, k);
         }
     }
     ert_session_free(g);
