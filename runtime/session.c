@@ -624,6 +624,7 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     prof->host_start_us = host_clock_us();
 
     ert_nvtx_push(ERT_NVTX_BATCH, 0, n);
+    int batch_open = 1; /* its range is closed on every path out */
     TRY(o->event_record(s->be, s->ev_begin));
     ert_nvtx_push(ERT_NVTX_UPLOAD, 0, n);
     st = o->upload(s->be, s->input, s->h_input, (size_t)n * (size_t)m->input_size * sizeof(float));
@@ -662,10 +663,11 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
         }
     ert_profile_padding_waste(prof);
     ert_nvtx_pop();
+    batch_open = 0;
     TRY(collect_profile(s));
     return ERT_OK;
 fail:
-    ert_nvtx_pop();
+    if (batch_open) ert_nvtx_pop();
     return ert_error_context(st, "run on '%s': ", s->device);
 }
 

@@ -143,8 +143,12 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
         const ert_rows br = {c->bucket_rows[b], rows.dev_count};
         st = run(be, op, br, x, y);
         be->stream = top;
-        const ert_status end = ERT_CUDA_CHECK(cudaStreamEndCapture(be->body_stream, &body));
-        if (st == ERT_OK) st = end;
+        if (st == ERT_OK) {
+            st = ERT_CUDA_CHECK(cudaStreamEndCapture(be->body_stream, &body));
+        } else { /* end the body's capture but keep the first error's message */
+            (void)cudaStreamEndCapture(be->body_stream, &body);
+            (void)cudaGetLastError();
+        }
         if (st != ERT_OK) st = ert_error_context(st, "body for %d rows: ", c->bucket_rows[b]);
     }
     if (st != ERT_OK) goto fail;
