@@ -45,7 +45,13 @@ ert_status ert_cuda_status(cudnnStatus_t err, const char *expr, const char *file
 }
 #endif
 
-ert_status ert_cuda_use(const ert_backend *be) { return ERT_CUDA_CHECK(cudaSetDevice(be->device)); }
+ert_status ert_cuda_use(const ert_backend *be) {
+    int cur = -1;
+    /* Only switch when needed: the common case is a query, which is also safe while a
+     * graph is being captured. */
+    if (cudaGetDevice(&cur) == cudaSuccess && cur == be->device) return ERT_OK;
+    return ERT_CUDA_CHECK(cudaSetDevice(be->device));
+}
 
 size_t ert_cuda_elem_size(ert_dtype dtype) {
     return (dtype == ERT_DTYPE_BF16 || dtype == ERT_DTYPE_F16) ? 2 : 4;
@@ -394,8 +400,8 @@ fail:
 }
 
 static ert_status cuda_event_record(ert_backend *be, ert_event *ev) {
-    ert_status st = ERT_OK;
-    ERT_CUDA_TRY(cudaSetDevice(be->device));
+    ert_status st = ert_cuda_use(be);
+    if (st != ERT_OK) goto fail;
     /* In a capture, an external event node: it records when the graph runs (a plain
      * record would only order streams within the capture). */
     if (be->cap) ERT_CUDA_TRY(cudaEventRecordWithFlags(ev->ev, be->stream, cudaEventRecordExternal));
