@@ -36,6 +36,7 @@ static const range_info ranges[ERT_NVTX_RANGE_COUNT] = {
     [ERT_NVTX_SYNC] = {CAT_COMPACT, 1, "host sync"},
     [ERT_NVTX_UPLOAD] = {CAT_TRANSFER, 0, "upload"},
     [ERT_NVTX_DOWNLOAD] = {CAT_TRANSFER, 0, "download"},
+    [ERT_NVTX_GRAPH] = {CAT_STAGE, 0, "graph launch"},
 };
 
 /* Index by category; opaque ARGB. */

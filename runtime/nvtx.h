@@ -16,6 +16,7 @@ typedef enum ert_nvtx_range {
     ERT_NVTX_SYNC,      /* "host sync K"     category compact  */
     ERT_NVTX_UPLOAD,    /* "upload"          category transfer */
     ERT_NVTX_DOWNLOAD,  /* "download"        category transfer */
+    ERT_NVTX_GRAPH,     /* "graph launch"    category stage: graph mode's whole forward */
     ERT_NVTX_RANGE_COUNT
 } ert_nvtx_range;
 

@@ -635,7 +635,7 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     ert_nvtx_pop();
     if (st) goto fail;
     if (s->graph) {
-        ert_nvtx_push(ERT_NVTX_STAGE, 0, n); /* one range for the launch: its stages run on the device */
+        ert_nvtx_push(ERT_NVTX_GRAPH, 0, n); /* one range for the launch: its stages run on the device */
         st = o->graph_launch(s->be, s->graph);
         ert_nvtx_pop();
     } else {
