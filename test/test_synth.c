@@ -267,15 +267,18 @@ START_TEST(cli_bench_json) {
     const char *tmp = tu_tmpdir(), *json = in_dir(tu_tmpdir(), "bench.json");
     char a[1024];
     snprintf(a, sizeof a,
-             "bench --device cpu --widths 64 --batches 16,40 --depth 4 --reps 3 --warmup 1 --json %s --tmp %s", json,
+             "bench --device cpu --widths 64 --batches 16,40 --depth 4 --reps 3 --warmup 1 --exec both --json %s --tmp %s",
+             json,
              tmp);
     ck_assert_msg(cli(a) == 0, "%s", err_text);
     ck_assert_ptr_nonnull(strstr(out_text, "speedup"));
+    ck_assert_ptr_nonnull(strstr(out_text, "graph-mode targets (issue 4, set for the H200; this run: cpu)"));
     cJSON *j = tu_json_load(json);
     const cJSON *meta = cJSON_GetObjectItem(j, "meta");
     ck_assert_str_eq(cJSON_GetObjectItem(meta, "device")->valuestring, "cpu");
     ck_assert_str_eq(cJSON_GetObjectItem(meta, "dtype")->valuestring, "f32");
     ck_assert_double_eq(num(meta, "hazard"), 0.15);
+    ck_assert_str_eq(cJSON_GetObjectItem(meta, "exec")->valuestring, "both");
     ck_assert_int_eq((int)num(meta, "reps"), 3);
     ck_assert(cJSON_IsString(cJSON_GetObjectItem(meta, "date")));
     const cJSON *points = cJSON_GetObjectItem(j, "points");
@@ -286,8 +289,8 @@ START_TEST(cli_bench_json) {
         const int B = batches[p];
         ck_assert_int_eq((int)num(pt, "width"), 64);
         ck_assert_int_eq((int)num(pt, "batch"), B);
-        const char *variants[] = {"full", "masked", "compact", "ideal"};
-        for (int v = 0; v < 4; ++v) {
+        const char *variants[] = {"full", "masked", "compact", "ideal", "full-graph", "compact-graph", "ideal-graph"};
+        for (int v = 0; v < 7; ++v) {
             const cJSON *var = cJSON_GetObjectItem(pt, variants[v]);
             ck_assert_msg(var != NULL, "missing %s", variants[v]);
             ck_assert(num(var, "median_ms") > 0);
@@ -318,6 +321,17 @@ START_TEST(cli_bench_json) {
                                                          num(compact, "median_ms"), 1e-9);
         ck_assert(num(pt, "of_ideal") > 0 && num(pt, "routing_share") >= 0 && num(pt, "routing_share") < 1);
         ck_assert_double_eq(num(pt, "sync_share"), 0.0);
+        /* graph mode (the cpu's recording): the same rows and predictions, 0 syncs */
+        const cJSON *g = cJSON_GetObjectItem(pt, "graph"), *cg = cJSON_GetObjectItem(pt, "compact-graph");
+        ck_assert_ptr_nonnull(g);
+        const cJSON *grows = cJSON_GetObjectItem(cg, "rows");
+        for (int k = 0; k < 4; ++k)
+            ck_assert_int_eq(cJSON_GetArrayItem(grows, k)->valueint, cJSON_GetArrayItem(rows, k)->valueint);
+        ck_assert_int_eq((int)num(g, "host_syncs"), 0);
+        ck_assert_double_eq(num(g, "pred_agreement_with_eager"), 1.0);
+        ck_assert(num(g, "padding_waste") >= 0.0 && num(g, "padding_waste") < 1.0);
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(g, "stage_event_overhead_ms")));
+        ck_assert(num(cJSON_GetObjectItem(pt, "compact-graph-untimed"), "batch_median_ms") > 0);
     }
     cJSON_Delete(j);
     /* The synthesised models were removed from --tmp. */
