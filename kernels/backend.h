@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "exit_math.h"
+#include "hd.h"
 #include "exitrt/exitrt.h"
 
 #ifdef __cplusplus
@@ -110,6 +111,23 @@ typedef struct ert_compact_args {
     const uint8_t *keep;
     int32_t *count;
 } ert_compact_args;
+
+/* Graph mode's choice of row bucket for `count` rows: the index of the smallest of the
+ * increasing `bucket_rows` holding it (the last one at most), or num_buckets (no bucket:
+ * no body runs) for 0 rows. One copy for the host (profile, CPU recording) and the
+ * device (kernels/cuda/graph.cu's SWITCH selection). */
+ERT_HD int ert_bucket_index(const int *bucket_rows, int num_buckets, int count) {
+    if (count <= 0) return num_buckets;
+    int b = 0;
+    while (b + 1 < num_buckets && bucket_rows[b] < count) ++b;
+    return b;
+}
+
+/* The rows that bucket computes (0 when none runs). */
+ERT_HD int ert_bucket_rows(const int *bucket_rows, int num_buckets, int count) {
+    const int b = ert_bucket_index(bucket_rows, num_buckets, count);
+    return b < num_buckets ? bucket_rows[b] : 0;
+}
 
 typedef struct ert_backend_config {
     int device;     /* N of cuda:N; 0 for cpu */

@@ -62,7 +62,8 @@ ert_status ert_buckets_parse(const char *text, int max_batch, int *out, int *cou
             return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': %ld is outside 1..%d (max_batch)", text, v,
                              max_batch);
         if (n && v <= out[n - 1])
-            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': %ld does not increase on %d", text, v, out[n - 1]);
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': %ld does not increase on %d", text, v,
+                             out[n - 1]);
         if (n == ERT_MAX_BUCKETS)
             return ert_error(ERT_ERR_INVALID_ARGUMENT, "buckets '%s': at most %d buckets", text, ERT_MAX_BUCKETS);
         out[n++] = (int)v;

@@ -442,7 +442,8 @@ static ert_status collect_profile(ert_session *s) {
 
 /* The work of stage k on `rows` rows of which its GEMMs computed `padded`. */
 static void stage_cost(const ert_session *s, int k, int rows, int padded, ert_stage_profile *sp) {
-    const int run_head = s->model->stages[k].exit_index >= 0 && (s->opt.mode != ERT_MODE_FULL || k == s->model->num_stages - 1);
+    const int last = k == s->model->num_stages - 1;
+    const int run_head = s->model->stages[k].exit_index >= 0 && (s->opt.mode != ERT_MODE_FULL || last);
     const sseq *b = &s->body[k], *h = &s->head[k];
     sp->rows = rows;
     sp->padded_rows = padded;
@@ -460,14 +461,6 @@ void ert_profile_padding_waste(ert_profile *prof) {
         pad += sp->flops / sp->rows * (sp->padded_rows - sp->rows);
     }
     prof->padding_waste = real > 0 ? pad / real : 0.0;
-}
-
-/* The smallest bucket holding `rows` (0 for 0 rows), as graph.cu's selector picks it. */
-static int bucket_of(const ert_session *s, int rows) {
-    if (rows <= 0) return 0;
-    for (int b = 0; b < s->num_buckets; ++b)
-        if (s->buckets[b] >= rows) return s->buckets[b];
-    return s->buckets[s->num_buckets - 1];
 }
 
 #define TRY(expr)                                                                                                      \
@@ -659,7 +652,7 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     if (s->graph)
         for (int k = 0; k < S; ++k) {
             const int rows = s->h_counts[s->stage_slot[k]];
-            stage_cost(s, k, rows, bucket_of(s, rows), &prof->stage[k]);
+            stage_cost(s, k, rows, ert_bucket_rows(s->buckets, s->num_buckets, rows), &prof->stage[k]);
         }
     ert_profile_padding_waste(prof);
     ert_nvtx_pop();

@@ -89,8 +89,8 @@ START_TEST(graph_matches_eager_for_every_policy_and_mode) {
                 for (int b = 0; b < 3; ++b) {
                     static outs a, c;
                     char what[160];
-                    snprintf(what, sizeof what, "mode %d, buckets %s, %s, batch %d", m, buckets[bk] ? buckets[bk] : "default",
-                             specs[k], batches[b]);
+                    snprintf(what, sizeof what, "mode %d, buckets %s, %s, batch %d", m,
+                             buckets[bk] ? buckets[bk] : "default", specs[k], batches[b]);
                     run_all(e, specs[k], batches[b], &a);
                     run_all(g, specs[k], batches[b], &c);
                     assert_same(&a, &c, what);
@@ -133,7 +133,8 @@ START_TEST(profile_reports_padded_rows_and_waste) {
 
     ert_session *e = open_session(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL);
     run_all(e, "confidence:0.45", MAXB, &o);
-    for (int k = 0; k < o.prof[0].num_stages; ++k) ck_assert_int_eq(o.prof[0].stage[k].padded_rows, o.prof[0].stage[k].rows);
+    for (int k = 0; k < o.prof[0].num_stages; ++k)
+        ck_assert_int_eq(o.prof[0].stage[k].padded_rows, o.prof[0].stage[k].rows);
     ck_assert_double_eq(o.prof[0].padding_waste, 0.0);
     ert_session_free(e);
 }

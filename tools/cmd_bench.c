@@ -190,7 +190,9 @@ enum {
 #define V_SESSIONS V_IDEAL
 static const char *const variant_names[V_COUNT] = {"full",  "masked",      "compact", "full-graph", "compact-graph",
                                                    "compact-graph-untimed", "ideal", "ideal-graph"};
-static int variant_graph(int v) { return v == V_FULL_GRAPH || v == V_COMPACT_GRAPH || v == V_COMPACT_GRAPH_UNTIMED || v == V_IDEAL_GRAPH; }
+static int variant_graph(int v) {
+    return v == V_FULL_GRAPH || v == V_COMPACT_GRAPH || v == V_COMPACT_GRAPH_UNTIMED || v == V_IDEAL_GRAPH;
+}
 static int variant_on(const bench_opts *o, int v) { return variant_graph(v) ? o->graph : o->eager; }
 
 /* The figures of one variant over the timed runs. */

@@ -267,13 +267,6 @@ static ert_status cpu_graph_end(ert_backend *be, ert_graph **out) {
     return ERT_OK;
 }
 
-/* The bucket a SWITCH node would pick for `count`: the smallest holding it, 0 for 0. */
-static int bucket_rows(const ert_graph *g, int count) {
-    if (count <= 0) return 0;
-    for (int b = 0; b < g->num_buckets; ++b)
-        if (g->buckets[b] >= count) return g->buckets[b];
-    return g->buckets[g->num_buckets - 1];
-}
 
 static ert_status cpu_graph_launch(ert_backend *be, ert_graph *g) {
     for (int i = 0; i < g->count; ++i) {
@@ -283,7 +276,8 @@ static ert_status cpu_graph_launch(ert_backend *be, ert_graph *g) {
         case CMD_OP: {
             ert_rows r = c->rows;
             if (r.dev_count && (c->op->desc.type == ERT_OP_LINEAR || c->op->desc.type == ERT_OP_CONV2D))
-                r = (ert_rows){bucket_rows(g, *r.dev_count), NULL}; /* the padded rows, as on a GPU */
+                /* the padded rows, as the SWITCH body on a GPU computes them */
+                r = (ert_rows){ert_bucket_rows(g->buckets, g->num_buckets, *r.dev_count), NULL};
             st = cpu_op_run(be, c->op, r, c->x, c->y);
             break;
         }

@@ -256,10 +256,7 @@ void ert_cuda_graph_free(ert_backend *be, ert_graph *g);
  * node the route feeds. One thread calls it (concurrent calls are undefined). */
 static __device__ __forceinline__ void ert_cuda_route_set(const ert_cuda_route *r, int count) {
     if (!r) return;
-    unsigned b = (unsigned)r->num_buckets; /* no body */
-    if (count > 0)
-        for (b = 0; b + 1 < (unsigned)r->num_buckets && r->bucket_rows[b] < count; ++b) {
-        }
+    const unsigned b = (unsigned)ert_bucket_index(r->bucket_rows, r->num_buckets, count);
     for (int i = 0; i < r->num_handles; ++i) cudaGraphSetConditional(r->handles[i], b);
 }
 

@@ -127,7 +127,9 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     ERT_CUDA_TRY(cudaStreamGetCaptureInfo(be->stream, &status, NULL, &graph, &deps, &edges, &num_deps));
     if (status != cudaStreamCaptureStatusActive)
         return ert_error(ERT_ERR_BACKEND, "the stream is not capturing (status %d)", (int)status);
-    ERT_CUDA_TRY(cudaGraphConditionalHandleCreate(&handle, graph, (unsigned)c->num_buckets, cudaGraphCondAssignDefault));
+    /* defaults to "no body" at every launch, until a kernel picks one */
+    ERT_CUDA_TRY(
+        cudaGraphConditionalHandleCreate(&handle, graph, (unsigned)c->num_buckets, cudaGraphCondAssignDefault));
     p.type = cudaGraphNodeTypeConditional;
     p.conditional.handle = handle;
     p.conditional.type = cudaGraphCondTypeSwitch;
