@@ -226,9 +226,11 @@ const char *ert_exec_name(ert_exec exec);
  * NULL or "" or "default") is 1, 2, 4, 8, then multiples of 16 up to 128, then steps
  * of 2^(1/8) rounded up to a multiple of 64, and always max_batch last: at most ~9%
  * of rows computed beyond the survivors above 128 rows. Eighth-octave steps fit up to
- * max_batch 8192; above, the steps double (2^(1/4), 2^(1/2), ...) until the list fits. Otherwise a comma-separated
- * increasing list of positive counts; max_batch is appended when missing and larger
- * values are refused. Writes at most ERT_MAX_BUCKETS values. */
+ * max_batch 8192; above, the steps double (2^(1/4), 2^(1/2), ...) until the list fits.
+ * Every power of two below max_batch is in it, so graph and eager GEMMs pick the same
+ * algorithm for a count. Otherwise `text` is a comma-separated increasing list of
+ * positive counts; max_batch is appended when missing and larger values are refused.
+ * Writes at most ERT_MAX_BUCKETS values. */
 #define ERT_MAX_BUCKETS 64
 ert_status ert_buckets_parse(const char *text, int max_batch, int *out, int *count);
 

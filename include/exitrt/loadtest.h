@@ -68,7 +68,7 @@ typedef struct ert_load_server_options {
     int max_batch;      /* the sessions' max_batch: the largest batch a run may form (default 64) */
     int warmup;         /* untimed full batches per session at creation (default 3), then every
                            point at each batch size up to max_batch (at most 64 sizes); 0: none */
-    ert_exec exec;      /* default eager; graph: each batch one graph launch (cuda:N) */
+    ert_exec exec;      /* default eager; graph: each batch one graph launch (see ert_exec) */
     const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
 } ert_load_server_options;
 
