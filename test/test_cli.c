@@ -21,20 +21,7 @@ static int lines(const char *s) {
 
 static char data_spec[1024];
 
-static void setup(void) {
-    static float x[50 * 24];
-    static int32_t y[50];
-    srand(5);
-    for (int i = 0; i < 50 * 24; ++i) x[i] = (float)rand() / (float)RAND_MAX;
-    for (int i = 0; i < 50; ++i) y[i] = rand() % 5;
-    const char *dir = tu_tmpdir();
-    char px[512], py[512];
-    snprintf(px, sizeof px, "%s/x.npy", dir);
-    snprintf(py, sizeof py, "%s/y.npy", dir);
-    tu_write_npy(px, "<f4", "(50, 2, 3, 4)", x, sizeof x);
-    tu_write_npy(py, "<i4", "(50,)", y, sizeof y);
-    snprintf(data_spec, sizeof data_spec, "%s:%s", px, py);
-}
+static void setup(void) { tu_write_tiny_npy(5, 50, data_spec, sizeof data_spec); }
 
 START_TEST(help_and_usage) {
     ck_assert_int_eq(cli(""), 1);

@@ -176,3 +176,23 @@ ert_model *tu_tiny_model(unsigned seed, float *x, int32_t *labels, int n) {
     for (int i = 0; i < n; ++i) labels[i] = rand() % ert_model_num_classes(m);
     return m;
 }
+
+void tu_write_tiny_npy(unsigned seed, int n, char *spec, size_t len) {
+    float *x = malloc(sizeof(float) * (size_t)n * 24);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
+    ck_assert(x && y);
+    srand(seed);
+    for (int i = 0; i < n * 24; ++i) x[i] = (float)rand() / (float)RAND_MAX;
+    for (int i = 0; i < n; ++i) y[i] = rand() % 5;
+    const char *dir = tu_tmpdir();
+    char px[512], py[512], shape[64];
+    snprintf(px, sizeof px, "%s/x.npy", dir);
+    snprintf(py, sizeof py, "%s/y.npy", dir);
+    snprintf(shape, sizeof shape, "(%d, 2, 3, 4)", n);
+    tu_write_npy(px, "<f4", shape, x, sizeof(float) * (size_t)n * 24);
+    snprintf(shape, sizeof shape, "(%d,)", n);
+    tu_write_npy(py, "<i4", shape, y, sizeof(int32_t) * (size_t)n);
+    snprintf(spec, len, "%s:%s", px, py);
+    free(x);
+    free(y);
+}

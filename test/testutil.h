@@ -17,6 +17,11 @@ const char *tu_path(const char *rel);
 /* Loads test/fixtures/tiny-f32 (24 inputs, 5 classes, 3 exits) and fills n samples of
  * x (uniform in [0, 1]) and labels from srand(seed). */
 ert_model *tu_tiny_model(unsigned seed, float *x, int32_t *labels, int n);
+
+/* Writes n random samples for tiny-f32 (shape (n, 2, 3, 4), uniform in [0, 1]) and their
+ * labels (0..4) from srand(seed) as x.npy and y.npy in tu_tmpdir(); the data spec
+ * "X.npy:Y.npy" goes to spec. */
+void tu_write_tiny_npy(unsigned seed, int n, char *spec, size_t len);
 /* A fresh temporary directory for one test; removed by the caller if it wants. */
 const char *tu_tmpdir(void);
 /* Reads and parses a JSON file; fails the test if it cannot. */

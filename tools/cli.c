@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static char prog[64] = "exitrt";
 
@@ -39,4 +40,11 @@ void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets
 void cli_note_exec(const ert_session *session) {
     const char *note = ert_session_exec_note(session);
     if (note && *note) fprintf(stderr, "%s: %s\n", cli_prog(), note);
+}
+
+void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *)) {
+    if (optind >= argc) return;
+    fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+    usage(stderr);
+    exit(1);
 }

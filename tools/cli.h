@@ -3,6 +3,8 @@
 #ifndef ERT_TOOLS_CLI_H
 #define ERT_TOOLS_CLI_H
 
+#include <stdio.h>
+
 #include "exitrt/exitrt.h"
 
 /* The program name in messages ("exitrt eval"); main sets it before a subcommand runs. */
@@ -16,6 +18,9 @@ void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretur
  * argument at fault), after `where` when not NULL, and exits with status 1. */
 void cli_check_in(ert_status s, const char *where);
 static inline void cli_check(ert_status s) { cli_check_in(s, NULL); }
+
+/* After getopt: an argument left over (argv[optind]) is an error, with the usage. */
+void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *));
 
 /* --exec and --buckets into session options; NULL leaves the default. */
 void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets);

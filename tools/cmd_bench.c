@@ -155,11 +155,7 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         default: bench_usage(stderr); exit(1);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "exitrt bench: unexpected argument '%s'\n", argv[optind]);
-        bench_usage(stderr);
-        exit(1);
-    }
+    cli_no_extra_args(argc, argv, bench_usage);
     const int cpu = is_cpu(o->device);
     if (!exec) exec = cpu ? "eager" : "both";
     if (strcmp(exec, "eager") == 0) o->eager = 1;

@@ -65,10 +65,7 @@ int cmd_calibrate(int argc, char **argv) {
         default: usage(stderr); return 1;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "exitrt calibrate: unexpected argument '%s'\n", argv[optind]);
-        return 1;
-    }
+    cli_no_extra_args(argc, argv, usage);
     if (!dir) {
         fprintf(stderr, "exitrt calibrate: --model DIR is required\n");
         return 1;

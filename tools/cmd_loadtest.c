@@ -327,11 +327,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         default: lt_usage(stderr); exit(1);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "exitrt loadtest: unexpected argument '%s'\n", argv[optind]);
-        lt_usage(stderr);
-        exit(1);
-    }
+    cli_no_extra_args(argc, argv, lt_usage);
     if (!o->model) cli_fail("--model DIR is required");
     if (!o->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
     if (o->find_peak && o->sc) cli_fail("--find-peak and --scenario are separate runs: give one");

@@ -470,11 +470,7 @@ int cmd_sweep(int argc, char **argv) {
         default: sweep_usage(stderr); return 1;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
-        sweep_usage(stderr);
-        return 1;
-    }
+    cli_no_extra_args(argc, argv, sweep_usage);
     if (!c.out) cli_fail("--out DIR is required");
     if (search && isnan(budget_flops) && isnan(budget_ms))
         cli_fail("--per-exit-search needs a budget: --budget-flops F and/or --budget-ms MS");
@@ -696,11 +692,7 @@ int cmd_select(int argc, char **argv) {
         default: select_usage(stderr); return 1;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
-        select_usage(stderr);
-        return 1;
-    }
+    cli_no_extra_args(argc, argv, select_usage);
     if (!from) cli_fail("--from DIR is required (the output directory of exitrt sweep)");
     if (!budget_text && !acc_text) cli_fail("give --latency-budget MS or --min-accuracy A");
     if (strcmp(kind, "batch") != 0 && strcmp(kind, "sample") != 0)
@@ -964,11 +956,7 @@ int cmd_shift_report(int argc, char **argv) {
         default: shift_usage(stderr); return 1;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
-        shift_usage(stderr);
-        return 1;
-    }
+    cli_no_extra_args(argc, argv, shift_usage);
     if (!c.out) cli_fail("--out DIR is required");
     ert_shift_kind kinds[MAX_ITEMS];
     int sevs[MAX_ITEMS];

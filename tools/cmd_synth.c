@@ -82,10 +82,7 @@ int cmd_synth(int argc, char **argv) {
         default: synth_usage(stderr); return 1;
         }
     }
-    if (optind < argc) {
-        synth_usage(stderr);
-        cli_fail("unexpected argument '%s'", argv[optind]);
-    }
+    cli_no_extra_args(argc, argv, synth_usage);
     if (!o.width) cli_fail("--width D is required");
     if (!o.depth) cli_fail("--depth L is required");
     if (!out) cli_fail("--out DIR is required");

@@ -85,11 +85,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         default: usage(stderr); exit(1);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", cli_prog(), argv[optind]);
-        usage(stderr);
-        exit(1);
-    }
+    cli_no_extra_args(argc, argv, usage);
 }
 
 /* The loaded pieces every run needs. */
