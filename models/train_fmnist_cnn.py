@@ -45,7 +45,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import export  # noqa: E402
-from train_fmnist_mlp import CLASSES, accuracies, load_fmnist  # noqa: E402  (same data, same splits)
+from train_fmnist_mlp import (  # noqa: E402  (same data, same splits, same export and report)
+    CLASSES, accuracies, exit_table, save_model, start_run, write_fixture)
 from train_fmnist_mlp import eval_module as eval_mlp_style  # noqa: E402
 
 
@@ -189,17 +190,8 @@ def main():
     ap.add_argument("--fixture", default=os.path.join(ROOT, "test", "fixtures", "fmnist-cnn-reference.json"))
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    t_start = time.time()
-
-    data = load_fmnist()
+    rng, t_start, data, mean, std = start_run(args)  # normalisation from the whole train split
     xtr, ytr = data["train"]
-    # normalisation from the whole train split, rounded to float32 and 9 digits as stored
-    mean = export._cfg_float(xtr.double().mean().item())
-    std = export._cfg_float(xtr.double().std(unbiased=False).item())
-    print("train split: %d images, pixel mean %.9g std %.9g" % (xtr.shape[0], mean, std))
     if args.train_limit:
         xtr, ytr = xtr[:args.train_limit], ytr[:args.train_limit]
 
@@ -261,15 +253,7 @@ def main():
         mod_logits[split], mod_acc[split] = eval_module(model, *data[split])
 
     # export (batch norm folded) and verify via the hand-written reader + reference forward
-    model.eval()
-    builder = model.to_builder()
-    builder.save(args.out, dtype="F32", metadata={
-        "dataset": "fashion-mnist", "train_split": "fashion-mnist:train (train images 0..49999)",
-        "seed": str(args.seed), "epochs": str(args.epochs)})
-    cfg, tensors, dtypes = export.load_model(args.out)
-    assert set(dtypes.values()) == {"F32"}
-    for name, t in builder.tensors.items():
-        assert torch.equal(t, tensors[name]), name
+    cfg, tensors = save_model(model, args)
     acc, ref_logits = {}, {}
     for split in ("val", "test"):
         x, y = data[split]
@@ -287,16 +271,7 @@ def main():
 
     # report
     flops = export.model_flops(cfg)
-    lines = []
-    lines.append("| exit | after stage | val acc | test acc | FLOPs (exit path) | share of full | "
-                 "FLOPs (cascade, all exits 0..k) | share of full |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for k, fr in enumerate(flops):
-        lines.append("| %d | %d | %.2f%% | %.2f%% | %s | %.1f%% | %s | %.1f%% |" % (
-            k, k, 100 * acc["val"][k], 100 * acc["test"][k], format(fr["exit_path"], ","),
-            100.0 * fr["exit_path"] / fr["full"], format(fr["cascade"], ","),
-            100.0 * fr["cascade"] / fr["full"]))
-    table = "\n".join(lines)
+    table = exit_table(acc, flops)
     print(table)
     print("training + evaluation time: %.1f s" % train_time)
 
@@ -316,18 +291,7 @@ def main():
     with open(os.path.join(args.out, "README.md"), "w") as f:
         f.write(readme)
 
-    # fixture: first 16 test images
-    xt, yt = data["test"]
-    fx = {
-        "indices": list(range(16)),
-        "labels": [int(v) for v in yt[:16]],
-        "exit_logits": [[[float(v) for v in row] for row in lg[:16]] for lg in ref_logits["test"]],
-        "test_accuracy_per_exit": [export.ExactFloat(round(a, 6)) for a in acc["test"]],
-        "val_accuracy_per_exit": [export.ExactFloat(round(a, 6)) for a in acc["val"]],
-    }
-    os.makedirs(os.path.dirname(args.fixture), exist_ok=True)
-    export.write_json(args.fixture, fx)
-    print("wrote %s, %s" % (args.out, args.fixture))
+    write_fixture(args, data, ref_logits, acc)
 
 
 README_TEMPLATE = """# fmnist-cnn

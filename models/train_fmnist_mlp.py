@@ -148,6 +148,66 @@ def eval_module(model, x, y, batch=2000, sample_shape=None):
     return logits, accuracies(logits, y)
 
 
+def start_run(args):
+    """Threads and seeds from args, the data, and the input normalisation: the train
+    split's pixel mean and population std, rounded to float32 and 9 digits as stored.
+    Returns (rng, t_start, data, mean, std)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    t_start = time.time()
+    data = load_fmnist()
+    xtr = data["train"][0]
+    mean = export._cfg_float(xtr.double().mean().item())
+    std = export._cfg_float(xtr.double().std(unbiased=False).item())
+    print("train split: %d images, pixel mean %.9g std %.9g" % (xtr.shape[0], mean, std))
+    return rng, t_start, data, mean, std
+
+
+def save_model(model, args):
+    """Exports the model (eval mode) to args.out and checks that the hand-written reader
+    gives back every tensor bit for bit. Returns (config, tensors)."""
+    model.eval()
+    builder = model.to_builder()
+    builder.save(args.out, dtype="F32", metadata={
+        "dataset": "fashion-mnist", "train_split": "fashion-mnist:train (train images 0..49999)",
+        "seed": str(args.seed), "epochs": str(args.epochs)})
+    cfg, tensors, dtypes = export.load_model(args.out)
+    assert set(dtypes.values()) == {"F32"}
+    for name, t in builder.tensors.items():
+        assert torch.equal(t, tensors[name]), name
+    return cfg, tensors
+
+
+def exit_table(acc, flops):
+    """The README's table: accuracy and FLOPs per exit."""
+    lines = ["| exit | after stage | val acc | test acc | FLOPs (exit path) | share of full | "
+             "FLOPs (cascade, all exits 0..k) | share of full |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, fr in enumerate(flops):
+        lines.append("| %d | %d | %.2f%% | %.2f%% | %s | %.1f%% | %s | %.1f%% |" % (
+            k, k, 100 * acc["val"][k], 100 * acc["test"][k], format(fr["exit_path"], ","),
+            100.0 * fr["exit_path"] / fr["full"], format(fr["cascade"], ","),
+            100.0 * fr["cascade"] / fr["full"]))
+    return "\n".join(lines)
+
+
+def write_fixture(args, data, ref_logits, acc):
+    """The test fixture: the exported model's logits at every exit for the first 16 test
+    images, and the per-exit accuracies."""
+    yt = data["test"][1]
+    fx = {
+        "indices": list(range(16)),
+        "labels": [int(v) for v in yt[:16]],
+        "exit_logits": [[[float(v) for v in row] for row in lg[:16]] for lg in ref_logits["test"]],
+        "test_accuracy_per_exit": [export.ExactFloat(round(a, 6)) for a in acc["test"]],
+        "val_accuracy_per_exit": [export.ExactFloat(round(a, 6)) for a in acc["val"]],
+    }
+    os.makedirs(os.path.dirname(args.fixture), exist_ok=True)
+    export.write_json(args.fixture, fx)
+    print("wrote %s, %s" % (args.out, args.fixture))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=18)
@@ -162,17 +222,8 @@ def main():
     ap.add_argument("--fixture", default=os.path.join(ROOT, "test", "fixtures", "fmnist-mlp-reference.json"))
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    t_start = time.time()
-
-    data = load_fmnist()
+    rng, t_start, data, mean, std = start_run(args)
     xtr, ytr = data["train"]
-    # normalisation from the train split, rounded to float32 and 9 digits as stored
-    mean = export._cfg_float(xtr.double().mean().item())
-    std = export._cfg_float(xtr.double().std(unbiased=False).item())
-    print("train split: %d images, pixel mean %.9g std %.9g" % (xtr.shape[0], mean, std))
 
     model = EarlyExitMLP(mean, std, dropout=args.dropout)
     n_exits = model.depth + 1
@@ -216,15 +267,7 @@ def main():
         mod_logits[split], mod_acc[split] = eval_module(model, *data[split])
 
     # export and verify via the hand-written reader + reference forward
-    model.eval()
-    builder = model.to_builder()
-    builder.save(args.out, dtype="F32", metadata={
-        "dataset": "fashion-mnist", "train_split": "fashion-mnist:train (train images 0..49999)",
-        "seed": str(args.seed), "epochs": str(args.epochs)})
-    cfg, tensors, dtypes = export.load_model(args.out)
-    assert set(dtypes.values()) == {"F32"}
-    for name, t in builder.tensors.items():
-        assert torch.equal(t, tensors[name]), name
+    cfg, tensors = save_model(model, args)
     acc = {}
     ref_logits = {}
     for split in ("val", "test"):
@@ -241,16 +284,7 @@ def main():
 
     # report
     flops = export.linear_flops(cfg)
-    lines = []
-    lines.append("| exit | after stage | val acc | test acc | FLOPs (exit path) | share of full | "
-                 "FLOPs (cascade, all exits 0..k) | share of full |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for k, fr in enumerate(flops):
-        lines.append("| %d | %d | %.2f%% | %.2f%% | %s | %.1f%% | %s | %.1f%% |" % (
-            k, k, 100 * acc["val"][k], 100 * acc["test"][k], format(fr["exit_path"], ","),
-            100.0 * fr["exit_path"] / fr["full"], format(fr["cascade"], ","),
-            100.0 * fr["cascade"] / fr["full"]))
-    table = "\n".join(lines)
+    table = exit_table(acc, flops)
     print(table)
     print("training + evaluation time: %.1f s" % train_time)
 
@@ -267,19 +301,7 @@ def main():
     with open(os.path.join(args.out, "README.md"), "w") as f:
         f.write(readme)
 
-    # fixture: first 16 test images
-    idx = list(range(16))
-    xt, yt = data["test"]
-    fx = {
-        "indices": idx,
-        "labels": [int(v) for v in yt[:16]],
-        "exit_logits": [[[float(v) for v in row] for row in lg[:16]] for lg in ref_logits["test"]],
-        "test_accuracy_per_exit": [export.ExactFloat(round(a, 6)) for a in acc["test"]],
-        "val_accuracy_per_exit": [export.ExactFloat(round(a, 6)) for a in acc["val"]],
-    }
-    os.makedirs(os.path.dirname(args.fixture), exist_ok=True)
-    export.write_json(args.fixture, fx)
-    print("wrote %s, %s" % (args.out, args.fixture))
+    write_fixture(args, data, ref_logits, acc)
 
 
 README_TEMPLATE = """# fmnist-mlp
