@@ -157,6 +157,9 @@ typedef struct ert_backend_ops {
     /* Backend to host; returns when the data is there (a host synchronisation on a
      * device). */
     ert_status (*download)(ert_backend *be, void *dst, const void *src, size_t bytes);
+    /* Backend to host staging memory in stream order, without waiting: the data is there
+     * once the next download or sync returns (results: several copies, one wait). */
+    ert_status (*download_async)(ert_backend *be, void *dst, const void *src, size_t bytes);
     ert_status (*sync)(ert_backend *be);
 
     ert_status (*op_new)(ert_backend *be, const ert_op_desc *desc, ert_op **out);

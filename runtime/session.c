@@ -636,12 +636,14 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     }
     if (st) goto fail;
     ert_nvtx_push(ERT_NVTX_DOWNLOAD, 0, n);
-    st = o->download(s->be, s->h_pred, s->pred, (size_t)n * sizeof(int32_t));
-    if (!st) st = o->download(s->be, s->h_exit, s->exit_at, (size_t)n * sizeof(int32_t));
-    if (!st) st = o->download(s->be, s->h_conf, s->conf, (size_t)n * sizeof(float));
+    /* every result copy queued, then one wait */
+    st = o->download_async(s->be, s->h_pred, s->pred, (size_t)n * sizeof(int32_t));
+    if (!st) st = o->download_async(s->be, s->h_exit, s->exit_at, (size_t)n * sizeof(int32_t));
+    if (!st) st = o->download_async(s->be, s->h_conf, s->conf, (size_t)n * sizeof(float));
     const size_t logit_bytes = (size_t)n * (size_t)m->num_classes * sizeof(float);
-    if (!st && out->logits) st = o->download(s->be, s->h_logits, s->logits_out, logit_bytes);
-    if (!st && s->graph) st = o->download(s->be, s->h_counts, s->counts, sizeof(int32_t) * (size_t)(S + 1));
+    if (!st && out->logits) st = o->download_async(s->be, s->h_logits, s->logits_out, logit_bytes);
+    if (!st && s->graph) st = o->download_async(s->be, s->h_counts, s->counts, sizeof(int32_t) * (size_t)(S + 1));
+    if (!st) st = o->sync(s->be);
     ert_nvtx_pop();
     if (st) goto fail;
     TRY(o->event_record(s->be, s->ev_end));

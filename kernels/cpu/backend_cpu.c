@@ -304,6 +304,7 @@ static const ert_backend_ops cpu_ops = {
     .host_release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .download_async = cpu_copy,
     .sync = cpu_sync,
     .op_new = cpu_op_new,
     .op_free = cpu_op_free,

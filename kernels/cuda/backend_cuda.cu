@@ -246,6 +246,16 @@ fail:
     return ert_error_context(st, "%s: download of %zu bytes: ", be->name, bytes);
 }
 
+static ert_status cuda_download_async(ert_backend *be, void *dst, const void *src, size_t bytes) {
+    ert_status st = ERT_OK;
+    if (!bytes) return ERT_OK;
+    ERT_CUDA_TRY(cudaSetDevice(be->device));
+    ERT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, be->stream));
+    return ERT_OK;
+fail:
+    return ert_error_context(st, "%s: download of %zu bytes: ", be->name, bytes);
+}
+
 static ert_status cuda_sync(ert_backend *be) {
     ert_status st = ERT_OK;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
@@ -442,6 +452,7 @@ static ert_backend_ops make_ops(void) {
     ops.host_release = cuda_host_release;
     ops.upload = cuda_upload;
     ops.download = cuda_download;
+    ops.download_async = cuda_download_async;
     ops.sync = cuda_sync;
     ops.op_new = cuda_op_new;
     ops.op_free = cuda_op_free;
