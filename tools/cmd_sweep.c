@@ -43,9 +43,11 @@ static double sw_num(const char *flag, const char *text, double lo, double hi) {
     return v;
 }
 
-/* Splits "a,b,c" into items (pointing into a copy that lives as long as the process). */
-static int sw_split(const char *flag, const char *text, const char **items, int max) {
-    char *copy = strdup(text);
+/* Splits "a,b,c" into items, which point into *copy (the caller frees it; a repeated
+ * option replaces the previous list). */
+static int sw_split(const char *flag, const char *text, const char **items, int max, char **copy_out) {
+    free(*copy_out);
+    char *copy = *copy_out = strdup(text);
     if (!copy) cli_fail("out of memory");
     int n = 0;
     for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -413,6 +415,7 @@ int cmd_sweep(int argc, char **argv) {
         {0, 0, 0, 0}};
     common c = {.batch = 256, .warmup = 1, .reps = 1, .mode = ERT_MODE_COMPACT};
     const char *policies[MAX_ITEMS], *val = NULL;
+    char *policies_text = NULL; /* what policies[] points into */
     int num_policies = 0, grid = 8, severity = 3, search = 0, do_plot = 0, no_oracle = 0;
     long long seed = 1;
     double budget_flops = NAN, budget_ms = NAN, budget_share = NAN;
@@ -426,7 +429,7 @@ int cmd_sweep(int argc, char **argv) {
         case 'm': c.model = optarg; break;
         case 'd': c.data = optarg; break;
         case 'o': c.out = optarg; break;
-        case 'P': num_policies = sw_split("--policies", optarg, policies, MAX_ITEMS); break;
+        case 'P': num_policies = sw_split("--policies", optarg, policies, MAX_ITEMS, &policies_text); break;
         case 'g': grid = (int)sw_int("--grid", optarg, 1, 256); break;
         case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)sw_int("--batch", optarg, 1, 1 << 20); break;
@@ -466,8 +469,8 @@ int cmd_sweep(int argc, char **argv) {
             break;
         case OPT_NO_ORACLE: no_oracle = 1; break;
         case OPT_PLOT: do_plot = 1; break;
-        case 'h': sweep_usage(stdout); return 0;
-        default: sweep_usage(stderr); return 1;
+        case 'h': free(policies_text); sweep_usage(stdout); return 0;
+        default: free(policies_text); sweep_usage(stderr); return 1;
         }
     }
     cli_no_extra_args(argc, argv, sweep_usage);
@@ -625,6 +628,7 @@ int cmd_sweep(int argc, char **argv) {
     ert_session_free(sess);
     ert_dataset_free(data);
     ert_model_free(model);
+    free(policies_text);
     return 0;
 }
 
@@ -926,6 +930,7 @@ int cmd_shift_report(int argc, char **argv) {
         {0, 0, 0, 0}};
     common c = {.batch = 256, .warmup = 1, .reps = 1, .mode = ERT_MODE_COMPACT};
     const char *policies[MAX_ITEMS], *shift_names[MAX_ITEMS], *sev_text[MAX_ITEMS];
+    char *shifts_text = NULL, *sev_list = NULL; /* what shift_names[] and sev_text[] point into */
     int num_policies = 0, num_shifts = 0, num_sev = 0, do_plot = 0;
     long long seed = 1;
     optind = 1;
@@ -939,8 +944,8 @@ int cmd_shift_report(int argc, char **argv) {
             if (num_policies == MAX_ITEMS) cli_fail("too many --policy options");
             policies[num_policies++] = optarg;
             break;
-        case OPT_SHIFTS: num_shifts = sw_split("--shifts", optarg, shift_names, MAX_ITEMS); break;
-        case OPT_SEVERITIES: num_sev = sw_split("--severities", optarg, sev_text, MAX_ITEMS); break;
+        case OPT_SHIFTS: num_shifts = sw_split("--shifts", optarg, shift_names, MAX_ITEMS, &shifts_text); break;
+        case OPT_SEVERITIES: num_sev = sw_split("--severities", optarg, sev_text, MAX_ITEMS, &sev_list); break;
         case OPT_SEED: seed = sw_int("--seed", optarg, 0, LLONG_MAX); break;
         case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)sw_int("--batch", optarg, 1, 1 << 20); break;
@@ -952,8 +957,8 @@ int cmd_shift_report(int argc, char **argv) {
         case OPT_LIMIT: c.limit = (int)sw_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_CAL: c.no_calibration = parse_calibration(optarg, 0) == ERT_CALIBRATION_OFF; break;
         case OPT_PLOT: do_plot = 1; break;
-        case 'h': shift_usage(stdout); return 0;
-        default: shift_usage(stderr); return 1;
+        case 'h': free(shifts_text); free(sev_list); shift_usage(stdout); return 0;
+        default: free(shifts_text); free(sev_list); shift_usage(stderr); return 1;
         }
     }
     cli_no_extra_args(argc, argv, shift_usage);
@@ -1118,5 +1123,7 @@ int cmd_shift_report(int argc, char **argv) {
     ert_session_free(sess);
     ert_dataset_free(clean);
     ert_model_free(model);
+    free(shifts_text);
+    free(sev_list);
     return 0;
 }
