@@ -128,6 +128,24 @@ START_TEST(exec_graph_from_the_cli) {
     ck_assert_ptr_nonnull(strstr(out_text, "one graph launch per batch"));
     ck_assert_ptr_nonnull(strstr(out_text, "host syncs per forward 0.0"));
     ck_assert_ptr_nonnull(strstr(out_text, "padding (FLOPs on rows past the survivors)"));
+
+    /* A capture that fails (the CPU recording's fault injection): --exec graph stops with
+     * the one-line reason; --exec auto says it runs eager, and does. */
+    ck_assert_int_eq(setenv("ERT_CPU_GRAPH_FAIL_AT", "3", 1), 0);
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --exec graph", data_spec);
+    ck_assert_int_eq(cli(a), 1);
+    ck_assert_str_eq(err_text, "exitrt eval: backend error: session on 'cpu': exec graph: capturing the forward "
+                               "pass: cpu backend: recorded call 3 refused (ERT_CPU_GRAPH_FAIL_AT)\n");
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --json "
+             "--exec auto", data_spec);
+    ck_assert_msg(cli(a) == 0, "%s", err_text);
+    ck_assert_str_eq(err_text, "exitrt eval: graph mode unavailable, running eager: exec graph: capturing the forward "
+                               "pass: cpu backend: recorded call 3 refused (ERT_CPU_GRAPH_FAIL_AT)\n");
+    ck_assert_int_eq(unsetenv("ERT_CPU_GRAPH_FAIL_AT"), 0);
+    jg = cJSON_Parse(out_text);
+    ck_assert_ptr_nonnull(jg);
+    ck_assert_str_eq(cJSON_GetObjectItem(jg, "exec")->valuestring, "eager");
+    cJSON_Delete(jg);
 }
 END_TEST
 

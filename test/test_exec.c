@@ -207,6 +207,44 @@ START_TEST(auto_runs_the_graph_where_it_can) {
 }
 END_TEST
 
+/* A capture that fails (here the CPU recording's fault injection, at its 1st, 5th and
+ * 30th call): exec graph fails the session with the failing call's message; exec auto
+ * runs eager, says why, and gives the eager answers. */
+START_TEST(a_failed_capture_fails_graph_and_falls_back_under_auto) {
+    static const char *at[] = {"1", "5", "30"};
+    ert_session *e = open_session(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL);
+    static outs a, c;
+    run_all(e, "confidence:0.5", 37, &a);
+    for (int i = 0; i < 3; ++i) {
+        ck_assert_int_eq(setenv("ERT_CPU_GRAPH_FAIL_AT", at[i], 1), 0);
+        ert_session_options opt = ert_session_options_default();
+        opt.max_batch = MAXB;
+        opt.exec = ERT_EXEC_GRAPH;
+        ert_session *s = NULL;
+        ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_BACKEND);
+        ck_assert_ptr_null(s);
+        char want[192];
+        snprintf(want, sizeof want, "exec graph: capturing the forward pass: cpu backend: recorded call %s refused",
+                 at[i]);
+        ck_assert_msg(tu_error_has(want), "%s", ert_last_error());
+
+        opt.exec = ERT_EXEC_AUTO;
+        ck_assert_msg(ert_session_new(model, &opt, &s) == ERT_OK, "%s", ert_last_error());
+        ck_assert_int_eq(ert_session_get_options(s).exec, ERT_EXEC_EAGER);
+        snprintf(want, sizeof want, "graph mode unavailable, running eager: exec graph: capturing the forward pass: "
+                 "cpu backend: recorded call %s refused", at[i]);
+        ck_assert_msg(strstr(ert_session_exec_note(s), want) != NULL, "%s", ert_session_exec_note(s));
+        ck_assert_str_eq(ert_last_error(), ""); /* the fallback is not an error */
+        run_all(s, "confidence:0.5", 37, &c);
+        assert_same(&a, &c, "auto after a failed capture");
+        ck_assert_int_eq(c.prof[0].graph, 0);
+        ert_session_free(s);
+    }
+    ck_assert_int_eq(unsetenv("ERT_CPU_GRAPH_FAIL_AT"), 0);
+    ert_session_free(e);
+}
+END_TEST
+
 START_TEST(bad_exec_options_are_refused) {
     ert_session_options opt = ert_session_options_default();
     opt.max_batch = MAXB;
@@ -356,6 +394,7 @@ static Suite *suite(void) {
     tcase_add_test(t, stage_events_off_keeps_answers);
     tcase_add_test(t, run_rows_in_a_graph_session);
     tcase_add_test(t, auto_runs_the_graph_where_it_can);
+    tcase_add_test(t, a_failed_capture_fails_graph_and_falls_back_under_auto);
     tcase_add_test(t, bad_exec_options_are_refused);
     tcase_add_test(t, cnn_graph_matches_eager);
     suite_add_tcase(s, t);

@@ -6,7 +6,11 @@
  * counts from memory when they run, and a GEMM or convolution whose count is in memory
  * computes the smallest bucket holding it (nothing for 0), padding rows included, as
  * the SWITCH nodes of kernels/cuda/graph.cu do. It saves no time on a CPU; it lets the
- * runtime's graph path be tested against eager runs on every machine. */
+ * runtime's graph path be tested against eager runs on every machine.
+ *
+ * Fault injection, for tests of the capture error path (a CUDA capture can fail; this
+ * recording never does on its own): ERT_CPU_GRAPH_FAIL_AT=N makes the Nth recorded call
+ * of every recording fail, read once at create. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +20,7 @@
 struct ert_backend {
     int max_rows;
     ert_graph *rec; /* the graph being recorded, or NULL */
+    long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
 };
 
 typedef enum { CMD_OP, CMD_ADD, CMD_DECIDE, CMD_COMPACT, CMD_EVENT } cmd_kind;
@@ -41,6 +46,8 @@ struct ert_graph {
 /* Keeps one call of the recording. */
 static ert_status rec_add(ert_backend *be, cmd c) {
     ert_graph *g = be->rec;
+    if (be->fail_at && g->count + 1 == be->fail_at)
+        return ert_error(ERT_ERR_BACKEND, "cpu backend: recorded call %ld refused (ERT_CPU_GRAPH_FAIL_AT)", be->fail_at);
     if (g->count == g->cap) {
         const int cap = g->cap ? 2 * g->cap : 64;
         cmd *m = realloc(g->cmds, sizeof *m * (size_t)cap);
@@ -64,6 +71,8 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     ert_backend *be = calloc(1, sizeof *be);
     if (!be) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
     be->max_rows = cfg->max_rows;
+    const char *fail_at = getenv("ERT_CPU_GRAPH_FAIL_AT");
+    be->fail_at = fail_at ? strtol(fail_at, NULL, 10) : 0;
     *out = be;
     return ERT_OK;
 }
