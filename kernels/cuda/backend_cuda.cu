@@ -284,6 +284,10 @@ static ert_status cuda_op_new(ert_backend *be, const ert_op_desc *d, ert_op **ou
 
     if (!d || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: NULL op descriptor or output", be->name);
     *out = NULL;
+    /* preparing an op allocates and synchronises, which a capture forbids */
+    if (be->cap)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: op '%s': ops cannot be prepared while a graph is captured",
+                         be->name, name);
     if (d->in <= 0 || d->out <= 0)
         return ert_error(ERT_ERR_SHAPE, "%s: op '%s': widths in=%d out=%d must be positive", be->name, name, d->in,
                          d->out);

@@ -174,6 +174,9 @@ static ert_status conv_exec(ert_backend *be, const ert_op *op, int n, const void
     const ert_cuda_conv *c = op->conv;
     const float one = 1.0f, zero = 0.0f; /* alpha and beta are float for every non-double type */
     const void *xin = x;
+    /* be->stream is the capture stream of a graph body while one is captured (graph.cu),
+     * and the probes at op_new run after any capture: set it on every call. */
+    if ((st = ERT_CUDA_CHECK(cudnnSetStream(be->cudnn, be->stream))) != ERT_OK) return st;
     if (c->x_to_f32) {
         const long long count = (long long)n * op->in;
         st = ert_cuda_dispatch_dtype(c->x_dt, [&](auto tag) {
@@ -210,9 +213,10 @@ ert_status ert_cuda_conv_run(ert_backend *be, const ert_op *op, ert_rows rows, c
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "x (%p) and y (%p) must be %u-byte aligned", x, y,
                          (unsigned)kRunAlign);
     if (x == y) return ert_error(ERT_ERR_INVALID_ARGUMENT, "conv2d cannot run in place (x == y)");
-    /* be->stream is the capture stream of a graph body while one is captured (graph.cu). */
-    const ert_status sst = ERT_CUDA_CHECK(cudnnSetStream(be->cudnn, be->stream));
-    if (sst != ERT_OK) return sst;
+    /* graph.cu calls this directly, with its buckets' row counts: the workspace, the
+     * scratch and the probes were sized for op->max_rows */
+    if (rows.n > op->max_rows)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "%d rows, more than the op's %d", rows.n, op->max_rows);
     for (int done = 0; done < rows.n;) {
         const int n = rows.n - done < c->chunk ? rows.n - done : c->chunk;
         const ert_status st = conv_exec(be, op, n, (const char *)x + (size_t)done * xs, (char *)y + (size_t)done * ys);
@@ -468,17 +472,25 @@ static ert_status try_plan(ert_backend *be, const ert_op_desc *d, ert_op *op, co
         const candidate k = cand[i];
         /* set before the candidate is sized and run: the workspace depends on it */
         ERT_CUDA_TRY(cudnnSetConvolutionMathType(c->conv_desc, k.math));
-        size_t ws_top = 0, ws_one = 0;
-        if (set_rows(op, top) != ERT_OK ||
-            ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc, c->conv_desc,
-                                                                   c->y_desc, k.algo, &ws_top)) != ERT_OK ||
-            set_rows(op, 1) != ERT_OK ||
-            ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc, c->conv_desc,
-                                                                   c->y_desc, k.algo, &ws_one)) != ERT_OK) {
+        /* cuDNN picks its kernels per shape, N included, so the workspace need is not
+         * monotonic in N: the largest over 1, 2, 4, ... and `top` (every power of two is
+         * a graph row bucket; a compacted eager stage runs any N in between). */
+        size_t ws = 0;
+        int sized = 1;
+        for (int n = 1;; n = n < top - n ? 2 * n : top) {
+            size_t need = 0;
+            sized = set_rows(op, n) == ERT_OK &&
+                    ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc,
+                                                                           c->conv_desc, c->y_desc, k.algo,
+                                                                           &need)) == ERT_OK;
+            if (!sized) break;
+            ws = need > ws ? need : ws;
+            if (n == top) break;
+        }
+        if (!sized) {
             (void)ert_error_context(ERT_ERR_UNSUPPORTED, "algorithm %d, math type %d: ", (int)k.algo, (int)k.math);
             continue;
         }
-        const size_t ws = ws_top > ws_one ? ws_top : ws_one;
         if (ws > kWorkspaceMax) {
             (void)ert_error(ERT_ERR_UNSUPPORTED, "algorithm %d needs a %zu-byte workspace (at most %zu)", (int)k.algo,
                             ws, kWorkspaceMax);

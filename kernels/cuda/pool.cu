@@ -205,6 +205,9 @@ ert_status ert_cuda_pool_run(ert_backend *be, const ert_op *op, ert_rows rows, c
     const ert_dtype out_dt = op->f32_out ? ERT_DTYPE_F32 : be->dtype;
     if (rows.n == 0) return ERT_OK;
     if (op->type == ERT_OP_RELU) {
+        /* in place only where an element's output overwrites just that element */
+        if (x == y && ert_cuda_elem_size(out_dt) != ert_cuda_elem_size(be->dtype))
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "relu with an f32 output cannot run in place (x == y)");
         relu_args a;
         a.x = x;
         a.y = y;
