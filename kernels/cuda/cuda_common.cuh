@@ -52,13 +52,15 @@ typedef enum ert_cuda_compact_path {
 
 /* ---------------------------------------------------------------- graph mode (graph.cu) */
 
-/* SWITCH nodes (captured row-dependent ops) fed by one device count, and count slots per
- * graph. */
+/* A route: the SWITCH nodes (captured row-dependent ops) whose bucket one kernel picks
+ * from one device count; at most ERT_CUDA_MAX_SWITCH nodes each. A count read by more
+ * nodes than that gets further routes, each with its own selector kernel, so the only
+ * limit is ERT_CUDA_MAX_ROUTES per graph (16,640 SWITCH nodes). */
 #define ERT_CUDA_MAX_SWITCH 64
-#define ERT_CUDA_MAX_SLOTS (ERT_MAX_STAGES + 1)
+#define ERT_CUDA_MAX_ROUTES (4 * (ERT_MAX_STAGES + 1))
 
-/* In device memory, one per count slot of a graph: what the kernel that finishes a count
- * needs to pick the row bucket of every SWITCH node reading that count. */
+/* In device memory, one per route of a graph: what the kernel that finishes a count
+ * needs to pick the row bucket of every SWITCH node of the route. */
 typedef struct ert_cuda_route {
     int num_buckets;
     int bucket_rows[ERT_MAX_BUCKETS];
@@ -71,13 +73,12 @@ typedef struct ert_cuda_capture {
     int active;
     int num_buckets;
     int bucket_rows[ERT_MAX_BUCKETS];
-    ert_cuda_route *routes;                       /* device, ERT_CUDA_MAX_SLOTS (NULL: no buckets) */
-    int num_slots;
-    const int32_t *slot_count[ERT_CUDA_MAX_SLOTS]; /* the device count each slot follows */
-    int slot_set[ERT_CUDA_MAX_SLOTS];              /* a kernel that sets its handles is captured */
-    int slot_handles[ERT_CUDA_MAX_SLOTS];
-    cudaGraphConditionalHandle handles[ERT_CUDA_MAX_SLOTS][ERT_CUDA_MAX_SWITCH];
-    int switches;                                  /* SWITCH nodes captured, for messages */
+    ert_cuda_route *routes;                         /* device, ERT_CUDA_MAX_ROUTES (NULL: no buckets) */
+    int num_routes;
+    const int32_t *route_count[ERT_CUDA_MAX_ROUTES]; /* the device count each route follows */
+    int route_handles[ERT_CUDA_MAX_ROUTES];
+    cudaGraphConditionalHandle handles[ERT_CUDA_MAX_ROUTES][ERT_CUDA_MAX_SWITCH];
+    int switches;                                    /* SWITCH nodes captured, for messages */
 } ert_cuda_capture;
 
 struct ert_backend {
@@ -240,9 +241,9 @@ ert_status ert_cuda_pool_new(ert_backend *be, const ert_op_desc *desc, ert_op *o
 ert_status ert_cuda_pool_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
 
 /* graph.cu. capture_switch captures `run` (an op family's run) once per row bucket into a
- * SWITCH node on the capture in progress; route_of registers the count slot `count`
- * follows and returns its route (device memory) for the kernel that writes that count
- * (compact), which then sets its handles: ert_cuda_route_set. */
+ * SWITCH node on the capture in progress; route_of opens a route following `count` and
+ * returns it (device memory) for the kernel that writes that count (compact), which then
+ * sets its handles: ert_cuda_route_set. */
 typedef ert_status (*ert_cuda_run_fn)(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
 ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y,
                                    ert_cuda_run_fn run);

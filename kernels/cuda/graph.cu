@@ -10,17 +10,20 @@
  *                 stream swapped into be->stream while a body is captured); other ops
  *                 are captured as they are and read the count on the device;
  *   compact       its count-writing thread picks the bucket of the next stage's SWITCH
- *                 nodes (ert_cuda_route_set); a count no compaction writes (the batch's
- *                 own, uploaded before the launch) gets a one-thread selector kernel in
- *                 front of its first SWITCH node;
- *   graph_end     ends the capture, writes the routes (every SWITCH handle of every
- *                 count) to device memory, instantiates and uploads the graph.
+ *                 nodes (ert_cuda_route_set: the route the compaction opened); a count no
+ *                 compaction writes (the batch's own, uploaded before the launch) gets a
+ *                 one-thread selector kernel in front of its first SWITCH node, and so
+ *                 does a count whose route is full (ERT_CUDA_MAX_SWITCH nodes);
+ *   graph_end     ends the capture, writes the routes (the SWITCH handles each route
+ *                 sets) to device memory in stream order, instantiates and uploads the
+ *                 graph (a refusal names its reason and the failing node's type).
  *
  * Limits honoured (CUDA headers; DESIGN.md): one conditional handle per SWITCH node,
  * set by one thread; bodies hold only kernels and memsets/copies (no events: the
  * session's timing events stay at the top level); handles default to "no body" at every
  * launch, so a count of 0 skips the op's work.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,8 +63,8 @@ ert_status ert_cuda_graph_begin(ert_backend *be, const int *bucket_rows, int num
     memcpy(c->bucket_rows, bucket_rows, sizeof(int) * (size_t)num_buckets);
     if (!be->body_stream) ERT_CUDA_TRY(cudaStreamCreateWithFlags(&be->body_stream, cudaStreamNonBlocking));
     if (num_buckets) {
-        ERT_CUDA_TRY(cudaMalloc((void **)&c->routes, sizeof(ert_cuda_route) * ERT_CUDA_MAX_SLOTS));
-        ERT_CUDA_TRY(cudaMemset(c->routes, 0, sizeof(ert_cuda_route) * ERT_CUDA_MAX_SLOTS));
+        ERT_CUDA_TRY(cudaMalloc((void **)&c->routes, sizeof(ert_cuda_route) * ERT_CUDA_MAX_ROUTES));
+        ERT_CUDA_TRY(cudaMemsetAsync(c->routes, 0, sizeof(ert_cuda_route) * ERT_CUDA_MAX_ROUTES, be->stream));
     }
     /* Work queued before the capture (allocations' memsets, weight uploads) is done. */
     ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
@@ -75,30 +78,35 @@ fail:
     return ert_error_context(st, "%s: starting the graph capture: ", be->name);
 }
 
-/* The slot of the count `count` in the capture, registered at its first use. */
-static ert_status slot_of(ert_backend *be, const int32_t *count, int *out) {
+/* Opens a route following the device count `count`. */
+static ert_status new_route(ert_backend *be, const int32_t *count, int *out) {
     ert_cuda_capture *c = be->cap;
     if (!c->routes)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: an op reads a device row count, but the capture has no row "
                                                    "buckets", be->name);
-    for (int i = 0; i < c->num_slots; ++i)
-        if (c->slot_count[i] == count) return (*out = i, ERT_OK);
-    if (c->num_slots == ERT_CUDA_MAX_SLOTS)
-        return ert_error(ERT_ERR_UNSUPPORTED, "%s: more than %d device row counts in one graph", be->name,
-                         ERT_CUDA_MAX_SLOTS);
-    c->slot_count[c->num_slots] = count;
-    *out = c->num_slots++;
+    if (c->num_routes == ERT_CUDA_MAX_ROUTES)
+        return ert_error(ERT_ERR_UNSUPPORTED, "%s: more than %d routes (%d SWITCH nodes each) in one graph", be->name,
+                         ERT_CUDA_MAX_ROUTES, ERT_CUDA_MAX_SWITCH);
+    c->route_count[c->num_routes] = count;
+    c->route_handles[c->num_routes] = 0;
+    *out = c->num_routes++;
     return ERT_OK;
+}
+
+/* The latest route following `count`, or -1. */
+static int latest_route(const ert_cuda_capture *c, const int32_t *count) {
+    for (int i = c->num_routes - 1; i >= 0; --i)
+        if (c->route_count[i] == count) return i;
+    return -1;
 }
 
 ert_status ert_cuda_route_of(ert_backend *be, const int32_t *count, const ert_cuda_route **out) {
     *out = NULL;
     if (!be->cap) return ERT_OK; /* eager: nothing to route */
-    int slot;
-    const ert_status st = slot_of(be, count, &slot);
+    int r = 0;
+    const ert_status st = new_route(be, count, &r);
     if (st != ERT_OK) return st;
-    be->cap->slot_set[slot] = 1;
-    *out = be->cap->routes + slot;
+    *out = be->cap->routes + r;
     return ERT_OK;
 }
 
@@ -114,15 +122,13 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     cudaGraphConditionalHandle handle;
     cudaGraphNodeParams p = {}; /* zeroed: reserved fields must be 0 */
     cudaGraphNode_t node;
-    int slot;
 
-    if ((st = slot_of(be, rows.dev_count, &slot)) != ERT_OK) return st;
-    if (c->slot_handles[slot] == ERT_CUDA_MAX_SWITCH)
-        return ert_error(ERT_ERR_UNSUPPORTED, "more than %d row-bucketed ops read one row count", ERT_CUDA_MAX_SWITCH);
-    if (!c->slot_set[slot]) { /* no compaction writes this count: select right here */
-        select_kernel<<<1, 1, 0, be->stream>>>(c->routes + slot, rows.dev_count);
+    int r = latest_route(c, rows.dev_count);
+    if (r < 0 || c->route_handles[r] == ERT_CUDA_MAX_SWITCH) {
+        /* no compaction writes this count, or its route is full: select right here */
+        if ((st = new_route(be, rows.dev_count, &r)) != ERT_OK) goto fail;
+        select_kernel<<<1, 1, 0, be->stream>>>(c->routes + r, rows.dev_count);
         ERT_CUDA_TRY(cudaGetLastError());
-        c->slot_set[slot] = 1;
     }
     ERT_CUDA_TRY(cudaStreamGetCaptureInfo(be->stream, &status, NULL, &graph, &deps, &edges, &num_deps));
     if (status != cudaStreamCaptureStatusActive)
@@ -155,7 +161,7 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     }
     if (st != ERT_OK) goto fail;
     ERT_CUDA_TRY(cudaStreamUpdateCaptureDependencies(be->stream, &node, NULL, 1, cudaStreamSetCaptureDependencies));
-    c->handles[slot][c->slot_handles[slot]++] = handle;
+    c->handles[r][c->route_handles[r]++] = handle;
     c->switches++;
     return ERT_OK;
 fail:
@@ -199,23 +205,42 @@ ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out) {
     g->graph = graph;
     g->routes = c->routes;
     ERT_CUDA_TRY(end);
-    if (c->routes) {
-        host = (ert_cuda_route *)calloc(ERT_CUDA_MAX_SLOTS, sizeof *host);
+    if (c->routes && c->num_routes) {
+        host = (ert_cuda_route *)calloc((size_t)c->num_routes, sizeof *host);
         if (!host) {
             st = ert_error(ERT_ERR_OUT_OF_MEMORY, "out of host memory");
             goto fail;
         }
-        for (int s = 0; s < c->num_slots; ++s) {
-            host[s].num_buckets = c->num_buckets;
-            memcpy(host[s].bucket_rows, c->bucket_rows, sizeof(int) * (size_t)c->num_buckets);
-            host[s].num_handles = c->slot_handles[s];
-            memcpy(host[s].handles, c->handles[s], sizeof(cudaGraphConditionalHandle) * (size_t)c->slot_handles[s]);
+        for (int r = 0; r < c->num_routes; ++r) {
+            host[r].num_buckets = c->num_buckets;
+            memcpy(host[r].bucket_rows, c->bucket_rows, sizeof(int) * (size_t)c->num_buckets);
+            host[r].num_handles = c->route_handles[r];
+            memcpy(host[r].handles, c->handles[r], sizeof(cudaGraphConditionalHandle) * (size_t)c->route_handles[r]);
         }
-        ERT_CUDA_TRY(cudaMemcpy(c->routes, host, sizeof *host * ERT_CUDA_MAX_SLOTS, cudaMemcpyHostToDevice));
+        /* in the stream's order: the launches on this (non-blocking) stream come after it */
+        ERT_CUDA_TRY(cudaMemcpyAsync(c->routes, host, sizeof *host * (size_t)c->num_routes, cudaMemcpyHostToDevice,
+                                     be->stream));
     }
-    ERT_CUDA_TRY(cudaGraphInstantiate(&g->exec, g->graph, 0));
-    ERT_CUDA_TRY(cudaGraphUpload(g->exec, be->stream));
-    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
+    {
+        cudaGraphInstantiateParams ip = {};
+        ip.flags = cudaGraphInstantiateFlagUpload;
+        ip.uploadStream = be->stream;
+        const cudaError_t err = cudaGraphInstantiateWithParams(&g->exec, g->graph, &ip);
+        if (err != cudaSuccess) {
+            static const char *why[] = {"success", "an unexpected error", "an invalid structure",
+                                        "an operation the graph cannot hold", "nodes on several devices",
+                                        "a conditional handle without its node"};
+            cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
+            const int has_node = ip.errNode_out && cudaGraphNodeGetType(ip.errNode_out, &type) == cudaSuccess;
+            const unsigned res = (unsigned)ip.result_out;
+            char node[64] = "";
+            if (has_node) snprintf(node, sizeof node, ", at a node of type %d", (int)type);
+            st = ert_cuda_status(err, "cudaGraphInstantiateWithParams", __FILE__, __LINE__);
+            (void)ert_error_context(st, "instantiating (%s%s): ", res < 6 ? why[res] : "an unknown result", node);
+            goto fail;
+        }
+    }
+    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream)); /* the routes and the upload are done */
     free(host);
     capture_reset(be);
     *out = g;
