@@ -366,6 +366,55 @@ START_TEST(graph_bf16_any_batch_any_policy) {
 }
 END_TEST
 
+/* Masked and full modes compact nothing, so every GEMM reads the batch's count: a 40-block
+ * model has 80 SWITCH nodes on one count, more than one route holds (graph.cu opens a
+ * second, with its own selector). The graph must still give the eager answers. */
+START_TEST(graph_deep_model_more_switch_nodes_than_a_route) {
+    const char *dir = tu_tmpdir();
+    ert_synth_options so = {.width = 64, .depth = 40, .classes = 5, .dtype = ERT_DTYPE_F32, .seed = 11};
+    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
+    ert_model *m = NULL;
+    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    enum { B = 300 };
+    static float x[B * 64];
+    for (int i = 0; i < B * 64; ++i) x[i] = (float)(((long long)i * 104729) % 1000) / 1000.0f;
+    static const ert_mode deep_modes[] = {ERT_MODE_MASKED, ERT_MODE_FULL};
+    for (int md = 0; md < 2; ++md) {
+        ert_session *sess[2];
+        for (int g = 0; g < 2; ++g) {
+            ert_session_options o = ert_session_options_default();
+            o.device = "cuda:0";
+            o.max_batch = B;
+            o.mode = deep_modes[md];
+            o.exec = g ? ERT_EXEC_GRAPH : ERT_EXEC_EAGER;
+            ck_assert_msg(ert_session_new(m, &o, &sess[g]) == ERT_OK, "%s", ert_last_error());
+        }
+        ert_policy *p = NULL;
+        ck_assert_int_eq(ert_policy_parse("scheduled:hazard=0.05,seed=3", &p), ERT_OK);
+        static const int sizes[] = {B, 77, 1};
+        for (int k = 0; k < 3; ++k) {
+            static int32_t pred[2][B], ex[2][B];
+            static float conf[2][B];
+            for (int g = 0; g < 2; ++g) {
+                ert_batch b = {.input = x, .n = sizes[k]};
+                ert_outputs out = {pred[g], ex[g], conf[g], NULL};
+                ck_assert_msg(ert_session_run(sess[g], p, &b, &out) == ERT_OK, "%s", ert_last_error());
+            }
+            ck_assert_msg(memcmp(pred[0], pred[1], sizeof(int32_t) * sizes[k]) == 0, "mode %d n=%d: predictions",
+                          md, sizes[k]);
+            ck_assert_msg(memcmp(ex[0], ex[1], sizeof(int32_t) * sizes[k]) == 0, "mode %d n=%d: exits", md,
+                          sizes[k]);
+            ck_assert_msg(memcmp(conf[0], conf[1], sizeof(float) * sizes[k]) == 0, "mode %d n=%d: confidences", md,
+                          sizes[k]);
+        }
+        printf("graph, 40 blocks, mode %s: same as eager at n = %d, 77, 1\n", md ? "full" : "masked", B);
+        ert_policy_free(p);
+        for (int g = 0; g < 2; ++g) ert_session_free(sess[g]);
+    }
+    ert_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda-session");
     TCase *tc = tcase_create("cuda");
@@ -375,6 +424,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, bf16_and_f16_agreement);
     tcase_add_test(tc, cuda_refuses_bad_input);
     tcase_add_test(tc, graph_bf16_any_batch_any_policy);
+    tcase_add_test(tc, graph_deep_model_more_switch_nodes_than_a_route);
     suite_add_tcase(s, tc);
     return s;
 }
