@@ -415,6 +415,61 @@ START_TEST(graph_deep_model_more_switch_nodes_than_a_route) {
 }
 END_TEST
 
+/* A capture that fails inside a SWITCH body (fault injection: the 2nd SWITCH node's first
+ * body is refused): exec graph fails the session by message, exec auto runs eager and says
+ * why, and a graph session made afterwards works. */
+START_TEST(graph_capture_failure_and_auto_fallback) {
+    const char *dir = tu_tmpdir();
+    ert_synth_options so = {.width = 128, .depth = 4, .classes = 6, .dtype = ERT_DTYPE_F32, .seed = 21};
+    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
+    ert_model *m = NULL;
+    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    enum { B = 200 };
+    static float x[B * 128];
+    for (int i = 0; i < B * 128; ++i) x[i] = (float)(((long long)i * 7717) % 1000) / 1000.0f;
+    ert_session_options o = ert_session_options_default();
+    o.device = "cuda:0";
+    o.max_batch = B;
+    ert_session *s[3] = {NULL, NULL, NULL};
+    ck_assert_msg(ert_session_new(m, &o, &s[0]) == ERT_OK, "%s", ert_last_error()); /* eager */
+
+    ck_assert_int_eq(setenv("ERT_CUDA_GRAPH_FAIL_AT", "2", 1), 0);
+    o.exec = ERT_EXEC_GRAPH;
+    ert_session *bad = NULL;
+    ck_assert_int_eq(ert_session_new(m, &o, &bad), ERT_ERR_BACKEND);
+    ck_assert_ptr_null(bad);
+    ck_assert_msg(tu_error_has("as SWITCH node 2: body for 1 rows: refused (ERT_CUDA_GRAPH_FAIL_AT=2)"), "%s",
+                  ert_last_error());
+    o.exec = ERT_EXEC_AUTO;
+    ck_assert_msg(ert_session_new(m, &o, &s[1]) == ERT_OK, "%s", ert_last_error());
+    ck_assert_int_eq(ert_session_get_options(s[1]).exec, ERT_EXEC_EAGER);
+    ck_assert_msg(strstr(ert_session_exec_note(s[1]), "graph mode unavailable, running eager") != NULL, "%s",
+                  ert_session_exec_note(s[1]));
+    ck_assert_int_eq(unsetenv("ERT_CUDA_GRAPH_FAIL_AT"), 0);
+    o.exec = ERT_EXEC_GRAPH;
+    ck_assert_msg(ert_session_new(m, &o, &s[2]) == ERT_OK, "%s", ert_last_error());
+
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("confidence:0.4", &p), ERT_OK);
+    static int32_t pred[3][B], ex[3][B];
+    static float conf[3][B];
+    for (int k = 0; k < 3; ++k) {
+        ert_batch b = {.input = x, .n = B - 13};
+        ert_outputs out = {pred[k], ex[k], conf[k], NULL};
+        ck_assert_msg(ert_session_run(s[k], p, &b, &out) == ERT_OK, "%s", ert_last_error());
+    }
+    for (int k = 1; k < 3; ++k) {
+        ck_assert_msg(memcmp(pred[0], pred[k], sizeof(int32_t) * (B - 13)) == 0, "session %d: predictions", k);
+        ck_assert_msg(memcmp(ex[0], ex[k], sizeof(int32_t) * (B - 13)) == 0, "session %d: exits", k);
+        ck_assert_msg(memcmp(conf[0], conf[k], sizeof(float) * (B - 13)) == 0, "session %d: confidences", k);
+    }
+    printf("graph capture failure: exec graph refused, exec auto ran eager, a later graph session agrees\n");
+    ert_policy_free(p);
+    for (int k = 0; k < 3; ++k) ert_session_free(s[k]);
+    ert_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda-session");
     TCase *tc = tcase_create("cuda");
@@ -425,6 +480,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, cuda_refuses_bad_input);
     tcase_add_test(tc, graph_bf16_any_batch_any_policy);
     tcase_add_test(tc, graph_deep_model_more_switch_nodes_than_a_route);
+    tcase_add_test(tc, graph_capture_failure_and_auto_fallback);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -159,6 +159,10 @@ static ert_status cuda_create(const ert_backend_config *cfg, ert_backend **out) 
     be->max_rows = cfg->max_rows;
     be->dtype = cfg->dtype;
     if ((st = read_compact_path(&be->compact_path)) != ERT_OK) goto fail;
+    {
+        const char *fail_at = getenv("ERT_CUDA_GRAPH_FAIL_AT"); /* graph.cu: fault injection for tests */
+        be->fail_switch = fail_at ? strtol(fail_at, NULL, 10) : 0;
+    }
 
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaGetDeviceProperties(&prop, be->device));

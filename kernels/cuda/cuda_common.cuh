@@ -100,6 +100,7 @@ struct ert_backend {
     char name[320];                     /* "cuda:0 (NVIDIA H200)" */
     cudaStream_t body_stream;           /* graph.cu: SWITCH bodies are captured on it */
     ert_cuda_capture *cap;              /* graph.cu: non-NULL while a graph is captured */
+    long fail_switch;                   /* graph.cu: ERT_CUDA_GRAPH_FAIL_AT, 0 = never */
 #ifdef ERT_WITH_CUDNN
     cudnnHandle_t cudnn;                /* conv.cu: created at the first conv op, on `stream` */
     void *cudnn_workspace;              /* conv.cu: grown at op_new only, never in a run */

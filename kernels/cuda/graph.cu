@@ -18,6 +18,10 @@
  *                 sets) to device memory in stream order, instantiates and uploads the
  *                 graph (a refusal names its reason and the failing node's type).
  *
+ * Fault injection, for tests of the capture error path on a device:
+ * ERT_CUDA_GRAPH_FAIL_AT=N (read at backend create) fails the first body of the Nth SWITCH
+ * node of every capture, inside the body's capture, as a refused library call would.
+ *
  * Limits honoured (CUDA headers; DESIGN.md): one conditional handle per SWITCH node,
  * set by one thread; bodies hold only kernels and memsets/copies (no events: the
  * session's timing events stay at the top level); handles default to "no body" at every
@@ -149,7 +153,10 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
                                                    cudaStreamCaptureModeThreadLocal));
         be->stream = be->body_stream;
         const ert_rows br = {c->bucket_rows[b], rows.dev_count};
-        st = run(be, op, br, x, y);
+        if (b == 0 && be->fail_switch == c->switches + 1)
+            st = ert_error(ERT_ERR_BACKEND, "refused (ERT_CUDA_GRAPH_FAIL_AT=%ld)", be->fail_switch);
+        else
+            st = run(be, op, br, x, y);
         be->stream = top;
         if (st == ERT_OK) {
             st = ERT_CUDA_CHECK(cudaStreamEndCapture(be->body_stream, &body));
@@ -165,7 +172,7 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     c->switches++;
     return ERT_OK;
 fail:
-    return ert_error_context(st, "capturing '%s' as SWITCH node %d: ", op->name, c->switches);
+    return ert_error_context(st, "capturing '%s' as SWITCH node %d: ", op->name, c->switches + 1);
 }
 
 void ert_cuda_graph_free(ert_backend *be, ert_graph *g) {
