@@ -1,3 +1,4 @@
+#define ERT_ERROR_IMPL /* the definitions below, not the analyzer-only macros */
 #include "error.h"
 
 #include <stdarg.h>

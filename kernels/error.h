@@ -26,6 +26,14 @@ ert_status ert_error_context(ert_status status, const char *fmt, ...)
 
 void ert_error_clear(void);
 
+#if defined(__clang_analyzer__) && !defined(ERT_ERROR_IMPL)
+/* The static analyzer sees one translation unit at a time and cannot tell that both
+ * functions return `status` unchanged; it then follows `return ert_error(ERT_ERR_..., ...)`
+ * as if it returned ERT_OK. Under the analyzer only, make the returned value visible. */
+#define ert_error(status, ...) ((void)ert_error((status), __VA_ARGS__), (status))
+#define ert_error_context(status, ...) ((void)ert_error_context((status), __VA_ARGS__), (status))
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -117,8 +117,11 @@ void ert_image_blur(const float *in, float *out, int C, int H, int W, double sig
         for (size_t i = 0; i < (size_t)C * plane; ++i) out[i] = clamp01(in[i]);
         return;
     }
-    const int r = (int)ceil(3.0 * sigma);
     const int longest = H > W ? H : W;
+    /* past the image, taps only repeat the edge pixels: 3 sides' worth is plenty, and the
+     * cap keeps a huge (or infinite) sigma from overflowing the radius */
+    const double reach = ceil(3.0 * sigma);
+    const int r = reach < 3.0 * longest ? (int)reach : 3 * longest;
     double *w = malloc(sizeof *w * (size_t)(2 * r + 1));
     double *line = malloc(sizeof *line * (size_t)longest);
     if (!w || !line) { /* cannot blur without memory: leave the image as it was */

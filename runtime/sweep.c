@@ -354,8 +354,9 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
     if (table && (table->n != data->n || table->model != m)) table = NULL;
     const int build = table == NULL;
     static const char *const default_families[] = {"confidence", "entropy", "margin", "patience", "fixed"};
-    const char *const *fams = opt.policies && opt.num_policies > 0 ? opt.policies : default_families;
-    const int nfam = opt.policies && opt.num_policies > 0 ? opt.num_policies : 5;
+    const int given = opt.policies && opt.num_policies > 0;
+    const char *const *fams = given ? opt.policies : default_families;
+    const int nfam = given ? opt.num_policies : 5;
     table_progress tp = {.opt = &opt};
     if (build) {
         tp.total = E + 1; /* refined once the plan is known */

@@ -106,8 +106,17 @@ START_TEST(blur_known_values) {
     ck_assert_float_eq_tol(out[3 * 7 + 4], (float)((w0 / tot) * (w1 / tot)), 1e-6f);
     ck_assert_float_eq_tol(out[3 * 7 + 2], out[3 * 7 + 4], 1e-7f);
     ck_assert_float_eq_tol(out[2 * 7 + 3], out[3 * 7 + 4], 1e-7f);
-    /* sigma 0 copies */
+    /* an unbounded sigma: the radius stops at 3 x 7 = 21, every tap weighs 1/43, and each
+     * pixel sees the impulse through exactly one tap per pass */
+    const double huge[] = {INFINITY, 1e300};
+    for (int h = 0; h < 2; ++h) {
+        ert_image_blur(in, out, 1, 7, 7, huge[h]);
+        for (int i = 0; i < 49; ++i) ck_assert_float_eq_tol(out[i], (float)(1.0 / (43.0 * 43.0)), 1e-9f);
+    }
+    /* sigma 0 (or NaN) copies */
     ert_image_blur(in, out, 1, 7, 7, 0.0);
+    for (int i = 0; i < 49; ++i) ck_assert_float_eq(out[i], in[i]);
+    ert_image_blur(in, out, 1, 7, 7, NAN);
     for (int i = 0; i < 49; ++i) ck_assert_float_eq(out[i], in[i]);
 }
 END_TEST

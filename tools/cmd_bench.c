@@ -173,7 +173,8 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         memcpy(o->batches, cpu ? cpu_b : gpu_b, sizeof(int) * (size_t)o->num_batches);
     }
     if (!o->dtype_set) o->dtype = cpu ? ERT_DTYPE_F32 : ERT_DTYPE_BF16;
-    if (!o->tmp) o->tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    const char *tmpdir = getenv("TMPDIR");
+    if (!o->tmp) o->tmp = tmpdir && *tmpdir ? tmpdir : "/tmp";
 }
 
 /* ---------------------------------------------------------------- numbers */
