@@ -80,6 +80,13 @@ if fits 120 "exitrt bench"; then
   timeout $(( $(left) - 60 )) "$build/exitrt" bench --device cuda:0 --reps 30 --warmup 5 --json "$OUT/bench.json" \
     > "$OUT/bench.txt" 2>&1 || fail "exitrt bench"
   cat "$OUT/bench.txt"
+  # A graph that fails (capture, launch) stops the whole bench: keep at least the eager grid.
+  if [ ! -s "$OUT/bench.json" ] && fits 90 "exitrt bench, eager only"; then
+    step "headline grid: exitrt, eager only (the run with graph variants failed)"
+    timeout $(( $(left) - 60 )) "$build/exitrt" bench --device cuda:0 --reps 30 --warmup 5 --exec eager \
+      --json "$OUT/bench.json" > "$OUT/bench-eager.txt" 2>&1 || fail "exitrt bench --exec eager"
+    tail -12 "$OUT/bench-eager.txt"
+  fi
 fi
 
 if fits 90 "PyTorch peer"; then
