@@ -186,6 +186,19 @@ static ert_status conv_exec(ert_backend *be, const ert_op *op, int n, const void
         xin = be->scratch;
     }
     if ((st = set_rows(op, n)) != ERT_OK) return st;
+    if (be->cap) {
+        /* In a graph body, a refused cuDNN call would invalidate the capture (and ending an
+         * invalidated body's capture is fragile: bench/NOTES.md): check its workspace first,
+         * with a host-only query. The op was sized at powers of two; buckets lie between. */
+        size_t need = 0;
+        if ((st = ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc, c->conv_desc,
+                                                                         c->y_desc, c->algo, &need))) != ERT_OK)
+            return st;
+        if (need > be->cudnn_workspace_bytes)
+            return ert_error(ERT_ERR_UNSUPPORTED,
+                             "cuDNN algorithm %d needs a %zu-byte workspace for %d rows; %zu bytes were reserved",
+                             (int)c->algo, need, n, be->cudnn_workspace_bytes);
+    }
     if (c->fused)
         st = ERT_CUDA_CHECK(cudnnConvolutionBiasActivationForward(
             be->cudnn, &one, c->x_desc, xin, c->w_desc, op->weight, c->conv_desc, c->algo, be->cudnn_workspace,
