@@ -176,7 +176,8 @@ typedef struct ert_backend_ops {
     /* Milliseconds between two recorded events; waits for the later one. */
     ert_status (*event_elapsed_ms)(ert_backend *be, const ert_event *a, const ert_event *b, double *ms);
 
-    /* Graph mode; NULL where the backend has none (the CPU). Between graph_begin and
+    /* Graph mode (the CPU backend records the calls and replays them with these semantics,
+     * so the runtime's graph path is tested everywhere). Between graph_begin and
      * graph_end, op_run, add, decide, compact and event_record are captured, not run;
      * upload, download, sync and alloc must not be called. An op given rows.dev_count
      * whose library needs the row count on the host (GEMM, convolution) is captured once

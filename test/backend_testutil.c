@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "exitrt/exitrt.h"
 #include "testutil.h"
 
 static uint64_t rng;
@@ -92,6 +93,44 @@ int all_bytes(const void *p, size_t n, int byte) {
     for (size_t i = 0; i < n; ++i)
         if (((const unsigned char *)p)[i] != (unsigned char)byte) return 0;
     return 1;
+}
+
+void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_op *op, const void *x,
+                          size_t y_row_bytes, int max_rows, const int *counts, int num_counts, const char *what) {
+    int buckets[ERT_MAX_BUCKETS], nb = 0;
+    ck_assert_msg(ert_buckets_parse(NULL, max_rows, buckets, &nb) == ERT_OK, "%s", ert_last_error());
+    const size_t yb = (size_t)(max_rows + 1) * y_row_bytes; /* a guard row past the last */
+    int32_t *count = bcount(o, be, 0);
+    void *yg = balloc(o, be, yb), *ye = balloc(o, be, yb);
+    unsigned char *hg = malloc(yb), *he = malloc(yb);
+    ck_assert(hg && he);
+    ert_graph *graph = NULL;
+    ck_assert_msg(o->graph_begin(be, buckets, nb) == ERT_OK, "%s: %s", what, ert_last_error());
+    if (o->op_run(be, op, (ert_rows){max_rows, count}, x, yg) != ERT_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ert_last_error());
+        (void)o->graph_end(be, NULL);
+        ck_abort_msg("%s: capturing the op: %s", what, msg);
+    }
+    ck_assert_msg(o->graph_end(be, &graph) == ERT_OK, "%s: %s", what, ert_last_error());
+    for (int i = 0; i < num_counts; ++i) {
+        const int n = counts[i], bucket = ert_bucket_rows(buckets, nb, n);
+        bup(o, be, count, &n, sizeof n);
+        bfill(o, be, yg, yb, 0xFF);
+        bfill(o, be, ye, yb, 0xFF);
+        ck_assert_msg(o->graph_launch(be, graph) == ERT_OK, "%s: %s", what, ert_last_error());
+        if (n > 0) ck_assert_msg(o->op_run(be, op, (ert_rows){n, NULL}, x, ye) == ERT_OK, "%s", ert_last_error());
+        bdown(o, be, hg, yg, yb);
+        bdown(o, be, he, ye, yb);
+        ck_assert_msg(memcmp(hg, he, (size_t)n * y_row_bytes) == 0, "%s, count %d (bucket %d): graph != eager", what,
+                      n, bucket);
+        const size_t untouched = (size_t)bucket * y_row_bytes;
+        ck_assert_msg(all_bytes(hg + untouched, yb - untouched, 0xFF),
+                      "%s, count %d: the graph wrote rows at or past its bucket (%d rows)", what, n, bucket);
+    }
+    o->graph_free(be, graph);
+    o->release(be, yg), o->release(be, ye), o->release(be, count);
+    free(hg), free(he);
 }
 
 int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu) {

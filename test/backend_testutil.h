@@ -25,6 +25,14 @@ void bfill(const ert_backend_ops *o, ert_backend *be, void *dst, size_t bytes, i
 int32_t *bcount(const ert_backend_ops *o, ert_backend *be, int32_t v);
 int all_bytes(const void *p, size_t n, int byte);
 
+/* Graph mode against eager for one prepared op that reads a device row count (linear,
+ * conv2d: a SWITCH node over the default buckets for max_rows): the op is captured once
+ * and launched for each of `counts`; its rows below the count must equal the eager run's
+ * bit for bit, and nothing at or past the count's bucket may be written (a count of 0
+ * writes nothing). x holds max_rows input rows; y rows are y_row_bytes wide. */
+void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_op *op, const void *x,
+                          size_t y_row_bytes, int max_rows, const int *counts, int num_counts, const char *what);
+
 /* Sets the CPU and CUDA backend tables. Returns -1 when the CUDA backend starts (the
  * tests can run), else the exit code to return at once: ERT_TEST_SKIP (77) with the
  * reason printed when this build has no CUDA or the machine no device, 1 when a device

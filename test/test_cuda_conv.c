@@ -281,6 +281,53 @@ done:
 }
 END_TEST
 
+/* Graph mode, op by op: a conv2d op captured as a SWITCH node over the default buckets
+ * (cuDNN captured once per bucket, between powers of two too) gives the eager op's rows
+ * bit for bit for any device count (cuDNN may pick other kernels for another N: this says
+ * whether it does), and writes nothing past the count's bucket (nothing for 0). */
+START_TEST(conv_graph_matches_eager) {
+    const ert_dtype dt = kDtypes[_i];
+    static const int shapes[] = {0, 1, 4, 8};
+    static const int counts[] = {0, 1, 2, 3, 5, 17, 64, 65, 100, MAX_ROWS, 0, 7};
+    ert_backend *g = make(gpu, dt, MAX_ROWS);
+    rng_seed(950 + (uint64_t)_i);
+    const size_t es = esize(dt);
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; ++si)
+        for (int act = ERT_ACT_RELU; act <= ERT_ACT_GELU; ++act) {
+            const conv_shape *sh = &kConvShapes[shapes[si]];
+            conv_params w = conv_params_new(sh, dt);
+            const ert_op_desc d = conv_desc(sh, w.w, w.b, (ert_activation)act, 0);
+            ert_op *op = NULL;
+            const ert_status st = gpu->op_new(g, &d, &op);
+            if (no_cudnn(st)) {
+                printf("SKIP graph conv2d %s: %s\n", ert_dtype_name(dt), ert_last_error());
+                conv_params_free(&w);
+                goto done;
+            }
+            RUN_OK(gpu, st);
+            const size_t nx = (size_t)MAX_ROWS * d.in;
+            float *x = malloc(nx * sizeof(float));
+            unsigned char *xa = malloc(nx * es);
+            fill_uniform(x, nx, -1.0f, 1.0f);
+            to_act(dt, x, nx, xa);
+            void *gx = balloc(gpu, g, nx * es);
+            bup(gpu, g, gx, xa, nx * es);
+            char what[128];
+            snprintf(what, sizeof what, "graph conv %s %s act %d", ert_dtype_name(dt), sh->what, act);
+            check_graph_vs_eager(gpu, g, op, gx, (size_t)d.out * es, MAX_ROWS, counts,
+                                 (int)(sizeof counts / sizeof *counts), what);
+            printf("OK %s: equal to eager at %d device counts, nothing past the bucket\n", what,
+                   (int)(sizeof counts / sizeof *counts));
+            gpu->op_free(g, op);
+            gpu->release(g, gx);
+            free(x), free(xa);
+            conv_params_free(&w);
+        }
+done:
+    gpu->destroy(g);
+}
+END_TEST
+
 /* The unfused plan (cudnnConvolutionForward + our bias/activation pass), which a fused
  * plan falls back to, forced with ERT_CONV_FUSE=0; then, for information only, whether
  * every fusable case gets a fused plan here (ERT_CONV_FUSE=require says why not). */
@@ -614,6 +661,7 @@ static Suite *suite(void) {
     tcase_add_loop_test(conv, conv_unfused_matches_cpu, 0, 4);
     tcase_add_loop_test(conv, conv_nan_sample, 0, 2);
     tcase_add_loop_test(conv, conv_chain_matches_cpu, 0, 4);
+    tcase_add_loop_test(conv, conv_graph_matches_eager, 0, 4);
     tcase_add_loop_test(pool, pool_matches_cpu, 0, 4);
     tcase_add_loop_test(pool, pool_nan_inf, 0, 2);
     tcase_add_loop_test(relu, relu_matches_cpu, 0, 4);

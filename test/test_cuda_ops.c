@@ -144,6 +144,48 @@ START_TEST(linear_matches_cpu) {
 }
 END_TEST
 
+/* Graph mode, op by op: a linear op captured as a SWITCH node over the default buckets
+ * (cuBLASLt captured once per bucket) gives the eager op's rows bit for bit for any
+ * device count, and writes nothing past the count's bucket (nothing at all for 0). */
+START_TEST(linear_graph_matches_eager) {
+    const ert_dtype dt = kDtypes[_i];
+    static const int counts[] = {0, 1, 2, 3, 17, 64, 65, 100, 257, 512, 513, MAX_ROWS, 0, 5};
+    ert_backend *g = make(gpu, dt, MAX_ROWS);
+    rng_seed(900 + (uint64_t)_i);
+    for (size_t si = 0; si < sizeof kLinearShapes / sizeof *kLinearShapes; ++si)
+        for (int act = ERT_ACT_RELU; act <= ERT_ACT_GELU; ++act)
+            for (int f32_out = 0; f32_out <= 1; ++f32_out) {
+                const shape sh = kLinearShapes[si];
+                const size_t nw = (size_t)sh.out * sh.in, nx = (size_t)MAX_ROWS * sh.in, es = esize(dt);
+                float *w = malloc(nw * sizeof(float)), *b = malloc((size_t)sh.out * sizeof(float));
+                float *x = malloc(nx * sizeof(float));
+                unsigned char *xa = malloc(nx * es);
+                fill_uniform(w, nw, -1.0f / sqrtf((float)sh.in), 1.0f / sqrtf((float)sh.in));
+                fill_uniform(b, (size_t)sh.out, -0.5f, 0.5f);
+                fill_uniform(x, nx, -1.0f, 1.0f);
+                to_act(dt, x, nx, xa);
+                const ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "linear", .in = sh.in, .out = sh.out,
+                                       .act = (ert_activation)act, .weight = w, .bias = b, .f32_out = f32_out,
+                                       .max_rows = MAX_ROWS};
+                ert_op *op = NULL;
+                RUN_OK(gpu, gpu->op_new(g, &d, &op));
+                void *gx = balloc(gpu, g, nx * es);
+                bup(gpu, g, gx, xa, nx * es);
+                char what[128];
+                snprintf(what, sizeof what, "graph linear %s %d->%d act %d f32_out %d", ert_dtype_name(dt), sh.in,
+                         sh.out, act, f32_out);
+                check_graph_vs_eager(gpu, g, op, gx, (size_t)sh.out * (f32_out ? 4 : es), MAX_ROWS, counts,
+                                     (int)(sizeof counts / sizeof *counts), what);
+                printf("OK %s: equal to eager at %d device counts, nothing past the bucket\n", what,
+                       (int)(sizeof counts / sizeof *counts));
+                gpu->op_free(g, op);
+                gpu->release(g, gx);
+                free(w), free(b), free(x), free(xa);
+            }
+    gpu->destroy(g);
+}
+END_TEST
+
 /* NaN inputs: every activation keeps NaN (op_math's relu is `x < 0 ? 0 : x`, as PyTorch's),
  * and so does cuBLASLt's fused RELU epilogue (H200, cuBLASLt 13.1), which linear.cu uses
  * (ERT_LINEAR_FUSE_RELU 1); this test says so if that ever changes. */
@@ -700,6 +742,7 @@ static Suite *suite(void) {
     tcase_add_test(basics, backend_basics);
     tcase_add_test(basics, linear_nan_rows);
     tcase_add_loop_test(linear, linear_matches_cpu, 0, 4);
+    tcase_add_loop_test(linear, linear_graph_matches_eager, 0, 4);
     tcase_add_loop_test(norm, layernorm_matches_cpu, 0, 4);
     tcase_add_loop_test(norm, normalize_matches_cpu, 0, 4);
     tcase_add_loop_test(norm, add_matches_cpu, 0, 4);

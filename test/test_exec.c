@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
+#include "backend_testutil.h"
 #include "exitrt/exitrt.h"
 #include "testutil.h"
 
@@ -319,6 +321,42 @@ END_TEST
 
 /* ---------------------------------------------------------------- buckets */
 
+/* One op captured into a graph and launched for many device counts, against the eager op
+ * (the check GPU tests run on cuBLASLt and cuDNN): here the CPU recording, for a linear
+ * and a conv2d op with bias and relu. */
+START_TEST(one_op_graph_matches_eager) {
+    enum { ROWS = 300 };
+    static const int counts[] = {0, 1, 3, 17, 64, 100, 129, 257, ROWS, 0};
+    const ert_backend_ops *o = ert_backend_cpu();
+    ert_backend *be = make(o, ERT_DTYPE_F32, ROWS);
+    rng_seed(5);
+    float w[48 * 20], b[20];
+    fill_uniform(w, 48 * 20, -0.3f, 0.3f);
+    fill_uniform(b, 20, -0.5f, 0.5f);
+    const ert_conv_geom g = {.in_c = 3, .in_h = 4, .in_w = 4, .out_c = 5, .out_h = 2, .out_w = 2, .kh = 3, .kw = 3,
+                             .sh = 2, .sw = 2, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    const ert_op_desc descs[2] = {
+        {.type = ERT_OP_LINEAR, .name = "linear", .in = 48, .out = 20, .act = ERT_ACT_RELU, .weight = w, .bias = b,
+         .max_rows = ROWS},
+        {.type = ERT_OP_CONV2D, .name = "conv", .in = 48, .out = 20, .act = ERT_ACT_RELU, .weight = w, .bias = b,
+         .conv = g, .max_rows = ROWS}};
+    float *hx = malloc(sizeof(float) * ROWS * 48);
+    fill_uniform(hx, (size_t)ROWS * 48, -1.0f, 1.0f);
+    void *dx = balloc(o, be, sizeof(float) * ROWS * 48);
+    bup(o, be, dx, hx, sizeof(float) * ROWS * 48);
+    for (int k = 0; k < 2; ++k) {
+        ert_op *op = NULL;
+        ck_assert_msg(o->op_new(be, &descs[k], &op) == ERT_OK, "%s", ert_last_error());
+        check_graph_vs_eager(o, be, op, dx, 20 * sizeof(float), ROWS, counts, (int)(sizeof counts / sizeof *counts),
+                             descs[k].name);
+        o->op_free(be, op);
+    }
+    o->release(be, dx);
+    free(hx);
+    o->destroy(be);
+}
+END_TEST
+
 START_TEST(default_buckets_by_hand) {
     int b[ERT_MAX_BUCKETS], n;
     ck_assert_int_eq(ert_buckets_parse(NULL, 256, b, &n), ERT_OK);
@@ -397,6 +435,7 @@ static Suite *suite(void) {
     tcase_add_test(t, a_failed_capture_fails_graph_and_falls_back_under_auto);
     tcase_add_test(t, bad_exec_options_are_refused);
     tcase_add_test(t, cnn_graph_matches_eager);
+    tcase_add_test(t, one_op_graph_matches_eager);
     suite_add_tcase(s, t);
     TCase *b = tcase_create("buckets");
     tcase_add_test(b, default_buckets_by_hand);
