@@ -29,16 +29,7 @@ static const ert_dtype kDtypes[] = {ERT_DTYPE_F32, ERT_DTYPE_TF32, ERT_DTYPE_BF1
 
 /* ---------------------------------------------------------------- random numbers */
 
-
-
-
-
-
 /* ---------------------------------------------------------------- activation types */
-
-
-
-
 
 typedef struct tolerance {
     double atol, rtol;
@@ -72,13 +63,6 @@ static double compare(const float *got, const float *want, size_t n, tolerance t
 }
 
 /* ---------------------------------------------------------------- backend helpers */
-
-
-
-
-
-
-
 
 #define RUN_OK(o, call) ck_assert_msg((call) == ERT_OK, "%s: %s", (o)->name, ert_last_error())
 

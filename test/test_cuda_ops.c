@@ -28,21 +28,12 @@ static const ert_dtype kDtypes[] = {ERT_DTYPE_F32, ERT_DTYPE_TF32, ERT_DTYPE_BF1
 
 /* ---------------------------------------------------------------- random numbers */
 
-
-
-
-
 static float rng_normal(void) {
     const float u = ((float)(rng_u32() >> 8) + 0.5f) * (1.0f / 16777216.0f), v = rng_uniform(0.0f, 1.0f);
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
 
-
-/* ---------------------------------------------------------------- activation types */
-
-
-
-
+/* ---------------------------------------------------------------- tolerances */
 
 typedef struct tolerance {
     double atol, rtol;
@@ -57,13 +48,6 @@ static tolerance tol_for(ert_dtype dt) {
 }
 
 /* ---------------------------------------------------------------- backend helpers */
-
-
-
-
-
-
-
 
 #define RUN_OK(o, call) ck_assert_msg((call) == ERT_OK, "%s: %s", (o)->name, ert_last_error())
 
