@@ -1,10 +1,12 @@
 /* The shipped models on the real data: the runtime agrees with PyTorch (per-exit logits on
  * the first test images, per-exit test accuracy), the final exit reaches its target, a
- * middle confidence threshold keeps accuracy within a point at clearly fewer FLOPs, and
- * the shipped calibration lowers the mean ECE over the exits on the test split. */
+ * middle confidence threshold keeps accuracy within a point at clearly fewer FLOPs, the
+ * shipped calibration lowers the mean ECE over the exits on the test split, and the main
+ * job's sweep / frontier / plots / select pipeline runs on both models (smaller). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "exitrt/exitrt.h"
 #include "testutil.h"
@@ -154,6 +156,40 @@ START_TEST(shipped_calibration_lowers_test_ece) {
 }
 END_TEST
 
+/* The main job's pipeline (tools/main.sh), smaller, through the CLI on both shipped models:
+ * a sweep of every policy family with the per-exit threshold search (chosen on the
+ * validation split) prints the frontier and writes its files and plots (where a python
+ * with matplotlib is found), and select answers a latency budget with a frontier point. */
+START_TEST(main_job_pipeline_on_the_shipped_models) {
+    static char out[1 << 16], err[1 << 14];
+    for (int m = 0; m < NUM_MODELS; ++m) {
+        char dir[512], args[1024], path[600];
+        snprintf(dir, sizeof dir, "%s/sweep-%d", tu_tmpdir(), m);
+        snprintf(args, sizeof args,
+                 "sweep --model %s --data fashion-mnist:test --limit 768 --batch 256 --grid 2 --per-exit-search "
+                 "--budget-flops 0.5 --out %s --plot",
+                 models[m].dir, dir);
+        ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
+        /* the CLI finds a python with matplotlib ($ERT_PYTHON, python3, /usr/bin/python3) or says so */
+        const int plots = strstr(out, "plots skipped: no python3 with matplotlib") == NULL;
+        ck_assert_msg(strstr(out, "Pareto frontier, accuracy vs mean batch latency") != NULL, "%s", out);
+        ck_assert_msg(strstr(out, "chosen on fashion-mnist:val") != NULL, "%s", out);
+        static const char *files[] = {"sweep.csv", "sweep.json", "reliability.json", "frontier.png", "exits.png"};
+        for (int f = 0; f < (plots ? 5 : 3); ++f) {
+            snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+            FILE *fp = fopen(path, "rb");
+            ck_assert_msg(fp != NULL, "%s: %s missing", models[m].dir, files[f]);
+            fclose(fp);
+        }
+        snprintf(args, sizeof args, "select --from %s --latency-budget 75%%", dir);
+        ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
+        ck_assert_msg(strstr(out, "on the Pareto frontier of accuracy vs batch-mean latency: yes") != NULL, "%s",
+                      out);
+        printf("%s: sweep, frontier%s and select through the CLI\n", models[m].dir, plots ? ", plots" : "");
+    }
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("fmnist");
     TCase *tc = tcase_create("shipped models");
@@ -163,6 +199,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, per_exit_accuracy_matches_pytorch);
     tcase_add_test(tc, final_exit_and_middle_threshold);
     tcase_add_test(tc, shipped_calibration_lowers_test_ece);
+    tcase_add_test(tc, main_job_pipeline_on_the_shipped_models);
     suite_add_tcase(s, tc);
     return s;
 }
