@@ -159,7 +159,8 @@ END_TEST
 /* The main job's pipeline (tools/main.sh), smaller, through the CLI on both shipped models:
  * a sweep of every policy family with the per-exit threshold search (chosen on the
  * validation split) prints the frontier and writes its files and plots (where a python
- * with matplotlib is found), and select answers a latency budget with a frontier point. */
+ * with matplotlib is found), select answers a latency budget with a frontier point, and
+ * the shift report shows confidence exits firing later under blur at severity 5. */
 START_TEST(main_job_pipeline_on_the_shipped_models) {
     static char out[1 << 16], err[1 << 14];
     for (int m = 0; m < NUM_MODELS; ++m) {
@@ -185,7 +186,21 @@ START_TEST(main_job_pipeline_on_the_shipped_models) {
         ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
         ck_assert_msg(strstr(out, "on the Pareto frontier of accuracy vs batch-mean latency: yes") != NULL, "%s",
                       out);
-        printf("%s: sweep, frontier%s and select through the CLI\n", models[m].dir, plots ? ", plots" : "");
+        /* under blur, confidence exits fire later as the severity grows (both models) */
+        snprintf(args, sizeof args,
+                 "shift-report --model %s --data fashion-mnist:test --limit 512 --batch 256 --policy confidence:0.9 "
+                 "--shifts blur --severities 1,5 --out %s/shift",
+                 models[m].dir, dir);
+        ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
+        const char *sum = strstr(out, "\nconfidence:0.9           blur ");
+        ck_assert_msg(sum != NULL, "%s", out);
+        double a0, a1, e0, e1, ms0, ms1;
+        ck_assert_int_eq(sscanf(sum, " %*s %*s %lf%% -> %lf%% %lf -> %lf %*s %lf -> %lf", &a0, &a1, &e0, &e1, &ms0, &ms1),
+                         6);
+        ck_assert_msg(e1 > e0, "%s: mean exit %.3f (clean) -> %.3f (blur 5): not later", models[m].dir, e0, e1);
+        printf("%s: sweep, frontier%s and select through the CLI; blur 5: accuracy %.2f%% -> %.2f%%, mean exit "
+               "%.3f -> %.3f, batch %.1f -> %.1f ms\n",
+               models[m].dir, plots ? ", plots" : "", a0, a1, e0, e1, ms0, ms1);
     }
 }
 END_TEST
