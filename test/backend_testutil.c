@@ -89,6 +89,14 @@ int32_t *bcount(const ert_backend_ops *o, ert_backend *be, int32_t v) {
     return p;
 }
 
+tolerance tol_for(ert_dtype dt) {
+    switch (dt) {
+    case ERT_DTYPE_F32: return (tolerance){1e-4, 1e-4};
+    case ERT_DTYPE_TF32: return (tolerance){2e-3, 2e-3};
+    default: return (tolerance){2e-2, 2e-2};
+    }
+}
+
 int all_bytes(const void *p, size_t n, int byte) {
     for (size_t i = 0; i < n; ++i)
         if (((const unsigned char *)p)[i] != (unsigned char)byte) return 0;

@@ -25,6 +25,18 @@ void bfill(const ert_backend_ops *o, ert_backend *be, void *dst, size_t bytes, i
 int32_t *bcount(const ert_backend_ops *o, ert_backend *be, int32_t v);
 int all_bytes(const void *p, size_t n, int byte);
 
+/* Fails the test with the backend's message unless `call` returns ERT_OK. */
+#define RUN_OK(o, call) ck_assert_msg((call) == ERT_OK, "%s: %s", (o)->name, ert_last_error())
+
+/* How far a device result may be from the CPU reference: |got - want| <= atol + rtol |want|. */
+typedef struct tolerance {
+    double atol, rtol;
+} tolerance;
+
+/* By activation type, for a GEMM-like reduction (f32 exact to rounding, tf32 and 16-bit
+ * inputs rounded on the device). */
+tolerance tol_for(ert_dtype dt);
+
 /* Graph mode against eager for one prepared op that reads a device row count (linear,
  * conv2d: a SWITCH node over the default buckets for max_rows): the op is captured once
  * and launched for each of `counts`; its rows below the count must equal the eager run's

@@ -28,20 +28,14 @@ static const int kRows[] = {1, 3, 64, 129};
 #define NROWS ((int)(sizeof kRows / sizeof *kRows))
 static const ert_dtype kDtypes[] = {ERT_DTYPE_F32, ERT_DTYPE_TF32, ERT_DTYPE_BF16, ERT_DTYPE_F16};
 
-/* ---------------------------------------------------------------- random numbers */
+/* ---------------------------------------------------------------- tolerances */
 
-/* ---------------------------------------------------------------- activation types */
-
-typedef struct tolerance {
-    double atol, rtol;
-} tolerance;
-
-static tolerance tol_for(ert_dtype dt) {
-    switch (dt) {
-    case ERT_DTYPE_F32: return (tolerance){1e-4, 1e-4};
-    case ERT_DTYPE_TF32: return (tolerance){3e-3, 3e-3};
-    default: return (tolerance){3e-2, 3e-2};
-    }
+/* The image ops (a convolution sums C/groups * kh * kw products in cuDNN's order, not
+ * im2col's; pools their windows): half as much again as a GEMM's tolerance below f32. */
+static tolerance image_tol(ert_dtype dt) {
+    tolerance t = tol_for(dt);
+    if (dt != ERT_DTYPE_F32) t.atol *= 1.5, t.rtol *= 1.5;
+    return t;
 }
 
 /* Largest |got - want| / (atol + rtol |want|); NaN must meet NaN and an infinity the same
@@ -62,10 +56,6 @@ static double compare(const float *got, const float *want, size_t n, tolerance t
     }
     return worst;
 }
-
-/* ---------------------------------------------------------------- backend helpers */
-
-#define RUN_OK(o, call) ck_assert_msg((call) == ERT_OK, "%s: %s", (o)->name, ert_last_error())
 
 /* ---------------------------------------------------------------- one op on both backends */
 
@@ -115,7 +105,7 @@ static double pair_run(const pair *p, int n, int dev, const float *x, int in_pla
     const size_t nx = (size_t)n * p->in, ny = (size_t)n * p->out, row_out = (size_t)p->out * os;
     const int done = dev >= 0 && dev < n ? dev : n;
     const size_t nd = (size_t)done * p->out;
-    const tolerance tol = tol_for(p->dt);
+    const tolerance tol = image_tol(p->dt);
     unsigned char *xa = malloc((nx ? nx : 1) * es), *raw = malloc((ny + p->out) * os);
     float *yg = malloc((ny ? ny : 1) * sizeof(float)), *yc = malloc((ny ? ny : 1) * sizeof(float));
     int32_t *gcount = dev >= 0 ? bcount(gpu, p->g, dev) : NULL, *ccount = dev >= 0 ? bcount(cpu, p->c, dev) : NULL;
@@ -464,7 +454,7 @@ START_TEST(conv_chain_matches_cpu) {
             bdown(cpu, c, yc, cb[3], ny * 4);
             size_t at = 0;
             /* two 16-bit roundings on the way: twice the one-op tolerance */
-            tolerance t = tol_for(dt);
+            tolerance t = image_tol(dt);
             t.atol *= 2, t.rtol *= 2;
             const double e = compare(yg, yc, ny, t, &at);
             ck_assert_msg(e <= 1.0, "chain %s rows %d: error ratio %g at %zu: cuda %g, cpu %g", ert_dtype_name(dt), n,

@@ -33,24 +33,6 @@ static float rng_normal(void) {
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
 
-/* ---------------------------------------------------------------- tolerances */
-
-typedef struct tolerance {
-    double atol, rtol;
-} tolerance;
-
-static tolerance tol_for(ert_dtype dt) {
-    switch (dt) {
-    case ERT_DTYPE_F32: return (tolerance){1e-4, 1e-4};
-    case ERT_DTYPE_TF32: return (tolerance){2e-3, 2e-3};
-    default: return (tolerance){2e-2, 2e-2};
-    }
-}
-
-/* ---------------------------------------------------------------- backend helpers */
-
-#define RUN_OK(o, call) ck_assert_msg((call) == ERT_OK, "%s: %s", (o)->name, ert_last_error())
-
 /* ---------------------------------------------------------------- linear */
 
 typedef struct shape {
