@@ -367,6 +367,9 @@ static void add_num_or_null(cJSON *j, const char *key, double v) {
     else cJSON_AddNullToObject(j, key);
 }
 
+/* Accuracy and SLO attainment: negative when unknown (no labels, no SLO). */
+static void add_share_or_null(cJSON *j, const char *key, double v) { add_num_or_null(j, key, v >= 0 ? v : NAN); }
+
 static cJSON *result_json(const ert_load_result *r, point_list *pts) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "requests", (double)r->requests);
@@ -377,10 +380,8 @@ static cJSON *result_json(const ert_load_result *r, point_list *pts) {
     cJSON_AddItemToObject(j, "queue_ms", stats_json(&r->queue));
     cJSON_AddItemToObject(j, "compute_ms", stats_json(&r->compute));
     cJSON_AddNumberToObject(j, "slo_ms", r->slo_ms);
-    if (r->slo_attainment >= 0) cJSON_AddNumberToObject(j, "slo_attainment", r->slo_attainment);
-    else cJSON_AddNullToObject(j, "slo_attainment");
-    if (r->accuracy >= 0) cJSON_AddNumberToObject(j, "accuracy", r->accuracy);
-    else cJSON_AddNullToObject(j, "accuracy");
+    add_share_or_null(j, "slo_attainment", r->slo_attainment);
+    add_share_or_null(j, "accuracy", r->accuracy);
     add_num_or_null(j, "mean_exit", r->mean_exit);
     cJSON *h = cJSON_AddArrayToObject(j, "exit_histogram");
     for (int e = 0; e < r->num_exits; ++e) cJSON_AddItemToArray(h, cJSON_CreateNumber((double)r->exit_histogram[e]));
@@ -400,8 +401,7 @@ static cJSON *result_json(const ert_load_result *r, point_list *pts) {
         cJSON_AddNumberToObject(o, "throughput_qps", x->throughput_qps);
         add_num_or_null(o, "p50_ms", x->p50_ms);
         add_num_or_null(o, "p99_ms", x->p99_ms);
-        if (x->accuracy >= 0) cJSON_AddNumberToObject(o, "accuracy", x->accuracy);
-        else cJSON_AddNullToObject(o, "accuracy");
+        add_share_or_null(o, "accuracy", x->accuracy);
         add_num_or_null(o, "mean_exit", x->mean_exit);
         cJSON_AddNumberToObject(o, "shifted_share", x->shifted_share);
         cJSON_AddNumberToObject(o, "point", x->point);
@@ -428,11 +428,9 @@ static cJSON *phase_json(const ert_load_phase *p) {
     cJSON_AddNumberToObject(j, "requests", (double)p->requests);
     add_num_or_null(j, "latency_q_ms", p->latency_q);
     add_num_or_null(j, "p50_ms", p->p50);
-    if (p->accuracy >= 0) cJSON_AddNumberToObject(j, "accuracy", p->accuracy);
-    else cJSON_AddNullToObject(j, "accuracy");
+    add_share_or_null(j, "accuracy", p->accuracy);
     add_num_or_null(j, "mean_exit", p->mean_exit);
-    if (p->slo_attainment >= 0) cJSON_AddNumberToObject(j, "slo_attainment", p->slo_attainment);
-    else cJSON_AddNullToObject(j, "slo_attainment");
+    add_share_or_null(j, "slo_attainment", p->slo_attainment);
     return j;
 }
 
@@ -442,8 +440,7 @@ static cJSON *trial_json(const ert_peak_trial *t) {
     add_num_or_null(j, "latency_q_ms", t->latency_q);
     add_num_or_null(j, "latency_q_tail_ms", t->latency_q_tail);
     cJSON_AddNumberToObject(j, "throughput", t->throughput);
-    if (t->accuracy >= 0) cJSON_AddNumberToObject(j, "accuracy", t->accuracy);
-    else cJSON_AddNullToObject(j, "accuracy");
+    add_share_or_null(j, "accuracy", t->accuracy);
     add_num_or_null(j, "mean_exit", t->mean_exit);
     cJSON_AddBoolToObject(j, "pass", t->pass);
     return j;
