@@ -16,8 +16,8 @@ This module is deliberately small and dependency-light (torch + the standard lib
   (conv2d, relu, maxpool, avgpool, global_avgpool on ``[C, H, W]`` samples, NCHW) follow
   PyTorch: ``F.conv2d`` (stride/padding/dilation/groups, zero padding), ``F.max_pool2d``
   (implicit -inf padding), ``F.avg_pool2d(count_include_pad=True)``, floor mode.
-- ``linear_flops`` / ``other_flops`` (linear layers only, as for the MLP) and
-  ``model_flops`` / ``model_other_flops`` (conv2d + linear, with shape tracking).
+- ``model_flops`` / ``model_other_flops``: per-exit FLOPs of conv2d + linear (shape
+  tracked through the ops) and a rough count of everything else.
 - ``dump_json``: JSON writer that prints floats with 9 significant digits.
 """
 
@@ -646,64 +646,6 @@ def forward_exits(model_or_desc, x, dtype=torch.float32, batch=4096):
     return [torch.cat(o, 0) for o in outs]
 
 
-def linear_flops(cfg):
-    """Per-exit FLOP counts (2*in*out per linear, nothing else).
-
-    Returns a list of dicts with ``backbone`` (stages 0..k bodies), ``head`` (exit k head),
-    ``exit_path`` (backbone + this head) and ``cascade`` (backbone + heads of all exits
-    0..k, i.e. the cost when every earlier exit was also evaluated), plus ``full``: all
-    stage bodies + the final exit head (the model without early exits).
-    """
-    def ops_flops(ops):
-        total = 0
-        for op in ops:
-            if op["op"] == "linear":
-                total += 2 * op["in"] * op["out"]
-            elif op["op"] == "residual":
-                total += ops_flops(op["ops"])
-        return total
-
-    rows, backbone, heads = [], 0, 0
-    for st in cfg["stages"]:
-        backbone += ops_flops(st["ops"])
-        if "exit" in st:
-            head = ops_flops(st["exit"])
-            heads += head
-            rows.append({"backbone": backbone, "head": head, "exit_path": backbone + head,
-                         "cascade": backbone + heads})
-    full = rows[-1]["exit_path"]
-    for r in rows:
-        r["full"] = full
-    return rows
-
-
-def other_flops(cfg):
-    """Rough count of everything ``linear_flops`` leaves out, for the full model (all
-    stage bodies + final exit head): input normalisation 2/element, bias add 1/output,
-    relu or gelu 1/element, layernorm 8/element, residual add 1/element."""
-    def ops_flops(ops):
-        total = 0
-        for op in ops:
-            if op["op"] == "linear":
-                if op.get("bias") is not None:
-                    total += op["out"]
-                if op.get("activation", "none") != "none":
-                    total += op["out"]
-            elif op["op"] == "layernorm":
-                total += 8 * op["dim"]
-            elif op["op"] == "residual":
-                inner = ops_flops(op["ops"])
-                # width of the residual = the width of its last op's output
-                last = [o for o in op["ops"] if o["op"] in ("linear", "layernorm")][-1]
-                total += inner + (last["out"] if last["op"] == "linear" else last["dim"])
-        return total
-
-    total = 2 * _numel(cfg["input"]["shape"]) if ("mean" in cfg["input"] or "std" in cfg["input"]) else 0
-    for st in cfg["stages"]:
-        total += ops_flops(st["ops"])
-    return total + ops_flops(cfg["stages"][-1]["exit"])
-
-
 def _walk_flops(ops, shape, count_other):
     """(flops, out_shape) of an op list.  ``count_other`` False: 2*MACs of conv2d and
     linear only.  True: everything else, roughly (see ``model_other_flops``)."""
@@ -747,10 +689,14 @@ def _walk_flops(ops, shape, count_other):
 
 
 def model_flops(cfg):
-    """Per-exit FLOP counts like ``linear_flops`` (same keys), counting 2*MACs of every
-    conv2d (2 * out_elements * in_channels/groups * kh * kw) and linear (2*in*out), with
-    the sample shape tracked through the ops.  Identical to ``linear_flops`` for models
-    without conv2d."""
+    """Per-exit FLOP counts, 2*MACs of every conv2d (2 * out_elements * in_channels/groups
+    * kh * kw) and linear (2*in*out), with the sample shape tracked through the ops.
+
+    Returns a list of dicts with ``backbone`` (stages 0..k bodies), ``head`` (exit k head),
+    ``exit_path`` (backbone + this head) and ``cascade`` (backbone + heads of all exits
+    0..k, i.e. the cost when every earlier exit was also evaluated), plus ``full``: all
+    stage bodies + the final exit head (the model without early exits).
+    """
     rows, backbone, heads = [], 0, 0
     shape = [int(s) for s in cfg["input"]["shape"]]
     for st in cfg["stages"]:

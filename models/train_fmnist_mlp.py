@@ -283,7 +283,7 @@ def main():
     assert acc["test"][-1] >= 0.88, "final-exit test accuracy %.4f < 0.88" % acc["test"][-1]
 
     # report
-    flops = export.linear_flops(cfg)
+    flops = export.model_flops(cfg)
     table = exit_table(acc, flops)
     print(table)
     print("training + evaluation time: %.1f s" % train_time)
@@ -294,8 +294,8 @@ def main():
         epochs=args.epochs, seed=args.seed, batch=args.batch, lr=args.lr, wd=args.weight_decay,
         dropout=args.dropout, hflip=args.hflip, threads=args.threads, mean=mean, std=std,
         weights=", ".join("%d/15" % (k + 1) for k in range(n_exits)), table=table,
-        other=format(export.other_flops(cfg), ","),
-        other_pct=100.0 * export.other_flops(cfg) / flops[-1]["full"],
+        other=format(export.model_other_flops(cfg), ","),
+        other_pct=100.0 * export.model_other_flops(cfg) / flops[-1]["full"],
         train_time=train_time, full=format(flops[-1]["full"], ","), n_params=format(n_params, ","),
         st_size=format(st_size, ","), torch_version=torch.__version__)
     with open(os.path.join(args.out, "README.md"), "w") as f:
