@@ -4,7 +4,8 @@
 #   -> headline grid (exitrt bench: eager and graph variants, graph targets) beside the
 #   PyTorch peer -> profiles of the shipped models (eager, graph) -> compute-sanitizer
 #   (memcheck, racecheck, initcheck, synccheck; eager and graph) -> a sweep of both shipped
-#   models on cuda:0 -> micro-benchmarks -> a short table last. Logs go to $OUT.
+#   models on cuda:0 -> micro-benchmarks -> the grid's large points again with in-place
+#   fill compaction -> a short table last. Logs go to $OUT.
 # The device machine has CUDA, CMake, Ninja and PyTorch but none of our Debian libraries
 # and no network: they travel as .deb files in .deps/debs (bench/fetch_deps.sh fetches
 # them) and are unpacked into .deps/root here; the Fashion-MNIST test split is in
@@ -130,6 +131,11 @@ for tool in memcheck racecheck synccheck; do
     fail "compute-sanitizer $tool, graph mode (exit $?)"; grep -E "=====" "$OUT/san-graph-$tool.log" | head -8
   fi
 done
+if fits 45 "compute-sanitizer memcheck, fill compaction"; then
+  timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "${san[@]}" --compaction fill --exec graph \
+    > "$OUT/san-memcheck-fill.log" 2>&1 && echo "memcheck (fill, graph): $(grep 'ERROR SUMMARY' "$OUT/san-memcheck-fill.log")" \
+    || fail "compute-sanitizer memcheck (fill compaction, graph mode)"
+fi
 if fits 45 "compute-sanitizer memcheck, CUB path"; then
   ERT_COMPACT_PATH=cub timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "${san[@]}" \
     > "$OUT/san-memcheck-cub.log" 2>&1 && echo "memcheck (CUB compaction): $(grep 'ERROR SUMMARY' "$OUT/san-memcheck-cub.log")" \
@@ -152,10 +158,28 @@ if [ -x "$build/bench/ert_micro" ] && fits 40 "micro-benchmarks"; then
   grep -E "^BM|^[a-z_]+/" "$OUT/micro.txt" | head -30
 fi
 
+if fits 75 "exitrt bench, fill compaction"; then
+  step "headline grid at D=4096, B>=1024 with fill compaction (in place; NOTES.md has the prediction)"
+  timeout $(( $(left) - 30 )) "$build/exitrt" bench --device cuda:0 --widths 4096 --batches 1024,8192 --reps 20 \
+    --warmup 3 --compaction fill --json "$OUT/bench-fill.json" > "$OUT/bench-fill.txt" 2>&1 || fail "bench, fill"
+  tail -8 "$OUT/bench-fill.txt"
+fi
+
 step "summary"
 python3 - "$OUT" <<'PY' || true
 import json, os, sys
 out = sys.argv[1]
+try:
+    fill = json.load(open(os.path.join(out, "bench-fill.json")))
+    print(f"fill compaction: {'D':>5} {'B':>5} {'exec':>5} {'compact':>8} {'of_ideal':>8} {'routing':>8}")
+    for r in fill.get("points", []):
+        for ex, c, g in (("eager", "compact", r), ("graph", "compact-graph", r.get("graph"))):
+            if g and c in r:
+                print(f"                 {r['width']:>5} {r['batch']:>5} {ex:>5} {r[c]['median_ms']:>8.3f} "
+                      f"{g['of_ideal']:>8.2f} {100*g['routing_share']:>7.1f}%")
+    print()
+except Exception as e:
+    print("no fill bench:", e)
 try:
     b = json.load(open(os.path.join(out, "bench.json")))
 except Exception as e:

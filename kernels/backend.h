@@ -97,8 +97,13 @@ typedef struct ert_decide_args {
     float *logits_out;          /* optional (NULL): batch x classes, the leaving row's logits */
 } ert_decide_args;
 
-/* Gathers rows with keep[r] = 1 into dense rows of the outputs, in their order, and
- * writes their number to *count (backend memory). Inputs and outputs do not overlap. */
+/* Moves the rows with keep[r] = 1 (r below the row count) to dense rows and writes their
+ * number, n', to *count (backend memory); each row's index and state move with it.
+ *  - gather (y != x): every kept row is copied into the outputs, in row order. Inputs
+ *    and outputs do not overlap.
+ *  - fill (y == x, idx_out == idx_in, state_out == state_in: in place): kept rows below
+ *    n' stay; the k-th row below n' that is not kept receives the k-th kept row at or
+ *    past n' (k counted in row order). At most as many rows move as rows were dropped. */
 typedef struct ert_compact_args {
     ert_rows rows;
     int width;                       /* activation elements per row */
@@ -111,6 +116,15 @@ typedef struct ert_compact_args {
     const uint8_t *keep;
     int32_t *count;
 } ert_compact_args;
+
+/* Which compaction the arguments ask for: ERT_COMPACT_MIXED (some buffers in place, some
+ * not) is refused by the backends. */
+enum { ERT_COMPACT_GATHER = 0, ERT_COMPACT_FILL = 1, ERT_COMPACT_MIXED = -1 };
+static inline int ert_compact_kind(const ert_compact_args *a) {
+    const int same = (a->y == a->x) + ((const void *)a->idx_out == (const void *)a->idx_in) +
+                     ((const void *)a->state_out == (const void *)a->state_in);
+    return same == 3 ? ERT_COMPACT_FILL : same == 0 ? ERT_COMPACT_GATHER : ERT_COMPACT_MIXED;
+}
 
 /* Graph mode's choice of row bucket for `count` rows: the index of the smallest of the
  * increasing `bucket_rows` holding it (the last one at most), or num_buckets (no bucket:

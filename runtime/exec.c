@@ -1,21 +1,48 @@
 /* Execution modes and graph mode's row buckets (the session captures with them). */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "exitrt/exitrt.h"
 
+/* Sets *out to the index of `text` among names[0..n), or fails naming `what` and the
+ * names it accepts. */
+static ert_status parse_name(const char *what, const char *text, const char *const *names, int n, int *out) {
+    for (int i = 0; text && i < n; ++i)
+        if (strcmp(text, names[i]) == 0) return (*out = i, ERT_OK);
+    char expected[128] = "";
+    for (int i = 0; i < n; ++i) {
+        const size_t len = strlen(expected);
+        snprintf(expected + len, sizeof expected - len, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+    }
+    return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s '%s': expected %s", what, text ? text : "(null)", expected);
+}
+
 ert_status ert_exec_parse(const char *text, ert_exec *out) {
     static const char *const names[] = {"eager", "graph", "auto"};
-    for (int i = 0; text && i < 3; ++i)
-        if (strcmp(text, names[i]) == 0) return (*out = (ert_exec)i, ERT_OK);
-    return ert_error(ERT_ERR_INVALID_ARGUMENT, "exec '%s': expected eager, graph or auto", text ? text : "(null)");
+    int i = 0;
+    const ert_status st = parse_name("exec", text, names, 3, &i);
+    if (st == ERT_OK) *out = (ert_exec)i;
+    return st;
 }
 
 const char *ert_exec_name(ert_exec exec) {
     return exec == ERT_EXEC_GRAPH ? "graph" : exec == ERT_EXEC_AUTO ? "auto" : "eager";
+}
+
+ert_status ert_compaction_parse(const char *text, ert_compaction *out) {
+    static const char *const names[] = {"gather", "fill"};
+    int i = 0;
+    const ert_status st = parse_name("compaction", text, names, 2, &i);
+    if (st == ERT_OK) *out = (ert_compaction)i;
+    return st;
+}
+
+const char *ert_compaction_name(ert_compaction compaction) {
+    return compaction == ERT_COMPACTION_FILL ? "fill" : "gather";
 }
 
 /* 1, 2, 4, 8, multiples of 16 to 128, then steps of 2^(1/steps) rounded up to multiples

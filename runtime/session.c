@@ -5,7 +5,8 @@
  *   input -> normalize -> stage 0 body -> head 0 -> decide -> compact -> n1 rows
  *         -> stage 1 body on n1 rows -> ... -> last head: every remaining row exits.
  * Exiting rows write their result at their original index; survivors' activations,
- * original indices and policy state move to dense rows in ping-pong buffers. */
+ * original indices and policy state move to dense rows: into ping-pong buffers in order
+ * (gather), or in place, the last survivors filling the rows of leaving samples (fill). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,8 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "max_batch %d: expected 1..%d", o.max_batch, 1 << 24);
     if ((unsigned)o.mode > ERT_MODE_FULL) return ert_error(ERT_ERR_INVALID_ARGUMENT, "mode %d: unknown", (int)o.mode);
     if ((unsigned)o.exec > ERT_EXEC_AUTO) return ert_error(ERT_ERR_INVALID_ARGUMENT, "exec %d: unknown", (int)o.exec);
+    if ((unsigned)o.compaction > ERT_COMPACTION_FILL)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "compaction %d: unknown", (int)o.compaction);
     int buckets[ERT_MAX_BUCKETS], num_buckets = 0;
     ert_status bst = ert_buckets_parse(o.buckets, o.max_batch, buckets, &num_buckets);
     if (bst) return bst;
@@ -527,10 +530,12 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
         }
         TRY(record(s, ev, EV_COMPACT));
         if (run_head && mode == ERT_MODE_COMPACT && !is_last) {
-            const int dst = pick_buffer(s, 1u << cur);
+            /* fill works in place; gather copies into a free buffer and the other idx/state. */
+            const int fill = s->opt.compaction == ERT_COMPACTION_FILL;
+            const int dst = fill ? cur : pick_buffer(s, 1u << cur), npp = fill ? pp : !pp;
             const ert_compact_args ca = {.rows = r, .width = stage->width_out, .x = s->pool[cur], .y = s->pool[dst],
-                                         .idx_in = s->idx[pp], .idx_out = s->idx[!pp], .state_in = s->state[pp],
-                                         .state_out = s->state[!pp], .keep = s->keep, .count = s->counts + slot + 1};
+                                         .idx_in = s->idx[pp], .idx_out = s->idx[npp], .state_in = s->state[pp],
+                                         .state_out = s->state[npp], .keep = s->keep, .count = s->counts + slot + 1};
             if (!graph) ert_nvtx_push(ERT_NVTX_COMPACT, e, rows);
             st = o->compact(s->be, &ca);
             if (!graph) ert_nvtx_pop();
@@ -547,7 +552,7 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
                 rows = s->h_counts[slot];
             }
             cur = dst;
-            pp = !pp;
+            pp = npp;
         } else {
             TRY(record(s, ev, EV_SYNC));
         }

@@ -141,6 +141,146 @@ void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_o
     free(hg), free(he);
 }
 
+/* ---------------------------------------------------------------- compaction */
+
+static const int kCompactRows[] = {0, 1, 3, 17, 64, 100, 257, 1000, 4096, 4097, 5000};
+static const int kCompactWidths[] = {1, 2, 37, 512};
+
+typedef struct compact_case {
+    int rows, dev_count, kind;
+    size_t row_bytes;
+    const uint8_t *keep;
+    const unsigned char *x;
+    const int32_t *idx;
+    const ert_sample_state *st;
+} compact_case;
+
+static void move_ref(const compact_case *k, int from, int to, unsigned char *y, int32_t *idx, ert_sample_state *st) {
+    memcpy(y + (size_t)to * k->row_bytes, k->kind == ERT_COMPACT_FILL ? y + (size_t)from * k->row_bytes
+                                                                       : k->x + (size_t)from * k->row_bytes,
+           k->row_bytes);
+    idx[to] = k->kind == ERT_COMPACT_FILL ? idx[from] : k->idx[from];
+    st[to] = k->kind == ERT_COMPACT_FILL ? st[from] : k->st[from];
+}
+
+/* The contract on the host, written from the definitions. y, idx and st hold the poisoned
+ * outputs (gather) or copies of the inputs (fill). Returns the survivor count. */
+static int32_t ref_compact(const compact_case *k, unsigned char *y, int32_t *idx, ert_sample_state *st) {
+    const int rows = k->dev_count >= 0 ? k->dev_count : k->rows;
+    int32_t n = 0;
+    for (int r = 0; r < rows; ++r)
+        if (k->keep[r]) {
+            if (k->kind == ERT_COMPACT_GATHER) move_ref(k, r, n, y, idx, st);
+            ++n;
+        }
+    if (k->kind == ERT_COMPACT_GATHER) return n;
+    /* fill: holes below n, kept rows at or past n, both in row order, paired. */
+    int *holes = malloc(sizeof(int) * (size_t)(n + 1)), *tail = malloc(sizeof(int) * (size_t)(rows + 1));
+    int nh = 0, nt = 0;
+    for (int r = 0; r < n; ++r)
+        if (!k->keep[r]) holes[nh++] = r;
+    for (int r = n; r < rows; ++r)
+        if (k->keep[r]) tail[nt++] = r;
+    ck_assert_int_eq(nh, nt);
+    for (int i = 0; i < nh; ++i) move_ref(k, tail[i], holes[i], y, idx, st);
+    free(holes);
+    free(tail);
+    return n;
+}
+
+/* Runs one compaction on a backend and compares every output byte with the reference. */
+static void check_compact_on(const ert_backend_ops *o, ert_backend *be, const char *label, const compact_case *k,
+                             int width, const unsigned char *want_y, const int32_t *want_idx,
+                             const ert_sample_state *want_st, int32_t want_n) {
+    const int rows = k->rows, cap = rows > 0 ? rows : 1, fill = k->kind == ERT_COMPACT_FILL;
+    const size_t xb = (size_t)cap * k->row_bytes;
+    unsigned char *x = balloc(o, be, xb), *y = fill ? x : balloc(o, be, xb);
+    int32_t *idx = balloc(o, be, (size_t)cap * 4), *idx_out = fill ? idx : balloc(o, be, (size_t)cap * 4);
+    ert_sample_state *st = balloc(o, be, (size_t)cap * sizeof *st);
+    ert_sample_state *st_out = fill ? st : balloc(o, be, (size_t)cap * sizeof *st);
+    uint8_t *keep = balloc(o, be, (size_t)cap);
+    int32_t *count = balloc(o, be, 4), *devc = bcount(o, be, k->dev_count);
+    unsigned char *hy = malloc(xb);
+    int32_t *hidx = malloc((size_t)cap * 4), hn = -1;
+    ert_sample_state *hst = malloc((size_t)cap * sizeof *hst);
+
+    if (!fill) {
+        bfill(o, be, y, xb, 0xAB);
+        bfill(o, be, idx_out, (size_t)cap * 4, 0xAB);
+        bfill(o, be, st_out, (size_t)cap * sizeof *st, 0xAB);
+    }
+    bup(o, be, x, k->x, (size_t)rows * k->row_bytes);
+    bup(o, be, idx, k->idx, (size_t)rows * 4);
+    bup(o, be, st, k->st, (size_t)rows * sizeof *st);
+    bup(o, be, keep, k->keep, (size_t)rows);
+    bfill(o, be, count, 4, 0xAB);
+    const ert_compact_args a = {.rows = {rows, k->dev_count >= 0 ? devc : NULL}, .width = width, .x = x, .y = y,
+                                .idx_in = idx, .idx_out = idx_out, .state_in = st, .state_out = st_out,
+                                .keep = keep, .count = count};
+    RUN_OK(o, o->compact(be, &a));
+    /* gather: every output row, poison past the survivors included; fill: the rows given */
+    const size_t m = (size_t)(fill ? rows : cap);
+    bdown(o, be, &hn, count, 4);
+    bdown(o, be, hy, y, m * k->row_bytes);
+    bdown(o, be, hidx, idx_out, m * 4);
+    bdown(o, be, hst, st_out, m * sizeof *hst);
+    ck_assert_msg(hn == want_n, "compact %s rows %d width %d: count %d, expected %d", label, rows, width, hn, want_n);
+    ck_assert_msg(memcmp(hy, want_y, m * k->row_bytes) == 0, "compact %s rows %d width %d: activations differ", label,
+                  rows, width);
+    ck_assert_msg(memcmp(hidx, want_idx, m * 4) == 0, "compact %s rows %d: indices differ", label, rows);
+    ck_assert_msg(memcmp(hst, want_st, m * sizeof *hst) == 0, "compact %s rows %d: states differ", label, rows);
+
+    o->release(be, x), o->release(be, idx), o->release(be, st);
+    if (!fill) o->release(be, y), o->release(be, idx_out), o->release(be, st_out);
+    o->release(be, keep), o->release(be, count), o->release(be, devc);
+    free(hy), free(hidx), free(hst);
+}
+
+void check_compaction(const ert_backend_ops *const *ops, ert_backend *const *bes, const char *const *labels, int n,
+                      ert_dtype dt, int kind, uint64_t seed) {
+    rng_seed(seed);
+    const size_t es = esize(dt);
+    for (size_t wi = 0; wi < sizeof kCompactWidths / sizeof *kCompactWidths; ++wi)
+        for (size_t ri = 0; ri <= sizeof kCompactRows / sizeof *kCompactRows; ++ri) {
+            /* the last pass: 1000 rows with a device count of 613 */
+            const int last = ri == sizeof kCompactRows / sizeof *kCompactRows;
+            const int rows = last ? 1000 : kCompactRows[ri], dev = last ? 613 : -1, cap = rows > 0 ? rows : 1;
+            const int width = kCompactWidths[wi];
+            const size_t row_bytes = (size_t)width * es, xb = (size_t)cap * row_bytes;
+            unsigned char *x = malloc(xb), *want_y = malloc(xb);
+            int32_t *idx = malloc((size_t)cap * 4), *want_idx = malloc((size_t)cap * 4);
+            ert_sample_state *st = malloc((size_t)cap * sizeof *st), *want_st = malloc((size_t)cap * sizeof *st);
+            uint8_t *keep = malloc((size_t)cap);
+            for (size_t i = 0; i < xb; ++i) x[i] = (unsigned char)rng_u32();
+            for (int r = 0; r < rows; ++r) {
+                idx[r] = (int32_t)(rng_u32() % 100000);
+                st[r] = (ert_sample_state){(int32_t)r, (int32_t)(r % 4), (int32_t)(r % 10) - 1, (int32_t)(r % 3), 0};
+            }
+            for (int pattern = 0; pattern < 4; ++pattern) {
+                /* all 0, all 1, half, sparse; keep values other than 1 also mean "keep" */
+                for (int r = 0; r < rows; ++r)
+                    keep[r] = pattern == 0 ? 0
+                              : pattern == 1 ? 1
+                              : pattern == 2 ? (uint8_t)(rng_u32() & 1)
+                                             : (uint8_t)(rng_u32() % 32 == 0 ? 1 + rng_u32() % 255 : 0);
+                const compact_case k = {rows, dev, kind, row_bytes, keep, x, idx, st};
+                if (kind == ERT_COMPACT_FILL) {
+                    memcpy(want_y, x, xb);
+                    memcpy(want_idx, idx, (size_t)cap * 4);
+                    memcpy(want_st, st, (size_t)cap * sizeof *want_st);
+                } else {
+                    memset(want_y, 0xAB, xb);
+                    memset(want_idx, 0xAB, (size_t)cap * 4);
+                    memset(want_st, 0xAB, (size_t)cap * sizeof *want_st);
+                }
+                const int32_t want_n = ref_compact(&k, want_y, want_idx, want_st);
+                for (int b = 0; b < n; ++b)
+                    check_compact_on(ops[b], bes[b], labels[b], &k, width, want_y, want_idx, want_st, want_n);
+            }
+            free(x), free(want_y), free(idx), free(want_idx), free(st), free(want_st), free(keep);
+        }
+}
+
 int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu) {
     *cpu = ert_backend_cpu();
     *gpu = ert_backend_cuda();

@@ -45,6 +45,16 @@ tolerance tol_for(ert_dtype dt);
 void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_op *op, const void *x,
                           size_t y_row_bytes, int max_rows, const int *counts, int num_counts, const char *what);
 
+/* Compaction against a host reference of backend.h's contract (kind ERT_COMPACT_GATHER:
+ * the survivors in order into poisoned outputs; ERT_COMPACT_FILL: in place, the buffers
+ * compared whole) on each of n backends, activations of type dt: row counts 0 to
+ * COMPACT_MAX_ROWS (and 1000 rows with a device count of 613), widths of 1 to 512
+ * elements, keep patterns all, none, half and sparse (keep bytes other than 1 mean keep).
+ * The backends must be made for COMPACT_MAX_ROWS rows. */
+#define COMPACT_MAX_ROWS 5000
+void check_compaction(const ert_backend_ops *const *ops, ert_backend *const *bes, const char *const *labels, int n,
+                      ert_dtype dt, int kind, uint64_t seed);
+
 /* Sets the CPU and CUDA backend tables. Returns -1 when the CUDA backend starts (the
  * tests can run), else the exit code to return at once: ERT_TEST_SKIP (77) with the
  * reason printed when this build has no CUDA or the machine no device, 1 when a device

@@ -537,76 +537,6 @@ END_TEST
 
 /* ---------------------------------------------------------------- compact */
 
-#define COMPACT_MAX_ROWS 5000
-static const int kCompactRows[] = {0, 1, 3, 17, 64, 100, 257, 1000, 4096, 4097, 5000};
-static const int kCompactWidths[] = {1, 2, 37, 512};
-
-/* The survivors of `keep` gathered on the host: the definition the backends must meet. */
-static int32_t ref_compact(int rows, size_t row_bytes, const uint8_t *keep, const unsigned char *x,
-                           const int32_t *idx, const ert_sample_state *st, unsigned char *y, int32_t *idx_out,
-                           ert_sample_state *st_out) {
-    int32_t n = 0;
-    for (int r = 0; r < rows; ++r) {
-        if (!keep[r]) continue;
-        memcpy(y + (size_t)n * row_bytes, x + (size_t)r * row_bytes, row_bytes);
-        idx_out[n] = idx[r];
-        st_out[n] = st[r];
-        ++n;
-    }
-    return n;
-}
-
-typedef struct compact_case {
-    int rows, dev_count, width;
-    size_t row_bytes;
-    const uint8_t *keep;
-    const unsigned char *x;
-    const int32_t *idx;
-    const ert_sample_state *st;
-} compact_case;
-
-/* Runs one compaction on a backend (outputs poisoned first) and compares everything with
- * the host reference, poison past the survivors included. */
-static void check_compact_on(const ert_backend_ops *o, ert_backend *be, const char *label, const compact_case *k,
-                             const unsigned char *want_y, const int32_t *want_idx, const ert_sample_state *want_st,
-                             int32_t want_n) {
-    const int rows = k->rows, cap = rows > 0 ? rows : 1;
-    const size_t xb = (size_t)cap * k->row_bytes;
-    unsigned char *x = balloc(o, be, xb), *y = balloc(o, be, xb);
-    int32_t *idx = balloc(o, be, (size_t)cap * 4), *idx_out = balloc(o, be, (size_t)cap * 4);
-    ert_sample_state *st = balloc(o, be, (size_t)cap * sizeof *st), *st_out = balloc(o, be, (size_t)cap * sizeof *st);
-    uint8_t *keep = balloc(o, be, (size_t)cap);
-    int32_t *count = balloc(o, be, 4), *devc = bcount(o, be, k->dev_count);
-    unsigned char *hy = malloc(xb);
-    int32_t *hidx = malloc((size_t)cap * 4), hn = -1;
-    ert_sample_state *hst = malloc((size_t)cap * sizeof *hst);
-
-    bup(o, be, x, k->x, (size_t)rows * k->row_bytes);
-    bup(o, be, idx, k->idx, (size_t)rows * 4);
-    bup(o, be, st, k->st, (size_t)rows * sizeof *st);
-    bup(o, be, keep, k->keep, (size_t)rows);
-    bfill(o, be, y, xb, 0xAB);
-    bfill(o, be, idx_out, (size_t)cap * 4, 0xAB);
-    bfill(o, be, st_out, (size_t)cap * sizeof *st, 0xAB);
-    bfill(o, be, count, 4, 0xAB);
-    const ert_compact_args a = {.rows = {rows, k->dev_count >= 0 ? devc : NULL}, .width = k->width, .x = x, .y = y,
-                                .idx_in = idx, .idx_out = idx_out, .state_in = st, .state_out = st_out,
-                                .keep = keep, .count = count};
-    RUN_OK(o, o->compact(be, &a));
-    bdown(o, be, &hn, count, 4);
-    bdown(o, be, hy, y, xb);
-    bdown(o, be, hidx, idx_out, (size_t)cap * 4);
-    bdown(o, be, hst, st_out, (size_t)cap * sizeof *hst);
-    ck_assert_msg(hn == want_n, "compact %s rows %d width %d: count %d, expected %d", label, rows, k->width, hn, want_n);
-    ck_assert_msg(memcmp(hy, want_y, xb) == 0, "compact %s rows %d width %d: activations differ", label, rows, k->width);
-    ck_assert_msg(memcmp(hidx, want_idx, (size_t)cap * 4) == 0, "compact %s rows %d: indices differ", label, rows);
-    ck_assert_msg(memcmp(hst, want_st, (size_t)cap * sizeof *hst) == 0, "compact %s rows %d: states differ", label, rows);
-
-    o->release(be, x), o->release(be, y), o->release(be, idx), o->release(be, idx_out), o->release(be, st);
-    o->release(be, st_out), o->release(be, keep), o->release(be, count), o->release(be, devc);
-    free(hy), free(hidx), free(hst);
-}
-
 static ert_backend *make_compact_backend(ert_dtype dt, const char *path) {
     setenv("ERT_COMPACT_PATH", path, 1);
     ert_backend *be = make(gpu, dt, COMPACT_MAX_ROWS);
@@ -614,51 +544,25 @@ static ert_backend *make_compact_backend(ert_dtype dt, const char *path) {
     return be;
 }
 
+/* gather on the three path choices, fill (one path) on the device; both on the CPU too
+ * (f32). */
 START_TEST(compact_matches_reference) {
     const ert_dtype dt = _i == 0 ? ERT_DTYPE_F32 : ERT_DTYPE_BF16;
-    const char *paths[3] = {"cub", "fused", "auto"};
-    ert_backend *g[3], *c = make(cpu, ERT_DTYPE_F32, COMPACT_MAX_ROWS);
-    for (int p = 0; p < 3; ++p) g[p] = make_compact_backend(dt, paths[p]);
-    rng_seed(600 + (uint64_t)_i);
-    const size_t es = esize(dt);
-    for (size_t wi = 0; wi < sizeof kCompactWidths / sizeof *kCompactWidths; ++wi)
-        for (size_t ri = 0; ri <= sizeof kCompactRows / sizeof *kCompactRows; ++ri) {
-            /* the last pass: 1000 rows with a device count of 613 */
-            const int last = ri == sizeof kCompactRows / sizeof *kCompactRows;
-            const int rows = last ? 1000 : kCompactRows[ri], dev = last ? 613 : -1, cap = rows > 0 ? rows : 1;
-            const int width = kCompactWidths[wi];
-            const size_t row_bytes = (size_t)width * es, xb = (size_t)cap * row_bytes;
-            unsigned char *x = malloc(xb), *want_y = malloc(xb);
-            int32_t *idx = malloc((size_t)cap * 4), *want_idx = malloc((size_t)cap * 4);
-            ert_sample_state *st = malloc((size_t)cap * sizeof *st), *want_st = malloc((size_t)cap * sizeof *st);
-            uint8_t *keep = malloc((size_t)cap);
-            for (size_t i = 0; i < xb; ++i) x[i] = (unsigned char)rng_u32();
-            for (int r = 0; r < rows; ++r) {
-                idx[r] = (int32_t)(rng_u32() % 100000);
-                st[r] = (ert_sample_state){(int32_t)r, (int32_t)(r % 4), (int32_t)(r % 10) - 1, (int32_t)(r % 3), 0};
-            }
-            for (int pattern = 0; pattern < 4; ++pattern) {
-                /* all 0, all 1, half, sparse; keep values other than 1 also mean "keep" */
-                for (int r = 0; r < rows; ++r)
-                    keep[r] = pattern == 0 ? 0
-                              : pattern == 1 ? 1
-                              : pattern == 2 ? (uint8_t)(rng_u32() & 1)
-                                             : (uint8_t)(rng_u32() % 32 == 0 ? 1 + rng_u32() % 255 : 0);
-                memset(want_y, 0xAB, xb);
-                memset(want_idx, 0xAB, (size_t)cap * 4);
-                memset(want_st, 0xAB, (size_t)cap * sizeof *want_st);
-                const int32_t n = ref_compact(dev >= 0 ? dev : rows, row_bytes, keep, x, idx, st, want_y, want_idx,
-                                              want_st);
-                const compact_case k = {rows, dev, width, row_bytes, keep, x, idx, st};
-                for (int p = 0; p < 3; ++p) check_compact_on(gpu, g[p], paths[p], &k, want_y, want_idx, want_st, n);
-                if (dt == ERT_DTYPE_F32) check_compact_on(cpu, c, "cpu", &k, want_y, want_idx, want_st, n);
-            }
-            free(x), free(want_y), free(idx), free(want_idx), free(st), free(want_st), free(keep);
-        }
-    printf("OK compact %s: cub, fused and auto paths equal the reference%s\n", ert_dtype_name(dt),
-           dt == ERT_DTYPE_F32 ? " and the cpu backend" : "");
-    for (int p = 0; p < 3; ++p) gpu->destroy(g[p]);
-    cpu->destroy(c);
+    const ert_backend_ops *ops[4] = {gpu, gpu, gpu, cpu};
+    const char *labels[4] = {"cub", "fused", "auto", "cpu"};
+    ert_backend *bes[4];
+    for (int p = 0; p < 3; ++p) bes[p] = make_compact_backend(dt, labels[p]);
+    bes[3] = make(cpu, ERT_DTYPE_F32, COMPACT_MAX_ROWS);
+    const int n = dt == ERT_DTYPE_F32 ? 4 : 3;
+    check_compaction(ops, bes, labels, n, dt, ERT_COMPACT_GATHER, 600 + (uint64_t)_i);
+    const ert_backend_ops *fops[2] = {gpu, cpu};
+    const char *flabels[2] = {"fill", "cpu fill"};
+    ert_backend *fbes[2] = {bes[2], bes[3]};
+    check_compaction(fops, fbes, flabels, n == 4 ? 2 : 1, dt, ERT_COMPACT_FILL, 700 + (uint64_t)_i);
+    printf("OK compact %s: gather (cub, fused and auto paths) and fill equal their references%s\n",
+           ert_dtype_name(dt), dt == ERT_DTYPE_F32 ? ", and the cpu backend's" : "");
+    for (int p = 0; p < 3; ++p) gpu->destroy(bes[p]);
+    cpu->destroy(bes[3]);
 }
 END_TEST
 

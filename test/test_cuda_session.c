@@ -300,21 +300,24 @@ END_TEST
 
 /* One bf16 graph session (12 exits, default buckets) answers batches of any size and a
  * new policy each run exactly as eager does, profiles 0 host syncs and the eager row
- * counts, and still refuses bad input by message afterwards. */
+ * counts, and still refuses bad input by message afterwards. Fill compaction (in place,
+ * survivors reordered), eager and graph, gives the same bits too. */
 START_TEST(graph_bf16_any_batch_any_policy) {
     const char *dir = tu_tmpdir();
     ert_synth_options so = {.width = 512, .depth = 12, .classes = 10, .dtype = ERT_DTYPE_BF16, .seed = 4};
     ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
     ert_model *m = NULL;
     ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
-    enum { B = 1000 };
-    ert_session *sess[2];
-    for (int g = 0; g < 2; ++g) {
+    enum { B = 1000, V = 4 }; /* sessions: bit 0 graph, bit 1 fill; 0 is the reference */
+    static const char *vname[V] = {"eager", "graph", "eager fill", "graph fill"};
+    ert_session *sess[V];
+    for (int g = 0; g < V; ++g) {
         ert_session_options o = ert_session_options_default();
         o.device = "cuda:0";
         o.dtype = ERT_DTYPE_BF16;
         o.max_batch = B;
-        o.exec = g ? ERT_EXEC_GRAPH : ERT_EXEC_EAGER;
+        o.exec = g & 1 ? ERT_EXEC_GRAPH : ERT_EXEC_EAGER;
+        o.compaction = g & 2 ? ERT_COMPACTION_FILL : ERT_COMPACTION_GATHER;
         ck_assert_msg(ert_session_new(m, &o, &sess[g]) == ERT_OK, "%s", ert_last_error());
     }
     ck_assert_int_eq(ert_session_get_options(sess[1]).exec, ERT_EXEC_GRAPH);
@@ -327,26 +330,33 @@ START_TEST(graph_bf16_any_batch_any_policy) {
         ert_policy *p = NULL;
         ck_assert_int_eq(ert_policy_parse(specs[k], &p), ERT_OK);
         const int n = sizes[k % 4];
-        static int32_t pred[2][B], ex[2][B];
-        static float conf[2][B];
-        ert_profile prof[2];
-        for (int g = 0; g < 2; ++g) {
+        static int32_t pred[V][B], ex[V][B];
+        static float conf[V][B];
+        ert_profile prof[V];
+        for (int g = 0; g < V; ++g) {
             ert_batch b = {.input = x, .n = n, .first_index = k};
             ert_outputs out = {pred[g], ex[g], conf[g], NULL};
             ck_assert_msg(ert_session_run(sess[g], p, &b, &out) == ERT_OK, "%s", ert_last_error());
             ert_session_profile(sess[g], &prof[g]);
         }
-        ck_assert_msg(memcmp(pred[0], pred[1], sizeof(int32_t) * n) == 0, "%s n=%d: predictions differ", specs[k], n);
-        ck_assert_msg(memcmp(ex[0], ex[1], sizeof(int32_t) * n) == 0, "%s n=%d: exits differ", specs[k], n);
-        ck_assert_msg(memcmp(conf[0], conf[1], sizeof(float) * n) == 0, "%s n=%d: confidences differ", specs[k], n);
-        ck_assert_int_eq(prof[1].host_syncs, 0);
-        ck_assert_int_eq(prof[1].graph, 1);
-        for (int s = 0; s < prof[0].num_stages; ++s) {
-            ck_assert_int_eq(prof[1].stage[s].rows, prof[0].stage[s].rows);
-            ck_assert_int_ge(prof[1].stage[s].padded_rows, prof[1].stage[s].rows);
+        for (int g = 1; g < V; ++g) {
+            const char *v = vname[g];
+            ck_assert_msg(memcmp(pred[0], pred[g], sizeof(int32_t) * n) == 0, "%s %s n=%d: predictions differ", v,
+                          specs[k], n);
+            ck_assert_msg(memcmp(ex[0], ex[g], sizeof(int32_t) * n) == 0, "%s %s n=%d: exits differ", v, specs[k], n);
+            ck_assert_msg(memcmp(conf[0], conf[g], sizeof(float) * n) == 0, "%s %s n=%d: confidences differ", v,
+                          specs[k], n);
+            ck_assert_int_eq(prof[g].host_syncs, (g & 1) ? 0 : prof[0].host_syncs);
+            ck_assert_int_eq(prof[g].graph, g & 1);
+            for (int s = 0; s < prof[0].num_stages; ++s) {
+                ck_assert_int_eq(prof[g].stage[s].rows, prof[0].stage[s].rows);
+                ck_assert_int_ge(prof[g].stage[s].padded_rows, prof[g].stage[s].rows);
+            }
         }
-        printf("graph bf16 %s n=%d: same as eager; padding %.1f%%, batch %.3f ms (eager %.3f ms)\n", specs[k], n,
-               100.0 * prof[1].padding_waste, prof[1].batch_ms, prof[0].batch_ms);
+        printf("graph bf16 %s n=%d: same as eager (gather and fill); padding %.1f%%, batch %.3f ms (eager %.3f ms, "
+               "fill %.3f / %.3f ms)\n",
+               specs[k], n, 100.0 * prof[1].padding_waste, prof[1].batch_ms, prof[0].batch_ms, prof[3].batch_ms,
+               prof[2].batch_ms);
         ert_policy_free(p);
     }
     x[5] = NAN;
@@ -361,7 +371,7 @@ START_TEST(graph_bf16_any_batch_any_policy) {
     ck_assert_int_eq(ert_session_run(sess[1], p, &b, &out), ERT_OK);
     ert_policy_free(p);
     free(x);
-    for (int g = 0; g < 2; ++g) ert_session_free(sess[g]);
+    for (int g = 0; g < V; ++g) ert_session_free(sess[g]);
     ert_model_free(m);
 }
 END_TEST

@@ -2,8 +2,8 @@
  * replayed with the CUDA graph's semantics, row buckets and padding included): every
  * policy and mode gives exactly the eager answers, one captured graph serves every batch
  * size and policy, empty tails cost nothing, the profile reads survivors, padded rows,
- * padding waste and 0 host syncs; row buckets parse as documented; bad options are
- * refused by message. The same comparisons on a GPU are in test_cuda_session. */
+ * padding waste and 0 host syncs; in-place fill compaction gives the answers of gather;
+ * row buckets parse as documented; bad options are refused by message. The same comparisons on a GPU are in test_cuda_session. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,15 +32,20 @@ typedef struct outs {
     int batches;
 } outs;
 
-static ert_session *open_session(ert_exec exec, ert_mode mode, const char *buckets) {
+static ert_session *open_session_with(ert_exec exec, ert_mode mode, const char *buckets, ert_compaction c) {
     ert_session_options opt = ert_session_options_default();
     opt.max_batch = MAXB;
     opt.mode = mode;
     opt.exec = exec;
     opt.buckets = buckets;
+    opt.compaction = c;
     ert_session *s = NULL;
     ck_assert_msg(ert_session_new(model, &opt, &s) == ERT_OK, "%s", ert_last_error());
     return s;
+}
+
+static ert_session *open_session(ert_exec exec, ert_mode mode, const char *buckets) {
+    return open_session_with(exec, mode, buckets, ERT_COMPACTION_GATHER);
 }
 
 /* All N samples in batches of `batch` through session s with policy `spec`. */
@@ -103,6 +108,57 @@ START_TEST(graph_matches_eager_for_every_policy_and_mode) {
             ert_session_free(e);
             ert_session_free(g);
         }
+}
+END_TEST
+
+/* In-place fill compaction reorders the survivors but changes no answer: against gather
+ * (eager), in eager and graph execution, every policy, several batch sizes. */
+START_TEST(fill_matches_gather_for_every_policy) {
+    static const int batches[] = {MAXB, 37, 1};
+    ert_session *ref = open_session(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL);
+    ert_session *fe = open_session_with(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL, ERT_COMPACTION_FILL);
+    ert_session *fg = open_session_with(ERT_EXEC_GRAPH, ERT_MODE_COMPACT, "3,40", ERT_COMPACTION_FILL);
+    ck_assert_int_eq(ert_session_get_options(fg).compaction, ERT_COMPACTION_FILL);
+    int moved = 0;
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; ++k)
+        for (int b = 0; b < 3; ++b) {
+            static outs a, c, d;
+            char what[160];
+            snprintf(what, sizeof what, "fill, %s, batch %d", specs[k], batches[b]);
+            run_all(ref, specs[k], batches[b], &a);
+            run_all(fe, specs[k], batches[b], &c);
+            run_all(fg, specs[k], batches[b], &d);
+            assert_same(&a, &c, what);
+            assert_same(&a, &d, what);
+            /* a sample that left at exit 0 below a later survivor: fill moved a row */
+            for (int i = 0; i + 1 < N && !moved; ++i) moved = a.exit[i] == 0 && a.exit[i + 1] > 0;
+        }
+    ck_assert_msg(moved, "no policy made fill move a row: the comparison proves nothing");
+    ert_session_free(ref);
+    ert_session_free(fe);
+    ert_session_free(fg);
+}
+END_TEST
+
+/* Both compactions on the CPU backend against the host references of backend.h's
+ * contract (the same check runs on the GPU in test_cuda_ops). */
+START_TEST(cpu_compaction_matches_reference) {
+    const ert_backend_ops *o = ert_backend_cpu();
+    ert_backend *be = make(o, ERT_DTYPE_F32, COMPACT_MAX_ROWS);
+    const char *gl = "cpu gather", *fl = "cpu fill";
+    check_compaction(&o, &be, &gl, 1, ERT_DTYPE_F32, ERT_COMPACT_GATHER, 11);
+    check_compaction(&o, &be, &fl, 1, ERT_DTYPE_F32, ERT_COMPACT_FILL, 12);
+    /* some buffers in place, some not: refused by message */
+    int32_t idx[2] = {0, 1}, idx2[2], count = -1;
+    float xs[2] = {1, 2}, ys[2];
+    ert_sample_state st[2] = {{0}};
+    const uint8_t keep[2] = {1, 0};
+    const ert_compact_args a = {.rows = {2, NULL}, .width = 1, .x = xs, .y = ys, .idx_in = idx, .idx_out = idx2,
+                                .state_in = st, .state_out = st, .keep = keep, .count = &count};
+    ck_assert_int_eq(o->compact(be, &a), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("compaction with some buffers in place, some not"));
+    ck_assert_int_eq(count, -1);
+    o->destroy(be);
 }
 END_TEST
 
@@ -263,16 +319,31 @@ START_TEST(bad_exec_options_are_refused) {
     opt.exec = (ert_exec)7;
     ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("exec 7: unknown"));
+    /* names and values round-trip */
+    static const char *exec_names[] = {"eager", "graph", "auto"}, *compaction_names[] = {"gather", "fill"};
+    for (int i = 0; i < 3; ++i) {
+        ert_exec e = (ert_exec)-1;
+        ck_assert_int_eq(ert_exec_parse(exec_names[i], &e), ERT_OK);
+        ck_assert_int_eq(e, i);
+        ck_assert_str_eq(ert_exec_name(e), exec_names[i]);
+    }
+    for (int i = 0; i < 2; ++i) {
+        ert_compaction c = (ert_compaction)-1;
+        ck_assert_int_eq(ert_compaction_parse(compaction_names[i], &c), ERT_OK);
+        ck_assert_int_eq(c, i);
+        ck_assert_str_eq(ert_compaction_name(c), compaction_names[i]);
+    }
     ert_exec e;
-    ck_assert_int_eq(ert_exec_parse("graph", &e), ERT_OK);
-    ck_assert_int_eq(e, ERT_EXEC_GRAPH);
-    ck_assert_int_eq(ert_exec_parse("auto", &e), ERT_OK);
-    ck_assert_int_eq(e, ERT_EXEC_AUTO);
-    ck_assert_int_eq(ert_exec_parse("eager", &e), ERT_OK);
-    ck_assert_int_eq(e, ERT_EXEC_EAGER);
     ck_assert_int_eq(ert_exec_parse("fast", &e), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("exec 'fast': expected eager, graph or auto"));
-    ck_assert_str_eq(ert_exec_name(ERT_EXEC_GRAPH), "graph");
+    ert_compaction c;
+    ck_assert_int_eq(ert_compaction_parse("sort", &c), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("compaction 'sort': expected gather or fill"));
+    opt.exec = ERT_EXEC_EAGER;
+    opt.compaction = (ert_compaction)5;
+    ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("compaction 5: unknown"));
+    ck_assert_ptr_null(s);
 }
 END_TEST
 
@@ -435,6 +506,8 @@ static Suite *suite(void) {
     tcase_add_test(t, a_failed_capture_fails_graph_and_falls_back_under_auto);
     tcase_add_test(t, bad_exec_options_are_refused);
     tcase_add_test(t, cnn_graph_matches_eager);
+    tcase_add_test(t, fill_matches_gather_for_every_policy);
+    tcase_add_test(t, cpu_compaction_matches_reference);
     tcase_add_test(t, one_op_graph_matches_eager);
     suite_add_tcase(s, t);
     TCase *b = tcase_create("buckets");

@@ -36,4 +36,9 @@ void cli_note_exec(const ert_session *session);
     "      --buckets LIST   graph mode's row buckets, e.g. 64,256,1024 (default: fine steps\n" \
     "                       to 128 rows, then steps of 2^(1/8); the batch size is added)\n"
 
+#define CLI_COMPACTION_HELP                                                                    \
+    "      --compaction C   compact mode's survivor moves: gather (default): copied in order\n" \
+    "                       into a second buffer | fill: in place, the last survivors fill\n"   \
+    "                       the rows of leaving samples (moves about as many rows as left)\n"
+
 #endif

@@ -45,6 +45,7 @@ typedef struct bench_opts {
     int depth, classes, reps, warmup;
     int eager, graph; /* which executions run (--exec) */
     const char *buckets;
+    ert_compaction compaction; /* of the compact sessions */
     ert_dtype dtype;
     int dtype_set;
     double hazard;
@@ -56,7 +57,7 @@ static void bench_usage(FILE *f) {
             "usage: exitrt bench [--device cpu|cuda:N] [--widths 1024,4096] [--batches 64,1024,8192]\n"
             "                    [--depth 12] [--classes 10] [--dtype bf16] [--hazard 0.15] [--seed 1]\n"
             "                    [--reps 50] [--warmup 5] [--exec both] [--buckets LIST]\n"
-            "                    [--json FILE] [--tmp DIR]\n"
+            "                    [--compaction gather|fill] [--json FILE] [--tmp DIR]\n"
             "\n"
             "The headline benchmark: a residual MLP (blocks x = x + relu(W x + b), an exit head\n"
             "after each) with seeded weights and inputs; every sample's exit drawn by the policy\n"
@@ -81,6 +82,8 @@ static void bench_usage(FILE *f) {
             "      --warmup N       untimed runs of each variant first (default 5)\n"
             "      --exec E         eager | graph | both (default: both on cuda, eager on cpu)\n"
             "      --buckets LIST   graph mode's row buckets (default: see exitrt eval --help)\n"
+            "      --compaction C   gather (default) | fill: how the compact variants move the\n"
+            "                       survivors (see exitrt eval --help)\n"
             "  -j, --json FILE      also write every figure and the metadata to FILE\n"
             "      --tmp DIR        where the models are synthesised (default $TMPDIR or /tmp)\n"
             "  -h, --help           this text\n");
@@ -109,7 +112,7 @@ static int parse_list(const char *flag, const char *text, int lo, int hi, int *o
 
 static int is_cpu(const char *device) { return strncmp(device, "cpu", 3) == 0; }
 
-enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP, OPT_EXEC, OPT_BUCKETS };
+enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP, OPT_EXEC, OPT_BUCKETS, OPT_COMPACTION };
 
 static void parse_opts(int argc, char **argv, bench_opts *o) {
     static const struct option lo[] = {
@@ -120,6 +123,7 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         {"reps", required_argument, 0, OPT_REPS}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"json", required_argument, 0, 'j'},      {"tmp", required_argument, 0, OPT_TMP},
         {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
+        {"compaction", required_argument, 0, OPT_COMPACTION},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     *o = (bench_opts){.device = "cpu", .depth = 12, .classes = 10, .reps = 50, .warmup = 5, .hazard = 0.15, .seed = 1};
     optind = 1;
@@ -151,6 +155,7 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         case OPT_TMP: o->tmp = optarg; break;
         case OPT_EXEC: exec = optarg; break;
         case OPT_BUCKETS: o->buckets = optarg; break;
+        case OPT_COMPACTION: cli_check_in(ert_compaction_parse(optarg, &o->compaction), "--compaction"); break;
         case 'h': bench_usage(stdout); exit(0);
         default: bench_usage(stderr); exit(1);
         }
@@ -310,6 +315,7 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
             so.buckets = o->buckets;
         }
         so.stage_events = v != V_COMPACT_GRAPH_UNTIMED;
+        so.compaction = o->compaction;
         cli_check_in(ert_session_new(model, &so, &sess[v]), where);
         snprintf(device_name, device_len, "%s", ert_session_device(sess[v]));
     }
@@ -380,9 +386,10 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
 static double tflops(const vstats *v, double ms) { return ms > 0 ? v->flops / (ms * 1e-3) / 1e12 : 0.0; }
 
 static void print_header(const bench_opts *o, const char *device, const char *policy) {
-    printf("exitrt bench | %s | %s | %d blocks, exit after each, %d classes | %s | median of %d runs after %d "
-           "warm-up\n",
-           device, ert_dtype_name(o->dtype), o->depth, o->classes, policy, o->reps, o->warmup);
+    printf("exitrt bench | %s | %s | %d blocks, exit after each, %d classes | %s | %s compaction | median of %d "
+           "runs after %d warm-up\n",
+           device, ert_dtype_name(o->dtype), o->depth, o->classes, policy, ert_compaction_name(o->compaction), o->reps,
+           o->warmup);
     printf("%6s %6s %5s %9s %9s %9s %9s %8s %8s %8s %8s %7s %5s %9s %9s %6s %6s %7s\n", "D", "B", "exec", "full ms",
            "masked", "compact", "ideal", "speedup", "of_ideal", "ideal_x", "routing", "sync", "syncs", "TF/s full",
            "TF/s cmp", "surv", "pad", "ev_us");
@@ -612,6 +619,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON *dev = cJSON_AddStringToObject(meta, "device", o.device);
 
     cJSON_AddStringToObject(meta, "exec", o.eager && o.graph ? "both" : o.graph ? "graph" : "eager");
+    cJSON_AddStringToObject(meta, "compaction", ert_compaction_name(o.compaction));
     int failed = 0, header = 0, n = 0;
     point *pts = calloc((size_t)(o.num_widths * o.num_batches), sizeof *pts);
     if (!pts) cli_fail("out of memory");

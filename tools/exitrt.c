@@ -35,7 +35,7 @@ static const char *mode_name(ert_mode m) {
 
 /* Options shared by the subcommands that run a model. */
 typedef struct run_opts {
-    const char *model, *data, *device, *output, *dtype, *exec, *buckets;
+    const char *model, *data, *device, *output, *dtype, *exec, *buckets, *compaction;
     const char *policies[MAX_POLICIES];
     int num_policies;
     ert_mode mode;
@@ -43,7 +43,10 @@ typedef struct run_opts {
     int batch, warmup, limit, json, profile, no_calibration;
 } run_opts;
 
-enum { OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_EXEC, OPT_BUCKETS };
+enum {
+    OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_EXEC, OPT_BUCKETS,
+    OPT_COMPACTION
+};
 
 static const struct option run_long[] = {
     {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
@@ -55,6 +58,7 @@ static const struct option run_long[] = {
     {"profile", no_argument, 0, OPT_PROFILE}, {"trace", required_argument, 0, OPT_TRACE},
     {"no-calibration", no_argument, 0, OPT_NO_CALIBRATION},
     {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
+    {"compaction", required_argument, 0, OPT_COMPACTION},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
@@ -81,6 +85,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_NO_CALIBRATION: o->no_calibration = 1; break;
         case OPT_EXEC: o->exec = optarg; break;
         case OPT_BUCKETS: o->buckets = optarg; break;
+        case OPT_COMPACTION: o->compaction = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(1);
         }
@@ -108,6 +113,7 @@ static void setup_open(const run_opts *o, setup *su) {
     so.max_batch = o->batch ? o->batch : 256;
     if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
     cli_set_exec(&so, o->exec, o->buckets);
+    if (o->compaction) cli_check_in(ert_compaction_parse(o->compaction, &so.compaction), "--compaction");
     cli_check(ert_session_new(su->model, &so, &su->session));
     cli_note_exec(su->session);
 }
@@ -155,6 +161,7 @@ static void eval_usage(FILE *f) {
             "  -D, --device DEV     cpu (default) | cuda:N\n"
             "      --dtype T        f32 (default) | tf32 | bf16 | f16 (CUDA only)\n"
             CLI_EXEC_HELP
+            CLI_COMPACTION_HELP
             "  -j, --json           print one JSON object instead of the table\n"
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"
@@ -199,6 +206,7 @@ static cJSON *result_json(const run_opts *o, const setup *su, const char *policy
     cJSON_AddStringToObject(j, "device", ert_session_device(su->session));
     cJSON_AddStringToObject(j, "mode", mode_name(o->mode));
     cJSON_AddStringToObject(j, "exec", ert_exec_name(ert_session_get_options(su->session).exec));
+    cJSON_AddStringToObject(j, "compaction", ert_compaction_name(ert_session_get_options(su->session).compaction));
     cJSON_AddStringToObject(j, "policy", policy);
     cJSON_AddNumberToObject(j, "batch", o->batch ? o->batch : 256);
     cJSON_AddNumberToObject(j, "samples", (double)r->samples);
@@ -289,7 +297,8 @@ static void compare_usage(FILE *f) {
             "exit, and oracle (the upper bound).\n"
             "\n"
             "Options as for `exitrt eval` (--model, --data, --mode, --batch, --device, --dtype,\n"
-            "--warmup, --limit, --no-calibration); --json prints a JSON array of the rows.\n");
+            "--exec, --buckets, --compaction, --warmup, --limit, --no-calibration); --json prints a\n"
+            "JSON array of the rows.\n");
 }
 
 static int cmd_compare(int argc, char **argv) {

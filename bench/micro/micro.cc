@@ -9,6 +9,9 @@
 //   compact: x (B, D) activations, keep (B), idx_in (B), state_in (B) -> y (kept, D),
 //            idx_out, state_out, count. Bytes it must move: the flags, and per kept row its
 //            activations, index and state read and written, plus the count.
+//   compact-fill: the same in place (y = x): only the kept rows at or past the new count
+//            move, into the rows of leaving samples below it; bytes as above for those
+//            rows only. Each call makes the same moves (they depend on the flags alone).
 //
 // Keep flags follow the headline benchmark (hazard 0.15: 85% of the rows stay).
 // Timing is manual, between two backend events around the one call (CUDA events on the
@@ -164,7 +167,7 @@ void bench_decide(benchmark::State &state, const Backend *b) {
 
 // ---------------------------------------------------------------- compact
 
-void bench_compact(benchmark::State &state, const Backend *b) {
+void bench_compact(benchmark::State &state, const Backend *b, bool fill) {
     const int B = (int)state.range(0), D = (int)state.range(1);
     const size_t elem = b->ops->act_elem_size(b->be);
     Buffer x, y, keep, idx_in, idx_out, st_in, st_out, count;
@@ -190,6 +193,18 @@ void bench_compact(benchmark::State &state, const Backend *b) {
         ((int32_t *)idx_in.host)[i] = i;
         ((ert_sample_state *)st_in.host)[i] = ert_sample_state{-1, target_exit((uint64_t)i), i % kClasses, 1, 0};
     }
+    const uint8_t *kh = (const uint8_t *)keep.host;
+    // The row checked after one call, and the index it must then hold: gather, the first
+    // kept row at row 0; fill, the first kept row at or past `kept` in the first hole.
+    int check_row = 0, want_first = 0, moved = kept;
+    while (want_first < B && !kh[want_first]) ++want_first;
+    if (fill) {
+        moved = 0;
+        for (int i = kept; i < B; ++i) moved += kh[i];
+        while (check_row < kept && kh[check_row]) ++check_row;
+        want_first = kept;
+        while (want_first < B && !kh[want_first]) ++want_first;
+    }
     if (!x.upload() || !keep.upload() || !idx_in.upload() || !st_in.upload() || b->ops->sync(b->be) != ERT_OK) {
         fail(state, "upload");
         return;
@@ -199,30 +214,28 @@ void bench_compact(benchmark::State &state, const Backend *b) {
     a.rows = ert_rows{B, nullptr};
     a.width = D;
     a.x = x.dev;
-    a.y = y.dev;
+    a.y = fill ? x.dev : y.dev;
     a.idx_in = (const int32_t *)idx_in.dev;
-    a.idx_out = (int32_t *)idx_out.dev;
+    a.idx_out = (int32_t *)(fill ? idx_in.dev : idx_out.dev);
     a.state_in = (const ert_sample_state *)st_in.dev;
-    a.state_out = (ert_sample_state *)st_out.dev;
+    a.state_out = (ert_sample_state *)(fill ? st_in.dev : st_out.dev);
     a.keep = (const uint8_t *)keep.dev;
     a.count = (int32_t *)count.dev;
     auto call = [&] { return b->ops->compact(b->be, &a); };
     double s = 0.0;
     if (!timed(state, *b, ev.e0, ev.e1, call, &s)) return;
-    // The count and a gathered row must be right, or the figure means nothing.
+    // The count and a moved row must be right, or the figure means nothing.
     int32_t n = -1;
     int32_t first = -1;
     if (b->ops->download(b->be, &n, count.dev, sizeof n) != ERT_OK ||
-        b->ops->download(b->be, &first, idx_out.dev, sizeof first) != ERT_OK) {
+        b->ops->download(b->be, &first, (const int32_t *)a.idx_out + check_row, sizeof first) != ERT_OK) {
         fail(state, "download");
         return;
     }
-    int want_first = 0;
-    while (want_first < B && !((uint8_t *)keep.host)[want_first]) ++want_first;
-    if (n != kept || (kept > 0 && first != want_first)) {
+    if (n != kept || (moved > 0 && first != want_first)) {
         char msg[128];
-        snprintf(msg, sizeof msg, "wrong result: count %d (want %d), first index %d (want %d)", n, kept, first,
-                 want_first);
+        snprintf(msg, sizeof msg, "wrong result: count %d (want %d), index %d at row %d (want %d)", n, kept, first,
+                 check_row, want_first);
         state.SkipWithError(msg);
         return;
     }
@@ -231,9 +244,10 @@ void bench_compact(benchmark::State &state, const Backend *b) {
         state.SetIterationTime(s);
     }
     const double bytes =
-        (double)B + (double)kept * (2.0 * D * (double)elem + 2.0 * 4.0 + 2.0 * sizeof(ert_sample_state)) + 4.0;
+        (double)B + (double)moved * (2.0 * D * (double)elem + 2.0 * 4.0 + 2.0 * sizeof(ert_sample_state)) + 4.0;
     state.SetBytesProcessed((int64_t)(bytes * (double)state.iterations()));
     state.counters["kept"] = kept;
+    state.counters["moved"] = moved;
     state.SetLabel(b->label);
 }
 
@@ -269,8 +283,9 @@ void register_decide(const std::string &name, const Backend *b) {
     bm->ArgNames({"B"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
-void register_compact(const std::string &name, const Backend *b) {
-    auto *bm = benchmark::RegisterBenchmark(("compact/" + name).c_str(), bench_compact, b);
+void register_compact(const std::string &name, const Backend *b, bool fill) {
+    auto *bm = benchmark::RegisterBenchmark((std::string(fill ? "compact-fill/" : "compact/") + name).c_str(),
+                                            [b, fill](benchmark::State &st) { bench_compact(st, b, fill); });
     for (int B : kBatches)
         for (int D : kWidths) bm->Args({B, D});
     bm->ArgNames({"B", "D"})->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -286,7 +301,8 @@ int main(int argc, char **argv) {
     if (make_backend(ert_backend_cpu(), nullptr, ERT_DTYPE_F32, cpu)) {
         backends.push_back(cpu);
         register_decide("cpu", cpu);
-        register_compact("cpu", cpu);
+        register_compact("cpu", cpu, false);
+        register_compact("cpu", cpu, true);
     } else {
         delete cpu;
     }
@@ -301,7 +317,8 @@ int main(int argc, char **argv) {
             }
             backends.push_back(b);
             if (p == paths[0]) register_decide("cuda", b);
-            register_compact(std::string("cuda-") + p, b);
+            register_compact(std::string("cuda-") + p, b, false);
+            if (p == paths[0]) register_compact("cuda", b, true); // one fill path (after a CUB scan)
         }
     } else {
         fprintf(stderr, "ert_micro: this build has no CUDA backend; cpu only\n");

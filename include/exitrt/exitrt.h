@@ -222,6 +222,20 @@ typedef enum ert_exec {
 ert_status ert_exec_parse(const char *text, ert_exec *out);
 const char *ert_exec_name(ert_exec exec);
 
+/* How compact mode moves the survivors after an exit. Both give the same answers (each
+ * sample's result is written at its own index); they differ in the bytes they move. */
+typedef enum ert_compaction {
+    ERT_COMPACTION_GATHER = 0, /* every survivor is copied, in order, into a second buffer:
+                                  moves the survivors' rows (about all of them when few leave) */
+    ERT_COMPACTION_FILL        /* in place: the survivors at or past the new count move into the
+                                  rows left by leaving samples below it, so at most as many rows
+                                  move as samples left; survivors change order */
+} ert_compaction;
+
+/* Parses "gather", "fill". */
+ert_status ert_compaction_parse(const char *text, ert_compaction *out);
+const char *ert_compaction_name(ert_compaction compaction);
+
 /* Row buckets of graph mode: the row counts a GEMM is captured for. The default (text
  * NULL or "" or "default") is 1, 2, 4, 8, then multiples of 16 up to 128, then steps
  * of 2^(1/8) rounded up to a multiple of 64, and always max_batch last: at most ~9%
@@ -243,6 +257,7 @@ typedef struct ert_session_options {
     const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
     int stage_events;    /* 1 (default): events between stages, for the per-stage profile;
                             0: only the batch's begin and end (graph mode: no event nodes) */
+    ert_compaction compaction; /* compact mode's survivor moves; default gather */
 } ert_session_options;
 
 typedef struct ert_session ert_session;

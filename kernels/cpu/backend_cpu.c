@@ -210,6 +210,8 @@ static ert_status cpu_decide(ert_backend *be, const ert_decide_args *a) {
 }
 
 static ert_status cpu_compact(ert_backend *be, const ert_compact_args *a) {
+    if (ert_compact_kind(a) == ERT_COMPACT_MIXED)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: compaction with some buffers in place, some not");
     if (be->rec) return rec_add(be, (cmd){.kind = CMD_COMPACT, .compact = *a});
     ert_cpu_compact(a);
     return ERT_OK;

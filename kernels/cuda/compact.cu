@@ -5,7 +5,9 @@
  *   -> y (count, width), idx_out (count), state_out (count) in row order;  *count (device).
  *
  * Rows past the device count (rows.dev_count) count as not kept. Rows of the outputs past
- * the survivor count are left untouched. Two paths with identical results:
+ * the survivor count are left untouched.
+ *
+ * gather (y != x): the survivors are copied in row order. Two paths with identical results:
  *
  *  - CUB: cub::DeviceScan::ExclusiveSum over the flags (as int, through a transform
  *    iterator that also applies the device count) into be->scan_offsets, then one gather
@@ -22,6 +24,12 @@
  * ERT_COMPACT_PATH=cub|fused|auto (read at backend create) forces a path; auto takes the
  * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows of at most
  * ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES bytes (cuda_common.cuh has the measurements).
+ *
+ * fill (y == x, in place; backend.h has the contract): the same CUB scan, then one
+ * kernel where a warp takes each kept row r at or past the new count n': its rank among
+ * those rows (offsets[r] - offsets[n']) is the rank of the hole it fills below n', found
+ * by a binary search over holes_before(q) = q - offsets[q]. Only those rows move: about
+ * as many as left, instead of about all of them.
  *
  * In graph mode the thread that writes the count also picks the row bucket of the SWITCH
  * nodes that read it (graph.cu), so routing costs no extra launch.
@@ -153,6 +161,55 @@ static ert_status launch_fused(cudaStream_t stream, const compact_kernel_args &k
     return ERT_CUDA_CHECK(cudaGetLastError());
 }
 
+/* ---------------------------------------------------------------- fill path (in place) */
+
+static const int kFillThreads = 256; /* 8 warps: one row each at a time */
+
+template <typename V>
+static __global__ void fill_kernel(const __grid_constant__ compact_kernel_args k) {
+    const ert_compact_args &a = k.c;
+    const int n = ert_cuda_rows(a.rows.n, a.rows.dev_count);
+    const int kept = n > 0 ? k.offsets[n - 1] + (a.keep[n - 1] ? 1 : 0) : 0;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        *a.count = kept;
+        ert_cuda_route_set(k.route, kept);
+    }
+    if (kept == n) return; /* nothing left below n': no holes */
+    const int below = k.offsets[kept]; /* kept rows below n' */
+    const int warps = (int)(gridDim.x * (blockDim.x / 32));
+    const int lane = threadIdx.x % 32;
+    for (int r = kept + (int)(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32); r < n; r += warps) {
+        if (!a.keep[r]) continue;
+        const int rank = k.offsets[r] - below;
+        /* The smallest q in [1, n'] with more than `rank` holes in [0, q): row q - 1 is the
+         * hole of that rank (q = n' qualifies: below n' there are as many holes as kept rows
+         * at or past it). The warp searches in step, so its loads are broadcasts. */
+        int lo = 1, hi = kept;
+        while (lo < hi) {
+            const int mid = lo + (hi - lo) / 2;
+            if (mid - k.offsets[mid] > rank) hi = mid;
+            else lo = mid + 1;
+        }
+        const int d = lo - 1;
+        const V *src = (const V *)a.x + (size_t)r * k.vecs;
+        V *dst = (V *)a.y + (size_t)d * k.vecs;
+        for (int v = lane; v < k.vecs; v += 32) dst[v] = src[v];
+        if (lane == 0) {
+            a.idx_out[d] = a.idx_in[r];
+            a.state_out[d] = a.state_in[r];
+        }
+    }
+}
+
+template <typename V>
+static ert_status launch_fill(cudaStream_t stream, const compact_kernel_args &k) {
+    const int warps_per_block = kFillThreads / 32;
+    int blocks = k.c.rows.n > 0 ? ert_ceil_div(k.c.rows.n, warps_per_block) : 1; /* >= 1: writes the count */
+    blocks = blocks > 4096 ? 4096 : blocks;                                       /* the loop strides */
+    fill_kernel<V><<<(unsigned)blocks, kFillThreads, 0, stream>>>(k);
+    return ERT_CUDA_CHECK(cudaGetLastError());
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 ert_status ert_cuda_compact_temp_bytes(ert_backend *be, int max_rows, size_t *bytes) {
@@ -163,16 +220,24 @@ ert_status ert_cuda_compact_temp_bytes(ert_backend *be, int max_rows, size_t *by
         cub::DeviceScan::ExclusiveSum(NULL, *bytes, it, (int32_t *)NULL, max_rows, be->stream));
 }
 
+enum compact_path { PATH_GATHER, PATH_FUSED, PATH_FILL };
+
 template <typename V>
-static ert_status launch_compact(cudaStream_t stream, int fused, const compact_kernel_args &k) {
-    return fused ? launch_fused<V>(stream, k) : launch_gather<V>(stream, k);
+static ert_status launch_compact(cudaStream_t stream, compact_path path, const compact_kernel_args &k) {
+    return path == PATH_FILL ? launch_fill<V>(stream, k) : path == PATH_FUSED ? launch_fused<V>(stream, k)
+                                                                              : launch_gather<V>(stream, k);
 }
 
 ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
+    const int kind = ert_compact_kind(args);
+    if (kind == ERT_COMPACT_MIXED)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cuda backend: compaction with some buffers in place, some not");
     const size_t row_bytes = (size_t)args->width * ert_cuda_elem_size(be->dtype);
-    const int fused = be->compact_path == ERT_CUDA_COMPACT_FUSED ||
-                      (be->compact_path == ERT_CUDA_COMPACT_AUTO && args->rows.n <= ERT_CUDA_COMPACT_FUSED_MAX_ROWS &&
-                       row_bytes <= ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES);
+    const int fused = kind == ERT_COMPACT_GATHER &&
+                      (be->compact_path == ERT_CUDA_COMPACT_FUSED ||
+                       (be->compact_path == ERT_CUDA_COMPACT_AUTO && args->rows.n <= ERT_CUDA_COMPACT_FUSED_MAX_ROWS &&
+                        row_bytes <= ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES));
+    const compact_path path = kind == ERT_COMPACT_FILL ? PATH_FILL : fused ? PATH_FUSED : PATH_GATHER;
     const uintptr_t align = (uintptr_t)args->x | (uintptr_t)args->y | (uintptr_t)row_bytes;
     const size_t word = (align & 15u) == 0 ? 16 : (align & 7u) == 0 ? 8 : (align & 3u) == 0 ? 4 : (align & 1u) == 0 ? 2 : 1;
     compact_kernel_args k;
@@ -191,10 +256,10 @@ ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
         if (st != ERT_OK) return st;
     }
     switch (word) {
-    case 16: return launch_compact<uint4>(be->stream, fused, k);
-    case 8: return launch_compact<uint2>(be->stream, fused, k);
-    case 4: return launch_compact<uint32_t>(be->stream, fused, k);
-    case 2: return launch_compact<uint16_t>(be->stream, fused, k);
-    default: return launch_compact<uint8_t>(be->stream, fused, k);
+    case 16: return launch_compact<uint4>(be->stream, path, k);
+    case 8: return launch_compact<uint2>(be->stream, path, k);
+    case 4: return launch_compact<uint32_t>(be->stream, path, k);
+    case 2: return launch_compact<uint16_t>(be->stream, path, k);
+    default: return launch_compact<uint8_t>(be->stream, path, k);
     }
 }
