@@ -126,6 +126,24 @@ static inline int ert_compact_kind(const ert_compact_args *a) {
     return same == 3 ? ERT_COMPACT_FILL : same == 0 ? ERT_COMPACT_GATHER : ERT_COMPACT_MIXED;
 }
 
+/* Fill compaction's destination, from the exclusive prefix sums of the keep flags
+ * (offsets[q] = kept rows in [0, q), for q below the row count) and the survivor count
+ * `kept` (below the row count, so there are holes): the row below `kept` that receives the
+ * kept row whose rank among the kept rows at or past `kept` is `rank`, i.e. the hole of
+ * that rank. holes_before(q) = q - offsets[q] never decreases, so a binary search finds
+ * the smallest q in [1, kept] with more than `rank` holes in [0, q); row q - 1 is that
+ * hole (q = kept qualifies: below `kept` there are as many holes as kept rows past it).
+ * One copy for the CUDA kernel and the CPU test that checks it. */
+ERT_HD int ert_fill_destination(const int32_t *offsets, int kept, int rank) {
+    int lo = 1, hi = kept;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (mid - offsets[mid] > rank) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo - 1;
+}
+
 /* Graph mode's choice of row bucket for `count` rows: the index of the smallest of the
  * increasing `bucket_rows` holding it (the last one at most), or num_buckets (no bucket:
  * no body runs) for 0 rows. One copy for the host (profile, CPU recording) and the

@@ -162,6 +162,37 @@ START_TEST(cpu_compaction_matches_reference) {
 }
 END_TEST
 
+/* The CUDA fill kernel's hole search (ert_fill_destination, shared through backend.h),
+ * run here on the host: for random flags of every density, each kept row at or past the
+ * survivor count lands in the hole the CPU backend's pairing gives it. */
+START_TEST(fill_destination_pairs_like_the_cpu) {
+    enum { R = 300 };
+    uint8_t keep[R];
+    int32_t offsets[R];
+    uint64_t seed = 7;
+    for (int trial = 0; trial < 400; ++trial) {
+        const int rows = 1 + trial % R, density = trial % 11; /* 0/10 .. 10/10 kept */
+        int kept = 0;
+        for (int r = 0; r < rows; ++r) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            keep[r] = (uint8_t)((int)((seed >> 33) % 10) < density);
+            offsets[r] = kept;
+            kept += keep[r];
+        }
+        if (kept == rows) continue; /* no holes: the kernel returns before searching */
+        int hole = 0;
+        for (int r = kept; r < rows; ++r) {
+            if (!keep[r]) continue;
+            while (keep[hole]) ++hole;
+            const int d = ert_fill_destination(offsets, kept, offsets[r] - offsets[kept]);
+            ck_assert_msg(d == hole, "rows %d, kept %d: row %d goes to %d, expected %d", rows, kept, r, d, hole);
+            ck_assert(d < kept && !keep[d]);
+            ++hole;
+        }
+    }
+}
+END_TEST
+
 /* Buckets 3,40 with max_batch 64: a stage with n rows computes 3 (n <= 3), 40 (n <= 40)
  * or 64 rows, and none when no sample is left. */
 START_TEST(profile_reports_padded_rows_and_waste) {
@@ -508,6 +539,7 @@ static Suite *suite(void) {
     tcase_add_test(t, cnn_graph_matches_eager);
     tcase_add_test(t, fill_matches_gather_for_every_policy);
     tcase_add_test(t, cpu_compaction_matches_reference);
+    tcase_add_test(t, fill_destination_pairs_like_the_cpu);
     tcase_add_test(t, one_op_graph_matches_eager);
     suite_add_tcase(s, t);
     TCase *b = tcase_create("buckets");

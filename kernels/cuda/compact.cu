@@ -28,7 +28,8 @@
  * fill (y == x, in place; backend.h has the contract): the same CUB scan, then one
  * kernel where a warp takes each kept row r at or past the new count n': its rank among
  * those rows (offsets[r] - offsets[n']) is the rank of the hole it fills below n', found
- * by a binary search over holes_before(q) = q - offsets[q]. Only those rows move: about
+ * by a binary search over holes_before(q) = q - offsets[q] (ert_fill_destination in
+ * backend.h, also checked on the host by test_exec). Only those rows move: about
  * as many as left, instead of about all of them.
  *
  * In graph mode the thread that writes the count also picks the row bucket of the SWITCH
@@ -180,17 +181,8 @@ static __global__ void fill_kernel(const __grid_constant__ compact_kernel_args k
     const int lane = threadIdx.x % 32;
     for (int r = kept + (int)(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32); r < n; r += warps) {
         if (!a.keep[r]) continue;
-        const int rank = k.offsets[r] - below;
-        /* The smallest q in [1, n'] with more than `rank` holes in [0, q): row q - 1 is the
-         * hole of that rank (q = n' qualifies: below n' there are as many holes as kept rows
-         * at or past it). The warp searches in step, so its loads are broadcasts. */
-        int lo = 1, hi = kept;
-        while (lo < hi) {
-            const int mid = lo + (hi - lo) / 2;
-            if (mid - k.offsets[mid] > rank) hi = mid;
-            else lo = mid + 1;
-        }
-        const int d = lo - 1;
+        /* The warp searches in step, so its loads are broadcasts. */
+        const int d = ert_fill_destination(k.offsets, kept, k.offsets[r] - below);
         const V *src = (const V *)a.x + (size_t)r * k.vecs;
         V *dst = (V *)a.y + (size_t)d * k.vecs;
         for (int v = lane; v < k.vecs; v += 32) dst[v] = src[v];
