@@ -334,6 +334,7 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
     so.max_batch = o.max_batch;
     so.exec = o.exec;
     so.buckets = o.buckets;
+    so.compaction = o.compaction;
     const size_t B = (size_t)o.max_batch;
     for (int i = 0; i < o.streams; ++i) {
         lt_worker *w = &s->workers[i];

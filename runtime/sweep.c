@@ -323,6 +323,7 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
     snprintf(r->device, sizeof r->device, "%s", ert_session_device(s));
     snprintf(r->mode, sizeof r->mode, "%s", mode_name(so.mode));
     snprintf(r->exec, sizeof r->exec, "%s", ert_exec_name(so.exec));
+    snprintf(r->compaction, sizeof r->compaction, "%s", ert_compaction_name(so.compaction));
     snprintf(r->dtype, sizeof r->dtype, "%s", ert_dtype_name(so.dtype));
     const time_t now = time(NULL);
     struct tm tm;

@@ -111,6 +111,7 @@ static char *sweep_json_text(const ert_sweep_result *r) {
     cJSON_AddStringToObject(j, "device", r->device);
     cJSON_AddStringToObject(j, "mode", r->mode);
     cJSON_AddStringToObject(j, "exec", r->exec);
+    cJSON_AddStringToObject(j, "compaction", r->compaction);
     cJSON_AddStringToObject(j, "dtype", r->dtype);
     cJSON_AddNumberToObject(j, "batch", r->batch);
     cJSON_AddNumberToObject(j, "warmup", r->warmup);
@@ -357,6 +358,8 @@ ert_status ert_sweep_read(const char *path_in, ert_sweep_result **out) {
     read_str(j, "mode", r->mode, sizeof r->mode);
     read_str(j, "exec", r->exec, sizeof r->exec);
     if (!r->exec[0]) snprintf(r->exec, sizeof r->exec, "eager"); /* sweeps written before graph mode */
+    read_str(j, "compaction", r->compaction, sizeof r->compaction);
+    if (!r->compaction[0]) snprintf(r->compaction, sizeof r->compaction, "gather"); /* ... before fill */
     read_str(j, "dtype", r->dtype, sizeof r->dtype);
     read_str(j, "date", r->date, sizeof r->date);
     read_str(j, "calibration", r->calibration, sizeof r->calibration);

@@ -60,6 +60,8 @@ START_TEST(errors_are_one_line) {
         {"eval --model test/fixtures/tiny-f32 --data DATA --exec graph --buckets 8,4", "4 does not increase on 8"},
         {"eval --model test/fixtures/tiny-f32 --data DATA --batch 16 --buckets 32", "32 is outside 1..16"},
         {"sweep --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --exec sideways", "exec 'sideways'"},
+        {"sweep --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --compaction sort", "compaction 'sort'"},
+        {"loadtest --model test/fixtures/tiny-f32 --data DATA --compaction sort", "--compaction: invalid argument"},
         {"bench --exec fast", "--exec 'fast': expected eager, graph or both"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {

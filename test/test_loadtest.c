@@ -606,12 +606,13 @@ START_TEST(cli_loadtest_json) {
     char a[4096];
     snprintf(a, sizeof a,
              "loadtest --model test/fixtures/tiny-f32 --data %s --policy confidence:0.4 --policy none --qps 2000 "
-             "--requests 400 --max-batch 16 --streams 2 --slo-ms 50 --json",
+             "--requests 400 --max-batch 16 --streams 2 --slo-ms 50 --json --compaction fill",
              data_spec);
     ck_assert_msg(cli(a) == 0, "%s", err_text);
     cJSON *j = cJSON_Parse(out_text);
     ck_assert_ptr_nonnull(j);
     ck_assert_str_eq(cJSON_GetObjectItem(j, "kind")->valuestring, "loadtest");
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "compaction")->valuestring, "fill");
     const cJSON *runs = cJSON_GetObjectItem(j, "runs");
     ck_assert_int_eq(cJSON_GetArraySize(runs), 2);
     const cJSON *r0;

@@ -196,6 +196,7 @@ START_TEST(sweep_rows_and_round_trip) {
     ck_assert_int_eq(ert_sweep_read(sub, &back), ERT_OK);
     ck_assert_int_eq(back->num_rows, r->num_rows);
     ck_assert_str_eq(back->model, "tiny-f32");
+    ck_assert_str_eq(back->compaction, "gather");
     ck_assert_int_eq(back->num_exits, 3);
     ck_assert_int_eq(back->batch, 50);
     for (int i = 0; i < r->num_rows; ++i) {
@@ -307,16 +308,22 @@ static int file_exists(const char *dir, const char *name) {
 START_TEST(cli_sweep_select_eval) {
     char dir[256]; /* tu_tmpdir's buffers are reused by later calls (tu_cli makes one per run) */
     snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    /* fill compaction: the measured runs must still match the exit-table simulation */
     ck_assert_int_eq(cli_fmt("sweep --model test/fixtures/tiny-f32 --data DATA --out DIR/s --grid 3 --batch 64 "
-                             "--per-exit-search --budget-flops 0.7 --val VAL",
+                             "--per-exit-search --budget-flops 0.7 --val VAL --compaction fill",
                              dir),
                      0);
+    ck_assert_ptr_nonnull(strstr(out_text, "| fill compaction |"));
     ck_assert_ptr_nonnull(strstr(out_text, "Pareto frontier"));
     ck_assert_ptr_nonnull(strstr(out_text, "per-exit thresholds"));
     ck_assert_ptr_nonnull(strstr(out_text, "exit-table check: 0 sample decisions differ"));
     char sdir[600];
     snprintf(sdir, sizeof sdir, "%s/s", dir);
     ck_assert(file_exists(sdir, "sweep.csv") && file_exists(sdir, "sweep.json") && file_exists(sdir, "reliability.json"));
+    ert_sweep_result *written = NULL;
+    ck_assert_int_eq(ert_sweep_read(sdir, &written), ERT_OK);
+    ck_assert_str_eq(written->compaction, "fill");
+    ert_sweep_result_free(written);
 
     /* CSV: the header's columns, one line per JSON row, every line as wide as the header. */
     char path[700];

@@ -263,13 +263,15 @@ static double num(const cJSON *obj, const char *key) {
     return v->valuedouble;
 }
 
-START_TEST(cli_bench_json) {
+/* One bench run on the cpu, every figure of the JSON checked; gather and fill compaction
+ * must both give the scheduled exits and the eager predictions in every variant. */
+static void bench_json_with(const char *compaction) {
     const char *tmp = tu_tmpdir(), *json = in_dir(tu_tmpdir(), "bench.json");
     char a[1024];
     snprintf(a, sizeof a,
-             "bench --device cpu --widths 64 --batches 16,40 --depth 4 --reps 3 --warmup 1 --exec both --json %s --tmp %s",
-             json,
-             tmp);
+             "bench --device cpu --widths 64 --batches 16,40 --depth 4 --reps 3 --warmup 1 --exec both --json %s --tmp %s "
+             "--compaction %s",
+             json, tmp, compaction);
     ck_assert_msg(cli(a) == 0, "%s", err_text);
     ck_assert_ptr_nonnull(strstr(out_text, "speedup"));
     ck_assert_ptr_nonnull(strstr(out_text, "graph-mode targets (issue 4, set for the H200; this run: cpu)"));
@@ -279,6 +281,7 @@ START_TEST(cli_bench_json) {
     ck_assert_str_eq(cJSON_GetObjectItem(meta, "dtype")->valuestring, "f32");
     ck_assert_double_eq(num(meta, "hazard"), 0.15);
     ck_assert_str_eq(cJSON_GetObjectItem(meta, "exec")->valuestring, "both");
+    ck_assert_str_eq(cJSON_GetObjectItem(meta, "compaction")->valuestring, compaction);
     ck_assert_int_eq((int)num(meta, "reps"), 3);
     ck_assert(cJSON_IsString(cJSON_GetObjectItem(meta, "date")));
     const cJSON *points = cJSON_GetObjectItem(j, "points");
@@ -338,6 +341,11 @@ START_TEST(cli_bench_json) {
     char cmd[700];
     snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", tmp);
     ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(cli_bench_json) {
+    bench_json_with("gather");
+    bench_json_with("fill");
 }
 END_TEST
 

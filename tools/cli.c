@@ -28,8 +28,9 @@ void cli_check_in(ert_status s, const char *where) {
              msg[0] ? msg : "(no detail)");
 }
 
-void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets) {
+void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets, const char *compaction) {
     if (exec) cli_check_in(ert_exec_parse(exec, &so->exec), "--exec");
+    if (compaction) cli_check_in(ert_compaction_parse(compaction, &so->compaction), "--compaction");
     if (buckets) {
         int b[ERT_MAX_BUCKETS], n;
         cli_check_in(ert_buckets_parse(buckets, so->max_batch, b, &n), "--buckets");

@@ -22,8 +22,8 @@ static inline void cli_check(ert_status s) { cli_check_in(s, NULL); }
 /* After getopt: an argument left over (argv[optind]) is an error, with the usage. */
 void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *));
 
-/* --exec and --buckets into session options; NULL leaves the default. */
-void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets);
+/* --exec, --buckets and --compaction into session options; NULL leaves the default. */
+void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets, const char *compaction);
 /* Says on stderr why an --exec auto session runs eager, when it does. */
 void cli_note_exec(const ert_session *session);
 
@@ -34,9 +34,7 @@ void cli_note_exec(const ert_session *session);
     "                       cpu a replayed recording, for testing) |\n"                     \
     "                       auto: graph where it can be captured, else eager\n"               \
     "      --buckets LIST   graph mode's row buckets, e.g. 64,256,1024 (default: fine steps\n" \
-    "                       to 128 rows, then steps of 2^(1/8); the batch size is added)\n"
-
-#define CLI_COMPACTION_HELP                                                                    \
+    "                       to 128 rows, then steps of 2^(1/8); the batch size is added)\n" \
     "      --compaction C   compact mode's survivor moves: gather (default): copied in order\n" \
     "                       into a second buffer | fill: in place, the last survivors fill\n"   \
     "                       the rows of leaving samples (moves about as many rows as left)\n"

@@ -181,7 +181,7 @@ static void points_parse_file(point_list *p, const char *path) {
 typedef enum { SC_NONE = 0, SC_LOAD_STEP, SC_SHIFT } scenario;
 
 typedef struct lt_opts {
-    const char *model, *data, *device, *dtype, *exec, *buckets, *output, *timeline, *requests_csv, *points_text;
+    const char *model, *data, *device, *dtype, *exec, *buckets, *compaction, *output, *timeline, *requests_csv, *points_text;
     const char *policies[MAX_POINTS];
     int num_policies;
     ert_mode mode;
@@ -197,7 +197,7 @@ typedef struct lt_opts {
 } lt_opts;
 
 enum {
-    O_DTYPE = 1000, O_EXEC, O_BUCKETS, O_LIMIT, O_QPS, O_ARRIVAL, O_SEED, O_DELAY, O_LATE, O_SLO, O_PCT, O_PEAK, O_QLO, O_QHI, O_TOL,
+    O_DTYPE = 1000, O_EXEC, O_BUCKETS, O_COMPACTION, O_LIMIT, O_QPS, O_ARRIVAL, O_SEED, O_DELAY, O_LATE, O_SLO, O_PCT, O_PEAK, O_QLO, O_QHI, O_TOL,
     O_CTRL, O_POINTS, O_START, O_WINDOW, O_SLACK, O_PATIENCE, O_SCEN, O_STEPQ, O_STEPAT, O_SHFRAC, O_SHIFT,
     O_SHAT, O_TIMELINE, O_REQCSV
 };
@@ -207,7 +207,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         {"model", required_argument, 0, 'm'},        {"data", required_argument, 0, 'd'},
         {"policy", required_argument, 0, 'p'},       {"device", required_argument, 0, 'D'},
         {"dtype", required_argument, 0, O_DTYPE},    {"exec", required_argument, 0, O_EXEC},
-        {"buckets", required_argument, 0, O_BUCKETS},    {"mode", required_argument, 0, 'M'},
+        {"buckets", required_argument, 0, O_BUCKETS}, {"compaction", required_argument, 0, O_COMPACTION},    {"mode", required_argument, 0, 'M'},
         {"limit", required_argument, 0, O_LIMIT},    {"qps", required_argument, 0, O_QPS},
         {"arrival", required_argument, 0, O_ARRIVAL}, {"concurrency", required_argument, 0, 'c'},
         {"requests", required_argument, 0, 'n'},     {"duration", required_argument, 0, 't'},
@@ -249,6 +249,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case O_DTYPE: o->dtype = optarg; break;
         case O_EXEC: o->exec = optarg; break;
         case O_BUCKETS: o->buckets = optarg; break;
+        case O_COMPACTION: o->compaction = optarg; break;
         case 'M':
             if (strcmp(optarg, "compact") == 0) o->mode = ERT_MODE_COMPACT;
             else if (strcmp(optarg, "masked") == 0) o->mode = ERT_MODE_MASKED;
@@ -620,6 +621,7 @@ int cmd_loadtest(int argc, char **argv) {
     if (o.dtype) cli_check(ert_dtype_parse(o.dtype, &so.dtype));
     if (o.exec) cli_check_in(ert_exec_parse(o.exec, &so.exec), "--exec");
     so.buckets = o.buckets;
+    if (o.compaction) cli_check_in(ert_compaction_parse(o.compaction, &so.compaction), "--compaction");
     ert_load_server *srv = NULL;
     cli_check(ert_load_server_new(model, data, shifted, (const ert_policy *const *)pol, pts.n, &so, &srv));
 
@@ -629,6 +631,7 @@ int cmd_loadtest(int argc, char **argv) {
     cJSON_AddStringToObject(root, "data", data->name);
     cJSON_AddStringToObject(root, "device", so.device);
     cJSON_AddStringToObject(root, "exec", ert_exec_name(so.exec));
+    cJSON_AddStringToObject(root, "compaction", ert_compaction_name(so.compaction));
     cJSON_AddNumberToObject(root, "streams", so.streams);
     cJSON_AddNumberToObject(root, "max_batch", o.lo.max_batch);
     cJSON_AddNumberToObject(root, "max_delay_ms", o.lo.max_delay_ms);

@@ -228,7 +228,7 @@ static void plot(const char *kind, const char *dir, const char *extra1, const ch
 /* ---------------------------------------------------------------- shared setup */
 
 typedef struct common {
-    const char *model, *data, *device, *dtype, *out, *exec, *buckets;
+    const char *model, *data, *device, *dtype, *out, *exec, *buckets, *compaction;
     int batch, warmup, reps, limit;
     ert_mode mode;
     int no_calibration;
@@ -247,7 +247,7 @@ static ert_session *open_session(const common *c, ert_model **model, ert_dataset
     so.max_batch = c->batch;
     so.mode = c->mode;
     if (c->dtype) cli_check(ert_dtype_parse(c->dtype, &so.dtype));
-    cli_set_exec(&so, c->exec, c->buckets);
+    cli_set_exec(&so, c->exec, c->buckets, c->compaction);
     ert_session *s = NULL;
     cli_check(ert_session_new(*model, &so, &s));
     cli_note_exec(s);
@@ -314,7 +314,7 @@ static void sweep_usage(FILE *f) {
 }
 
 enum {
-    OPT_DTYPE = 1000, OPT_EXEC, OPT_BUCKETS, OPT_WARMUP, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
+    OPT_DTYPE = 1000, OPT_EXEC, OPT_BUCKETS, OPT_COMPACTION, OPT_WARMUP, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
     OPT_BFLOPS, OPT_BMS, OPT_VAL, OPT_SPOL, OPT_NO_ORACLE, OPT_PLOT, OPT_SHIFTS, OPT_SEVERITIES, OPT_FROM,
     OPT_BUDGET, OPT_PCT, OPT_LATENCY, OPT_MINACC, OPT_CALIBRATED, OPT_JSON
 };
@@ -404,6 +404,7 @@ int cmd_sweep(int argc, char **argv) {
         {"grid", required_argument, 0, 'g'},      {"device", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
         {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
+        {"compaction", required_argument, 0, OPT_COMPACTION},
         {"mode", required_argument, 0, 'M'},      {"warmup", required_argument, 0, OPT_WARMUP},
         {"reps", required_argument, 0, OPT_REPS}, {"limit", required_argument, 0, OPT_LIMIT},
         {"calibration", required_argument, 0, OPT_CAL}, {"shift", required_argument, 0, OPT_SHIFT},
@@ -436,6 +437,7 @@ int cmd_sweep(int argc, char **argv) {
         case OPT_DTYPE: c.dtype = optarg; break;
         case OPT_EXEC: c.exec = optarg; break;
         case OPT_BUCKETS: c.buckets = optarg; break;
+        case OPT_COMPACTION: c.compaction = optarg; break;
         case 'M': c.mode = parse_mode(optarg); break;
         case OPT_WARMUP: c.warmup = (int)sw_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)sw_int("--reps", optarg, 1, 1000); break;
@@ -588,10 +590,10 @@ int cmd_sweep(int argc, char **argv) {
     }
     cli_check(ert_sweep_write(r, c.out));
 
-    printf("sweep: model %s | data %s (%lld samples)%s%s | device %s | mode %s | exec %s | batch %d | calibration %s | "
-           "%s\n\n",
+    printf("sweep: model %s | data %s (%lld samples)%s%s | device %s | mode %s | exec %s | %s compaction | batch %d | "
+           "calibration %s | %s\n\n",
            r->model, r->data, (long long)r->samples, r->shift[0] ? " | shift " : "", r->shift, r->device, r->mode, r->exec,
-           r->batch, r->calibration, r->date);
+           r->compaction, r->batch, r->calibration, r->date);
     print_rows(r);
     printf("F: M on the frontier of accuracy vs mean batch latency, P vs p99 batch latency, r reference (oracle:\n"
            "needs the labels, never on a frontier). FLOPs = executed share of the full model's. s.p50/s.p99 =\n"
@@ -924,6 +926,7 @@ int cmd_shift_report(int argc, char **argv) {
         {"seed", required_argument, 0, OPT_SEED}, {"device", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
         {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
+        {"compaction", required_argument, 0, OPT_COMPACTION},
         {"warmup", required_argument, 0, OPT_WARMUP}, {"reps", required_argument, 0, OPT_REPS},
         {"limit", required_argument, 0, OPT_LIMIT}, {"calibration", required_argument, 0, OPT_CAL},
         {"plot", no_argument, 0, OPT_PLOT},       {"help", no_argument, 0, 'h'},
@@ -952,6 +955,7 @@ int cmd_shift_report(int argc, char **argv) {
         case OPT_DTYPE: c.dtype = optarg; break;
         case OPT_EXEC: c.exec = optarg; break;
         case OPT_BUCKETS: c.buckets = optarg; break;
+        case OPT_COMPACTION: c.compaction = optarg; break;
         case OPT_WARMUP: c.warmup = (int)sw_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)sw_int("--reps", optarg, 1, 1000); break;
         case OPT_LIMIT: c.limit = (int)sw_int("--limit", optarg, 1, 1 << 30); break;

@@ -112,8 +112,7 @@ static void setup_open(const run_opts *o, setup *su) {
     so.mode = o->mode;
     so.max_batch = o->batch ? o->batch : 256;
     if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
-    cli_set_exec(&so, o->exec, o->buckets);
-    if (o->compaction) cli_check_in(ert_compaction_parse(o->compaction, &so.compaction), "--compaction");
+    cli_set_exec(&so, o->exec, o->buckets, o->compaction);
     cli_check(ert_session_new(su->model, &so, &su->session));
     cli_note_exec(su->session);
 }
@@ -161,7 +160,6 @@ static void eval_usage(FILE *f) {
             "  -D, --device DEV     cpu (default) | cuda:N\n"
             "      --dtype T        f32 (default) | tf32 | bf16 | f16 (CUDA only)\n"
             CLI_EXEC_HELP
-            CLI_COMPACTION_HELP
             "  -j, --json           print one JSON object instead of the table\n"
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"

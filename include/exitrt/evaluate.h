@@ -259,6 +259,7 @@ ert_sweep_options ert_sweep_options_default(void);
 typedef struct ert_sweep_result {
     char model[128], data[256], device[128], mode[16], dtype[8], date[32];
     char exec[8];       /* eager | graph: how the session ran */
+    char compaction[8]; /* gather | fill: compact mode's survivor moves */
     char calibration[8];       /* on | off | both as asked, or "none" when the model has no
                                   calibration (every temperature 1: one setting only) */
     int model_calibrated;      /* 1 if the model has temperatures other than 1 */

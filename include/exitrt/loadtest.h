@@ -70,6 +70,7 @@ typedef struct ert_load_server_options {
                            point at each batch size up to max_batch (at most 64 sizes); 0: none */
     ert_exec exec;      /* default eager; graph: each batch one graph launch (see ert_exec) */
     const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
+    ert_compaction compaction; /* compact mode's survivor moves (see ert_compaction); default gather */
 } ert_load_server_options;
 
 ert_load_server_options ert_load_server_options_default(void);
