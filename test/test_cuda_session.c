@@ -2,8 +2,10 @@
  * and logits, for every policy and mode, several batch sizes (1 and sizes that are no
  * multiple of any tile), on the shipped model, the tiny fixtures and random synthetic
  * models. Graph mode (one CUDA graph per session, row buckets) gives exactly the eager
- * GPU answers, bit for bit, with 0 host syncs per forward. f32: identical except where a score lies within 1e-5 of its threshold (or two
- * logits within 1e-5 for the prediction-based policies); bf16: agreement rate reported.
+ * GPU answers, bit for bit, with 0 host syncs per forward; fill compaction gives exactly
+ * the gather answers. f32: identical except where a score lies within 1e-5 of its
+ * threshold (or two logits within 1e-5 for the prediction-based policies); bf16:
+ * agreement rate reported.
  * Without a GPU (or without the CUDA backend in this build) the test is skipped (77). */
 #include <math.h>
 #include <stdio.h>
@@ -49,11 +51,13 @@ static void run_out_free(run_out *r) {
     free(r->pred), free(r->exit), free(r->conf), free(r->logits);
 }
 
-static void run_exec(const ert_model *m, const char *device, ert_exec exec, ert_dtype dtype, ert_mode mode,
-                     const char *spec, int batch, const float *x, const int32_t *labels, int n, run_out *r) {
+static void run_exec(const ert_model *m, const char *device, ert_exec exec, ert_compaction compaction, ert_dtype dtype,
+                     ert_mode mode, const char *spec, int batch, const float *x, const int32_t *labels, int n,
+                     run_out *r) {
     ert_session_options o = ert_session_options_default();
     o.device = device;
     o.exec = exec;
+    o.compaction = compaction;
     o.dtype = dtype;
     o.mode = mode;
     o.max_batch = batch;
@@ -78,17 +82,21 @@ static void run_exec(const ert_model *m, const char *device, ert_exec exec, ert_
 
 static void run(const ert_model *m, const char *device, ert_dtype dtype, ert_mode mode, const char *spec, int batch,
                 const float *x, const int32_t *labels, int n, run_out *r) {
-    run_exec(m, device, ERT_EXEC_EAGER, dtype, mode, spec, batch, x, labels, n, r);
+    run_exec(m, device, ERT_EXEC_EAGER, ERT_COMPACTION_GATHER, dtype, mode, spec, batch, x, labels, n, r);
+}
+
+static void assert_same_bits(const run_out *a, const run_out *b, int n, int C, const char *what) {
+    ck_assert_msg(memcmp(a->pred, b->pred, sizeof(int32_t) * (size_t)n) == 0, "%s: predictions differ", what);
+    ck_assert_msg(memcmp(a->exit, b->exit, sizeof(int32_t) * (size_t)n) == 0, "%s: exits differ", what);
+    ck_assert_msg(memcmp(a->conf, b->conf, sizeof(float) * (size_t)n) == 0, "%s: confidences differ", what);
+    ck_assert_msg(memcmp(a->logits, b->logits, sizeof(float) * (size_t)n * (size_t)C) == 0, "%s: logits differ",
+                  what);
 }
 
 /* Graph and eager on the GPU: the same kernels and GEMM algorithms on the same rows
  * (padding rows are never read back), so the same bits. */
 static void assert_graph_is_eager(const run_out *eager, const run_out *graph, int n, int C, const char *what) {
-    ck_assert_msg(memcmp(eager->pred, graph->pred, sizeof(int32_t) * (size_t)n) == 0, "%s: predictions differ", what);
-    ck_assert_msg(memcmp(eager->exit, graph->exit, sizeof(int32_t) * (size_t)n) == 0, "%s: exits differ", what);
-    ck_assert_msg(memcmp(eager->conf, graph->conf, sizeof(float) * (size_t)n) == 0, "%s: confidences differ", what);
-    ck_assert_msg(memcmp(eager->logits, graph->logits, sizeof(float) * (size_t)n * (size_t)C) == 0,
-                  "%s: logits differ", what);
+    assert_same_bits(eager, graph, n, C, what);
     ck_assert_msg(graph->host_syncs == 0, "%s: %d host syncs in graph mode", what, graph->host_syncs);
 }
 
@@ -134,7 +142,7 @@ static void compare_model(const model_case *mc) {
         r.logits = NULL;
         run_out_free(&r);
     }
-    int compared = 0, border = 0, graphs_equal = 0;
+    int compared = 0, border = 0, graphs_equal = 0, fills_equal = 0;
     double worst_conf = 0, worst_logit = 0;
     for (size_t p = 0; p < sizeof policies / sizeof *policies; ++p)
         for (size_t md = 0; md < sizeof modes / sizeof *modes; ++md)
@@ -146,13 +154,24 @@ static void compare_model(const model_case *mc) {
                 run_out_alloc(&graph, n, C);
                 run(m, "cpu", ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x, mc->labels, n, &cpu);
                 run(m, "cuda:0", ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x, mc->labels, n, &gpu);
-                run_exec(m, "cuda:0", ERT_EXEC_GRAPH, ERT_DTYPE_F32, modes[md], policies[p].spec, batch, mc->x,
-                         mc->labels, n, &graph);
+                run_exec(m, "cuda:0", ERT_EXEC_GRAPH, ERT_COMPACTION_GATHER, ERT_DTYPE_F32, modes[md],
+                         policies[p].spec, batch, mc->x, mc->labels, n, &graph);
                 char what[160];
                 snprintf(what, sizeof what, "%s %s %s batch %d graph vs eager", mc->name, policies[p].spec,
                          mode_names[md], batch);
                 assert_graph_is_eager(&gpu, &graph, n, C, what);
                 graphs_equal++;
+                if (modes[md] == ERT_MODE_COMPACT) {
+                    /* fill compaction (in place, survivors reordered): the same bits as gather */
+                    run_out fill;
+                    run_out_alloc(&fill, n, C);
+                    run_exec(m, "cuda:0", ERT_EXEC_EAGER, ERT_COMPACTION_FILL, ERT_DTYPE_F32, modes[md],
+                             policies[p].spec, batch, mc->x, mc->labels, n, &fill);
+                    snprintf(what, sizeof what, "%s %s batch %d fill vs gather", mc->name, policies[p].spec, batch);
+                    assert_same_bits(&gpu, &fill, n, C, what);
+                    run_out_free(&fill);
+                    fills_equal++;
+                }
                 ck_assert_int_eq(cpu.host_syncs, 0);
                 /* eager compact reads each exit's count back; masked and full have none */
                 if (modes[md] == ERT_MODE_COMPACT && ert_model_num_exits(m) > 1 && policies[p].kind != ERT_POLICY_NONE)
@@ -178,8 +197,8 @@ static void compare_model(const model_case *mc) {
                 run_out_free(&graph);
             }
     printf("%s f32: %d sample results identical, %d borderline; max |conf cpu-gpu| %.3g, logits err ratio %.3g; "
-           "%d runs graph == eager bit for bit\n",
-           mc->name, compared, border, worst_conf, worst_logit, graphs_equal);
+           "%d runs graph == eager and %d runs fill == gather bit for bit\n",
+           mc->name, compared, border, worst_conf, worst_logit, graphs_equal, fills_equal);
     ck_assert_double_le(worst_conf, 2e-5);
     ck_assert_double_le(worst_logit, 1.0);
     ck_assert_int_le(border, compared / 100 + 2);
