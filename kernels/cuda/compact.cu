@@ -25,12 +25,15 @@
  * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows of at most
  * ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES bytes (cuda_common.cuh has the measurements).
  *
- * fill (y == x, in place; backend.h has the contract): the same CUB scan, then one
- * kernel where a warp takes each kept row r at or past the new count n': its rank among
- * those rows (offsets[r] - offsets[n']) is the rank of the hole it fills below n', found
- * by a binary search over holes_before(q) = q - offsets[q] (ert_fill_destination in
- * backend.h, also checked on the host by test_exec). Only those rows move: about
- * as many as left, instead of about all of them.
+ * fill (y == x, in place; backend.h has the contract): a warp takes each kept row r at
+ * or past the new count n': its rank among those rows (offsets[r] - offsets[n']) is the
+ * rank of the hole it fills below n', found by a binary search over holes_before(q) =
+ * q - offsets[q] (ert_fill_destination in backend.h, also checked on the host by
+ * test_exec). Only those rows move: about as many as left, instead of about all of them.
+ * Up to kFillBlockRows rows one launch does it all: every block scans all the flags into
+ * its shared memory (at most 1 KiB from L2, as the fused gather re-counts its prefix) and
+ * its warps take their share of the rows, so the copy still spreads over several SMs.
+ * Above, the CUB scan of the gather path, then a kernel over the rows.
  *
  * In graph mode the thread that writes the count also picks the row bucket of the SWITCH
  * nodes that read it (graph.cu), so routing costs no extra launch.
@@ -164,25 +167,29 @@ static ert_status launch_fused(cudaStream_t stream, const compact_kernel_args &k
 
 /* ---------------------------------------------------------------- fill path (in place) */
 
-static const int kFillThreads = 256; /* 8 warps: one row each at a time */
+static const int kFillThreads = 256;                          /* 8 warps: one row each at a time */
+static const int kFillBlockRows = 1024;                       /* the one-launch path's limit */
+static const int kFillItems = kFillBlockRows / kFillThreads; /* flags per thread there */
+static const int kFillRowsPerBlock = 64;                      /* its blocks: one per 64 rows */
 
+/* Writes the count (and the route), then moves the kept rows at or past it: the warps of
+ * the grid stride over those rows. `offsets` are the exclusive sums of the flags. */
 template <typename V>
-static __global__ void fill_kernel(const __grid_constant__ compact_kernel_args k) {
+static __device__ void fill_rows(const compact_kernel_args &k, const int32_t *offsets, int n) {
     const ert_compact_args &a = k.c;
-    const int n = ert_cuda_rows(a.rows.n, a.rows.dev_count);
-    const int kept = n > 0 ? k.offsets[n - 1] + (a.keep[n - 1] ? 1 : 0) : 0;
+    const int kept = n > 0 ? offsets[n - 1] + (a.keep[n - 1] ? 1 : 0) : 0;
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         *a.count = kept;
         ert_cuda_route_set(k.route, kept);
     }
     if (kept == n) return; /* nothing left below n': no holes */
-    const int below = k.offsets[kept]; /* kept rows below n' */
+    const int below = offsets[kept]; /* kept rows below n' */
     const int warps = (int)(gridDim.x * (blockDim.x / 32));
     const int lane = threadIdx.x % 32;
     for (int r = kept + (int)(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32); r < n; r += warps) {
         if (!a.keep[r]) continue;
         /* The warp searches in step, so its loads are broadcasts. */
-        const int d = ert_fill_destination(k.offsets, kept, k.offsets[r] - below);
+        const int d = ert_fill_destination(offsets, kept, offsets[r] - below);
         const V *src = (const V *)a.x + (size_t)r * k.vecs;
         V *dst = (V *)a.y + (size_t)d * k.vecs;
         for (int v = lane; v < k.vecs; v += 32) dst[v] = src[v];
@@ -193,11 +200,42 @@ static __global__ void fill_kernel(const __grid_constant__ compact_kernel_args k
     }
 }
 
+/* After the CUB scan into k.offsets. */
+template <typename V>
+static __global__ void fill_kernel(const __grid_constant__ compact_kernel_args k) {
+    fill_rows<V>(k, k.offsets, ert_cuda_rows(k.c.rows.n, k.c.rows.dev_count));
+}
+
+/* At most kFillBlockRows rows: each block scans every flag into shared memory (no CUB
+ * launch), then the grid's warps share the rows. */
+template <typename V>
+static __global__ void fill_block_kernel(const __grid_constant__ compact_kernel_args k) {
+    typedef cub::BlockScan<int, kFillThreads> scan_t;
+    __shared__ typename scan_t::TempStorage tmp;
+    __shared__ int32_t s_offsets[kFillBlockRows];
+    const ert_compact_args &a = k.c;
+    const int n = ert_cuda_rows(a.rows.n, a.rows.dev_count);
+    int flags[kFillItems]; /* blocked: thread t holds rows t * kFillItems + i */
+    for (int i = 0; i < kFillItems; ++i) {
+        const int r = (int)threadIdx.x * kFillItems + i;
+        flags[i] = r < n && a.keep[r] ? 1 : 0;
+    }
+    scan_t(tmp).ExclusiveSum(flags, flags);
+    for (int i = 0; i < kFillItems; ++i) s_offsets[threadIdx.x * kFillItems + i] = flags[i];
+    __syncthreads();
+    fill_rows<V>(k, s_offsets, n);
+}
+
 template <typename V>
 static ert_status launch_fill(cudaStream_t stream, const compact_kernel_args &k) {
+    if (k.c.rows.n <= kFillBlockRows) {
+        const int blocks = k.c.rows.n > 0 ? ert_ceil_div(k.c.rows.n, kFillRowsPerBlock) : 1; /* >= 1: the count */
+        fill_block_kernel<V><<<(unsigned)blocks, kFillThreads, 0, stream>>>(k);
+        return ERT_CUDA_CHECK(cudaGetLastError());
+    }
     const int warps_per_block = kFillThreads / 32;
-    int blocks = k.c.rows.n > 0 ? ert_ceil_div(k.c.rows.n, warps_per_block) : 1; /* >= 1: writes the count */
-    blocks = blocks > 4096 ? 4096 : blocks;                                       /* the loop strides */
+    int blocks = ert_ceil_div(k.c.rows.n, warps_per_block);
+    blocks = blocks > 4096 ? 4096 : blocks; /* the loop strides */
     fill_kernel<V><<<(unsigned)blocks, kFillThreads, 0, stream>>>(k);
     return ERT_CUDA_CHECK(cudaGetLastError());
 }
@@ -239,7 +277,9 @@ ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
     ert_status rst = ert_cuda_route_of(be, args->count, &k.route);
     if (rst != ERT_OK) return rst;
 
-    if (!fused && args->rows.n > 0) {
+    /* the CUB scan: gather's CUB path, and fill above one block's rows */
+    const int scan = path == PATH_GATHER || (path == PATH_FILL && args->rows.n > kFillBlockRows);
+    if (scan && args->rows.n > 0) {
         const keep_flag f = {args->keep, args->rows.dev_count, args->rows.n};
         const flag_iter it(thrust::counting_iterator<int>(0), f);
         size_t bytes = be->scan_temp_bytes;
