@@ -21,7 +21,7 @@
  *    also work but would copy every activation through one SM; this spreads the copy over
  *    rows / 64 SMs and still needs no temp storage and no second launch.
  *
- * ERT_COMPACT_PATH=cub|fused|auto (read at backend create) forces a path; auto takes the
+ * ERT_COMPACT_PATH=cub|fused|auto (read at backend create) forces a gather path; auto takes the
  * fused one up to ERT_CUDA_COMPACT_FUSED_MAX_ROWS rows of at most
  * ERT_CUDA_COMPACT_FUSED_MAX_ROW_BYTES bytes (cuda_common.cuh has the measurements).
  *
@@ -277,7 +277,7 @@ ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
     ert_status rst = ert_cuda_route_of(be, args->count, &k.route);
     if (rst != ERT_OK) return rst;
 
-    /* the CUB scan: gather's CUB path, and fill above one block's rows */
+    /* the CUB scan: gather's CUB path, and fill above kFillBlockRows rows */
     const int scan = path == PATH_GATHER || (path == PATH_FILL && args->rows.n > kFillBlockRows);
     if (scan && args->rows.n > 0) {
         const keep_flag f = {args->keep, args->rows.dev_count, args->rows.n};
