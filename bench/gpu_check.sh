@@ -2,7 +2,8 @@
 # The device check, one call on the GPU machine:
 #   build for sm_90 -> GPU tests (eager and graph mode against the CPU and each other)
 #   -> headline grid (exitrt bench: eager and graph variants, graph targets) beside the
-#   PyTorch peer -> profiles of the shipped models (eager, graph) -> compute-sanitizer
+#   PyTorch peer -> profiles of the shipped models (eager, graph) -> the graphs of the
+#   D=1024, B=64 point as DOT files (dot.tgz: their node counts) -> compute-sanitizer
 #   (memcheck, racecheck, initcheck, synccheck; eager and graph) -> a sweep of both shipped
 #   models on cuda:0 -> micro-benchmarks -> the grid's large points again with in-place
 #   fill compaction -> a short table last. Logs go to $OUT.
@@ -112,6 +113,16 @@ if fits 40 "profile, graph mode"; then
   done
 fi
 
+if fits 40 "graph structure"; then
+  step "graph structure at D=1024, B=64 (ERT_CUDA_GRAPH_DOT: one DOT file per captured graph)"
+  mkdir -p "$OUT/dot"
+  ERT_CUDA_GRAPH_DOT="$OUT/dot/bench-1024-64" timeout 35 "$build/exitrt" bench --device cuda:0 --widths 1024 \
+    --batches 64 --reps 3 --warmup 1 --exec graph > "$OUT/dot/bench.txt" 2>&1 || fail "bench with graph DOT files"
+  for f in "$OUT"/dot/bench-1024-64.*; do
+    [ -e "$f" ] && echo "$(basename "$f"): $(grep -c -- '->' "$f") edges, $(wc -c < "$f") bytes"
+  done
+fi
+
 step "compute-sanitizer"
 san=( "$build/exitrt" eval --model models/fmnist-mlp --data fashion-mnist:test --limit 128 --batch 64
       --device cuda:0 --policy confidence:0.9 --warmup 0 )
@@ -204,8 +215,10 @@ for r in b.get("points", []):
           f"{100*g['padding_waste']:>5.1f}% {g['host_syncs']:>5} {g['stage_event_overhead_ms']:>6.3f}")
 PY
 step "done in $(( $(date +%s) - start ))s, status $status"
-# The device tool brings back at most 8 files: every log goes into one archive too.
-(cd "$OUT" && tar czf all-logs.tgz --exclude=all-logs.tgz --exclude=console.log -- * \
+# The device tool brings back at most 8 files: every log goes into one archive too; the
+# DOT files (possibly large) into their own, so that a size limit loses only them.
+(cd "$OUT" && { [ -d dot ] && tar czf dot.tgz dot && rm -rf dot; true; } \
+  && tar czf all-logs.tgz --exclude=all-logs.tgz --exclude=dot.tgz --exclude=console.log -- * \
   && find . -maxdepth 1 -type f ! -name all-logs.tgz ! -name console.log ! -name bench.json ! -name peer.json \
-       ! -name gpu-tests.log ! -name micro.txt -delete)
+       ! -name gpu-tests.log ! -name micro.txt ! -name dot.tgz -delete)
 exit $status

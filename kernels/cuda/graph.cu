@@ -184,6 +184,20 @@ void ert_cuda_graph_free(ert_backend *be, ert_graph *g) {
     free(g);
 }
 
+/* ERT_CUDA_GRAPH_DOT=PREFIX writes each captured graph of the process, before it is
+ * instantiated (so a refused one too), as Graphviz DOT to PREFIX.1, PREFIX.2, ... with the
+ * conditional nodes' parameters: what the node counts per stage are, for reading the
+ * launch cost of a graph. A debugging aid: a file that cannot be written is no error. */
+static void dot_print(cudaGraph_t graph) {
+    static int seq;
+    const char *prefix = getenv("ERT_CUDA_GRAPH_DOT");
+    if (!prefix || !*prefix) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s.%d", prefix, ++seq);
+    if (cudaGraphDebugDotPrint(graph, path, cudaGraphDebugDotFlagsConditionalNodeParams) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
 ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out) {
     ert_status st = ERT_OK;
     ert_cuda_capture *c = be->cap;
@@ -212,6 +226,7 @@ ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out) {
     g->graph = graph;
     g->routes = c->routes;
     ERT_CUDA_TRY(end);
+    dot_print(graph);
     if (c->routes && c->num_routes) {
         host = (ert_cuda_route *)calloc((size_t)c->num_routes, sizeof *host);
         if (!host) {
