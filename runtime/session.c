@@ -31,7 +31,13 @@ typedef struct sseq {
     double flops, weight_elems, act_elems; /* per sample; weights per batch */
 } sseq;
 
-/* Events per stage, in stream order: compute | decide | compact | (host read-back) | end. */
+/* The points of a stage, in stream order: compute (body and head) | decide | compact |
+ * host read-back | end. Each is recorded as an event only where its work follows
+ * (ev_marks): DECIDE where a decision runs, COMPACT where a compaction does, SYNC where
+ * the host reads a count back (eager), END only where no later stage's COMPUTE closes the
+ * stage. An unrecorded point is the next recorded one in stream order: nothing ran between
+ * them, so its interval is exactly 0. In a graph each recorded point is an event node:
+ * 3 per compacting exit, 1 per stage without a decision, instead of 5 each. */
 enum { EV_COMPUTE = 0, EV_DECIDE, EV_COMPACT, EV_SYNC, EV_END, EV_PER_STAGE };
 
 struct ert_session {
@@ -76,7 +82,9 @@ struct ert_session {
 
     ert_event *ev_begin, *ev_end;
     ert_event **ev; /* EV_PER_STAGE per stage */
-    int stage_timed[ERT_MAX_STAGES]; /* its events were recorded in the last run */
+    unsigned ev_marks[ERT_MAX_STAGES];    /* the points (1 << EV_*) the last run recorded; 0: untimed */
+    unsigned graph_marks[ERT_MAX_STAGES]; /* ... that the forward graph records */
+    unsigned ideal_marks[ERT_MAX_STAGES]; /* ... that the ideal's graph records */
     ert_profile profile;
 };
 
@@ -416,25 +424,39 @@ static double host_clock_us(void) {
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
 }
 
+/* The event at point e of stage k: the first recorded point at or after it in stream
+ * order (NULL past the last: a run records END where no later stage starts). */
+static ert_event *point(const ert_session *s, int k, int e) {
+    for (; k < s->model->num_stages; ++k, e = EV_COMPUTE)
+        for (; e < EV_PER_STAGE; ++e)
+            if (s->ev_marks[k] & (1u << e)) return s->ev[k * EV_PER_STAGE + e];
+    return NULL;
+}
+
+/* Milliseconds between points (a, b) of stage k; 0 when both are one recorded event. */
+static ert_status between(const ert_session *s, int k, int a, int b, double *ms) {
+    ert_event *ea = point(s, k, a), *eb = point(s, k, b);
+    if (!ea || !eb) return ert_error(ERT_ERR_BACKEND, "profile: stage %d: no event recorded after point %d", k, a);
+    if (ea == eb) return (*ms = 0.0, ERT_OK);
+    return s->ops->event_elapsed_ms(s->be, ea, eb, ms);
+}
+
 /* Reads the events of the last run into the profile. The device is idle (sync_ms) from
  * the end of a stage's compaction until the next stage's first kernel: the host reads
- * the survivor count back and launches again (in graph mode nothing waits: ~0). */
+ * the survivor count back and launches again (in graph mode nothing waits: 0). */
 static ert_status collect_profile(ert_session *s) {
     const ert_backend_ops *o = s->ops;
     ert_profile *prof = &s->profile;
     ert_status st;
     if ((st = o->event_elapsed_ms(s->be, s->ev_begin, s->ev_end, &prof->batch_ms))) return st;
     for (int k = 0; k < prof->num_stages; ++k) {
-        if (!s->stage_timed[k]) continue;
-        ert_event **ev = &s->ev[k * EV_PER_STAGE];
+        if (!s->ev_marks[k]) continue;
         ert_stage_profile *sp = &prof->stage[k];
-        const int next = k + 1 < prof->num_stages && s->stage_timed[k + 1];
-        ert_event *idle_end = next ? s->ev[(k + 1) * EV_PER_STAGE + EV_COMPUTE] : ev[EV_END];
-        if ((st = o->event_elapsed_ms(s->be, s->ev_begin, ev[EV_COMPUTE], &sp->start_ms)) ||
-            (st = o->event_elapsed_ms(s->be, ev[EV_COMPUTE], ev[EV_DECIDE], &sp->compute_ms)) ||
-            (st = o->event_elapsed_ms(s->be, ev[EV_DECIDE], ev[EV_COMPACT], &sp->decide_ms)) ||
-            (st = o->event_elapsed_ms(s->be, ev[EV_COMPACT], ev[EV_SYNC], &sp->compact_ms)) ||
-            (st = o->event_elapsed_ms(s->be, ev[EV_SYNC], idle_end, &sp->sync_ms)))
+        if ((st = o->event_elapsed_ms(s->be, s->ev_begin, point(s, k, EV_COMPUTE), &sp->start_ms)) ||
+            (st = between(s, k, EV_COMPUTE, EV_DECIDE, &sp->compute_ms)) ||
+            (st = between(s, k, EV_DECIDE, EV_COMPACT, &sp->decide_ms)) ||
+            (st = between(s, k, EV_COMPACT, EV_SYNC, &sp->compact_ms)) ||
+            (st = between(s, k, EV_SYNC, EV_END, &sp->sync_ms)))
             return st;
         if (o->host_memory) sp->sync_ms = 0.0; /* no device to idle: it is host time */
         prof->routing_ms += sp->decide_ms + sp->compact_ms;
@@ -471,8 +493,12 @@ void ert_profile_padding_waste(ert_profile *prof) {
         if ((st = (expr)) != ERT_OK) goto fail;                                                                        \
     } while (0)
 
-static ert_status record(ert_session *s, ert_event **ev, int which) {
-    return s->opt.stage_events ? s->ops->event_record(s->be, ev[which]) : ERT_OK;
+/* Records point `which` of stage k (with stage events on) and marks it recorded. */
+static ert_status record(ert_session *s, int k, int which) {
+    if (!s->opt.stage_events) return ERT_OK;
+    const ert_status st = s->ops->event_record(s->be, s->ev[k * EV_PER_STAGE + which]);
+    if (st == ERT_OK) s->ev_marks[k] |= 1u << which;
+    return st;
 }
 
 /* Enqueues the forward pass after the upload: normalisation, then per stage its body,
@@ -496,18 +522,16 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
                   s->pool[cur]));
     for (int k = 0; k < S && (graph || rows > 0); ++k) {
         const ert_stage *stage = &m->stages[k];
-        ert_event **ev = &s->ev[k * EV_PER_STAGE];
         const ert_rows r = graph ? (ert_rows){bound, s->counts + slot} : (ert_rows){rows, NULL};
         const int is_last = k == S - 1, e = stage->exit_index;
         const int run_head = e >= 0 && (mode != ERT_MODE_FULL || is_last);
         s->stage_slot[k] = slot;
-        s->stage_timed[k] = s->opt.stage_events;
         if (!graph) {
             stage_cost(s, k, rows, rows, &prof->stage[k]);
             ert_nvtx_push(ERT_NVTX_STAGE, k, rows);
             open_ranges++;
         }
-        TRY(record(s, ev, EV_COMPUTE));
+        TRY(record(s, k, EV_COMPUTE));
         TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, r, NULL, &cur));
         if (run_head) {
             int unused;
@@ -516,8 +540,8 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
             if (!graph) ert_nvtx_pop();
             if (st) goto fail;
         }
-        TRY(record(s, ev, EV_DECIDE));
         if (run_head) {
+            TRY(record(s, k, EV_DECIDE));
             da->exit_index = e;
             da->is_last = is_last;
             da->rows = r;
@@ -528,8 +552,8 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
             if (!graph) ert_nvtx_pop();
             if (st) goto fail;
         }
-        TRY(record(s, ev, EV_COMPACT));
         if (run_head && mode == ERT_MODE_COMPACT && !is_last) {
+            TRY(record(s, k, EV_COMPACT));
             /* fill works in place; gather copies into a free buffer and the other idx/state. */
             const int fill = s->opt.compaction == ERT_COMPACTION_FILL;
             const int dst = fill ? cur : pick_buffer(s, 1u << cur), npp = fill ? pp : !pp;
@@ -540,10 +564,10 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
             st = o->compact(s->be, &ca);
             if (!graph) ert_nvtx_pop();
             if (st) goto fail;
-            TRY(record(s, ev, EV_SYNC));
             slot++;
             if (!graph) {
                 /* Eager mode: the host reads the survivor count to size the next GEMMs. */
+                TRY(record(s, k, EV_SYNC));
                 ert_nvtx_push(ERT_NVTX_SYNC, e, rows);
                 st = o->download(s->be, s->h_counts + slot, s->counts + slot, sizeof(int32_t));
                 ert_nvtx_pop();
@@ -553,10 +577,9 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
             }
             cur = dst;
             pp = npp;
-        } else {
-            TRY(record(s, ev, EV_SYNC));
         }
-        TRY(record(s, ev, EV_END));
+        /* END only where no later stage's COMPUTE closes this stage */
+        if (is_last || (!graph && rows == 0)) TRY(record(s, k, EV_END));
         if (!graph) {
             ert_nvtx_pop();
             open_ranges--;
@@ -583,11 +606,13 @@ static ert_status capture_forward(ert_session *s) {
     da.dev_params = s->dev_params;
     ert_status st = o->graph_begin(s->be, s->buckets, s->num_buckets);
     if (st) return st;
+    memset(s->ev_marks, 0, sizeof s->ev_marks);
     st = enqueue_forward(s, &da, s->opt.max_batch, 1);
     if (st) {
         (void)o->graph_end(s->be, NULL);
         return st;
     }
+    memcpy(s->graph_marks, s->ev_marks, sizeof s->graph_marks); /* every launch records these */
     return o->graph_end(s->be, &s->graph);
 }
 
@@ -615,8 +640,8 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     s->h_counts[0] = n;
     ert_profile *prof = &s->profile;
     memset(prof, 0, sizeof *prof);
-    memset(s->stage_timed, 0, sizeof s->stage_timed);
-    for (int k = 0; s->graph && k < S; ++k) s->stage_timed[k] = s->opt.stage_events; /* every stage is in the graph */
+    if (s->graph) memcpy(s->ev_marks, s->graph_marks, sizeof s->ev_marks); /* every stage is in the graph */
+    else memset(s->ev_marks, 0, sizeof s->ev_marks);                          /* enqueue_forward marks them */
     prof->num_stages = S;
     prof->graph = s->graph != NULL;
     prof->host_start_us = host_clock_us();
@@ -671,16 +696,16 @@ fail:
     return ert_error_context(st, "run on '%s': ", s->device);
 }
 
-/* Stage bodies at host-known row counts (the ideal), events between them. */
+/* Stage bodies at host-known row counts (the ideal): one event per stage, and the end. */
 static ert_status enqueue_rows(ert_session *s, const int *rows) {
     ert_status st;
     int cur = 0;
     TRY(s->ops->op_run(s->be, s->normalize, (ert_rows){rows[0], NULL}, s->input, s->pool[cur]));
-    for (int k = 0; k < s->model->num_stages && rows[k] > 0; ++k) {
-        ert_event **ev = &s->ev[k * EV_PER_STAGE];
-        TRY(record(s, ev, EV_COMPUTE));
+    const int S = s->model->num_stages;
+    for (int k = 0; k < S && rows[k] > 0; ++k) {
+        TRY(record(s, k, EV_COMPUTE));
         TRY(run_seq(s, s->body[k].ops, s->body[k].count, cur, 0u, (ert_rows){rows[k], NULL}, NULL, &cur));
-        for (int e = EV_DECIDE; e <= EV_END; ++e) TRY(record(s, ev, e));
+        if (k + 1 == S || rows[k + 1] == 0) TRY(record(s, k, EV_END)); /* else the next COMPUTE ends it */
     }
     return ERT_OK;
 fail:
@@ -698,12 +723,11 @@ ert_status ert_session_run_rows(ert_session *s, const int *rows) {
     ert_status st;
     ert_profile *prof = &s->profile;
     memset(prof, 0, sizeof *prof);
-    memset(s->stage_timed, 0, sizeof s->stage_timed);
+    memset(s->ev_marks, 0, sizeof s->ev_marks); /* enqueue_rows marks them (or its cached graph's) */
     prof->num_stages = S;
     prof->graph = s->graph != NULL;
     prof->host_start_us = host_clock_us();
     for (int k = 0; k < S && rows[k] > 0; ++k) {
-        s->stage_timed[k] = s->opt.stage_events; /* also when a cached graph replays them */
         prof->stage[k].rows = prof->stage[k].padded_rows = rows[k];
         prof->stage[k].flops = rows[k] * s->body[k].flops;
         prof->stage[k].bytes = (double)s->elem * (s->body[k].weight_elems + rows[k] * s->body[k].act_elems);
@@ -719,7 +743,9 @@ ert_status ert_session_run_rows(ert_session *s, const int *rows) {
         }
         TRY(o->graph_end(s->be, &s->ideal));
         memcpy(s->ideal_rows, rows, sizeof(int) * (size_t)S);
+        memcpy(s->ideal_marks, s->ev_marks, sizeof s->ideal_marks);
     }
+    if (s->graph) memcpy(s->ev_marks, s->ideal_marks, sizeof s->ev_marks); /* what its launch records */
     TRY(o->event_record(s->be, s->ev_begin));
     /* The input buffer still holds the last run's batch: real data, not zeros. */
     TRY(s->graph ? o->graph_launch(s->be, s->ideal) : enqueue_rows(s, rows));

@@ -140,6 +140,55 @@ START_TEST(fill_matches_gather_for_every_policy) {
 }
 END_TEST
 
+/* Stage times come from events recorded only where work was enqueued (3 per exit stage
+ * in a graph, instead of 5): the intervals still tile the forward, each stage ending
+ * where the next starts, and an interval with nothing in it is exactly 0 (one event
+ * read twice), in every mode and execution, the ideal included. */
+START_TEST(stage_times_tile_the_forward) {
+    static const ert_mode modes[] = {ERT_MODE_COMPACT, ERT_MODE_MASKED, ERT_MODE_FULL};
+    for (int m = 0; m < 3; ++m)
+        for (int g = 0; g < 2; ++g) {
+            ert_session *s = open_session(g ? ERT_EXEC_GRAPH : ERT_EXEC_EAGER, modes[m], NULL);
+            static outs a;
+            run_all(s, "confidence:0.5", MAXB, &a);
+            ert_profile p[2];
+            p[0] = a.prof[0];
+            int rows[ERT_MAX_STAGES] = {0};
+            for (int k = 0; k < p[0].num_stages; ++k) rows[k] = p[0].stage[k].rows;
+            ck_assert_msg(ert_session_run_rows(s, rows) == ERT_OK, "%s", ert_last_error());
+            ck_assert_int_eq(ert_session_profile(s, &p[1]), ERT_OK);
+            for (int v = 0; v < 2; ++v) { /* the forward, then the ideal */
+                const ert_profile *q = &p[v];
+                char what[96];
+                snprintf(what, sizeof what, "mode %d, %s, %s", m, g ? "graph" : "eager", v ? "ideal" : "forward");
+                int timed = 0;
+                for (int k = 0; k < q->num_stages; ++k) {
+                    const ert_stage_profile *st = &q->stage[k];
+                    if (st->rows <= 0 && !(g && !v)) continue; /* a graph forward times every stage */
+                    ++timed;
+                    const double end = st->start_ms + st->compute_ms + st->decide_ms + st->compact_ms + st->sync_ms;
+                    ck_assert_msg(st->compute_ms > 0.0, "%s stage %d: compute %g", what, k, st->compute_ms);
+                    /* nothing ran there: the same event, exactly 0 */
+                    const int decided = !v && (modes[m] != ERT_MODE_FULL || k == q->num_stages - 1);
+                    const int compacted = decided && modes[m] == ERT_MODE_COMPACT && k < q->num_stages - 1;
+                    /* (after an eager compaction the host reads the count back: host time, which the
+                     * cpu reports as 0 sync, so the tiling holds everywhere else) */
+                    if (k + 1 < q->num_stages && (q->stage[k + 1].rows > 0 || (g && !v)) && (g || !compacted))
+                        ck_assert_msg(fabs(end - q->stage[k + 1].start_ms) <= 1e-9 * (1.0 + end),
+                                      "%s: stage %d ends at %.9f, stage %d starts at %.9f", what, k, end, k + 1,
+                                      q->stage[k + 1].start_ms);
+                    if (!decided) ck_assert_msg(st->decide_ms == 0.0, "%s stage %d: decide %g", what, k, st->decide_ms);
+                    if (!compacted)
+                        ck_assert_msg(st->compact_ms == 0.0, "%s stage %d: compact %g", what, k, st->compact_ms);
+                    if (g || !compacted) ck_assert_msg(st->sync_ms == 0.0, "%s stage %d: sync %g", what, k, st->sync_ms);
+                }
+                ck_assert_int_gt(timed, 0);
+            }
+            ert_session_free(s);
+        }
+}
+END_TEST
+
 /* Both compactions on the CPU backend against the host references of backend.h's
  * contract (the same check runs on the GPU in test_cuda_ops). */
 START_TEST(cpu_compaction_matches_reference) {
@@ -296,11 +345,51 @@ START_TEST(auto_runs_the_graph_where_it_can) {
 }
 END_TEST
 
+/* The calls the CPU recording of the forward graph holds: the first fault injection
+ * past them lets the capture through. */
+static int recorded_calls(ert_mode mode, int stage_events) {
+    ert_session_options opt = ert_session_options_default();
+    opt.max_batch = MAXB;
+    opt.exec = ERT_EXEC_GRAPH;
+    opt.mode = mode;
+    opt.stage_events = stage_events;
+    for (int n = 1; n < 1000; ++n) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", n);
+        ck_assert_int_eq(setenv("ERT_CPU_GRAPH_FAIL_AT", v, 1), 0);
+        ert_session *s = NULL;
+        if (ert_session_new(model, &opt, &s) == ERT_OK) {
+            ert_session_free(s);
+            ck_assert_int_eq(unsetenv("ERT_CPU_GRAPH_FAIL_AT"), 0);
+            return n - 1;
+        }
+    }
+    ck_abort_msg("the capture never got through");
+    return -1;
+}
+
+/* The event nodes a graph holds: a COMPUTE per stage, a DECIDE per decision, a COMPACT
+ * per compaction, one END; none between points where nothing runs. Counted as the calls
+ * the CPU recording holds with stage events on, minus those with them off. */
+START_TEST(graph_events_only_where_work_runs) {
+    const int S = ert_model_num_stages(model), E = ert_model_num_exits(model);
+    ck_assert_int_eq(ert_model_exit_stage(model, E - 1), S - 1); /* the last exit ends the model */
+    const int compact = recorded_calls(ERT_MODE_COMPACT, 1) - recorded_calls(ERT_MODE_COMPACT, 0);
+    const int masked = recorded_calls(ERT_MODE_MASKED, 1) - recorded_calls(ERT_MODE_MASKED, 0);
+    const int full = recorded_calls(ERT_MODE_FULL, 1) - recorded_calls(ERT_MODE_FULL, 0);
+    printf("graph event nodes (%d stages, %d exits): compact %d, masked %d, full %d\n", S, E, compact, masked, full);
+    ck_assert_int_eq(compact, S + E + (E - 1) + 1);
+    ck_assert_int_eq(masked, S + E + 1);
+    ck_assert_int_eq(full, S + 1 + 1);
+}
+END_TEST
+
 /* A capture that fails (here the CPU recording's fault injection, at its 1st, 5th and
- * 30th call): exec graph fails the session with the failing call's message; exec auto
+ * last call): exec graph fails the session with the failing call's message; exec auto
  * runs eager, says why, and gives the eager answers. */
 START_TEST(a_failed_capture_fails_graph_and_falls_back_under_auto) {
-    static const char *at[] = {"1", "5", "30"};
+    char at[3][16] = {"1", "5", ""};
+    snprintf(at[2], sizeof at[2], "%d", recorded_calls(ERT_MODE_COMPACT, 1));
     ert_session *e = open_session(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL);
     static outs a, c;
     run_all(e, "confidence:0.5", 37, &a);
@@ -540,6 +629,8 @@ static Suite *suite(void) {
     tcase_add_test(t, fill_matches_gather_for_every_policy);
     tcase_add_test(t, cpu_compaction_matches_reference);
     tcase_add_test(t, fill_destination_pairs_like_the_cpu);
+    tcase_add_test(t, stage_times_tile_the_forward);
+    tcase_add_test(t, graph_events_only_where_work_runs);
     tcase_add_test(t, one_op_graph_matches_eager);
     suite_add_tcase(s, t);
     TCase *b = tcase_create("buckets");
