@@ -126,6 +126,16 @@ static inline int ert_compact_kind(const ert_compact_args *a) {
     return same == 3 ? ERT_COMPACT_FILL : same == 0 ? ERT_COMPACT_GATHER : ERT_COMPACT_MIXED;
 }
 
+/* Why the backends refuse these arguments (NULL: they do not). The new count must not
+ * overwrite the row count it is computed from: on a GPU, the block that writes it would
+ * race the blocks still reading the old one. */
+static inline const char *ert_compact_refusal(const ert_compact_args *a) {
+    if (ert_compact_kind(a) == ERT_COMPACT_MIXED) return "compaction with some buffers in place, some not";
+    if (a->rows.dev_count && (const void *)a->count == (const void *)a->rows.dev_count)
+        return "compaction writing its count over the row count it reads";
+    return NULL;
+}
+
 /* Fill compaction's destination, from the exclusive prefix sums of the keep flags
  * (offsets[q] = kept rows in [0, q), for q below the row count) and the survivor count
  * `kept` (below the row count, so there are holes): the row below `kept` that receives the
@@ -142,6 +152,22 @@ ERT_HD int ert_fill_destination(const int32_t *offsets, int kept, int rank) {
         else lo = mid + 1;
     }
     return lo - 1;
+}
+
+/* Why graph_begin refuses these row buckets (NULL: it takes them), for both backends.
+ * They increase within 1..max_rows and end at max_rows: a count above the last bucket
+ * would run in it, its rows past the bucket never computed. *at: the bucket in question. */
+static inline const char *ert_buckets_refusal(const int *bucket_rows, int num_buckets, int max_rows, int *at) {
+    *at = num_buckets - 1;
+    if (num_buckets < 0 || num_buckets > ERT_MAX_BUCKETS || (num_buckets && !bucket_rows))
+        return "expected 0 to ERT_MAX_BUCKETS buckets";
+    for (int b = 0; b < num_buckets; ++b) {
+        *at = b;
+        if (bucket_rows[b] < 1 || bucket_rows[b] > max_rows || (b && bucket_rows[b] <= bucket_rows[b - 1]))
+            return "buckets must increase within 1..max_rows";
+    }
+    if (num_buckets && bucket_rows[num_buckets - 1] != max_rows) return "the last bucket must be max_rows";
+    return NULL;
 }
 
 /* Graph mode's choice of row bucket for `count` rows: the index of the smallest of the
@@ -165,6 +191,10 @@ typedef struct ert_backend_config {
     int device;     /* N of cuda:N; 0 for cpu */
     int max_rows;   /* the session's maximum batch */
     ert_dtype dtype;
+    /* optional: the row buckets a graph will run ops at (graph_begin's), so that ops
+     * that reserve per row count (cuDNN's workspace) cover them before any capture */
+    const int *bucket_rows;
+    int num_buckets;
 } ert_backend_config;
 
 typedef struct ert_backend_ops {

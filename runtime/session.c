@@ -224,7 +224,11 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
     s->model = model;
     s->ops = ops;
     s->opt = o;
-    const ert_backend_config cfg = {.device = index, .max_rows = o.max_batch, .dtype = o.dtype};
+    const ert_backend_config cfg = {.device = index,
+                                    .max_rows = o.max_batch,
+                                    .dtype = o.dtype,
+                                    .bucket_rows = o.exec == ERT_EXEC_EAGER ? NULL : buckets,
+                                    .num_buckets = o.exec == ERT_EXEC_EAGER ? 0 : num_buckets};
     if ((st = ops->create(&cfg, &s->be))) goto fail;
     snprintf(s->device, sizeof s->device, "%s", ops->device_name(s->be));
     s->opt.device = s->device;

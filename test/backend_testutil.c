@@ -143,7 +143,11 @@ void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_o
 
 /* ---------------------------------------------------------------- compaction */
 
-static const int kCompactRows[] = {0, 1, 3, 17, 64, 100, 257, 1000, 4096, 4097, 5000};
+#define NROWS(a) (sizeof(a) / sizeof *(a))
+static const int kCompactRows[] = {0, 1, 3, 17, 64, 100, 257, 1000, 1024, 1025, 4096, 4097, 5000};
+/* then passes with a device count: below the rows, 0, and above them (read as the rows),
+ * on both sides of the CUDA fill's one-launch limit (1024 rows) */
+static const int kCompactDevRows[][2] = {{1000, 613}, {1000, 0}, {100, 200}, {5000, 3001}, {5000, 0}};
 static const int kCompactWidths[] = {1, 2, 37, 512};
 
 typedef struct compact_case {
@@ -166,7 +170,7 @@ static void move_ref(const compact_case *k, int from, int to, unsigned char *y, 
 /* The contract on the host, written from the definitions. y, idx and st hold the poisoned
  * outputs (gather) or copies of the inputs (fill). Returns the survivor count. */
 static int32_t ref_compact(const compact_case *k, unsigned char *y, int32_t *idx, ert_sample_state *st) {
-    const int rows = k->dev_count >= 0 ? k->dev_count : k->rows;
+    const int rows = k->dev_count >= 0 && k->dev_count < k->rows ? k->dev_count : k->rows;
     int32_t n = 0;
     for (int r = 0; r < rows; ++r)
         if (k->keep[r]) {
@@ -188,11 +192,12 @@ static int32_t ref_compact(const compact_case *k, unsigned char *y, int32_t *idx
     return n;
 }
 
-/* Runs one compaction on a backend and compares every output byte with the reference. */
+/* Runs one compaction on a backend and compares every output byte with the reference.
+ * Each buffer has a poisoned guard row past its rows that must stay as it is. */
 static void check_compact_on(const ert_backend_ops *o, ert_backend *be, const char *label, const compact_case *k,
                              int width, const unsigned char *want_y, const int32_t *want_idx,
                              const ert_sample_state *want_st, int32_t want_n) {
-    const int rows = k->rows, cap = rows > 0 ? rows : 1, fill = k->kind == ERT_COMPACT_FILL;
+    const int rows = k->rows, cap = (rows > 0 ? rows : 1) + 1, fill = k->kind == ERT_COMPACT_FILL;
     const size_t xb = (size_t)cap * k->row_bytes;
     unsigned char *x = balloc(o, be, xb), *y = fill ? x : balloc(o, be, xb);
     int32_t *idx = balloc(o, be, (size_t)cap * 4), *idx_out = fill ? idx : balloc(o, be, (size_t)cap * 4);
@@ -204,11 +209,9 @@ static void check_compact_on(const ert_backend_ops *o, ert_backend *be, const ch
     int32_t *hidx = malloc((size_t)cap * 4), hn = -1;
     ert_sample_state *hst = malloc((size_t)cap * sizeof *hst);
 
-    if (!fill) {
-        bfill(o, be, y, xb, 0xAB);
-        bfill(o, be, idx_out, (size_t)cap * 4, 0xAB);
-        bfill(o, be, st_out, (size_t)cap * sizeof *st, 0xAB);
-    }
+    bfill(o, be, y, xb, 0xAB);
+    bfill(o, be, idx_out, (size_t)cap * 4, 0xAB);
+    bfill(o, be, st_out, (size_t)cap * sizeof *st, 0xAB);
     bup(o, be, x, k->x, (size_t)rows * k->row_bytes);
     bup(o, be, idx, k->idx, (size_t)rows * 4);
     bup(o, be, st, k->st, (size_t)rows * sizeof *st);
@@ -219,7 +222,7 @@ static void check_compact_on(const ert_backend_ops *o, ert_backend *be, const ch
                                 .keep = keep, .count = count};
     RUN_OK(o, o->compact(be, &a));
     /* gather: every output row, poison past the survivors included; fill: the rows given */
-    const size_t m = (size_t)(fill ? rows : cap);
+    const size_t m = (size_t)(fill ? rows : cap - 1);
     bdown(o, be, &hn, count, 4);
     bdown(o, be, hy, y, m * k->row_bytes);
     bdown(o, be, hidx, idx_out, m * 4);
@@ -229,6 +232,13 @@ static void check_compact_on(const ert_backend_ops *o, ert_backend *be, const ch
                   rows, width);
     ck_assert_msg(memcmp(hidx, want_idx, m * 4) == 0, "compact %s rows %d: indices differ", label, rows);
     ck_assert_msg(memcmp(hst, want_st, m * sizeof *hst) == 0, "compact %s rows %d: states differ", label, rows);
+    bdown(o, be, hy, y, xb);
+    bdown(o, be, hidx, idx_out, (size_t)cap * 4);
+    bdown(o, be, hst, st_out, (size_t)cap * sizeof *hst);
+    ck_assert_msg(all_bytes(hy + (size_t)(cap - 1) * k->row_bytes, k->row_bytes, 0xAB) &&
+                      all_bytes((unsigned char *)(hidx + cap - 1), 4, 0xAB) &&
+                      all_bytes((unsigned char *)(hst + cap - 1), sizeof *hst, 0xAB),
+                  "compact %s rows %d width %d: the guard row past the rows was written", label, rows, width);
 
     o->release(be, x), o->release(be, idx), o->release(be, st);
     if (!fill) o->release(be, y), o->release(be, idx_out), o->release(be, st_out);
@@ -241,10 +251,10 @@ void check_compaction(const ert_backend_ops *const *ops, ert_backend *const *bes
     rng_seed(seed);
     const size_t es = esize(dt);
     for (size_t wi = 0; wi < sizeof kCompactWidths / sizeof *kCompactWidths; ++wi)
-        for (size_t ri = 0; ri <= sizeof kCompactRows / sizeof *kCompactRows; ++ri) {
-            /* the last pass: 1000 rows with a device count of 613 */
-            const int last = ri == sizeof kCompactRows / sizeof *kCompactRows;
-            const int rows = last ? 1000 : kCompactRows[ri], dev = last ? 613 : -1, cap = rows > 0 ? rows : 1;
+        for (size_t ri = 0; ri < NROWS(kCompactRows) + NROWS(kCompactDevRows); ++ri) {
+            const int with_dev = ri >= NROWS(kCompactRows);
+            const int rows = with_dev ? kCompactDevRows[ri - NROWS(kCompactRows)][0] : kCompactRows[ri];
+            const int dev = with_dev ? kCompactDevRows[ri - NROWS(kCompactRows)][1] : -1, cap = rows > 0 ? rows : 1;
             const int width = kCompactWidths[wi];
             const size_t row_bytes = (size_t)width * es, xb = (size_t)cap * row_bytes;
             unsigned char *x = malloc(xb), *want_y = malloc(xb);
@@ -279,6 +289,32 @@ void check_compaction(const ert_backend_ops *const *ops, ert_backend *const *bes
             }
             free(x), free(want_y), free(idx), free(want_idx), free(st), free(want_st), free(keep);
         }
+}
+
+void check_backend_refusals(const ert_backend_ops *o, ert_backend *be, int max_rows) {
+    const int short_of_max[2] = {4, max_rows - 1}, repeated[3] = {4, 4, max_rows};
+    ck_assert_int_eq(o->graph_begin(be, short_of_max, 2), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "the last bucket must be max_rows"), "%s", ert_last_error());
+    ck_assert_int_eq(o->graph_begin(be, repeated, 3), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "buckets must increase"), "%s", ert_last_error());
+    /* nothing is left capturing: a good list starts, and is discarded */
+    const int good[2] = {4, max_rows};
+    RUN_OK(o, o->graph_begin(be, good, 2));
+    RUN_OK(o, o->graph_end(be, NULL));
+
+    int32_t *count = bcount(o, be, 2), got = -1;
+    float *x = balloc(o, be, 2 * sizeof(float));
+    int32_t *idx = balloc(o, be, 2 * sizeof(int32_t));
+    ert_sample_state *st = balloc(o, be, 2 * sizeof *st);
+    uint8_t *keep = balloc(o, be, 2);
+    const ert_compact_args a = {.rows = {2, count}, .width = 1, .x = x, .y = x, .idx_in = idx, .idx_out = idx,
+                                .state_in = st, .state_out = st, .keep = keep, .count = count};
+    ck_assert_int_eq(o->compact(be, &a), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "compaction writing its count over the row count it reads"), "%s",
+                  ert_last_error());
+    bdown(o, be, &got, count, sizeof got);
+    ck_assert_int_eq(got, 2);
+    o->release(be, count), o->release(be, x), o->release(be, idx), o->release(be, st), o->release(be, keep);
 }
 
 int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu) {

@@ -48,12 +48,19 @@ void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_o
 /* Compaction against a host reference of backend.h's contract (kind ERT_COMPACT_GATHER:
  * the survivors in order into poisoned outputs; ERT_COMPACT_FILL: in place, the buffers
  * compared whole) on each of n backends, activations of type dt: row counts 0 to
- * COMPACT_MAX_ROWS (and 1000 rows with a device count of 613), widths of 1 to 512
- * elements, keep patterns all, none, half and sparse (keep bytes other than 1 mean keep).
- * The backends must be made for COMPACT_MAX_ROWS rows. */
+ * COMPACT_MAX_ROWS (1024 and 1025 among them, the CUDA fill's path boundary), then device
+ * counts below the rows, of 0 and above the rows; widths of 1 to 512 elements, keep
+ * patterns all, none, half and sparse (keep bytes other than 1 mean keep); a poisoned
+ * guard row past the rows that must stay as it is. The backends must be made for
+ * COMPACT_MAX_ROWS rows. */
 #define COMPACT_MAX_ROWS 5000
 void check_compaction(const ert_backend_ops *const *ops, ert_backend *const *bes, const char *const *labels, int n,
                       ert_dtype dt, int kind, uint64_t seed);
+
+/* What a backend made for max_rows (>= 8) refuses by message, changing nothing: row
+ * buckets that do not increase or do not end at max_rows (graph_begin), and a compaction
+ * whose new count would overwrite the row count it reads. */
+void check_backend_refusals(const ert_backend_ops *o, ert_backend *be, int max_rows);
 
 /* Sets the CPU and CUDA backend tables. Returns -1 when the CUDA backend starts (the
  * tests can run), else the exit code to return at once: ERT_TEST_SKIP (77) with the

@@ -544,8 +544,8 @@ static ert_backend *make_compact_backend(ert_dtype dt, const char *path) {
     return be;
 }
 
-/* gather on the three path choices, fill (one path) on the device; both on the CPU too
- * (f32). */
+/* gather on the three path choices, fill (its one-launch path up to 1024 rows, the CUB
+ * scan above) on the device; both on the CPU too (f32). */
 START_TEST(compact_matches_reference) {
     const ert_dtype dt = _i == 0 ? ERT_DTYPE_F32 : ERT_DTYPE_BF16;
     const ert_backend_ops *ops[4] = {gpu, gpu, gpu, cpu};
@@ -599,6 +599,7 @@ START_TEST(backend_basics) {
     ck_assert_int_eq(gpu->op_run(g, op, (ert_rows){5, NULL}, NULL, NULL), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(strstr(ert_last_error(), "tiny") != NULL);
     gpu->op_free(g, op);
+    check_backend_refusals(gpu, g, 16);
     gpu->destroy(g);
     gpu->destroy(NULL);
 }

@@ -207,6 +207,7 @@ START_TEST(cpu_compaction_matches_reference) {
     ck_assert_int_eq(o->compact(be, &a), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("compaction with some buffers in place, some not"));
     ck_assert_int_eq(count, -1);
+    check_backend_refusals(o, be, COMPACT_MAX_ROWS);
     o->destroy(be);
 }
 END_TEST

@@ -219,7 +219,7 @@ START_TEST(decide_writes_at_original_index) {
                          .pred = pred, .exit_at = ex, .conf = conf};
     ert_backend *be;
     const ert_backend_ops *ops = ert_backend_cpu();
-    ert_backend_config cfg = {0, R, ERT_DTYPE_F32};
+    ert_backend_config cfg = {.device = 0, .max_rows = R, .dtype = ERT_DTYPE_F32};
     ck_assert_int_eq(ops->create(&cfg, &be), ERT_OK);
     ck_assert_int_eq(ops->decide(be, &a), ERT_OK);
     const uint8_t want_keep[R] = {0, 1, 0, 1, 0};
@@ -257,7 +257,7 @@ START_TEST(compact_keeps_order) {
                           .state_in = st, .state_out = st2, .keep = keep, .count = &count};
     const ert_backend_ops *ops = ert_backend_cpu();
     ert_backend *be;
-    ert_backend_config cfg = {0, R, ERT_DTYPE_F32};
+    ert_backend_config cfg = {.device = 0, .max_rows = R, .dtype = ERT_DTYPE_F32};
     ck_assert_int_eq(ops->create(&cfg, &be), ERT_OK);
     ck_assert_int_eq(ops->compact(be, &a), ERT_OK);
     int n = 0;

@@ -210,8 +210,8 @@ static ert_status cpu_decide(ert_backend *be, const ert_decide_args *a) {
 }
 
 static ert_status cpu_compact(ert_backend *be, const ert_compact_args *a) {
-    if (ert_compact_kind(a) == ERT_COMPACT_MIXED)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: compaction with some buffers in place, some not");
+    const char *why = ert_compact_refusal(a);
+    if (why) return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: %s", why);
     if (be->rec) return rec_add(be, (cmd){.kind = CMD_COMPACT, .compact = *a});
     ert_cpu_compact(a);
     return ERT_OK;
@@ -242,14 +242,11 @@ static ert_status cpu_event_elapsed_ms(ert_backend *be, const ert_event *a, cons
 
 static ert_status cpu_graph_begin(ert_backend *be, const int *bucket_rows, int num_buckets) {
     if (be->rec) return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: a graph is already being recorded");
-    if (num_buckets < 0 || num_buckets > ERT_MAX_BUCKETS)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: %d row buckets (expected 0..%d)", num_buckets,
-                         ERT_MAX_BUCKETS);
-    for (int b = 0; b < num_buckets; ++b)
-        if (bucket_rows[b] < 1 || bucket_rows[b] > be->max_rows || (b && bucket_rows[b] <= bucket_rows[b - 1]))
-            return ert_error(ERT_ERR_INVALID_ARGUMENT,
-                             "cpu backend: row bucket %d = %d: buckets must increase within 1..%d (max_rows)", b,
-                             bucket_rows[b], be->max_rows);
+    int at;
+    const char *why = ert_buckets_refusal(bucket_rows, num_buckets, be->max_rows, &at);
+    if (why)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: %d row buckets, at bucket %d: %s (%d)", num_buckets,
+                         at, why, be->max_rows);
     if (!(be->rec = calloc(1, sizeof *be->rec))) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
     be->rec->num_buckets = num_buckets;
     if (num_buckets) memcpy(be->rec->buckets, bucket_rows, sizeof(int) * (size_t)num_buckets);

@@ -86,17 +86,27 @@ fail:
     return st;
 }
 
-ert_status ert_cuda_reserve_scratch(ert_backend *be, size_t bytes) {
+ert_status ert_cuda_grow_buffer(ert_backend *be, void **buf, size_t *size, size_t bytes, const char *what) {
     ert_status st = ERT_OK;
-    if (bytes <= be->scratch_bytes) return ERT_OK;
-    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
-    ERT_CUDA_TRY(cudaFree(be->scratch));
-    be->scratch = NULL;
-    be->scratch_bytes = 0;
-    ERT_CUDA_TRY(cudaMalloc((void **)&be->scratch, bytes));
-    be->scratch_bytes = bytes;
+    void *grown = NULL;
+    if (bytes <= *size) return ERT_OK;
+    if (be->cap || be->live_graphs)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT,
+                         "%s: the %s would grow to %zu bytes while %s: create every op before capturing", be->name,
+                         what, bytes, be->cap ? "a graph is captured" : "an instantiated graph uses it");
+    ERT_CUDA_TRY(cudaMalloc(&grown, bytes));
+    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream)); /* nothing queued still uses the old one */
+    (void)cudaFree(*buf);
+    *buf = grown;
+    *size = bytes;
+    return ERT_OK;
 fail:
+    (void)cudaFree(grown);
     return st;
+}
+
+ert_status ert_cuda_reserve_scratch(ert_backend *be, size_t bytes) {
+    return ert_cuda_grow_buffer(be, (void **)&be->scratch, &be->scratch_bytes, bytes, "f32 scratch buffer");
 }
 
 /* ---------------------------------------------------------------- create / destroy */
@@ -158,6 +168,17 @@ static ert_status cuda_create(const ert_backend_config *cfg, ert_backend **out) 
     be->device = cfg->device;
     be->max_rows = cfg->max_rows;
     be->dtype = cfg->dtype;
+    {
+        int at;
+        const char *why = ert_buckets_refusal(cfg->bucket_rows, cfg->num_buckets, cfg->max_rows, &at);
+        if (why) {
+            st = ert_error(ERT_ERR_INVALID_ARGUMENT, "cuda:%d: %d row buckets, at bucket %d: %s (%d)", cfg->device,
+                           cfg->num_buckets, at, why, cfg->max_rows);
+            goto fail;
+        }
+    }
+    be->num_buckets = cfg->num_buckets;
+    if (cfg->num_buckets) memcpy(be->bucket_rows, cfg->bucket_rows, sizeof(int) * (size_t)cfg->num_buckets);
     if ((st = read_compact_path(&be->compact_path)) != ERT_OK) goto fail;
     {
         const char *fail_at = getenv("ERT_CUDA_GRAPH_FAIL_AT"); /* graph.cu: fault injection for tests */

@@ -171,6 +171,7 @@ static const int kFillThreads = 256;                          /* 8 warps: one ro
 static const int kFillBlockRows = 1024;                       /* the one-launch path's limit */
 static const int kFillItems = kFillBlockRows / kFillThreads; /* flags per thread there */
 static const int kFillRowsPerBlock = 64;                      /* its blocks: one per 64 rows */
+static_assert(kFillBlockRows % kFillThreads == 0, "each thread of the one-launch path scans whole flags");
 
 /* Writes the count (and the route), then moves the kept rows at or past it: the warps of
  * the grid stride over those rows. `offsets` are the exclusive sums of the flags. */
@@ -259,9 +260,9 @@ static ert_status launch_compact(cudaStream_t stream, compact_path path, const c
 }
 
 ert_status ert_cuda_compact(ert_backend *be, const ert_compact_args *args) {
+    const char *why = ert_compact_refusal(args);
+    if (why) return ert_error(ERT_ERR_INVALID_ARGUMENT, "cuda backend: %s", why);
     const int kind = ert_compact_kind(args);
-    if (kind == ERT_COMPACT_MIXED)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "cuda backend: compaction with some buffers in place, some not");
     const size_t row_bytes = (size_t)args->width * ert_cuda_elem_size(be->dtype);
     const int fused = kind == ERT_COMPACT_GATHER &&
                       (be->compact_path == ERT_CUDA_COMPACT_FUSED ||

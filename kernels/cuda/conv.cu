@@ -36,8 +36,9 @@
  * that sees the input must come back NaN. That checks that cuDNN takes the
  * configuration, that z is not read when alpha2 = 0, that the bias lands per channel and
  * that the fused relu keeps NaN as op_math's does. The first candidate that passes is
- * kept, as PyTorch's AlgoIterator::try_all keeps the first that runs. Its workspace (sized for 1 row and for the largest batch, at
- * most kWorkspaceMax) is the backend's cuDNN workspace, grown at op_new, never in a run.
+ * kept, as PyTorch's AlgoIterator::try_all keeps the first that runs. Its workspace (sized
+ * over the powers of two, the largest batch and the graph's row buckets, at most
+ * kWorkspaceMax) is the backend's cuDNN workspace, grown at op_new, never in a run.
  *
  * A run sets N of the x and y descriptors to the host row count (host-only calls) and
  * enqueues on the backend's stream; cuDNN cannot read rows.dev_count, so it computes all
@@ -187,9 +188,10 @@ static ert_status conv_exec(ert_backend *be, const ert_op *op, int n, const void
     }
     if ((st = set_rows(op, n)) != ERT_OK) return st;
     if (be->cap) {
-        /* In a graph body, a refused cuDNN call would invalidate the capture (and ending an
-         * invalidated body's capture is fragile: bench/NOTES.md): check its workspace first,
-         * with a host-only query. The op was sized at powers of two; buckets lie between. */
+        /* In a graph, a refused cuDNN call would invalidate the capture: check its
+         * workspace first, with a host-only query. The op was sized for the row buckets
+         * the backend was created with; a capture at other counts (the ideal's exact
+         * counts, a graph with other buckets) may need more, and fails cleanly here. */
         size_t need = 0;
         if ((st = ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc, c->conv_desc,
                                                                          c->y_desc, c->algo, &need))) != ERT_OK)
@@ -279,17 +281,22 @@ fail:
     return ert_error_context(st, "creating the cuDNN handle: ");
 }
 
+/* The shared workspace grows at op creation only: never during a run. */
 static ert_status reserve_workspace(ert_backend *be, size_t bytes) {
-    ert_status st = ERT_OK;
-    if (bytes <= be->cudnn_workspace_bytes) return ERT_OK;
-    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
-    ERT_CUDA_TRY(cudaFree(be->cudnn_workspace));
-    be->cudnn_workspace = NULL;
-    be->cudnn_workspace_bytes = 0;
-    ERT_CUDA_TRY(cudaMalloc(&be->cudnn_workspace, bytes));
-    be->cudnn_workspace_bytes = bytes;
-fail:
-    return st;
+    return ert_cuda_grow_buffer(be, &be->cudnn_workspace, &be->cudnn_workspace_bytes, bytes, "cuDNN workspace");
+}
+
+/* The row counts a workspace is sized for: 1, 2, 4, ... below `top`, `top`, and the
+ * graph's row buckets below `top` (the backend config's), in increasing order. */
+static int sizing_rows(const ert_backend *be, int top, int *out) {
+    int n = 0, b = 0;
+    for (int p = 1;; p = p < top - p ? 2 * p : top) {
+        for (; b < be->num_buckets && be->bucket_rows[b] <= p; ++b)
+            if (be->bucket_rows[b] < p && (!n || be->bucket_rows[b] > out[n - 1])) out[n++] = be->bucket_rows[b];
+        out[n++] = p;
+        if (p == top) break;
+    }
+    return n;
 }
 
 static ert_status check_geometry(const ert_op_desc *d) {
@@ -475,30 +482,33 @@ static ert_status try_plan(ert_backend *be, const ert_op_desc *d, ert_op *op, co
     candidate cand[CUDNN_CONVOLUTION_FWD_ALGO_COUNT + 2];
     const int listed = nperf < CUDNN_CONVOLUTION_FWD_ALGO_COUNT ? nperf : CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
     const int ncand = candidates(c, identity, perf, listed, cand);
+    int rows[2 * 32 + ERT_MAX_BUCKETS];
+    const int nrows = sizing_rows(be, top, rows);
     *found = 0;
     if ((st = upload_bias(be, d, op)) != ERT_OK) return st;
     if (c->fused) {
         const cudnnActivationMode_t mode = identity ? CUDNN_ACTIVATION_IDENTITY : CUDNN_ACTIVATION_RELU;
-        ERT_CUDA_TRY(cudnnSetActivationDescriptor(c->act_desc, mode, CUDNN_PROPAGATE_NAN, 0.0));
+        /* cuDNN's fused call refuses CUDNN_PROPAGATE_NAN (its documented NOT_SUPPORTED
+         * cases); a relu that then drops NaN fails the NaN probe, and the op runs unfused */
+        ERT_CUDA_TRY(cudnnSetActivationDescriptor(c->act_desc, mode, CUDNN_NOT_PROPAGATE_NAN, 0.0));
     }
     for (int i = 0; i < ncand; ++i) {
         const candidate k = cand[i];
         /* set before the candidate is sized and run: the workspace depends on it */
         ERT_CUDA_TRY(cudnnSetConvolutionMathType(c->conv_desc, k.math));
         /* cuDNN picks its kernels per shape, N included, so the workspace need is not
-         * monotonic in N: the largest over 1, 2, 4, ... and `top` (every power of two is
-         * a graph row bucket; a compacted eager stage runs any N in between). */
+         * monotonic in N: the largest over 1, 2, 4, ..., `top` and the graph's row buckets
+         * (the counts its bodies run at; a compacted eager stage runs any N in between,
+         * and a capture checks its count's need before the call, in conv_exec). */
         size_t ws = 0;
         int sized = 1;
-        for (int n = 1;; n = n < top - n ? 2 * n : top) {
+        for (int i = 0; i < nrows && sized; ++i) {
             size_t need = 0;
-            sized = set_rows(op, n) == ERT_OK &&
+            sized = set_rows(op, rows[i]) == ERT_OK &&
                     ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc,
                                                                            c->conv_desc, c->y_desc, k.algo,
                                                                            &need)) == ERT_OK;
-            if (!sized) break;
             ws = need > ws ? need : ws;
-            if (n == top) break;
         }
         if (!sized) {
             (void)ert_error_context(ERT_ERR_UNSUPPORTED, "algorithm %d, math type %d: ", (int)k.algo, (int)k.math);

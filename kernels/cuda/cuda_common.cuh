@@ -84,6 +84,7 @@ typedef struct ert_cuda_capture {
 struct ert_backend {
     int device;
     int max_rows;
+    int bucket_rows[ERT_MAX_BUCKETS], num_buckets; /* the config's: conv.cu sizes for them */
     ert_dtype dtype;
     ert_cuda_compact_path compact_path; /* from ERT_COMPACT_PATH, read once at create */
     cudaStream_t stream;                /* non-blocking: no implicit sync with stream 0 */
@@ -100,6 +101,9 @@ struct ert_backend {
     char name[320];                     /* "cuda:0 (NVIDIA H200)" */
     cudaStream_t body_stream;           /* graph.cu: SWITCH bodies are captured on it */
     ert_cuda_capture *cap;              /* graph.cu: non-NULL while a graph is captured */
+    int live_graphs;                    /* graph.cu: instantiated and not yet freed; they
+                                           hold the shared buffers' addresses, which may
+                                           not move (ert_cuda_grow_buffer) */
     long fail_switch;                   /* graph.cu: ERT_CUDA_GRAPH_FAIL_AT, 0 = never */
 #ifdef ERT_WITH_CUDNN
     cudnnHandle_t cudnn;                /* conv.cu: created at the first conv op, on `stream` */
@@ -279,7 +283,10 @@ ert_status ert_cuda_upload_sync(ert_backend *be, void *dst, const void *src, siz
 ert_status ert_cuda_upload_params(ert_backend *be, const float *src, size_t n, cudaDataType_t t, void **out);
 
 /* Grows be->scratch (f32, shared by the ops of the backend: they run in stream order) to
- * at least `bytes`, waiting for the stream first. Setup only (op_new). */
+ * at least `bytes` (ert_cuda_grow_buffer). Setup only (op_new). */
 ert_status ert_cuda_reserve_scratch(ert_backend *be, size_t bytes);
+/* Grows *buf to `bytes` (if smaller): the new buffer first, so a failure keeps the old one;
+ * refused while a graph is captured or instantiated (it holds the old address). */
+ert_status ert_cuda_grow_buffer(ert_backend *be, void **buf, size_t *size, size_t bytes, const char *what);
 
 #endif

@@ -7,7 +7,8 @@
  *                 graph never hides one);
  *   op_run        for a GEMM or convolution given rows.dev_count: a SWITCH node whose
  *                 body b is the op captured for bucket_rows[b] rows (on body_stream, the
- *                 stream swapped into be->stream while a body is captured); other ops
+ *                 stream swapped into be->stream while a body is captured, into a graph
+ *                 of its own that the body holds as a child graph); other ops
  *                 are captured as they are and read the count on the device;
  *   compact       its count-writing thread picks the bucket of the next stage's SWITCH
  *                 nodes (ert_cuda_route_set: the route the compaction opened); a count no
@@ -23,7 +24,7 @@
  * node of every capture, inside the body's capture, as a refused library call would.
  *
  * Limits honoured (CUDA headers; DESIGN.md): one conditional handle per SWITCH node,
- * set by one thread; bodies hold only kernels and memsets/copies (no events: the
+ * set by one thread; bodies hold only child graphs of kernels and memsets/copies (no events: the
  * session's timing events stay at the top level); handles default to "no body" at every
  * launch, so a count of 0 skips the op's work.
  */
@@ -37,10 +38,13 @@ struct ert_graph {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     ert_cuda_route *routes; /* device; NULL for a graph without SWITCH nodes */
+    int live;               /* counted in be->live_graphs */
 };
 
-static __global__ void select_kernel(const ert_cuda_route *route, const int32_t *count) {
-    ert_cuda_route_set(route, *count);
+/* The count is read as the ops read it (ert_cuda_rows: within 0..bound), so the bucket
+ * it picks never runs more rows than the op was given. */
+static __global__ void select_kernel(const ert_cuda_route *route, const int32_t *count, int bound) {
+    ert_cuda_route_set(route, ert_cuda_rows(bound, count));
 }
 
 static void capture_reset(ert_backend *be) {
@@ -52,19 +56,16 @@ ert_status ert_cuda_graph_begin(ert_backend *be, const int *bucket_rows, int num
     ert_status st = ERT_OK;
     ert_cuda_capture *c = NULL;
     if (be->cap) return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: a graph capture is already in progress", be->name);
-    if (num_buckets < 0 || num_buckets > ERT_MAX_BUCKETS || (num_buckets && !bucket_rows))
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: %d row buckets (expected 0..%d)", be->name, num_buckets,
-                         ERT_MAX_BUCKETS);
-    for (int b = 0; b < num_buckets; ++b)
-        if (bucket_rows[b] < 1 || bucket_rows[b] > be->max_rows || (b && bucket_rows[b] <= bucket_rows[b - 1]))
-            return ert_error(ERT_ERR_INVALID_ARGUMENT,
-                             "%s: row bucket %d = %d: buckets must increase within 1..%d (max_rows)", be->name, b,
-                             bucket_rows[b], be->max_rows);
+    int at;
+    const char *why = ert_buckets_refusal(bucket_rows, num_buckets, be->max_rows, &at);
+    if (why)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: %d row buckets, at bucket %d: %s (%d)", be->name, num_buckets,
+                         at, why, be->max_rows);
     if ((st = ert_cuda_use(be)) != ERT_OK) return st;
     c = (ert_cuda_capture *)calloc(1, sizeof *c);
     if (!c) return ert_error(ERT_ERR_OUT_OF_MEMORY, "%s: out of host memory", be->name);
     c->num_buckets = num_buckets;
-    memcpy(c->bucket_rows, bucket_rows, sizeof(int) * (size_t)num_buckets);
+    if (num_buckets) memcpy(c->bucket_rows, bucket_rows, sizeof(int) * (size_t)num_buckets);
     if (!be->body_stream) ERT_CUDA_TRY(cudaStreamCreateWithFlags(&be->body_stream, cudaStreamNonBlocking));
     if (num_buckets) {
         ERT_CUDA_TRY(cudaMalloc((void **)&c->routes, sizeof(ert_cuda_route) * ERT_CUDA_MAX_ROUTES));
@@ -131,12 +132,14 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     if (r < 0 || c->route_handles[r] == ERT_CUDA_MAX_SWITCH) {
         /* no compaction writes this count, or its route is full: select right here */
         if ((st = new_route(be, rows.dev_count, &r)) != ERT_OK) goto fail;
-        select_kernel<<<1, 1, 0, be->stream>>>(c->routes + r, rows.dev_count);
+        select_kernel<<<1, 1, 0, be->stream>>>(c->routes + r, rows.dev_count, rows.n);
         ERT_CUDA_TRY(cudaGetLastError());
     }
     ERT_CUDA_TRY(cudaStreamGetCaptureInfo(be->stream, &status, NULL, &graph, &deps, &edges, &num_deps));
-    if (status != cudaStreamCaptureStatusActive)
-        return ert_error(ERT_ERR_BACKEND, "the stream is not capturing (status %d)", (int)status);
+    if (status != cudaStreamCaptureStatusActive) {
+        st = ert_error(ERT_ERR_BACKEND, "the stream is not capturing (status %d)", (int)status);
+        goto fail;
+    }
     /* defaults to "no body" at every launch, until a kernel picks one */
     ERT_CUDA_TRY(
         cudaGraphConditionalHandleCreate(&handle, graph, (unsigned)c->num_buckets, cudaGraphCondAssignDefault));
@@ -146,13 +149,19 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     p.conditional.size = (unsigned)c->num_buckets;
     ERT_CUDA_TRY(cudaGraphAddNode(&node, graph, deps, edges, num_deps, &p));
 
+    /* Each body is captured into a graph of its own, then added to the node's body graph
+     * as a child: a library call that invalidates a capture then invalidates only that
+     * graph, which is destroyed, and the top-level capture ends cleanly (ending a top-level
+     * capture after an invalidated capture INTO a conditional body crashes inside libcuda:
+     * NVIDIA/cuda-python#2918). A body runs at most the op's rows (a bucket above them is
+     * picked for counts between the bucket below and the rows). */
     for (int b = 0; b < c->num_buckets && st == ERT_OK; ++b) {
         cudaGraph_t body = NULL;
+        cudaGraphNode_t child;
         const cudaStream_t top = be->stream;
-        ERT_CUDA_TRY(cudaStreamBeginCaptureToGraph(be->body_stream, p.conditional.phGraph_out[b], NULL, NULL, 0,
-                                                   cudaStreamCaptureModeThreadLocal));
+        ERT_CUDA_TRY(cudaStreamBeginCapture(be->body_stream, cudaStreamCaptureModeThreadLocal));
         be->stream = be->body_stream;
-        const ert_rows br = {c->bucket_rows[b], rows.dev_count};
+        const ert_rows br = {c->bucket_rows[b] < rows.n ? c->bucket_rows[b] : rows.n, rows.dev_count};
         if (b == 0 && be->fail_switch == c->switches + 1)
             st = ert_error(ERT_ERR_BACKEND, "refused (ERT_CUDA_GRAPH_FAIL_AT=%ld)", be->fail_switch);
         else
@@ -164,7 +173,10 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
             (void)cudaStreamEndCapture(be->body_stream, &body);
             (void)cudaGetLastError();
         }
-        if (st != ERT_OK) st = ert_error_context(st, "body for %d rows: ", c->bucket_rows[b]);
+        if (st == ERT_OK) /* the child is a copy: the body's own graph is destroyed below */
+            st = ERT_CUDA_CHECK(cudaGraphAddChildGraphNode(&child, p.conditional.phGraph_out[b], NULL, 0, body));
+        if (body) (void)cudaGraphDestroy(body);
+        if (st != ERT_OK) st = ert_error_context(st, "body for %d rows: ", br.n);
     }
     if (st != ERT_OK) goto fail;
     ERT_CUDA_TRY(cudaStreamUpdateCaptureDependencies(be->stream, &node, NULL, 1, cudaStreamSetCaptureDependencies));
@@ -178,6 +190,7 @@ fail:
 void ert_cuda_graph_free(ert_backend *be, ert_graph *g) {
     if (!g) return;
     (void)cudaSetDevice(be->device);
+    if (g->live) be->live_graphs--;
     if (g->exec) (void)cudaGraphExecDestroy(g->exec);
     if (g->graph) (void)cudaGraphDestroy(g->graph);
     (void)cudaFree(g->routes); /* waits for the device: no launch still reads it */
@@ -265,6 +278,8 @@ ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out) {
     ERT_CUDA_TRY(cudaStreamSynchronize(be->stream)); /* the routes and the upload are done */
     free(host);
     capture_reset(be);
+    g->live = 1;
+    be->live_graphs++;
     *out = g;
     return ERT_OK;
 fail:

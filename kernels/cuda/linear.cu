@@ -241,6 +241,8 @@ ert_status ert_cuda_linear_run(ert_backend *be, const ert_op *op, ert_rows rows,
     if (n == 0) return ERT_OK;
     if (((uintptr_t)x | (uintptr_t)y) % kRunAlign != 0)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "x (%p) and y (%p) must be %u-byte aligned", x, y, kRunAlign);
+    /* graph.cu calls this directly, with its buckets' row counts */
+    if (n > op->max_rows) return ert_error(ERT_ERR_INVALID_ARGUMENT, "%d rows, more than the op's %d", n, op->max_rows);
     while (op->bucket_rows[b] < n) ++b; /* n <= max_rows = the last bucket */
 
     ERT_CUDA_TRY(cublasLtMatrixLayoutInit(&b_layout, op->ab_type, (uint64_t)op->in, (uint64_t)n, op->in));
