@@ -53,7 +53,10 @@ void round_act(ert_dtype dt, float *v, size_t n) {
 }
 
 ert_backend *make(const ert_backend_ops *o, ert_dtype dt, int max_rows) {
-    ert_backend_config cfg = {.device = 0, .max_rows = max_rows, .dtype = dt};
+    int buckets[ERT_MAX_BUCKETS], nb = 0;
+    ck_assert_msg(ert_buckets_parse(NULL, max_rows, buckets, &nb) == ERT_OK, "%s", ert_last_error());
+    ert_backend_config cfg = {
+        .device = 0, .max_rows = max_rows, .dtype = dt, .bucket_rows = buckets, .num_buckets = nb};
     ert_backend *be = NULL;
     const ert_status st = o->create(&cfg, &be);
     ck_assert_msg(st == ERT_OK, "%s create (%s): %s", o->name, ert_dtype_name(dt), ert_last_error());
@@ -317,20 +320,29 @@ void check_backend_refusals(const ert_backend_ops *o, ert_backend *be, int max_r
     o->release(be, count), o->release(be, x), o->release(be, idx), o->release(be, st), o->release(be, keep);
 }
 
+int cuda_skip_or_fail(const char *why, const char *detail) {
+    const char *req = getenv("ERT_REQUIRE_CUDA");
+    const int required = req && strcmp(req, "1") == 0;
+    printf("%s: %s%s%s\n", required ? "FAIL (ERT_REQUIRE_CUDA=1)" : "SKIP", why, detail ? ": " : "",
+           detail ? detail : "");
+    return required ? EXIT_FAILURE : ERT_TEST_SKIP;
+}
+
+void cuda_env_clear(void) {
+    static const char *steering[] = {"ERT_COMPACT_PATH", "ERT_CONV_FUSE", "ERT_CUDA_GRAPH_FAIL_AT",
+                                     "ERT_CUDA_GRAPH_ROUTE_SWITCHES", "ERT_CUDA_GRAPH_DOT"};
+    for (size_t i = 0; i < sizeof steering / sizeof *steering; ++i) unsetenv(steering[i]);
+}
+
 int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu) {
+    cuda_env_clear();
     *cpu = ert_backend_cpu();
     *gpu = ert_backend_cuda();
-    if (!*gpu) {
-        printf("SKIP: built without CUDA\n");
-        return ERT_TEST_SKIP;
-    }
+    if (!*gpu) return cuda_skip_or_fail("built without CUDA", NULL);
     ert_backend_config cfg = {.device = 0, .max_rows = 1, .dtype = ERT_DTYPE_F32};
     ert_backend *probe = NULL;
     const ert_status st = (*gpu)->create(&cfg, &probe);
-    if (st == ERT_ERR_UNSUPPORTED) {
-        printf("SKIP: no CUDA device: %s\n", ert_last_error());
-        return ERT_TEST_SKIP;
-    }
+    if (st == ERT_ERR_UNSUPPORTED) return cuda_skip_or_fail("no CUDA device", ert_last_error());
     if (st != ERT_OK) { /* a device exists but the backend cannot start: a failure */
         printf("FAIL: cuda backend create: %s\n", ert_last_error());
         return EXIT_FAILURE;

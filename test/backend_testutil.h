@@ -17,6 +17,8 @@ size_t esize(ert_dtype dt);
 void to_act(ert_dtype dt, const float *src, size_t n, void *dst);
 void from_act(ert_dtype dt, const void *src, size_t n, float *dst);
 void round_act(ert_dtype dt, float *v, size_t n);
+/* A backend made for max_rows, with the default row buckets for max_rows (as a graph
+ * session makes it); fails the test with the message otherwise. */
 ert_backend *make(const ert_backend_ops *o, ert_dtype dt, int max_rows);
 void *balloc(const ert_backend_ops *o, ert_backend *be, size_t bytes);
 void bup(const ert_backend_ops *o, ert_backend *be, void *dst, const void *src, size_t bytes);
@@ -64,8 +66,19 @@ void check_backend_refusals(const ert_backend_ops *o, ert_backend *be, int max_r
 
 /* Sets the CPU and CUDA backend tables. Returns -1 when the CUDA backend starts (the
  * tests can run), else the exit code to return at once: ERT_TEST_SKIP (77) with the
- * reason printed when this build has no CUDA or the machine no device, 1 when a device
- * exists but the backend fails to start. */
+ * reason printed when this build has no CUDA or the machine no device (1 instead under
+ * ERT_REQUIRE_CUDA=1: the device run), 1 when a device exists but the backend fails to
+ * start. Clears the environment variables that steer the CUDA backend (ERT_COMPACT_PATH,
+ * ERT_CONV_FUSE, ERT_CUDA_GRAPH_*): each test sets those it tests. */
 int cuda_backends_or_skip(const ert_backend_ops **cpu, const ert_backend_ops **gpu);
+
+/* Unsets the environment variables that steer the CUDA backend (a checked fixture's
+ * setup: a test that fails with one set leaves it to no later test). */
+void cuda_env_clear(void);
+
+/* ERT_TEST_SKIP with "SKIP: why: detail" printed, or under ERT_REQUIRE_CUDA=1 (the device
+ * run sets it: there CUDA and cuDNN are due, and what cannot start must not read as a
+ * skipped test) EXIT_FAILURE with "FAIL ...". detail may be NULL. */
+int cuda_skip_or_fail(const char *why, const char *detail);
 
 #endif

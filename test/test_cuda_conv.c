@@ -648,6 +648,7 @@ static Suite *suite(void) {
     TCase *all[] = {conv, pool, relu, errors};
     for (int i = 0; i < 4; ++i) {
         tcase_set_timeout(all[i], 600);
+        tcase_add_checked_fixture(all[i], cuda_env_clear, NULL);
         suite_add_tcase(s, all[i]);
     }
     return s;
@@ -658,9 +659,7 @@ int main(void) {
     /* No fork: CUDA cannot be used in a child forked after the parent initialised it. */
     if (skip >= 0) return skip;
     const int rc = tu_run_nofork(suite());
-    if (rc == 0 && cudnn_missing) {
-        printf("SKIP: conv2d: this build has no cuDNN (the pool and relu cases ran and passed)\n");
-        return ERT_TEST_SKIP;
-    }
+    if (rc == 0 && cudnn_missing)
+        return cuda_skip_or_fail("conv2d: this build has no cuDNN", "the pool and relu cases ran and passed");
     return rc;
 }

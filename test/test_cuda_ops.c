@@ -189,7 +189,7 @@ START_TEST(linear_nan_rows) {
             gpu->op_free(g, og);
             cpu->op_free(c, oc);
         }
-    printf("OK linear NaN rows: relu(NaN) = 0, gelu(NaN) = NaN on both backends\n");
+    printf("OK linear NaN rows: relu and gelu keep NaN, on both backends alike\n");
     gpu->release(g, gx), gpu->release(g, gy), cpu->release(c, cx), cpu->release(c, cy);
     gpu->destroy(g);
     cpu->destroy(c);
@@ -622,6 +622,7 @@ static Suite *suite(void) {
     TCase *all[] = {basics, linear, norm, decide, compact};
     for (int i = 0; i < 5; ++i) {
         tcase_set_timeout(all[i], 600);
+        tcase_add_checked_fixture(all[i], cuda_env_clear, NULL);
         suite_add_tcase(s, all[i]);
     }
     return s;

@@ -68,11 +68,15 @@ static const char *specs[] = {"none",    "confidence:0.5", "confidence:0.3,0.45;
                               "margin:0.2", "patience:2",  "fixed:0",  "fixed:1", "oracle",
                               "scheduled:hazard=0.3,seed=5"};
 
-static void assert_same(const outs *a, const outs *b, const char *what) {
+static void assert_same_answers(const outs *a, const outs *b, const char *what) {
     ck_assert_msg(memcmp(a->pred, b->pred, sizeof a->pred) == 0, "%s: predictions differ", what);
     ck_assert_msg(memcmp(a->exit, b->exit, sizeof a->exit) == 0, "%s: exits differ", what);
     ck_assert_msg(memcmp(a->conf, b->conf, sizeof a->conf) == 0, "%s: confidences differ", what);
     ck_assert_msg(memcmp(a->logits, b->logits, sizeof a->logits) == 0, "%s: logits differ", what);
+}
+
+static void assert_same(const outs *a, const outs *b, const char *what) {
+    assert_same_answers(a, b, what);
     ck_assert_int_eq(a->batches, b->batches);
     for (int i = 0; i < a->batches; ++i)
         for (int k = 0; k < a->prof[i].num_stages; ++k)
@@ -108,6 +112,29 @@ START_TEST(graph_matches_eager_for_every_policy_and_mode) {
             ert_session_free(e);
             ert_session_free(g);
         }
+}
+END_TEST
+
+/* The CPU backend's answers do not depend on the batch a sample runs in (its GEMMs run on
+ * fixed blocks of rows: cpu.h), for every policy and mode: so one CPU reference serves the
+ * GPU comparisons at every batch size (test_cuda_session). */
+START_TEST(cpu_answers_do_not_depend_on_the_batch) {
+    static const ert_mode modes[] = {ERT_MODE_COMPACT, ERT_MODE_MASKED, ERT_MODE_FULL};
+    static const int batches[] = {37, 1, 5};
+    for (int m = 0; m < 3; ++m) {
+        ert_session *e = open_session(ERT_EXEC_EAGER, modes[m], NULL);
+        for (size_t k = 0; k < sizeof specs / sizeof *specs; ++k) {
+            static outs a, c;
+            run_all(e, specs[k], MAXB, &a);
+            for (int b = 0; b < 3; ++b) {
+                char what[160];
+                snprintf(what, sizeof what, "mode %d, %s, batch %d vs %d", m, specs[k], batches[b], MAXB);
+                run_all(e, specs[k], batches[b], &c);
+                assert_same_answers(&a, &c, what);
+            }
+        }
+        ert_session_free(e);
+    }
 }
 END_TEST
 
@@ -628,6 +655,7 @@ static Suite *suite(void) {
     tcase_add_test(t, bad_exec_options_are_refused);
     tcase_add_test(t, cnn_graph_matches_eager);
     tcase_add_test(t, fill_matches_gather_for_every_policy);
+    tcase_add_test(t, cpu_answers_do_not_depend_on_the_batch);
     tcase_add_test(t, cpu_compaction_matches_reference);
     tcase_add_test(t, fill_destination_pairs_like_the_cpu);
     tcase_add_test(t, stage_times_tile_the_forward);

@@ -183,6 +183,16 @@ static ert_status cuda_create(const ert_backend_config *cfg, ert_backend **out) 
     {
         const char *fail_at = getenv("ERT_CUDA_GRAPH_FAIL_AT"); /* graph.cu: fault injection for tests */
         be->fail_switch = fail_at ? strtol(fail_at, NULL, 10) : 0;
+        /* graph.cu: fewer SWITCH nodes per route, so that tests reach further routes */
+        const char *per_route = getenv("ERT_CUDA_GRAPH_ROUTE_SWITCHES");
+        char *end = NULL;
+        const long v = per_route && *per_route ? strtol(per_route, &end, 10) : ERT_CUDA_MAX_SWITCH;
+        if ((end && *end) || v < 1 || v > ERT_CUDA_MAX_SWITCH) {
+            st = ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CUDA_GRAPH_ROUTE_SWITCHES='%s': expected 1..%d", per_route,
+                           ERT_CUDA_MAX_SWITCH);
+            goto fail;
+        }
+        be->route_switches = (int)v;
     }
 
     ERT_CUDA_TRY(cudaSetDevice(be->device));

@@ -105,6 +105,9 @@ struct ert_backend {
                                            hold the shared buffers' addresses, which may
                                            not move (ert_cuda_grow_buffer) */
     long fail_switch;                   /* graph.cu: ERT_CUDA_GRAPH_FAIL_AT, 0 = never */
+    int route_switches;                 /* graph.cu: SWITCH nodes per route, at most
+                                           ERT_CUDA_MAX_SWITCH (ERT_CUDA_GRAPH_ROUTE_SWITCHES
+                                           lowers it, for tests of the overflow) */
 #ifdef ERT_WITH_CUDNN
     cudnnHandle_t cudnn;                /* conv.cu: created at the first conv op, on `stream` */
     void *cudnn_workspace;              /* conv.cu: grown at op_new only, never in a run */

@@ -14,7 +14,8 @@
  *                 nodes (ert_cuda_route_set: the route the compaction opened); a count no
  *                 compaction writes (the batch's own, uploaded before the launch) gets a
  *                 one-thread selector kernel in front of its first SWITCH node, and so
- *                 does a count whose route is full (ERT_CUDA_MAX_SWITCH nodes);
+ *                 does a count whose route is full (ERT_CUDA_MAX_SWITCH nodes, or fewer:
+ *                 ERT_CUDA_GRAPH_ROUTE_SWITCHES=N, read at backend create, for tests);
  *   graph_end     ends the capture, writes the routes (the SWITCH handles each route
  *                 sets) to device memory in stream order, instantiates and uploads the
  *                 graph (a refusal names its reason and the failing node's type).
@@ -91,7 +92,7 @@ static ert_status new_route(ert_backend *be, const int32_t *count, int *out) {
                                                    "buckets", be->name);
     if (c->num_routes == ERT_CUDA_MAX_ROUTES)
         return ert_error(ERT_ERR_UNSUPPORTED, "%s: more than %d routes (%d SWITCH nodes each) in one graph", be->name,
-                         ERT_CUDA_MAX_ROUTES, ERT_CUDA_MAX_SWITCH);
+                         ERT_CUDA_MAX_ROUTES, be->route_switches);
     c->route_count[c->num_routes] = count;
     c->route_handles[c->num_routes] = 0;
     *out = c->num_routes++;
@@ -107,7 +108,8 @@ static int latest_route(const ert_cuda_capture *c, const int32_t *count) {
 
 ert_status ert_cuda_route_of(ert_backend *be, const int32_t *count, const ert_cuda_route **out) {
     *out = NULL;
-    if (!be->cap) return ERT_OK; /* eager: nothing to route */
+    /* eager, or a graph without row buckets (no SWITCH node to pick for): nothing to route */
+    if (!be->cap || !be->cap->routes) return ERT_OK;
     int r = 0;
     const ert_status st = new_route(be, count, &r);
     if (st != ERT_OK) return st;
@@ -129,7 +131,7 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     cudaGraphNode_t node;
 
     int r = latest_route(c, rows.dev_count);
-    if (r < 0 || c->route_handles[r] == ERT_CUDA_MAX_SWITCH) {
+    if (r < 0 || c->route_handles[r] == be->route_switches) {
         /* no compaction writes this count, or its route is full: select right here */
         if ((st = new_route(be, rows.dev_count, &r)) != ERT_OK) goto fail;
         select_kernel<<<1, 1, 0, be->stream>>>(c->routes + r, rows.dev_count, rows.n);
