@@ -577,6 +577,13 @@ static ert_status enqueue_forward(ert_session *s, ert_decide_args *da, int n, in
                 ert_nvtx_pop();
                 if (st) goto fail;
                 prof->host_syncs += !o->host_memory;
+                /* a compaction keeps at most the rows it was given: anything else is a
+                 * backend fault, stopped here rather than sizing the next GEMMs from it */
+                if (s->h_counts[slot] < 0 || s->h_counts[slot] > rows) {
+                    st = ert_error(ERT_ERR_BACKEND, "%s: compaction after stage %d kept %d of %d rows", s->device, k,
+                                   (int)s->h_counts[slot], rows);
+                    goto fail;
+                }
                 rows = s->h_counts[slot];
             }
             cur = dst;

@@ -598,6 +598,17 @@ START_TEST(backend_basics) {
     RUN_OK(gpu, gpu->op_new(g, &desc, &op));
     ck_assert_int_eq(gpu->op_run(g, op, (ert_rows){5, NULL}, NULL, NULL), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(strstr(ert_last_error(), "tiny") != NULL);
+    /* an allocation the device cannot hold is an out-of-memory error by message, and
+     * loses nothing: the failed call's CUDA error is not reported again by the next
+     * launch check (ert_cuda_status clears it) */
+    void *huge = NULL;
+    ck_assert_int_eq(gpu->alloc(g, (size_t)1 << 52, &huge), ERT_ERR_OUT_OF_MEMORY);
+    ck_assert_msg(strstr(ert_last_error(), "cudaErrorMemoryAllocation") != NULL, "%s", ert_last_error());
+    ck_assert_ptr_null(huge);
+    float *gx = balloc(gpu, g, 4 * 2 * sizeof(uint16_t)), *gy = balloc(gpu, g, 4 * 2 * sizeof(uint16_t));
+    RUN_OK(gpu, gpu->op_run(g, op, (ert_rows){4, NULL}, gx, gy));
+    RUN_OK(gpu, gpu->sync(g));
+    gpu->release(g, gx), gpu->release(g, gy);
     gpu->op_free(g, op);
     check_backend_refusals(gpu, g, 16);
     gpu->destroy(g);

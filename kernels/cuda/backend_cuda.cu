@@ -17,6 +17,10 @@ static const char *short_path(const char *file) {
 
 ert_status ert_cuda_status(cudaError_t err, const char *expr, const char *file, int line) {
     if (err == cudaSuccess) return ERT_OK;
+    /* Reported here, so cleared: the runtime keeps a failed call's error as the thread's
+     * last error, and the next launch check (cudaGetLastError) would report it again for
+     * an unrelated kernel. A sticky error (a faulted kernel) stays: the context is lost. */
+    (void)cudaGetLastError();
     const ert_status st = err == cudaErrorMemoryAllocation ? ERT_ERR_OUT_OF_MEMORY : ERT_ERR_BACKEND;
     return ert_error(st, "CUDA error %s (%s) in %s at %s:%d", cudaGetErrorName(err), cudaGetErrorString(err), expr,
                      short_path(file), line);
