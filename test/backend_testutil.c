@@ -125,16 +125,20 @@ void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_o
     }
     ck_assert_msg(o->graph_end(be, &graph) == ERT_OK, "%s: %s", what, ert_last_error());
     for (int i = 0; i < num_counts; ++i) {
-        const int n = counts[i], bucket = ert_bucket_rows(buckets, nb, n);
-        bup(o, be, count, &n, sizeof n);
+        /* a count above the op's rows is read as its rows (ert_rows) */
+        const int c = counts[i], n = c < max_rows ? c : max_rows, bucket = ert_bucket_rows(buckets, nb, n);
+        bup(o, be, count, &c, sizeof c);
         bfill(o, be, yg, yb, 0xFF);
         bfill(o, be, ye, yb, 0xFF);
         ck_assert_msg(o->graph_launch(be, graph) == ERT_OK, "%s: %s", what, ert_last_error());
         if (n > 0) ck_assert_msg(o->op_run(be, op, (ert_rows){n, NULL}, x, ye) == ERT_OK, "%s", ert_last_error());
         bdown(o, be, hg, yg, yb);
         bdown(o, be, he, ye, yb);
-        ck_assert_msg(memcmp(hg, he, (size_t)n * y_row_bytes) == 0, "%s, count %d (bucket %d): graph != eager", what,
-                      n, bucket);
+        size_t at = 0;
+        while (at < (size_t)n * y_row_bytes && hg[at] == he[at]) ++at;
+        ck_assert_msg(at == (size_t)n * y_row_bytes,
+                      "%s, count %d (bucket %d): graph != eager, first at row %zu (byte %zu of the row)", what, c,
+                      bucket, at / y_row_bytes, at % y_row_bytes);
         const size_t untouched = (size_t)bucket * y_row_bytes;
         ck_assert_msg(all_bytes(hg + untouched, yb - untouched, 0xFF),
                       "%s, count %d: the graph wrote rows at or past its bucket (%d rows)", what, n, bucket);

@@ -43,7 +43,7 @@ tolerance tol_for(ert_dtype dt);
  * conv2d: a SWITCH node over the default buckets for max_rows): the op is captured once
  * and launched for each of `counts`; its rows below the count must equal the eager run's
  * bit for bit, and nothing at or past the count's bucket may be written (a count of 0
- * writes nothing). x holds max_rows input rows; y rows are y_row_bytes wide. */
+ * writes nothing; a count above max_rows is read as max_rows, as the ops read it). x holds max_rows input rows; y rows are y_row_bytes wide. */
 void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_op *op, const void *x,
                           size_t y_row_bytes, int max_rows, const int *counts, int num_counts, const char *what);
 

@@ -267,7 +267,7 @@ END_TEST
 START_TEST(conv_graph_matches_eager) {
     const ert_dtype dt = kDtypes[_i];
     static const int shapes[] = {0, 1, 4, 8};
-    static const int counts[] = {0, 1, 2, 3, 5, 17, 64, 65, 100, MAX_ROWS, 0, 7};
+    static const int counts[] = {0, 1, 2, 3, 5, 17, 64, 65, 100, MAX_ROWS, 0, 7, MAX_ROWS + 9};
     ert_backend *g = make(gpu, dt, MAX_ROWS);
     rng_seed(950 + (uint64_t)_i);
     const size_t es = esize(dt);

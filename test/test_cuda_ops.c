@@ -115,7 +115,7 @@ END_TEST
  * device count, and writes nothing past the count's bucket (nothing at all for 0). */
 START_TEST(linear_graph_matches_eager) {
     const ert_dtype dt = kDtypes[_i];
-    static const int counts[] = {0, 1, 2, 3, 17, 64, 65, 100, 257, 512, 513, MAX_ROWS, 0, 5};
+    static const int counts[] = {0, 1, 2, 3, 17, 64, 65, 100, 257, 512, 513, MAX_ROWS, 0, 5, MAX_ROWS + 9};
     ert_backend *g = make(gpu, dt, MAX_ROWS);
     rng_seed(900 + (uint64_t)_i);
     for (size_t si = 0; si < sizeof kLinearShapes / sizeof *kLinearShapes; ++si)

@@ -4,9 +4,9 @@
  * Graph mode here is a recording: between graph_begin and graph_end the calls are kept,
  * not run, and graph_launch replays them with the CUDA graph's semantics: ops read row
  * counts from memory when they run, and a GEMM or convolution whose count is in memory
- * computes the smallest bucket holding it (nothing for 0), padding rows included, as
- * the SWITCH nodes of kernels/cuda/graph.cu do. It saves no time on a CPU; it lets the
- * runtime's graph path be tested against eager runs on every machine.
+ * computes the smallest bucket holding it (nothing for 0, at most the op's rows), padding
+ * rows included, as the SWITCH nodes of kernels/cuda/graph.cu do. It saves no time on a
+ * CPU; it lets the runtime's graph path be tested against eager runs on every machine.
  *
  * Fault injection, for tests of the capture error path (a CUDA capture can fail; this
  * recording never does on its own): ERT_CPU_GRAPH_FAIL_AT=N makes the Nth recorded call
@@ -283,9 +283,12 @@ static ert_status cpu_graph_launch(ert_backend *be, ert_graph *g) {
         switch (c->kind) {
         case CMD_OP: {
             ert_rows r = c->rows;
-            if (r.dev_count && (c->op->desc.type == ERT_OP_LINEAR || c->op->desc.type == ERT_OP_CONV2D))
-                /* the padded rows, as the SWITCH body on a GPU computes them */
-                r = (ert_rows){ert_bucket_rows(g->buckets, g->num_buckets, *r.dev_count), NULL};
+            if (r.dev_count && (c->op->desc.type == ERT_OP_LINEAR || c->op->desc.type == ERT_OP_CONV2D)) {
+                /* the padded rows, as the SWITCH body on a GPU computes them: the bucket of
+                 * the count (read within the op's rows), at most the op's rows */
+                const int b = ert_bucket_rows(g->buckets, g->num_buckets, ert_cpu_rows(r));
+                r = (ert_rows){b < r.n ? b : r.n, NULL};
+            }
             st = cpu_op_run(be, c->op, r, c->x, c->y);
             break;
         }
