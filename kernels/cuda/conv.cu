@@ -502,9 +502,9 @@ static ert_status try_plan(ert_backend *be, const ert_op_desc *d, ert_op *op, co
          * and a capture checks its count's need before the call, in conv_exec). */
         size_t ws = 0;
         int sized = 1;
-        for (int i = 0; i < nrows && sized; ++i) {
+        for (int j = 0; j < nrows && sized; ++j) {
             size_t need = 0;
-            sized = set_rows(op, rows[i]) == ERT_OK &&
+            sized = set_rows(op, rows[j]) == ERT_OK &&
                     ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc,
                                                                            c->conv_desc, c->y_desc, k.algo,
                                                                            &need)) == ERT_OK;
