@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/cpu.h"
 #include "testutil.h"
 
 static cJSON *fx;
@@ -185,6 +186,93 @@ START_TEST(tiny_cnn_matches_pytorch) {
 }
 END_TEST
 
+/* A direct convolution in double (loops over the definition), the reference for the
+ * batched im2col + GEMM path beyond the fixtures' few samples. */
+static void direct_conv(const ert_conv_geom *g, const float *w, const float *b, int relu, const float *x, float *y) {
+    const int kg = g->out_c / g->groups, cg = g->in_c / g->groups;
+    for (int k = 0; k < g->out_c; ++k)
+        for (int oy = 0; oy < g->out_h; ++oy)
+            for (int ox = 0; ox < g->out_w; ++ox) {
+                double acc = b ? b[k] : 0.0;
+                for (int c = 0; c < cg; ++c)
+                    for (int i = 0; i < g->kh; ++i)
+                        for (int j = 0; j < g->kw; ++j) {
+                            const int iy = oy * g->sh - g->ph + i * g->dh, ix = ox * g->sw - g->pw + j * g->dw;
+                            if (iy < 0 || iy >= g->in_h || ix < 0 || ix >= g->in_w) continue;
+                            acc += (double)w[((k * cg + c) * g->kh + i) * g->kw + j] *
+                                   x[((k / kg * cg + c) * g->in_h + iy) * g->in_w + ix];
+                        }
+                y[(k * g->out_h + oy) * g->out_w + ox] = (float)(relu && acc < 0.0 ? 0.0 : acc);
+            }
+}
+
+/* The CPU conv runs its GEMM on blocks of samples (cpu.h, ERT_CPU_CONV_COLUMNS: 512 / (H'W')
+ * samples, so 20 at 5x5, 10 at 7x7 and 1 at 40x40). Each sample's output must not depend
+ * on the batch: the same bits alone as in a batch of several blocks and a partial one,
+ * also after a batch of NaN and inf left its values in the block's unused columns; and
+ * the batched outputs match a direct convolution. */
+START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
+    const struct {
+        ert_conv_geom g;
+        int n;
+    } cases[] = {
+        {{.in_c = 4, .in_h = 9, .in_w = 9, .out_c = 6, .out_h = 5, .out_w = 5, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
+          .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 2}, 97},
+        {{.in_c = 3, .in_h = 7, .in_w = 7, .out_c = 5, .out_h = 7, .out_w = 7, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+          .ph = 2, .pw = 2, .dh = 2, .dw = 2, .groups = 1}, 45},
+        {{.in_c = 1, .in_h = 40, .in_w = 40, .out_c = 3, .out_h = 40, .out_w = 40, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+          .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, 3},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ++ci) {
+        const ert_conv_geom g = cases[ci].g;
+        const int n = cases[ci].n, in = g.in_c * g.in_h * g.in_w, out = g.out_c * g.out_h * g.out_w;
+        const int nw = g.out_c * (g.in_c / g.groups) * g.kh * g.kw;
+        float *w = malloc(sizeof(float) * (size_t)nw), *b = malloc(sizeof(float) * (size_t)g.out_c);
+        float *x = malloc(sizeof(float) * (size_t)n * in), *poison = malloc(sizeof(float) * (size_t)n * in);
+        float *y = malloc(sizeof(float) * (size_t)n * out), *one = malloc(sizeof(float) * (size_t)out);
+        float *ref = malloc(sizeof(float) * (size_t)out);
+        unsigned s = 12345u + (unsigned)ci;
+        for (int i = 0; i < nw; ++i) w[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+        for (int i = 0; i < g.out_c; ++i) b[i] = 0.1f * (float)(i % 3) - 0.1f;
+        for (int i = 0; i < n * in; ++i) {
+            x[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / 16777216.0f * 2.0f - 1.0f;
+            poison[i] = i % 2 ? NAN : INFINITY;
+        }
+        const int per_block = g.out_h * g.out_w >= ERT_CPU_CONV_COLUMNS ? 1 : ERT_CPU_CONV_COLUMNS / (g.out_h * g.out_w);
+        ck_assert_msg(ci == 2 ? per_block == 1 : n > per_block && n % per_block != 0,
+                      "case %zu: %d samples for blocks of %d", ci, n, per_block);
+        ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "conv", .in = in, .out = out, .weight = w, .bias = b,
+                         .conv = g, .max_rows = n, .act = ERT_ACT_RELU};
+        ert_op *op;
+        ck_assert_msg(ops->op_new(be, &d, &op) == ERT_OK, "%s", ert_last_error());
+        ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n, NULL}, x, y), ERT_OK);
+        for (int r = 0; r < n; ++r) {
+            direct_conv(&g, w, b, 1, x + (size_t)r * in, ref);
+            const double err = tu_rel_err(y + (size_t)r * out, ref, out, 1e-5, 1e-4);
+            ck_assert_msg(err <= 1.0, "case %zu sample %d: maxdiff ratio %.3g against the direct convolution", ci, r, err);
+        }
+        /* the poison fills every column of every block; then each sample alone, then all
+         * but the last (a different partial block), must give the batched bits */
+        float *again = malloc(sizeof(float) * (size_t)n * out);
+        ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n, NULL}, poison, again), ERT_OK);
+        for (int r = 0; r < n; ++r) {
+            ck_assert_int_eq(ops->op_run(be, op, (ert_rows){1, NULL}, x + (size_t)r * in, one), ERT_OK);
+            for (int i = 0; i < out; ++i)
+                ck_assert_msg(memcmp(&one[i], &y[(size_t)r * out + i], sizeof(float)) == 0,
+                              "case %zu sample %d output %d: %.9g alone, %.9g in the batch of %d", ci, r, i, one[i],
+                              y[(size_t)r * out + i], n);
+        }
+        ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n, NULL}, poison, again), ERT_OK);
+        ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n - 1, NULL}, x, again), ERT_OK);
+        for (size_t i = 0; i < (size_t)(n - 1) * out; ++i)
+            ck_assert_msg(memcmp(&again[i], &y[i], sizeof(float)) == 0, "case %zu output %zu: %.9g in a batch of %d, %.9g of %d",
+                          ci, i, again[i], n - 1, y[i], n);
+        ops->op_free(be, op);
+        free(w), free(b), free(x), free(poison), free(y), free(one), free(ref), free(again);
+    }
+}
+END_TEST
+
 /* Shape errors in image models name the op and the shapes. */
 START_TEST(image_shape_errors) {
     static float w[4 * 2 * 3 * 3], wl[5 * 4 * 4 * 4];
@@ -226,6 +314,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, conv2d_matches_pytorch);
     tcase_add_test(tc, pools_match_pytorch);
     tcase_add_test(tc, relu_keeps_nan);
+    tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

@@ -153,15 +153,18 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     op->desc = *d;
     if (d->weight && !(op->weight = dup_floats(d->weight, nw))) goto oom;
     if (d->bias && !(op->bias = dup_floats(d->bias, nb))) goto oom;
-    /* zeroed: the padding rows of the last block are computed too, on zeros */
+    /* zeroed: the padding rows of a linear's last block are computed too, on zeros; a
+     * conv's im2col writes only the places its input covers, the padding's stay 0 */
     if (d->type == ERT_OP_LINEAR &&
         !(op->pad = calloc((size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out), sizeof(float))))
         goto oom;
-    if (d->type == ERT_OP_CONV2D &&
-        !(op->pad = calloc((size_t)(d->conv.in_c / d->conv.groups) * (size_t)d->conv.kh * (size_t)d->conv.kw *
-                               (size_t)d->conv.out_h * (size_t)d->conv.out_w,
-                           sizeof(float))))
-        goto oom;
+    if (d->type == ERT_OP_CONV2D) {
+        const size_t hw = (size_t)d->conv.out_h * d->conv.out_w;
+        op->samples = hw == 0 || hw >= ERT_CPU_CONV_COLUMNS ? 1 : (int)(ERT_CPU_CONV_COLUMNS / hw);
+        const size_t kdim = (size_t)(d->conv.in_c / d->conv.groups) * d->conv.kh * d->conv.kw;
+        const size_t ld = hw * (size_t)op->samples; /* im2col (kdim x ld), then the GEMM's (K/g x ld) */
+        if (!(op->pad = calloc((kdim + (size_t)(d->conv.out_c / d->conv.groups)) * ld, sizeof(float)))) goto oom;
+    }
     *out = op;
     return ERT_OK;
 oom:

@@ -1,6 +1,7 @@
 /* Convolution, pooling and relu over [C, H, W] samples (NCHW per sample), the plain
  * reference the cuDNN ops are tested against. Convolution is im2col + one OpenBLAS GEMM
- * per sample and group, so a sample's result never depends on the batch. */
+ * per group and block of op->samples samples (always the whole block, so a sample's
+ * result never depends on the batch: a GEMM's column does not depend on the others). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -8,49 +9,86 @@
 #include "cpu.h"
 #include "op_math.h"
 
-/* col (C/g * kh * kw, H' * W') for channels [c0, c0 + C/g) of one sample x (C, H, W). */
-static void im2col(const ert_conv_geom *g, const float *x, int c0, float *col) {
-    const int cg = g->in_c / g->groups, hw = g->out_h * g->out_w;
+/* The outputs ox in [lo, hi) whose input column ox * stride + x0 lies in [0, in_w). */
+static void tap_range(int x0, int stride, int in_w, int out_w, int *lo, int *hi) {
+    int l = x0 < 0 ? (-x0 + stride - 1) / stride : 0;
+    int h = x0 >= in_w ? 0 : (in_w - 1 - x0) / stride + 1;
+    if (l > out_w) l = out_w;
+    if (h > out_w) h = out_w;
+    *lo = l;
+    *hi = h < l ? l : h;
+}
+
+/* col (C/g * kh * kw, H' * W') for channels [c0, c0 + C/g) of one sample x (C, H, W).
+ * Each (channel, kernel tap) row is the input shifted by the tap: per output row, the
+ * columns [lo, hi) read the input (a plain copy at stride 1). Only those are written: the
+ * padding's places depend on the geometry alone, so in the op's zeroed buffer they stay 0. */
+static void im2col(const ert_conv_geom *g, const float *x, int c0, float *col, size_t ld) {
+    const int cg = g->in_c / g->groups;
     for (int c = 0; c < cg; ++c)
         for (int i = 0; i < g->kh; ++i)
             for (int j = 0; j < g->kw; ++j) {
-                float *row = col + ((size_t)(c * g->kh + i) * g->kw + j) * hw;
+                float *row = col + ((size_t)(c * g->kh + i) * g->kw + j) * ld;
                 const float *plane = x + (size_t)(c0 + c) * g->in_h * g->in_w;
+                const int x0 = j * g->dw - g->pw; /* ix = ox * sw + x0 */
+                int lo, hi;
+                tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
                 for (int oy = 0; oy < g->out_h; ++oy) {
                     const int iy = oy * g->sh - g->ph + i * g->dh;
-                    for (int ox = 0; ox < g->out_w; ++ox) {
-                        const int ix = ox * g->sw - g->pw + j * g->dw;
-                        const int inside = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w;
-                        row[oy * g->out_w + ox] = inside ? plane[iy * g->in_w + ix] : 0.0f;
-                    }
+                    if (iy < 0 || iy >= g->in_h) continue;
+                    float *dst = row + (size_t)oy * g->out_w;
+                    const float *src = plane + (size_t)iy * g->in_w;
+                    if (g->sw == 1) memcpy(dst + lo, src + lo + x0, sizeof(float) * (size_t)(hi - lo));
+                    else
+                        for (int ox = lo; ox < hi; ++ox) dst[ox] = src[ox * g->sw + x0];
                 }
             }
 }
 
-/* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). */
+/* y = act(v + b) over one output plane; relu and identity as loops the compiler
+ * vectorises (the same comparisons as ert_activate, so the same bits). */
+static void bias_act(const float *v, float *y, int n, float b, int act) {
+    if (act == ERT_ACT_RELU)
+        for (int p = 0; p < n; ++p) {
+            const float t = v[p] + b;
+            y[p] = t < 0.0f ? 0.0f : t; /* NaN stays NaN */
+        }
+    else if (act == ERT_ACT_NONE)
+        for (int p = 0; p < n; ++p) y[p] = v[p] + b;
+    else
+        for (int p = 0; p < n; ++p) y[p] = ert_activate(v[p] + b, act);
+}
+
+/* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). A block's im2col columns
+ * are its samples side by side (ld = samples H' W' per row); in the last block the columns
+ * past the batch keep the previous block's values and their outputs are dropped. */
 void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
     const ert_conv_geom *g = &op->desc.conv;
     const int kg = g->out_c / g->groups, cg = g->in_c / g->groups;
-    const int kdim = cg * g->kh * g->kw, hw = g->out_h * g->out_w;
+    const int kdim = cg * g->kh * g->kw, hw = g->out_h * g->out_w, ns = op->samples;
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w, out_size = (size_t)g->out_c * hw;
-    for (int r = 0; r < rows; ++r) {
-        const float *xs = x + (size_t)r * in_size;
-        float *ys = y + (size_t)r * out_size;
+    const size_t ld = (size_t)ns * hw;
+    float *col = op->pad, *out = op->pad + (size_t)kdim * ld;
+    for (int r0 = 0; r0 < rows; r0 += ns) {
+        const int m = rows - r0 < ns ? rows - r0 : ns;
         for (int gi = 0; gi < g->groups; ++gi) {
-            im2col(g, xs, gi * cg, op->pad);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, hw, kdim, 1.0f,
-                        op->weight + (size_t)gi * kg * kdim, kdim, op->pad, hw, 0.0f, ys + (size_t)gi * kg * hw, hw);
-        }
-        for (int k = 0; k < g->out_c; ++k)
-            for (int p = 0; p < hw; ++p) {
-                float *v = &ys[(size_t)k * hw + p];
-                *v = ert_activate(*v + (op->bias ? op->bias[k] : 0.0f), (int)op->desc.act);
+            for (int s = 0; s < m; ++s) im2col(g, x + (size_t)(r0 + s) * in_size, gi * cg, col + (size_t)s * hw, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, (int)ld, kdim, 1.0f,
+                        op->weight + (size_t)gi * kg * kdim, kdim, col, (int)ld, 0.0f, out, (int)ld);
+            for (int s = 0; s < m; ++s) {
+                float *ys = y + (size_t)(r0 + s) * out_size + (size_t)gi * kg * hw;
+                for (int k = 0; k < kg; ++k)
+                    bias_act(out + (size_t)k * ld + (size_t)s * hw, ys + (size_t)k * hw, hw,
+                             op->bias ? op->bias[gi * kg + k] : 0.0f, (int)op->desc.act);
             }
+        }
     }
 }
 
 /* Max or average over each window of each channel; padding is -inf for max and zeros
- * counted in the divisor for average (PyTorch's count_include_pad=True). */
+ * counted in the divisor for average (PyTorch's count_include_pad=True). An output row
+ * accumulates tap by tap (window row, then column: each output sees its inputs in the
+ * window's order), so the loop over the row's outputs vectorises. */
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
     const ert_conv_geom *g = &op->desc.conv;
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
@@ -60,22 +98,28 @@ void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
         for (int c = 0; c < g->in_c; ++c) {
             const float *xp = x + ((size_t)r * g->in_c + c) * in_plane;
             float *yp = y + ((size_t)r * g->out_c + c) * out_plane;
-            for (int oy = 0; oy < g->out_h; ++oy)
-                for (int ox = 0; ox < g->out_w; ++ox) {
-                    float acc = is_max ? -INFINITY : 0.0f;
-                    for (int i = 0; i < g->kh; ++i) {
-                        const int iy = oy * g->sh - g->ph + i;
-                        if (iy < 0 || iy >= g->in_h) continue;
-                        for (int j = 0; j < g->kw; ++j) {
-                            const int ix = ox * g->sw - g->pw + j;
-                            if (ix < 0 || ix >= g->in_w) continue;
-                            const float v = xp[iy * g->in_w + ix];
-                            if (is_max) acc = (v > acc || v != v) ? v : acc; /* NaN wins, as in PyTorch */
-                            else acc += v;
-                        }
+            for (int oy = 0; oy < g->out_h; ++oy) {
+                float *yr = yp + (size_t)oy * g->out_w;
+                for (int ox = 0; ox < g->out_w; ++ox) yr[ox] = is_max ? -INFINITY : 0.0f;
+                const int y0 = oy * g->sh - g->ph; /* the window's rows [y0, y0 + kh) within [0, H) */
+                const int ylo = y0 < 0 ? 0 : y0, yhi = y0 + g->kh > g->in_h ? g->in_h : y0 + g->kh;
+                for (int iy = ylo; iy < yhi; ++iy)
+                    for (int j = 0; j < g->kw; ++j) {
+                        const int x0 = j - g->pw; /* ix = ox * sw + x0 */
+                        const float *xr = xp + (size_t)iy * g->in_w;
+                        int lo, hi;
+                        tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
+                        if (is_max)
+                            for (int ox = lo; ox < hi; ++ox) {
+                                const float v = xr[ox * g->sw + x0], a = yr[ox];
+                                yr[ox] = (v > a || v != v) ? v : a; /* NaN wins, as in PyTorch */
+                            }
+                        else
+                            for (int ox = lo; ox < hi; ++ox) yr[ox] += xr[ox * g->sw + x0];
                     }
-                    yp[oy * g->out_w + ox] = is_max ? acc : acc / area;
-                }
+                if (!is_max)
+                    for (int ox = 0; ox < g->out_w; ++ox) yr[ox] /= area;
+            }
         }
 }
 

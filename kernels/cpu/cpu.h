@@ -9,12 +9,20 @@
  * (and summation orders) by matrix size, and `masked` and `compact` must agree exactly. */
 #define ERT_CPU_GEMM_ROWS 64
 
+/* Convolutions run one GEMM per group on blocks of a fixed number of samples (the last
+ * block padded), samples = max(1, this / (H' W')), for the same reason: one sample's
+ * GEMM of H' W' columns (49 at 7x7) is too narrow for OpenBLAS's threads to pay.
+ * bench/NOTES.md ("CPU convolutions") has the measurements. */
+#define ERT_CPU_CONV_COLUMNS 512
+
 struct ert_op {
     ert_op_desc desc;
     float *weight; /* owned copies of the descriptor's host arrays */
     float *bias;
+    int samples;   /* CONV2D: samples per GEMM (ERT_CPU_CONV_COLUMNS) */
     float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
-                      CONV2D: the im2col buffer of one sample and group */
+                      CONV2D: the im2col columns of a block of samples, one group,
+                      then the GEMM's output */
 };
 
 /* The rows an op must process: the host count, clamped by the count in memory. */
