@@ -27,11 +27,8 @@ for model in models/fmnist-mlp models/fmnist-cnn; do
   name=$(basename "$model")
   echo
   "$exitrt" info --model "$model"
-  grid=8
-  # The CNN costs 8x the MLP's FLOPs: a coarser grid keeps the CPU run to a few minutes.
-  [ "$device" = cpu ] && [ "$name" = fmnist-cnn ] && grid=4
   echo
-  "$exitrt" sweep --model "$model" --data fashion-mnist:test --device "$device" --batch 256 --grid "$grid" \
+  "$exitrt" sweep --model "$model" --data fashion-mnist:test --device "$device" --batch 256 --grid 8 \
       --per-exit-search --budget-flops 0.35 --out "results/sweep-$name" --plot "$@"
   "$exitrt" select --from "results/sweep-$name" --latency-budget 50% --plot \
       || echo "exitrt select: nothing within 50% of the full model's latency for $name"
