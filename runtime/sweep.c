@@ -67,35 +67,38 @@ static ert_status check_inputs(ert_session *s, const ert_dataset *data, int bs, 
     return ERT_OK;
 }
 
-/* One pass: `warmup` untimed batches, then every batch timed from its profile. */
-static ert_status run_pass(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int warmup,
-                           ert_latency_model *lm, point_run *pr, int32_t *pred, int32_t *ex, float *conf) {
-    const ert_model *m = ert_session_model(s);
-    const int64_t n = data->n;
-    ert_status st;
+/* `warmup` untimed runs of the data's first batch. */
+static ert_status warm_up(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int warmup,
+                          int32_t *pred, int32_t *ex, float *conf) {
     for (int w = 0; w < warmup; ++w) {
-        ert_batch b = {.input = data->x, .n = (int)(n < bs ? n : bs), .labels = data->labels};
+        ert_batch b = {.input = data->x, .n = (int)(data->n < bs ? data->n : bs), .labels = data->labels};
         ert_outputs o = {.pred = pred, .exit_index = ex, .confidence = conf};
-        if ((st = ert_session_run(s, policy, &b, &o))) return st;
+        ert_status st = ert_session_run(s, policy, &b, &o);
+        if (st) return st;
     }
-    double *bms = pr->bms + (size_t)pr->passes * pr->nb, *sms = pr->sms + (size_t)pr->passes * n;
-    for (int i = 0; i < pr->nb; ++i) {
-        const int64_t first = (int64_t)i * bs;
-        const int bn = (int)(n - first < bs ? n - first : bs);
-        ert_batch b = {.input = data->x + first * data->sample_size, .n = bn,
-                       .labels = data->labels ? data->labels + first : NULL, .first_index = first};
-        ert_outputs o = {.pred = pred + first, .exit_index = ex + first, .confidence = conf + first};
-        if ((st = ert_session_run(s, policy, &b, &o))) return st;
-        ert_profile p;
-        if ((st = ert_session_profile(s, &p))) return st;
-        bms[i] = p.batch_ms;
-        pr->total_ms += p.batch_ms;
-        for (int k = 0; k < p.num_stages; ++k) pr->flops += p.stage[k].flops;
-        /* a sample is answered when the exit it left at was decided */
-        for (int j = 0; j < bn; ++j) sms[first + j] = ert_profile_exit_ready_ms(m, &p, ex[first + j]);
-        if (lm) ert_latency_model_add(lm, &p);
-    }
-    pr->passes++;
+    return ERT_OK;
+}
+
+/* Batch i of the pass in progress (pr->passes), timed from its profile; its outputs go
+ * to the pass's arrays at the batch's place. */
+static ert_status run_batch(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int i,
+                            ert_latency_model *lm, point_run *pr, int32_t *pred, int32_t *ex, float *conf) {
+    const ert_model *m = ert_session_model(s);
+    const int64_t n = data->n, first = (int64_t)i * bs;
+    const int bn = (int)(n - first < bs ? n - first : bs);
+    ert_batch b = {.input = data->x + first * data->sample_size, .n = bn,
+                   .labels = data->labels ? data->labels + first : NULL, .first_index = first};
+    ert_outputs o = {.pred = pred + first, .exit_index = ex + first, .confidence = conf + first};
+    ert_profile p;
+    ert_status st = ert_session_run(s, policy, &b, &o);
+    if (st || (st = ert_session_profile(s, &p))) return st;
+    pr->bms[(size_t)pr->passes * pr->nb + i] = p.batch_ms;
+    pr->total_ms += p.batch_ms;
+    for (int k = 0; k < p.num_stages; ++k) pr->flops += p.stage[k].flops;
+    /* a sample is answered when the exit it left at was decided */
+    double *sms = pr->sms + (size_t)pr->passes * n;
+    for (int j = 0; j < bn; ++j) sms[first + j] = ert_profile_exit_ready_ms(m, &p, ex[first + j]);
+    if (lm) ert_latency_model_add(lm, &p);
     return ERT_OK;
 }
 
@@ -145,34 +148,104 @@ static void fill_timing(ert_sweep_row *row, const ert_model *m, const point_run 
     row->sample_ms = ert_latency_summary(pr->sms, (int)(n * pr->passes));
 }
 
-ert_status ert_sweep_measure(ert_session *s, const ert_policy *policy, const ert_dataset *data, int batch,
-                             int warmup, int reps, ert_latency_model *lm, const ert_exit_table *table,
-                             ert_sweep_row *row) {
-    if (!s || !policy || !data || !row) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure: NULL argument");
+/* The jobs' timed passes, interleaved batch by batch: batch b of every job (that has a
+ * batch b), then batch b + 1, so that a drift of the machine (clocks, other load on a
+ * shared host) touches every point alike instead of the last few. Progress steps are
+ * rounds, counted from `done0` of `total`. Fills the measured fields of rows[i]. */
+static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int num_jobs, int bs, int warmup,
+                               int reps, ert_latency_model *lm, const ert_sweep_options *progress, int done0,
+                               int total, ert_sweep_row *rows) {
     const ert_model *m = ert_session_model(s);
-    const int bs = batch > 0 ? batch : ert_session_get_options(s).max_batch;
-    if (reps < 1) reps = 1;
-    if (warmup < 0) warmup = 0;
-    ert_status st = check_inputs(s, data, bs, reps);
-    if (st) return st;
-    const int64_t n = data->n;
-    point_run pr;
-    int32_t *pred = malloc(sizeof *pred * (size_t)n), *ex = malloc(sizeof *ex * (size_t)n);
-    float *conf = malloc(sizeof *conf * (size_t)n);
-    if ((st = point_run_new(&pr, n, (int)((n + bs - 1) / bs), reps))) goto done;
-    if (!pred || !ex || !conf) {
-        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
-        goto done;
+    point_run *runs = calloc((size_t)num_jobs, sizeof *runs);
+    int32_t **pred = calloc((size_t)num_jobs, sizeof *pred), **ex = calloc((size_t)num_jobs, sizeof *ex);
+    float **conf = calloc((size_t)num_jobs, sizeof *conf);
+    ert_status st = runs && pred && ex && conf ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+    int rounds = 0, failed = -1; /* the job whose run failed */
+    for (int j = 0; j < num_jobs && !st; ++j) {
+        const int64_t n = jobs[j].data->n;
+        const int nb = (int)((n + bs - 1) / bs);
+        if (nb > rounds) rounds = nb;
+        if ((st = check_inputs(s, jobs[j].data, bs, reps)) || (st = point_run_new(&runs[j], n, nb, reps))) {
+            failed = j;
+            break;
+        }
+        pred[j] = malloc(sizeof **pred * (size_t)n), ex[j] = malloc(sizeof **ex * (size_t)n);
+        conf[j] = malloc(sizeof **conf * (size_t)n);
+        if (!pred[j] || !ex[j] || !conf[j]) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
     }
-    for (int r = 0; r < reps && !st; ++r) st = run_pass(s, policy, data, bs, warmup, lm, &pr, pred, ex, conf);
-    if (!st) st = fill_outcome(row, m, policy, data, pred, ex, table);
-    if (!st) fill_timing(row, m, &pr, n);
-done:
-    point_run_free(&pr);
+    for (int rep = 0; rep < reps && !st; ++rep) {
+        for (int j = 0; j < num_jobs && !st; ++j)
+            if ((st = warm_up(s, jobs[j].policy, jobs[j].data, bs, warmup, pred[j], ex[j], conf[j]))) failed = j;
+        for (int b = 0; b < rounds && !st; ++b) {
+            if (progress && progress->progress) {
+                char what[64];
+                snprintf(what, sizeof what, "pass %d of %d, batch %d of %d", rep + 1, reps, b + 1, rounds);
+                const ert_sweep_progress pr = {done0 + rep * rounds + b, total, what};
+                progress->progress(progress->progress_user, &pr);
+            }
+            for (int j = 0; j < num_jobs && !st; ++j)
+                if (b < runs[j].nb &&
+                    (st = run_batch(s, jobs[j].policy, jobs[j].data, bs, b, lm, &runs[j], pred[j], ex[j], conf[j])))
+                    failed = j;
+        }
+        for (int j = 0; j < num_jobs && !st; ++j) {
+            runs[j].passes++;
+            if (rep == 0 && (st = fill_outcome(&rows[j], m, jobs[j].policy, jobs[j].data, pred[j], ex[j], jobs[j].table)))
+                failed = j;
+        }
+    }
+    for (int j = 0; j < num_jobs && !st; ++j) fill_timing(&rows[j], m, &runs[j], jobs[j].data->n);
+    if (st && failed >= 0) {
+        char spec[ERT_SPEC_MAX];
+        ert_policy_to_string(jobs[failed].policy, spec, sizeof spec);
+        ert_error_context(st, "sweep point '%s': ", spec);
+    }
+    for (int j = 0; j < num_jobs; ++j) {
+        if (runs) point_run_free(&runs[j]);
+        if (pred) free(pred[j]);
+        if (ex) free(ex[j]);
+        if (conf) free(conf[j]);
+    }
+    free(runs);
     free(pred);
     free(ex);
     free(conf);
     return st;
+}
+
+static int steps_of(const ert_measure_job *jobs, int num_jobs, int bs, int reps) {
+    int64_t rounds = 0;
+    for (int j = 0; j < num_jobs; ++j)
+        if ((jobs[j].data->n + bs - 1) / bs > rounds) rounds = (jobs[j].data->n + bs - 1) / bs;
+    return (int)(rounds * reps);
+}
+
+ert_status ert_sweep_measure_jobs(ert_session *s, const ert_measure_job *jobs, int num_jobs,
+                                  const ert_sweep_options *opt, ert_latency_model *lm, ert_sweep_row *rows) {
+    if (!s || (!jobs && num_jobs > 0) || !rows || num_jobs < 0)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure_jobs: NULL argument");
+    for (int j = 0; j < num_jobs; ++j)
+        if (!jobs[j].policy || !jobs[j].data)
+            return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure_jobs: job %d has no policy or data", j);
+    const ert_sweep_options o = opt ? *opt : ert_sweep_options_default();
+    const int bs = o.batch > 0 ? o.batch : ert_session_get_options(s).max_batch;
+    const int reps = o.reps < 1 ? 1 : o.reps, warmup = o.warmup < 0 ? 0 : o.warmup;
+    const int total = steps_of(jobs, num_jobs, bs, reps);
+    ert_status st = measure_jobs(s, jobs, num_jobs, bs, warmup, reps, lm, &o, 0, total, rows);
+    if (!st && o.progress) {
+        const ert_sweep_progress pr = {total, total, "done"};
+        o.progress(o.progress_user, &pr);
+    }
+    return st;
+}
+
+ert_status ert_sweep_measure(ert_session *s, const ert_policy *policy, const ert_dataset *data, int batch,
+                             int warmup, int reps, ert_latency_model *lm, const ert_exit_table *table,
+                             ert_sweep_row *row) {
+    if (!s || !policy || !data || !row) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure: NULL argument");
+    const ert_measure_job job = {policy, data, table};
+    const int bs = batch > 0 ? batch : ert_session_get_options(s).max_batch;
+    return measure_jobs(s, &job, 1, bs, warmup < 0 ? 0 : warmup, reps < 1 ? 1 : reps, lm, NULL, 0, 0, row);
 }
 
 /* ---------------------------------------------------------------- the sweep */
@@ -189,9 +262,7 @@ typedef struct plan {
     int count, cap;
 } plan;
 
-static ert_status plan_add(plan *p, const char *spec, const char *family, double param, int reference) {
-    for (int i = 0; i < p->count; ++i)
-        if (strcmp(p->items[i].spec, spec) == 0) return ERT_OK; /* already planned */
+static ert_status plan_push(plan *p, const char *spec, const char *family, double param, int reference) {
     if (p->count == p->cap) {
         const int cap = p->cap ? 2 * p->cap : 32;
         planned *items = realloc(p->items, sizeof *items * (size_t)cap);
@@ -205,6 +276,12 @@ static ert_status plan_add(plan *p, const char *spec, const char *family, double
     it->param = param;
     it->reference = reference;
     return ERT_OK;
+}
+
+static ert_status plan_add(plan *p, const char *spec, const char *family, double param, int reference) {
+    for (int i = 0; i < p->count; ++i)
+        if (strcmp(p->items[i].spec, spec) == 0) return ERT_OK; /* already planned */
+    return plan_push(p, spec, family, param, reference);
 }
 
 static int is_family(const char *s) {
@@ -366,7 +443,7 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
         table = own;
     }
 
-    /* The plan: none first, then the families and specs as given, oracle last. */
+    /* The plan: none first, then the families and specs as given, the extra points, oracle last. */
     if ((st = plan_add(&p, "none", "none", NAN, 0))) goto fail;
     for (int i = 0; i < nfam && !st; ++i) {
         const char *f = fams[i];
@@ -387,22 +464,20 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
             st = plan_add(&p, spec, family, NAN, ref);
         }
     }
+    for (int i = 0; i < opt.num_extra && !st; ++i) {
+        const ert_sweep_point *x = &opt.extra[i];
+        if (!x->spec || !x->family) st = ert_error(ERT_ERR_INVALID_ARGUMENT, "sweep: extra point %d has no spec or family", i);
+        else st = plan_push(&p, x->spec, x->family, x->param, 0);
+    }
     if (st) goto fail;
     if (!opt.no_oracle && (st = plan_add(&p, "oracle", "oracle", NAN, 1))) goto fail;
 
-    /* Every point's row first (policy, exits, accuracy), then the timed passes: with
-     * --reps R the points are run round-robin, R rounds, so that a drift of the machine
-     * (clocks, other load) touches every point alike instead of the last few. */
-    const int total = (build ? E : 0) + p.count * opt.reps;
-    const int64_t n = data->n;
-    const int nb = (int)((n + batch - 1) / batch);
+    /* Every point's row: the plan's fields here, the measured ones from the timed passes
+     * (interleaved, batch by batch: measure_jobs). */
     ert_sweep_row *rows = calloc((size_t)p.count, sizeof *rows);
     ert_policy **pols = calloc((size_t)p.count, sizeof *pols);
-    point_run *runs = calloc((size_t)p.count, sizeof *runs);
-    int32_t *pred = malloc(sizeof *pred * (size_t)n), *ex = malloc(sizeof *ex * (size_t)n);
-    float *conf = malloc(sizeof *conf * (size_t)n);
-    if (!rows || !pols || !runs || !pred || !ex || !conf) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
-    if (!st) st = check_inputs(s, data, batch, opt.reps);
+    ert_measure_job *jobs = calloc((size_t)p.count, sizeof *jobs);
+    if (!rows || !pols || !jobs) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
     for (int i = 0; i < p.count && !st; ++i) {
         const planned *pl = &p.items[i];
         if ((st = ert_policy_parse(pl->spec, &pols[i]))) break;
@@ -411,34 +486,20 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
         rows[i].param = pl->param;
         rows[i].reference = pl->reference;
         rows[i].calibrated = calibrated_of(pols[i], m);
-        st = point_run_new(&runs[i], n, nb, opt.reps);
+        jobs[i] = (ert_measure_job){pols[i], data, table};
     }
-    for (int rep = 0; rep < opt.reps && !st; ++rep)
-        for (int i = 0; i < p.count && !st; ++i) {
-            if (opt.progress) {
-                const ert_sweep_progress pr = {(build ? E : 0) + rep * p.count + i, total, p.items[i].spec};
-                opt.progress(opt.progress_user, &pr);
-            }
-            st = run_pass(s, pols[i], data, batch, opt.warmup, &r->latency, &runs[i], pred, ex, conf);
-            if (!st && rep == 0) st = fill_outcome(&rows[i], m, pols[i], data, pred, ex, table);
-            if (st) ert_error_context(st, "sweep point '%s': ", p.items[i].spec);
-        }
+    const int done0 = build ? E : 0, total = st ? 0 : done0 + steps_of(jobs, p.count, batch, opt.reps);
+    if (!st) st = measure_jobs(s, jobs, p.count, batch, opt.warmup < 0 ? 0 : opt.warmup, opt.reps, &r->latency, &opt,
+                               done0, total, rows);
     for (int i = 0; i < p.count && !st; ++i) {
-        fill_timing(&rows[i], m, &runs[i], n);
         if ((st = ert_sweep_result_add(r, &rows[i]))) break;
         if (rows[i].sim_mismatch >= 0)
             r->sim_mismatch = (r->sim_mismatch < 0 ? 0 : r->sim_mismatch) + rows[i].sim_mismatch;
     }
-    for (int i = 0; runs && pols && i < p.count; ++i) {
-        point_run_free(&runs[i]);
-        ert_policy_free(pols[i]);
-    }
+    for (int i = 0; pols && i < p.count; ++i) ert_policy_free(pols[i]);
     free(rows);
     free(pols);
-    free(runs);
-    free(pred);
-    free(ex);
-    free(conf);
+    free(jobs);
     if (st) goto fail;
     if (opt.progress) {
         const ert_sweep_progress pr = {total, total, "done"};

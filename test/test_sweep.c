@@ -144,14 +144,41 @@ static int count_family(const ert_sweep_result *r, const char *fam) {
     return n;
 }
 
+/* The progress steps of a sweep: the exit table's passes, then one step per round of a
+ * batch of every point ("pass P of R, batch B of NB"), in order, ending at the total. */
+typedef struct steps {
+    int count, last_done, total, ordered;
+    char first_round[64], last_round[64];
+} steps;
+
+static void on_step(void *user, const ert_sweep_progress *p) {
+    steps *st = user;
+    if (st->count++ > 0 && p->done < st->last_done) st->ordered = 0;
+    st->last_done = p->done;
+    st->total = p->total;
+    if (strncmp(p->what, "pass ", 5) == 0) {
+        if (!st->first_round[0]) snprintf(st->first_round, sizeof st->first_round, "%s", p->what);
+        if (p->done < p->total) snprintf(st->last_round, sizeof st->last_round, "%s", p->what);
+    }
+}
+
 START_TEST(sweep_rows_and_round_trip) {
     fixture f = open_fixture(test_spec, 64);
     ert_sweep_options so = ert_sweep_options_default();
     so.grid = 3;
     so.batch = 50;
     so.reps = 2;
+    steps st = {.ordered = 1};
+    so.progress = on_step;
+    so.progress_user = &st;
     ert_sweep_result *r = NULL;
     ck_assert_int_eq(ert_sweep_run(f.session, f.data, &so, &r), ERT_OK);
+    /* 3 exit-table passes + 2 passes x 6 batches (300 samples in batches of 50), then "done" */
+    ck_assert_int_eq(st.total, 3 + 2 * 6);
+    ck_assert_int_eq(st.last_done, st.total);
+    ck_assert(st.ordered);
+    ck_assert_str_eq(st.first_round, "pass 1 of 2, batch 1 of 6");
+    ck_assert_str_eq(st.last_round, "pass 2 of 2, batch 6 of 6");
     ck_assert_str_eq(r->rows[0].policy, "none");
     ck_assert_int_eq(count_family(r, "oracle"), 1);
     ck_assert_int_ge(count_family(r, "confidence"), 2);
@@ -284,6 +311,104 @@ START_TEST(per_exit_search_respects_its_budget) {
 }
 END_TEST
 
+/* Extra points join the plan with their own family and param, kept even when a family
+ * (or `none`) has the same spec, and are measured like every other point; one without a
+ * spec is refused by message. */
+START_TEST(sweep_extra_points) {
+    fixture f = open_fixture(test_spec, 64);
+    const ert_sweep_point extra[] = {{"confidence:0.55", "per-exit", 0.7}, {"none", "shared", 0.7}};
+    const char *fams[] = {"fixed"};
+    ert_sweep_options so = ert_sweep_options_default();
+    so.policies = fams;
+    so.num_policies = 1;
+    so.batch = 64;
+    so.extra = extra;
+    so.num_extra = 2;
+    ert_sweep_result *r = NULL;
+    ck_assert_msg(ert_sweep_run(f.session, f.data, &so, &r) == ERT_OK, "%s", ert_last_error());
+    ck_assert_int_eq(count_family(r, "per-exit"), 1);
+    ck_assert_int_eq(count_family(r, "shared"), 1);
+    int none_rows = 0;
+    for (int i = 0; i < r->num_rows; ++i) {
+        const ert_sweep_row *w = &r->rows[i];
+        none_rows += strcmp(w->policy, "none") == 0;
+        if (strcmp(w->family, "per-exit") == 0) {
+            ck_assert_str_eq(w->policy, "confidence:0.55");
+            ck_assert_double_eq(w->param, 0.7);
+            ck_assert_int_eq(w->sim_mismatch, 0);
+            ck_assert_int_eq(w->num_batches, 5);
+        }
+    }
+    ck_assert_int_eq(none_rows, 2);
+    ck_assert_int_eq(r->sim_mismatch, 0);
+    ert_sweep_result_free(r);
+    const ert_sweep_point bad[] = {{NULL, "per-exit", 0.7}};
+    so.extra = bad;
+    so.num_extra = 1;
+    ck_assert_int_eq(ert_sweep_run(f.session, f.data, &so, &r), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("extra point 0 has no spec or family"));
+    close_fixture(&f);
+}
+END_TEST
+
+/* Interleaved measurement gives each job what it gives alone: jobs on two datasets of
+ * different sizes (300 clean samples, 130 rotated ones: 5 and 3 batches of 64), each row
+ * against ert_sweep_measure of the same job; the exit-table check holds on the interleaved
+ * runs; a job without data is refused by message. */
+START_TEST(interleaved_jobs_measure_what_each_does_alone) {
+    fixture f = open_fixture(test_spec, 64);
+    ert_dataset *rot = NULL;
+    ck_assert_int_eq(ert_dataset_copy(f.data, &rot), ERT_OK);
+    ck_assert_int_eq(ert_shift_apply(rot, ERT_SHIFT_ROTATE, 3, 7), ERT_OK);
+    rot->n = 130;
+    ert_exit_table *t = NULL;
+    ck_assert_int_eq(ert_exit_table_build(f.session, f.data, 64, &t), ERT_OK);
+    const char *specs[] = {"none", "confidence:0.6", "patience:2", "fixed:0"};
+    ert_policy *pols[4];
+    ert_measure_job jobs[8];
+    for (int k = 0; k < 4; ++k) {
+        ck_assert_int_eq(ert_policy_parse(specs[k], &pols[k]), ERT_OK);
+        jobs[2 * k] = (ert_measure_job){pols[k], f.data, t};
+        jobs[2 * k + 1] = (ert_measure_job){pols[k], rot, NULL};
+    }
+    ert_sweep_options o = ert_sweep_options_default();
+    o.batch = 64;
+    o.reps = 2;
+    steps st = {.ordered = 1};
+    o.progress = on_step;
+    o.progress_user = &st;
+    ert_sweep_row rows[8];
+    memset(rows, 0, sizeof rows);
+    ck_assert_msg(ert_sweep_measure_jobs(f.session, jobs, 8, &o, NULL, rows) == ERT_OK, "%s", ert_last_error());
+    ck_assert_int_eq(st.total, 2 * 5);
+    ck_assert_str_eq(st.last_round, "pass 2 of 2, batch 5 of 5");
+    for (int j = 0; j < 8; ++j) {
+        ert_sweep_row alone;
+        memset(&alone, 0, sizeof alone);
+        ck_assert_int_eq(ert_sweep_measure(f.session, jobs[j].policy, jobs[j].data, 64, 1, 1, NULL, jobs[j].table, &alone),
+                         ERT_OK);
+        ck_assert_int_eq(rows[j].samples, j % 2 ? 130 : N_SAMPLES);
+        ck_assert_int_eq(rows[j].num_batches, 2 * (j % 2 ? 3 : 5));
+        ck_assert_msg(rows[j].accuracy == alone.accuracy, "job %d: accuracy %g interleaved, %g alone", j,
+                      rows[j].accuracy, alone.accuracy);
+        ck_assert(rows[j].mean_exit == alone.mean_exit);
+        ck_assert(fabs(rows[j].flops_fraction - alone.flops_fraction) < 1e-12);
+        for (int e = 0; e < 3; ++e) ck_assert_int_eq(rows[j].exit_histogram[e], alone.exit_histogram[e]);
+        ck_assert_int_eq(rows[j].sim_mismatch, j % 2 ? -1 : 0);
+        ck_assert(rows[j].batch_ms.mean > 0 && rows[j].sample_ms.p99 <= rows[j].batch_ms.max + 1e-9);
+    }
+    /* the rotated data moves the exits: the jobs did not share outputs */
+    ck_assert(rows[2].mean_exit != rows[3].mean_exit || rows[2].accuracy != rows[3].accuracy);
+    jobs[3].data = NULL;
+    ck_assert_int_eq(ert_sweep_measure_jobs(f.session, jobs, 8, &o, NULL, rows), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("job 3 has no policy or data"));
+    for (int k = 0; k < 4; ++k) ert_policy_free(pols[k]);
+    ert_exit_table_free(t);
+    ert_dataset_free(rot);
+    close_fixture(&f);
+}
+END_TEST
+
 /* "DATA"/"VAL" in args are replaced by the generated splits. */
 static int cli_fmt(const char *fmt, const char *dir) {
     char args[8192];
@@ -353,6 +478,9 @@ START_TEST(cli_sweep_select_eval) {
     ck_assert_int_eq(csv_rows, r->num_rows);
     ck_assert(r->has_search);
     ck_assert_int_eq(count_family(r, "per-exit"), 1);
+    /* a FLOPs budget alone: the answers ran with the grid, the prediction from its timings */
+    const char *pm = strstr(out_text, ", predicted ");
+    ck_assert_msg(pm && strtod(pm + 12, NULL) > 0, "no predicted latency in: %s", out_text);
     int *on = malloc(sizeof *on * (size_t)r->num_rows);
     ert_sweep_frontier(r->rows, r->num_rows, ERT_LATENCY_BATCH_MEAN, on);
     for (int i = 0; i < r->num_rows; ++i) ck_assert_int_eq(on[i], r->rows[i].frontier_mean);
@@ -558,6 +686,8 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, table_predicts_every_run);
     tcase_add_test(tc, sweep_rows_and_round_trip);
+    tcase_add_test(tc, interleaved_jobs_measure_what_each_does_alone);
+    tcase_add_test(tc, sweep_extra_points);
     tcase_add_test(tc, per_exit_search_respects_its_budget);
     tcase_add_test(tc, cli_sweep_select_eval);
     tcase_add_test(tc, cli_sweep_options);

@@ -271,7 +271,9 @@ static void sweep_usage(FILE *f) {
             "mean exit, FLOPs fraction, throughput, batch latency mean/p50/p95/p99 and per-sample\n"
             "latency p50/p95/p99 (until the sample's exit was decided), exit histogram. Marks the\n"
             "Pareto frontiers (accuracy vs mean and vs p99 batch latency; oracle excluded) and\n"
-            "writes DIR/sweep.csv, DIR/sweep.json and DIR/reliability.json.\n"
+            "writes DIR/sweep.csv, DIR/sweep.json and DIR/reliability.json. The points run\n"
+            "interleaved, batch by batch (batch b of every point, then b + 1), so that a drift\n"
+            "of the machine touches every point alike.\n"
             "\n"
             "  -m, --model DIR        model directory\n"
             "  -d, --data SPLIT       labelled data: fashion-mnist:test | fashion-mnist:val |\n"
@@ -287,7 +289,7 @@ static void sweep_usage(FILE *f) {
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA)\n"
             CLI_EXEC_HELP
             "  -M, --mode MODE        compact (default) | masked | full\n"
-            "      --warmup N         untimed batches before each point (default 1)\n"
+            "      --warmup N         untimed batches of each point before each pass (default 1)\n"
             "      --reps N           timed passes over the data per point (default 1)\n"
             "      --limit N          only the first N samples (of the validation data too)\n"
             "      --calibration C    on (default: the model's calibration.json) | off\n"
@@ -299,7 +301,8 @@ static void sweep_usage(FILE *f) {
             "      --seed S           seed of the corruption (default 1)\n"
             "      --per-exit-search  also search one threshold per exit on the validation data\n"
             "                         under a budget, then measure it (and the best shared\n"
-            "                         threshold under the same budget) on --data\n"
+            "                         threshold under the same budget) on --data: with the\n"
+            "                         grid under --budget-flops alone, after it with --budget-ms\n"
             "      --budget-flops F   the search's compute budget: FLOPs fraction <= F\n"
             "      --budget-ms MS     the search's latency budget: predicted mean batch ms <= MS\n"
             "                         (a per-stage latency model fitted on this sweep's runs), or\n"
@@ -395,6 +398,41 @@ static void print_frontier(const ert_sweep_result *r) {
                cal_text(f[i]->calibrated), 100.0 * f[i]->accuracy, f[i]->mean_exit, f[i]->flops_fraction,
                f[i]->batch_ms.mean, f[i]->batch_ms.p99, f[i]->sample_ms.p99, f[i]->frontier_p99 ? "yes" : "no");
     free(f);
+}
+
+/* The per-exit search's data: the validation split and its exit table. */
+typedef struct search_data {
+    ert_dataset *val;
+    ert_exit_table *table;
+} search_data;
+
+/* Runs the per-exit search on the validation table; 1 with an answer, 0 when no
+ * thresholds fit the budget (said on stderr: an answer, not a failure of the sweep). */
+static int run_search(const search_data *sd, const ert_threshold_search_options *to, ert_threshold_search_result *out) {
+    const ert_status ss = ert_threshold_search(sd->table, to, out);
+    if (ss == ERT_ERR_INVALID_ARGUMENT) {
+        fprintf(stderr, "%s: per-exit search skipped: %s\n", cli_prog(), ert_last_error());
+        return 0;
+    }
+    cli_check(ss);
+    return 1;
+}
+
+/* The predicted mean batch latency of a spec on the validation data (NaN if unparsable). */
+static double predict_ms(const search_data *sd, const ert_latency_model *lm, const ert_model *model, const char *spec,
+                         int batch) {
+    ert_policy *pol = NULL;
+    if (ert_policy_parse(spec, &pol) != ERT_OK) return NAN;
+    const int64_t n = sd->val->n;
+    int32_t *pred = malloc(sizeof *pred * (size_t)n), *ex = malloc(sizeof *ex * (size_t)n);
+    if (!pred || !ex) cli_fail("out of memory");
+    ert_sim_result sim;
+    cli_check(ert_exit_table_simulate(sd->table, pol, &sim, pred, ex));
+    const double ms = ert_latency_model_predict(lm, model, ex, n, batch);
+    free(pred);
+    free(ex);
+    ert_policy_free(pol);
+    return ms;
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -506,7 +544,41 @@ int cmd_sweep(int argc, char **argv) {
     path_join(path, sizeof path, c.out, "reliability.json");
     write_reliability(path, table, cal == ERT_CALIBRATION_OFF, model, data->name);
 
+    /* The per-exit search chooses on the validation data. With a FLOPs budget alone it
+     * needs no timings: it runs before the sweep, and its two answers are measured on
+     * --data interleaved with the grid, so that a drift of the machine cannot favour
+     * them. A latency budget needs the grid's timings (a latency model, `none`'s
+     * latency): then it runs after the grid and its answers are measured after it. */
+    search_data sd = {0};
+    ert_threshold_search_options to = ert_threshold_search_options_default();
+    ert_threshold_search_result sr;
+    int model_calibrated = 0, have_search = 0;
+    for (int e = 0; e < ert_model_num_exits(model); ++e) model_calibrated |= ert_model_temperature(model, e) != 1.0f;
+    ert_sweep_point extra[2];
+    int num_extra = 0;
+    const int search_first = search && isnan(budget_ms);
+    if (search) {
+        cli_check(ert_dataset_load(val, &sd.val));
+        if (c.limit && c.limit < sd.val->n) sd.val->n = c.limit;
+        if (!sd.val->labels) cli_fail("--val '%s' has no labels", val);
+        bar_draw(&b, 0, 1, "exit table of the validation data");
+        cli_check(ert_exit_table_build(sess, sd.val, c.batch, &sd.table));
+        to.kind = search_kind;
+        to.uncalibrated = cal == ERT_CALIBRATION_OFF && model_calibrated;
+        to.budget_flops = budget_flops;
+        to.batch = c.batch;
+    }
+    if (search_first && (have_search = run_search(&sd, &to, &sr))) {
+        extra[num_extra++] = (ert_sweep_point){sr.policy, "per-exit", budget_flops};
+        ert_policy *shared = NULL; /* none when no shared threshold fits the budget */
+        if (ert_policy_parse(sr.shared_policy, &shared) == ERT_OK)
+            extra[num_extra++] = (ert_sweep_point){sr.shared_policy, "shared", budget_flops};
+        ert_policy_free(shared);
+    }
+
     ert_sweep_options so = ert_sweep_options_default();
+    so.extra = extra;
+    so.num_extra = num_extra;
     so.policies = num_policies ? policies : NULL;
     so.num_policies = num_policies;
     so.grid = grid;
@@ -530,44 +602,18 @@ int cmd_sweep(int argc, char **argv) {
         r->shift_seed = (uint64_t)seed;
     }
 
-    if (search && !isnan(budget_share)) {
-        for (int i = 0; i < r->num_rows; ++i)
-            if (strcmp(r->rows[i].policy, "none") == 0) budget_ms = budget_share / 100.0 * r->rows[i].batch_ms.mean;
-        if (!(budget_ms > 0))
-            cli_fail("--budget-ms %g%%: the sweep has no `none` point to take a share of", budget_share);
-    }
-    if (search) {
-        ert_dataset *vd = NULL;
-        cli_check(ert_dataset_load(val, &vd));
-        if (c.limit && c.limit < vd->n) vd->n = c.limit;
-        if (!vd->labels) cli_fail("--val '%s' has no labels", val);
-        ert_exit_table *vt = NULL;
-        bar_draw(&b, 0, 1, "exit table of the validation data");
-        cli_check(ert_exit_table_build(sess, vd, c.batch, &vt));
-        ert_threshold_search_options to = ert_threshold_search_options_default();
-        to.kind = search_kind;
-        to.uncalibrated = cal == ERT_CALIBRATION_OFF && r->model_calibrated;
-        to.budget_flops = budget_flops;
+    if (search && !search_first) {
+        if (!isnan(budget_share)) {
+            for (int i = 0; i < r->num_rows; ++i)
+                if (strcmp(r->rows[i].policy, "none") == 0) budget_ms = budget_share / 100.0 * r->rows[i].batch_ms.mean;
+            if (!(budget_ms > 0))
+                cli_fail("--budget-ms %g%%: the sweep has no `none` point to take a share of", budget_share);
+        }
         to.budget_ms = budget_ms;
         to.latency = r->latency.batches > 0 ? &r->latency : NULL;
-        to.batch = c.batch;
-        const ert_status ss = ert_threshold_search(vt, &to, &r->search);
-        if (ss == ERT_ERR_INVALID_ARGUMENT) {
-            /* No thresholds within the budget is an answer, not a failure of the sweep:
-             * say so and keep the sweep's results. */
-            fprintf(stderr, "%s: per-exit search skipped: %s\n", cli_prog(), ert_last_error());
-        } else {
-            cli_check(ss);
-            r->has_search = 1;
-            snprintf(r->search_data, sizeof r->search_data, "%s", vd->name);
-            snprintf(r->search_kind, sizeof r->search_kind, "%s",
-                     search_kind == ERT_POLICY_ENTROPY  ? "entropy"
-                     : search_kind == ERT_POLICY_MARGIN ? "margin"
-                                                        : "confidence");
-            r->search_budget_flops = budget_flops;
-            r->search_budget_ms = budget_ms;
+        if ((have_search = run_search(&sd, &to, &sr))) {
             /* Both answers, chosen on the validation data, measured on --data. */
-            const char *specs[2] = {r->search.policy, r->search.shared_policy};
+            const char *specs[2] = {sr.policy, sr.shared_policy};
             const char *fams[2] = {"per-exit", "shared"};
             for (int k = 0; k < 2; ++k) {
                 ert_policy *pol = NULL;
@@ -577,7 +623,7 @@ int cmd_sweep(int argc, char **argv) {
                 ert_policy_to_string(pol, row.policy, sizeof row.policy);
                 snprintf(row.family, sizeof row.family, "%s", fams[k]);
                 row.param = !isnan(budget_flops) ? budget_flops : budget_ms;
-                row.calibrated = r->model_calibrated && !to.uncalibrated;
+                row.calibrated = model_calibrated && !to.uncalibrated;
                 bar_draw(&b, k, 2, specs[k]);
                 cli_check(ert_sweep_measure(sess, pol, data, c.batch, c.warmup, c.reps, NULL, table, &row));
                 bar_draw(&b, 2, 2, "");
@@ -585,9 +631,24 @@ int cmd_sweep(int argc, char **argv) {
                 cli_check(ert_sweep_result_add(r, &row));
             }
         }
-        ert_exit_table_free(vt);
-        ert_dataset_free(vd);
     }
+    if (have_search) {
+        if (search_first && r->latency.batches > 0) { /* the prediction the report prints, from the grid's timings */
+            sr.predicted_ms = predict_ms(&sd, &r->latency, model, sr.policy, c.batch);
+            sr.shared_predicted_ms = predict_ms(&sd, &r->latency, model, sr.shared_policy, c.batch);
+        }
+        r->search = sr;
+        r->has_search = 1;
+        snprintf(r->search_data, sizeof r->search_data, "%s", sd.val->name);
+        snprintf(r->search_kind, sizeof r->search_kind, "%s",
+                 search_kind == ERT_POLICY_ENTROPY  ? "entropy"
+                 : search_kind == ERT_POLICY_MARGIN ? "margin"
+                                                    : "confidence");
+        r->search_budget_flops = budget_flops;
+        r->search_budget_ms = budget_ms;
+    }
+    ert_exit_table_free(sd.table);
+    ert_dataset_free(sd.val);
     cli_check(ert_sweep_write(r, c.out));
 
     printf("sweep: model %s | data %s (%lld samples)%s%s | device %s | mode %s | exec %s | %s compaction | batch %d | "
@@ -850,7 +911,10 @@ static void shift_usage(FILE *f) {
             "\n"
             "Runs operating points on the clean data and under every corruption and severity, and\n"
             "reports how accuracy, exit rates, FLOPs and mean / p99 latency (batch and per sample)\n"
-            "move against the clean data. Writes DIR/shift.csv and DIR/shift.json.\n"
+            "move against the clean data. Writes DIR/shift.csv and DIR/shift.json. The runs\n"
+            "interleave batch by batch (batch b of every run, then b + 1), so that a drift of the\n"
+            "machine cannot pass for a latency change under a corruption; every corrupted copy of\n"
+            "the data is held at once (26 copies with the default shifts and severities).\n"
             "\n"
             "  -m, --model DIR        model directory\n"
             "  -d, --data SPLIT       labelled data (fashion-mnist:test, FILE.npy:LABELS.npy)\n"
@@ -865,7 +929,7 @@ static void shift_usage(FILE *f) {
             "  -b, --batch N          samples per batch (default 256)\n"
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA)\n"
             CLI_EXEC_HELP
-            "      --warmup N         untimed batches before each run (default 1)\n"
+            "      --warmup N         untimed batches of each run before each pass (default 1)\n"
             "      --reps N           timed passes per run (default 1)\n"
             "      --limit N          only the first N samples\n"
             "      --calibration C    on (default: the model's calibration.json) | off\n"
@@ -996,27 +1060,42 @@ int cmd_shift_report(int argc, char **argv) {
     shift_row *rows = calloc((size_t)total, sizeof *rows);
     if (!rows) cli_fail("out of memory");
     bar b = {.on = isatty(2), .label = "shift-report"};
+    /* Every condition's data at once, so that the runs interleave batch by batch
+     * (ert_sweep_measure_jobs): a drift of the machine then cannot pass for a latency
+     * change under a corruption. */
+    ert_dataset **ds = calloc((size_t)conds, sizeof *ds);
+    ert_measure_job *jobs = calloc((size_t)total, sizeof *jobs);
+    ert_sweep_row *measured = calloc((size_t)total, sizeof *measured);
+    if (!ds || !jobs || !measured) cli_fail("out of memory");
     int n = 0;
     for (int ci = 0; ci < conds; ++ci) {
         const ert_shift_kind kind = ci == 0 ? ERT_SHIFT_NONE : kinds[(ci - 1) / num_sev];
         const int sev = ci == 0 ? 0 : sevs[(ci - 1) % num_sev];
-        ert_dataset *d = NULL;
-        cli_check(ert_dataset_copy(clean, &d));
-        cli_check(ert_shift_apply(d, kind, sev, (uint64_t)seed));
-        for (int p = 0; p < num_policies; ++p) {
-            char what[128];
-            snprintf(what, sizeof what, "%s %d: %s", ert_shift_name(kind), sev, policies[p]);
-            bar_draw(&b, n, total, what);
-            shift_row *s = &rows[n++];
-            s->policy = p;
-            s->kind = kind;
-            s->severity = sev;
-            ert_policy_to_string(pols[p], s->row.policy, sizeof s->row.policy);
-            cli_check(ert_sweep_measure(sess, pols[p], d, c.batch, c.warmup, c.reps, NULL, NULL, &s->row));
+        bar_draw(&b, 0, 1, ert_shift_name(kind));
+        cli_check(ert_dataset_copy(clean, &ds[ci]));
+        cli_check(ert_shift_apply(ds[ci], kind, sev, (uint64_t)seed));
+        for (int p = 0; p < num_policies; ++p, ++n) {
+            rows[n].policy = p;
+            rows[n].kind = kind;
+            rows[n].severity = sev;
+            jobs[n] = (ert_measure_job){pols[p], ds[ci], NULL};
         }
-        ert_dataset_free(d);
     }
-    bar_draw(&b, total, total, "");
+    ert_sweep_options mo = ert_sweep_options_default();
+    mo.batch = c.batch;
+    mo.warmup = c.warmup;
+    mo.reps = c.reps;
+    mo.progress = on_sweep_progress;
+    mo.progress_user = &b;
+    cli_check(ert_sweep_measure_jobs(sess, jobs, total, &mo, NULL, measured));
+    for (int i = 0; i < total; ++i) {
+        rows[i].row = measured[i];
+        ert_policy_to_string(pols[rows[i].policy], rows[i].row.policy, sizeof rows[i].row.policy);
+    }
+    for (int ci = 0; ci < conds; ++ci) ert_dataset_free(ds[ci]);
+    free(ds);
+    free(jobs);
+    free(measured);
 
     /* Files: one JSON with everything, one CSV line per run. */
     time_t now = time(NULL);

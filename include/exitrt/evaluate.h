@@ -233,9 +233,17 @@ typedef enum ert_calibration_use {
 } ert_calibration_use;
 
 typedef struct ert_sweep_progress {
-    int done, total;  /* runs finished (table passes and timed points) and planned */
+    int done, total;  /* steps finished (exit-table passes, then rounds of one batch of
+                         every point) and planned */
     const char *what; /* the run starting now */
 } ert_sweep_progress;
+
+/* A point the caller adds to a sweep's plan (e.g. the per-exit search's answers). */
+typedef struct ert_sweep_point {
+    const char *spec;   /* a policy spec */
+    const char *family; /* its row's family name, e.g. "per-exit" */
+    double param;       /* its row's param */
+} ert_sweep_point;
 
 typedef struct ert_sweep_options {
     /* Families (confidence, entropy, margin, patience, fixed; none and oracle are always
@@ -245,10 +253,14 @@ typedef struct ert_sweep_options {
     int num_policies;
     int grid;          /* points per threshold family, at most per patience/fixed (default 8) */
     int batch;         /* samples per run (<= max_batch; default max_batch) */
-    int warmup;        /* untimed batches before each point (default 1) */
-    int reps;          /* timed passes over the data per point (default 1) */
+    int warmup;        /* untimed batches of each point before each pass (default 1) */
+    int reps;          /* timed passes over the data per point (default 1); the points
+                          run interleaved, batch by batch, within each pass */
     ert_calibration_use calibration;
     int no_oracle;     /* 1: leave the oracle out */
+    const ert_sweep_point *extra; /* points added after the families, measured with them,
+                                     each kept even if a family planned the same spec */
+    int num_extra;
     const ert_exit_table *table; /* the data's exit table if already built (NULL: built here) */
     void (*progress)(void *user, const ert_sweep_progress *p); /* may be NULL */
     void *progress_user;
@@ -299,6 +311,24 @@ void ert_sweep_result_free(ert_sweep_result *result);
 ert_status ert_sweep_measure(ert_session *session, const ert_policy *policy, const ert_dataset *data, int batch,
                              int warmup, int reps, ert_latency_model *lm, const ert_exit_table *table,
                              ert_sweep_row *row);
+
+/* One operating point of ert_sweep_measure_jobs: a policy on a dataset, with the data's
+ * exit table for the simulation check (NULL: none). Jobs may share or differ in data. */
+typedef struct ert_measure_job {
+    const ert_policy *policy;
+    const ert_dataset *data;
+    const ert_exit_table *table;
+} ert_measure_job;
+
+/* Measures several operating points as ert_sweep_measure does each, but interleaved:
+ * per pass, each job's warm-up, then batch b of every job that has one, then batch
+ * b + 1, ..., so that a drift of the machine (clocks, other load on a shared host)
+ * touches every point alike instead of the last ones; ert_sweep_run does the same with
+ * its grid. opt gives batch, warmup, reps and progress (one step per round of batches);
+ * NULL: the defaults. rows[i] gets job i's measured fields. Keeps every job's outputs
+ * (12 bytes per sample) while it runs. */
+ert_status ert_sweep_measure_jobs(ert_session *session, const ert_measure_job *jobs, int num_jobs,
+                                  const ert_sweep_options *opt, ert_latency_model *lm, ert_sweep_row *rows);
 
 /* Appends a row (copied) and marks the frontiers again. */
 ert_status ert_sweep_result_add(ert_sweep_result *result, const ert_sweep_row *row);
