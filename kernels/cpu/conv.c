@@ -35,7 +35,7 @@ static void im2col(const ert_conv_geom *g, const float *x, int c0, float *col, s
                 tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
                 for (int oy = 0; oy < g->out_h; ++oy) {
                     const int iy = oy * g->sh - g->ph + i * g->dh;
-                    if (iy < 0 || iy >= g->in_h) continue;
+                    if (iy < 0 || iy >= g->in_h || hi == lo) continue;
                     float *dst = row + (size_t)oy * g->out_w;
                     const float *src = plane + (size_t)iy * g->in_w;
                     if (g->sw == 1) memcpy(dst + lo, src + lo + x0, sizeof(float) * (size_t)(hi - lo));
