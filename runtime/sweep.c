@@ -165,10 +165,7 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
         const int64_t n = jobs[j].data->n;
         const int nb = (int)((n + bs - 1) / bs);
         if (nb > rounds) rounds = nb;
-        if ((st = check_inputs(s, jobs[j].data, bs, reps)) || (st = point_run_new(&runs[j], n, nb, reps))) {
-            failed = j;
-            break;
-        }
+        if ((st = check_inputs(s, jobs[j].data, bs, reps)) || (st = point_run_new(&runs[j], n, nb, reps))) break;
         pred[j] = malloc(sizeof **pred * (size_t)n), ex[j] = malloc(sizeof **ex * (size_t)n);
         conf[j] = malloc(sizeof **conf * (size_t)n);
         if (!pred[j] || !ex[j] || !conf[j]) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
@@ -195,10 +192,10 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
         }
     }
     for (int j = 0; j < num_jobs && !st; ++j) fill_timing(&rows[j], m, &runs[j], jobs[j].data->n);
-    if (st && failed >= 0) {
+    if (st && failed >= 0) { /* a run failed (the checks above name the data themselves) */
         char spec[ERT_SPEC_MAX];
         ert_policy_to_string(jobs[failed].policy, spec, sizeof spec);
-        ert_error_context(st, "sweep point '%s': ", spec);
+        ert_error_context(st, "sweep point '%s' on '%s': ", spec, jobs[failed].data->name);
     }
     for (int j = 0; j < num_jobs; ++j) {
         if (runs) point_run_free(&runs[j]);

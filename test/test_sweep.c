@@ -399,6 +399,16 @@ START_TEST(interleaved_jobs_measure_what_each_does_alone) {
     }
     /* the rotated data moves the exits: the jobs did not share outputs */
     ck_assert(rows[2].mean_exit != rows[3].mean_exit || rows[2].accuracy != rows[3].accuracy);
+    /* a run that fails names its point and data: a NaN in sample 200 (batch 3 of 5) */
+    ert_dataset *nan = NULL;
+    ck_assert_int_eq(ert_dataset_copy(f.data, &nan), ERT_OK);
+    snprintf(nan->name, sizeof nan->name, "poisoned");
+    nan->x[200 * nan->sample_size + 5] = NAN;
+    jobs[5].data = nan;
+    ck_assert_int_eq(ert_sweep_measure_jobs(f.session, jobs, 8, &o, NULL, rows), ERT_ERR_NUMERIC);
+    ck_assert_msg(tu_error_has("sweep point 'patience:2' on 'poisoned': input sample 8, element 5: NaN"), "%s",
+                  ert_last_error());
+    ert_dataset_free(nan);
     jobs[3].data = NULL;
     ck_assert_int_eq(ert_sweep_measure_jobs(f.session, jobs, 8, &o, NULL, rows), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("job 3 has no policy or data"));

@@ -629,6 +629,8 @@ int cmd_sweep(int argc, char **argv) {
                 bar_draw(&b, 2, 2, "");
                 ert_policy_free(pol);
                 cli_check(ert_sweep_result_add(r, &row));
+                if (row.sim_mismatch >= 0) /* in the exit-table check's total, as the grid's rows */
+                    r->sim_mismatch = (r->sim_mismatch < 0 ? 0 : r->sim_mismatch) + row.sim_mismatch;
             }
         }
     }
@@ -1074,6 +1076,8 @@ int cmd_shift_report(int argc, char **argv) {
         bar_draw(&b, 0, 1, ert_shift_name(kind));
         cli_check(ert_dataset_copy(clean, &ds[ci]));
         cli_check(ert_shift_apply(ds[ci], kind, sev, (uint64_t)seed));
+        if (ci > 0) /* errors name the run's data */
+            snprintf(ds[ci]->name, sizeof ds[ci]->name, "%.200s, %s %d", clean->name, ert_shift_name(kind), sev);
         for (int p = 0; p < num_policies; ++p, ++n) {
             rows[n].policy = p;
             rows[n].kind = kind;

@@ -159,11 +159,11 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         !(op->pad = calloc((size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out), sizeof(float))))
         goto oom;
     if (d->type == ERT_OP_CONV2D) {
-        const size_t hw = (size_t)d->conv.out_h * d->conv.out_w;
-        op->samples = hw == 0 || hw >= ERT_CPU_CONV_COLUMNS ? 1 : (int)(ERT_CPU_CONV_COLUMNS / hw);
+        ert_cpu_conv_block(d->conv.out_h * d->conv.out_w, &op->samples, &op->cols);
         const size_t kdim = (size_t)(d->conv.in_c / d->conv.groups) * d->conv.kh * d->conv.kw;
-        const size_t ld = hw * (size_t)op->samples; /* im2col (kdim x ld), then the GEMM's (K/g x ld) */
-        if (!(op->pad = calloc((kdim + (size_t)(d->conv.out_c / d->conv.groups)) * ld, sizeof(float)))) goto oom;
+        /* im2col (kdim x cols), then the GEMM's output (K/g x cols) */
+        if (!(op->pad = calloc((kdim + (size_t)(d->conv.out_c / d->conv.groups)) * (size_t)op->cols, sizeof(float))))
+            goto oom;
     }
     *out = op;
     return ERT_OK;

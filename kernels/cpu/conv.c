@@ -1,7 +1,8 @@
 /* Convolution, pooling and relu over [C, H, W] samples (NCHW per sample), the plain
  * reference the cuDNN ops are tested against. Convolution is im2col + one OpenBLAS GEMM
- * per group and block of op->samples samples (always the whole block, so a sample's
- * result never depends on the batch: a GEMM's column does not depend on the others). */
+ * per group and block of op->samples samples (always the whole block, of a width that
+ * is a multiple of 64, so a sample's result depends neither on the batch nor on its
+ * place in the block: cpu.h). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -60,14 +61,15 @@ static void bias_act(const float *v, float *y, int n, float b, int act) {
 }
 
 /* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). A block's im2col columns
- * are its samples side by side (ld = samples H' W' per row); in the last block the columns
- * past the batch keep the previous block's values and their outputs are dropped. */
+ * are its samples side by side, then zeros up to ld = op->cols (cpu.h); in the last
+ * block the columns past the batch keep the previous block's values and their outputs
+ * are dropped. */
 void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
     const ert_conv_geom *g = &op->desc.conv;
     const int kg = g->out_c / g->groups, cg = g->in_c / g->groups;
     const int kdim = cg * g->kh * g->kw, hw = g->out_h * g->out_w, ns = op->samples;
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w, out_size = (size_t)g->out_c * hw;
-    const size_t ld = (size_t)ns * hw;
+    const size_t ld = (size_t)op->cols;
     float *col = op->pad, *out = op->pad + (size_t)kdim * ld;
     for (int r0 = 0; r0 < rows; r0 += ns) {
         const int m = rows - r0 < ns ? rows - r0 : ns;

@@ -10,16 +10,29 @@
 #define ERT_CPU_GEMM_ROWS 64
 
 /* Convolutions run one GEMM per group on blocks of a fixed number of samples (the last
- * block padded), samples = max(1, this / (H' W')), for the same reason: one sample's
- * GEMM of H' W' columns (49 at 7x7) is too narrow for OpenBLAS's threads to pay.
- * bench/NOTES.md ("CPU convolutions") has the measurements. */
+ * block padded), for the same reason and because one sample's GEMM of H'W' columns (49
+ * at 7x7) is too narrow for OpenBLAS's threads to pay: samples = 512 / (H'W'), at least
+ * 1 and at most ERT_CPU_GEMM_ROWS, side by side in the GEMM's columns. The GEMM's width
+ * is rounded up to a multiple of 64 (the padding columns stay 0): OpenBLAS computes the
+ * last columns of a width that is not a multiple of its unroll with an edge kernel that
+ * rounds differently, which would make the block's last sample differ from the others
+ * (test_conv checks). bench/NOTES.md ("CPU convolutions") has the measurements. */
 #define ERT_CPU_CONV_COLUMNS 512
+#define ERT_CPU_CONV_ALIGN 64
+
+static inline void ert_cpu_conv_block(int hw, int *samples, int *cols) {
+    int n = hw > 0 ? ERT_CPU_CONV_COLUMNS / hw : 1;
+    n = n < 1 ? 1 : n > ERT_CPU_GEMM_ROWS ? ERT_CPU_GEMM_ROWS : n;
+    *samples = n;
+    *cols = (n * hw + ERT_CPU_CONV_ALIGN - 1) / ERT_CPU_CONV_ALIGN * ERT_CPU_CONV_ALIGN;
+}
 
 struct ert_op {
     ert_op_desc desc;
     float *weight; /* owned copies of the descriptor's host arrays */
     float *bias;
-    int samples;   /* CONV2D: samples per GEMM (ERT_CPU_CONV_COLUMNS) */
+    int samples;   /* CONV2D: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
+    int cols;
     float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
                       CONV2D: the im2col columns of a block of samples, one group,
                       then the GEMM's output */
