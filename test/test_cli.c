@@ -222,6 +222,29 @@ START_TEST(info_and_compare) {
     ck_assert_str_eq(cJSON_GetObjectItem(fixed0, "policy")->valuestring, "fixed:0");
     ck_assert_double_eq(cJSON_GetObjectItem(fixed0, "mean_exit")->valuedouble, 0.0);
     cJSON_Delete(j);
+    /* compare runs its policies interleaved; each row is what eval gives that policy alone */
+    snprintf(a, sizeof a,
+             "compare --model test/fixtures/tiny-f32 --data %s --policy none --policy confidence:0.5 --batch 7 --json",
+             data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    j = cJSON_Parse(out_text);
+    const cJSON *cmp = cJSON_GetArrayItem(j, 1);
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 7 --json",
+             data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    cJSON *e = cJSON_Parse(out_text);
+    ck_assert_ptr_nonnull(e);
+    const char *keys[] = {"samples", "accuracy", "mean_exit", "flops_fraction"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; ++k)
+        ck_assert_msg(cJSON_GetObjectItem(cmp, keys[k])->valuedouble == cJSON_GetObjectItem(e, keys[k])->valuedouble,
+                      "%s: compare %g, eval %g", keys[k], cJSON_GetObjectItem(cmp, keys[k])->valuedouble,
+                      cJSON_GetObjectItem(e, keys[k])->valuedouble);
+    const cJSON *hc = cJSON_GetObjectItem(cmp, "exit_histogram"), *he = cJSON_GetObjectItem(e, "exit_histogram");
+    ck_assert_int_eq(cJSON_GetArraySize(hc), 3);
+    for (int x = 0; x < 3; ++x)
+        ck_assert_int_eq(cJSON_GetArrayItem(hc, x)->valueint, cJSON_GetArrayItem(he, x)->valueint);
+    cJSON_Delete(e);
+    cJSON_Delete(j);
 }
 END_TEST
 

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "exitrt/evaluate.h"
 #include "exitrt/exitrt.h"
 
 #define MAX_POLICIES 64
@@ -290,7 +291,8 @@ static void compare_usage(FILE *f) {
             "usage: exitrt compare --model DIR --data SPLIT [--policy SPEC]... [options]\n"
             "\n"
             "Evaluates several exit policies on one session and prints one row each:\n"
-            "accuracy, mean exit, FLOPs fraction, throughput and batch latency.\n"
+            "accuracy, mean exit, FLOPs fraction, throughput and batch latency. The policies\n"
+            "run interleaved, batch by batch, so that a drift of the machine touches them alike.\n"
             "Without --policy: none, confidence, entropy, margin, patience, fixed:K for every\n"
             "exit, and oracle (the upper bound).\n"
             "\n"
@@ -324,23 +326,33 @@ static int cmd_compare(int argc, char **argv) {
                ert_model_name(su.model), su.data->name, (long long)su.data->n, ert_session_device(su.session),
                mode_name(o.mode), o.batch ? o.batch : 256, "policy", "accuracy", "mean exit", "FLOPs", "samples/s",
                "mean ms", "p50 ms", "p99 ms");
+    ert_policy *pols[MAX_POLICIES];
+    ert_measure_job jobs[MAX_POLICIES];
+    ert_sweep_row measured[MAX_POLICIES];
     for (int i = 0; i < o.num_policies; ++i) {
-        ert_policy *policy = NULL;
-        cli_check(ert_policy_parse(o.policies[i], &policy));
-        ert_eval_result *r = NULL;
-        ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
-        cli_check(ert_evaluate(su.session, policy, su.data, &eo, &r));
+        cli_check(ert_policy_parse(o.policies[i], &pols[i]));
+        jobs[i] = (ert_measure_job){pols[i], su.data, NULL};
+    }
+    ert_sweep_options mo = ert_sweep_options_default();
+    mo.batch = o.batch ? o.batch : 256;
+    mo.warmup = o.warmup;
+    cli_check(ert_sweep_measure_jobs(su.session, jobs, o.num_policies, &mo, NULL, measured));
+    for (int i = 0; i < o.num_policies; ++i) {
+        const ert_sweep_row *w = &measured[i];
+        ert_eval_result r = {.samples = w->samples, .num_exits = w->num_exits, .accuracy = w->accuracy,
+                             .mean_exit = w->mean_exit, .flops_fraction = w->flops_fraction,
+                             .throughput = w->throughput, .latency = w->batch_ms, .num_batches = w->num_batches};
+        memcpy(r.exit_histogram, w->exit_histogram, sizeof r.exit_histogram);
+        memcpy(r.exit_correct, w->exit_correct, sizeof r.exit_correct);
         char pbuf[512];
-        ert_policy_to_string(policy, pbuf, sizeof pbuf);
+        ert_policy_to_string(pols[i], pbuf, sizeof pbuf);
         if (o.json) {
-            cJSON_AddItemToArray(rows, result_json(&o, &su, pbuf, r));
+            cJSON_AddItemToArray(rows, result_json(&o, &su, pbuf, &r));
         } else {
-            printf("%-22s %8.2f%% %9.3f %7.3f %11.0f %9.3f %9.3f %9.3f\n", pbuf, 100.0 * r->accuracy, r->mean_exit,
-                   r->flops_fraction, r->throughput, r->latency.mean, r->latency.p50, r->latency.p99);
-            fflush(stdout);
+            printf("%-22s %8.2f%% %9.3f %7.3f %11.0f %9.3f %9.3f %9.3f\n", pbuf, 100.0 * r.accuracy, r.mean_exit,
+                   r.flops_fraction, r.throughput, r.latency.mean, r.latency.p50, r.latency.p99);
         }
-        ert_eval_result_free(r);
-        ert_policy_free(policy);
+        ert_policy_free(pols[i]);
     }
     if (o.json) {
         char *text = cJSON_Print(rows);
