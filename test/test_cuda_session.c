@@ -100,6 +100,15 @@ static void run(const ert_model *m, const char *device, ert_dtype dtype, ert_mod
 }
 
 /* The first element where two arrays of 4-byte values differ bitwise, or -1. */
+/* A synthetic model written to a fresh directory and loaded. */
+static ert_model *synth_model(ert_synth_options so) {
+    const char *dir = tu_tmpdir();
+    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
+    ert_model *m = NULL;
+    ck_assert_msg(ert_model_load(dir, &m) == ERT_OK, "%s", ert_last_error());
+    return m;
+}
+
 static long first_diff(const void *a, const void *b, size_t count) {
     const uint32_t *x = a, *y = b;
     for (size_t i = 0; i < count; ++i)
@@ -377,11 +386,8 @@ END_TEST
  * counts, and still refuses bad input by message afterwards. Fill compaction (in place,
  * survivors reordered), eager and graph, gives the same bits too. */
 START_TEST(graph_bf16_any_batch_any_policy) {
-    const char *dir = tu_tmpdir();
-    ert_synth_options so = {.width = 512, .depth = 12, .classes = 10, .dtype = ERT_DTYPE_BF16, .seed = 4};
-    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
-    ert_model *m = NULL;
-    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    ert_model *m =
+        synth_model((ert_synth_options){.width = 512, .depth = 12, .classes = 10, .dtype = ERT_DTYPE_BF16, .seed = 4});
     enum { B = 1000, V = 4 }; /* sessions: bit 0 graph, bit 1 fill; 0 is the reference */
     static const char *vname[V] = {"eager", "graph", "eager fill", "graph fill"};
     ert_session *sess[V];
@@ -456,11 +462,8 @@ END_TEST
  * each further route with its own selector kernel (graph.cu). The graph must still give
  * the eager answers. */
 START_TEST(graph_deep_model_more_switch_nodes_than_a_route) {
-    const char *dir = tu_tmpdir();
-    ert_synth_options so = {.width = 64, .depth = 12, .classes = 5, .dtype = ERT_DTYPE_F32, .seed = 11};
-    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
-    ert_model *m = NULL;
-    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    ert_model *m =
+        synth_model((ert_synth_options){.width = 64, .depth = 12, .classes = 5, .dtype = ERT_DTYPE_F32, .seed = 11});
     enum { B = 300 };
     static float x[B * 64];
     for (int i = 0; i < B * 64; ++i) x[i] = (float)(((long long)i * 104729) % 1000) / 1000.0f;
@@ -509,11 +512,8 @@ END_TEST
  * body is refused): exec graph fails the session by message, exec auto runs eager and says
  * why, and a graph session made afterwards works. */
 START_TEST(graph_capture_failure_and_auto_fallback) {
-    const char *dir = tu_tmpdir();
-    ert_synth_options so = {.width = 128, .depth = 4, .classes = 6, .dtype = ERT_DTYPE_F32, .seed = 21};
-    ck_assert_msg(ert_synth_write(&so, dir) == ERT_OK, "%s", ert_last_error());
-    ert_model *m = NULL;
-    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    ert_model *m =
+        synth_model((ert_synth_options){.width = 128, .depth = 4, .classes = 6, .dtype = ERT_DTYPE_F32, .seed = 21});
     enum { B = 200 };
     static float x[B * 128];
     for (int i = 0; i < B * 128; ++i) x[i] = (float)(((long long)i * 7717) % 1000) / 1000.0f;
