@@ -19,6 +19,7 @@ enum {
     CAT_EXIT = 3,
     CAT_COMPACT = 4,
     CAT_TRANSFER = 5,
+    CAT_SWEEP = 6,
 };
 
 typedef struct range_info {
@@ -37,21 +38,23 @@ static const range_info ranges[ERT_NVTX_RANGE_COUNT] = {
     [ERT_NVTX_UPLOAD] = {CAT_TRANSFER, 0, "upload"},
     [ERT_NVTX_DOWNLOAD] = {CAT_TRANSFER, 0, "download"},
     [ERT_NVTX_GRAPH] = {CAT_STAGE, 0, "graph launch"},
+    [ERT_NVTX_POINT] = {CAT_SWEEP, 0, "sweep point"},
 };
 
 /* Index by category; opaque ARGB. */
-static const char *const category_names[] = {NULL, "batch", "stage", "exit", "compact", "transfer"};
-static const uint32_t category_colors[] = {0, 0xFF4C72B0u, 0xFF55A868u, 0xFFDD8452u, 0xFFC44E52u, 0xFF8172B3u};
+static const char *const category_names[] = {NULL, "batch", "stage", "exit", "compact", "transfer", "sweep"};
+static const uint32_t category_colors[] = {0,           0xFF4C72B0u, 0xFF55A868u, 0xFFDD8452u,
+                                           0xFFC44E52u, 0xFF8172B3u, 0xFF937860u};
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static nvtxDomainHandle_t domain;
-static nvtxStringHandle_t plain_names[ERT_NVTX_RANGE_COUNT];          /* batch, upload, download */
+static nvtxStringHandle_t plain_names[ERT_NVTX_RANGE_COUNT];          /* the ranges with one name */
 static nvtxStringHandle_t stage_names[ERT_MAX_STAGES];
 static nvtxStringHandle_t exit_names[ERT_NVTX_RANGE_COUNT][ERT_MAX_EXITS]; /* head, decide, compact, sync */
 
 static void init(void) {
     domain = nvtxDomainCreateA("exitrt");
-    for (uint32_t c = CAT_BATCH; c <= CAT_TRANSFER; ++c) nvtxDomainNameCategoryA(domain, c, category_names[c]);
+    for (uint32_t c = CAT_BATCH; c <= CAT_SWEEP; ++c) nvtxDomainNameCategoryA(domain, c, category_names[c]);
     char text[64];
     for (int r = 0; r < ERT_NVTX_RANGE_COUNT; ++r) {
         if (!ranges[r].indexed) {
@@ -70,10 +73,8 @@ static void init(void) {
     }
 }
 
-void ert_nvtx_push(ert_nvtx_range range, int index, int64_t rows) {
-    if ((int)range < 0 || range >= ERT_NVTX_RANGE_COUNT) return;
-    pthread_once(&once, init);
-    const range_info *ri = &ranges[range];
+/* The attributes every range shares: its category, that category's colour, the rows. */
+static nvtxEventAttributes_t attributes(const range_info *ri, int64_t rows) {
     nvtxEventAttributes_t a = {0};
     a.version = NVTX_VERSION;
     a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
@@ -82,6 +83,14 @@ void ert_nvtx_push(ert_nvtx_range range, int index, int64_t rows) {
     a.color = category_colors[ri->category];
     a.payloadType = NVTX_PAYLOAD_TYPE_INT64;
     a.payload.llValue = rows;
+    return a;
+}
+
+void ert_nvtx_push(ert_nvtx_range range, int index, int64_t rows) {
+    if ((int)range < 0 || range >= ERT_NVTX_RANGE_COUNT) return;
+    pthread_once(&once, init);
+    const range_info *ri = &ranges[range];
+    nvtxEventAttributes_t a = attributes(ri, rows);
     const int limit = range == ERT_NVTX_STAGE ? ERT_MAX_STAGES : ERT_MAX_EXITS;
     if (!ri->indexed) {
         a.messageType = NVTX_MESSAGE_TYPE_REGISTERED;
@@ -98,6 +107,19 @@ void ert_nvtx_push(ert_nvtx_range range, int index, int64_t rows) {
     nvtxDomainRangePushEx(domain, &a);
 }
 
+void ert_nvtx_push_text(ert_nvtx_range range, const char *text, int64_t rows) {
+    if ((int)range < 0 || range >= ERT_NVTX_RANGE_COUNT) return;
+    if (!text) {
+        ert_nvtx_push(range, 0, rows);
+        return;
+    }
+    pthread_once(&once, init);
+    nvtxEventAttributes_t a = attributes(&ranges[range], rows);
+    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    a.message.ascii = text;
+    nvtxDomainRangePushEx(domain, &a);
+}
+
 void ert_nvtx_pop(void) {
     pthread_once(&once, init); /* normally done by the push it closes */
     nvtxDomainRangePop(domain);
@@ -108,6 +130,12 @@ void ert_nvtx_pop(void) {
 void ert_nvtx_push(ert_nvtx_range range, int index, int64_t rows) {
     (void)range;
     (void)index;
+    (void)rows;
+}
+
+void ert_nvtx_push_text(ert_nvtx_range range, const char *text, int64_t rows) {
+    (void)range;
+    (void)text;
     (void)rows;
 }
 

@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "exit_math.h"
+#include "nvtx.h"
 #include "sweep_internal.h"
 
 ert_sweep_options ert_sweep_options_default(void) {
@@ -67,13 +68,25 @@ static ert_status check_inputs(ert_session *s, const ert_dataset *data, int bs, 
     return ERT_OK;
 }
 
+/* A job's name in Nsight Systems: each of its batches is a "sweep point" range with
+ * this text (the warm-ups' with "warm-up " before it). */
+typedef char point_label[ERT_SPEC_MAX + sizeof ((ert_dataset *)0)->name + 16];
+
+static void label_job(point_label out, const ert_policy *policy, const ert_dataset *data) {
+    char spec[ERT_SPEC_MAX];
+    ert_policy_to_string(policy, spec, sizeof spec);
+    snprintf(out, sizeof(point_label), "warm-up %s on %s", spec, data->name);
+}
+
 /* `warmup` untimed runs of the data's first batch. */
 static ert_status warm_up(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int warmup,
-                          int32_t *pred, int32_t *ex, float *conf) {
+                          const char *label, int32_t *pred, int32_t *ex, float *conf) {
     for (int w = 0; w < warmup; ++w) {
         ert_batch b = {.input = data->x, .n = (int)(data->n < bs ? data->n : bs), .labels = data->labels};
         ert_outputs o = {.pred = pred, .exit_index = ex, .confidence = conf};
+        ert_nvtx_push_text(ERT_NVTX_POINT, label, b.n);
         ert_status st = ert_session_run(s, policy, &b, &o);
+        ert_nvtx_pop();
         if (st) return st;
     }
     return ERT_OK;
@@ -82,7 +95,8 @@ static ert_status warm_up(ert_session *s, const ert_policy *policy, const ert_da
 /* Batch i of the pass in progress (pr->passes), timed from its profile; its outputs go
  * to the pass's arrays at the batch's place. */
 static ert_status run_batch(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int i,
-                            ert_latency_model *lm, point_run *pr, int32_t *pred, int32_t *ex, float *conf) {
+                            const char *label, ert_latency_model *lm, point_run *pr, int32_t *pred, int32_t *ex,
+                            float *conf) {
     const ert_model *m = ert_session_model(s);
     const int64_t n = data->n, first = (int64_t)i * bs;
     const int bn = (int)(n - first < bs ? n - first : bs);
@@ -90,7 +104,9 @@ static ert_status run_batch(ert_session *s, const ert_policy *policy, const ert_
                    .labels = data->labels ? data->labels + first : NULL, .first_index = first};
     ert_outputs o = {.pred = pred + first, .exit_index = ex + first, .confidence = conf + first};
     ert_profile p;
+    ert_nvtx_push_text(ERT_NVTX_POINT, label, bn);
     ert_status st = ert_session_run(s, policy, &b, &o);
+    ert_nvtx_pop();
     if (st || (st = ert_session_profile(s, &p))) return st;
     pr->bms[(size_t)pr->passes * pr->nb + i] = p.batch_ms;
     pr->total_ms += p.batch_ms;
@@ -159,7 +175,9 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
     point_run *runs = calloc((size_t)num_jobs, sizeof *runs);
     int32_t **pred = calloc((size_t)num_jobs, sizeof *pred), **ex = calloc((size_t)num_jobs, sizeof *ex);
     float **conf = calloc((size_t)num_jobs, sizeof *conf);
-    ert_status st = runs && pred && ex && conf ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+    point_label *label = malloc(sizeof *label * (size_t)num_jobs);
+    ert_status st =
+        runs && pred && ex && conf && label ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
     int rounds = 0, failed = -1; /* the job whose run failed */
     for (int j = 0; j < num_jobs && !st; ++j) {
         const int64_t n = jobs[j].data->n;
@@ -169,10 +187,13 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
         pred[j] = malloc(sizeof **pred * (size_t)n), ex[j] = malloc(sizeof **ex * (size_t)n);
         conf[j] = malloc(sizeof **conf * (size_t)n);
         if (!pred[j] || !ex[j] || !conf[j]) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+        label_job(label[j], jobs[j].policy, jobs[j].data);
     }
+    static const size_t warm = sizeof "warm-up " - 1; /* label[j] + warm: the timed batches' text */
     for (int rep = 0; rep < reps && !st; ++rep) {
         for (int j = 0; j < num_jobs && !st; ++j)
-            if ((st = warm_up(s, jobs[j].policy, jobs[j].data, bs, warmup, pred[j], ex[j], conf[j]))) failed = j;
+            if ((st = warm_up(s, jobs[j].policy, jobs[j].data, bs, warmup, label[j], pred[j], ex[j], conf[j])))
+                failed = j;
         for (int b = 0; b < rounds && !st; ++b) {
             if (progress && progress->progress) {
                 char what[64];
@@ -182,7 +203,8 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
             }
             for (int j = 0; j < num_jobs && !st; ++j)
                 if (b < runs[j].nb &&
-                    (st = run_batch(s, jobs[j].policy, jobs[j].data, bs, b, lm, &runs[j], pred[j], ex[j], conf[j])))
+                    (st = run_batch(s, jobs[j].policy, jobs[j].data, bs, b, label[j] + warm, lm, &runs[j], pred[j],
+                                    ex[j], conf[j])))
                     failed = j;
         }
         for (int j = 0; j < num_jobs && !st; ++j) {
@@ -207,6 +229,7 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
     free(pred);
     free(ex);
     free(conf);
+    free(label);
     return st;
 }
 

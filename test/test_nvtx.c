@@ -1,14 +1,18 @@
 /* NVTX ranges, checked on the CPU: ctest points NVTX_INJECTION64_PATH at the recorder
  * library (test/nvtx_inject.c), which logs every domain, category, registered string,
  * push and pop to $ERT_NVTX_LOG. One compact-mode run of tiny-f32 (then a second batch on
- * the same session) must produce exactly: domain "exitrt" and the five named categories,
+ * the same session) must produce exactly: domain "exitrt" and the six named categories,
  * registered once; batch > upload, stage k > (exit head e, decide e, compact e, host
  * sync e) for the stages that ran, download; every push popped; one opaque ARGB colour
  * per category; payload = the rows the range works on, matching the session profile.
  *
+ * A second scenario measures three sweep points interleaved: every batch of theirs is a
+ * "sweep point" range (category sweep) named by policy and data, and they take turns.
+ *
  * NVTX initialises once per process, at its first call: the environment is set before
- * anything runs, and this file holds one scenario. Exit 77 (skipped) when the build has
- * no NVTX headers. */
+ * anything runs. Each test runs in its own forked process (check's default), so each
+ * starts a fresh log; the second reads only what follows its own first run, so it also
+ * holds with CK_FORK=no. Exit 77 (skipped) when the build has no NVTX headers. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,7 @@ int main(void) {
 
 #include <unistd.h>
 
+#include "exitrt/evaluate.h"
 #include "exitrt/exitrt.h"
 
 enum { IN = 24, N1 = 40, N2 = 17, MAXB = 64, MAX_LINES = 4096, MAX_EVENTS = 512 };
@@ -66,8 +71,8 @@ static void log_dump(void) {
 
 /* ---------------------------------------------------------------- expected ranges */
 
-static const char *const category_names[] = {NULL, "batch", "stage", "exit", "compact", "transfer"};
-enum { CAT_BATCH = 1, CAT_STAGE, CAT_EXIT, CAT_COMPACT, CAT_TRANSFER };
+static const char *const category_names[] = {NULL, "batch", "stage", "exit", "compact", "transfer", "sweep"};
+enum { CAT_BATCH = 1, CAT_STAGE, CAT_EXIT, CAT_COMPACT, CAT_TRANSFER, CAT_SWEEP, NUM_CAT = CAT_SWEEP };
 
 typedef struct event {
     int push;         /* 1 push, 0 pop */
@@ -190,10 +195,10 @@ START_TEST(ranges_of_a_compact_run) {
 
     log_read();
 
-    /* Registrations: one domain, five categories, every string once, all before the
+    /* Registrations: one domain, six categories, every string once, all before the
      * first range and none after (the second batch registers nothing). */
     int domains = 0, categories = 0, strings = 0, first_range = -1;
-    int seen_cat[6] = {0};
+    int seen_cat[NUM_CAT + 1] = {0};
     static const char *registered[512];
     for (int i = 0; i < num_lines; ++i) {
         const char *l = lines[i];
@@ -209,7 +214,7 @@ START_TEST(ranges_of_a_compact_run) {
             unsigned id = 0;
             char name[64] = "";
             check(sscanf(l, "category exitrt %u %63s", &id, name) == 2, "line %d: %s", i, l);
-            check(id >= 1 && id <= 5 && !strcmp(name, category_names[id]) && !seen_cat[id], "line %d: %s", i, l);
+            check(id >= 1 && id <= NUM_CAT && !strcmp(name, category_names[id]) && !seen_cat[id], "line %d: %s", i, l);
             seen_cat[id] = 1;
             ++categories;
         } else if (!strncmp(l, "string exitrt ", 14)) {
@@ -224,9 +229,9 @@ START_TEST(ranges_of_a_compact_run) {
         }
     }
     check(domains == 1, "%d domains", domains);
-    check(categories == 5, "%d categories", categories);
-    /* batch, upload, download, graph launch; a name per stage; four per exit */
-    check(strings == 4 + ERT_MAX_STAGES + 4 * ERT_MAX_EXITS, "%d registered strings", strings);
+    check(categories == NUM_CAT, "%d categories", categories);
+    /* batch, upload, download, graph launch, sweep point; a name per stage; four per exit */
+    check(strings == 5 + ERT_MAX_STAGES + 4 * ERT_MAX_EXITS, "%d registered strings", strings);
     check(first_range >= 0, "no ranges recorded");
     /* Every range text the run uses was registered (no ASCII fallback). */
     for (int j = 0; j < x.n; ++j) {
@@ -237,7 +242,7 @@ START_TEST(ranges_of_a_compact_run) {
     }
 
     /* The ranges, in order, exactly. */
-    char color_of[6][16] = {{0}};
+    char color_of[NUM_CAT + 1][16] = {{0}};
     int got = 0;
     for (int i = first_range; i < num_lines; ++i, ++got) {
         const char *l = lines[i];
@@ -267,7 +272,7 @@ START_TEST(ranges_of_a_compact_run) {
         }
     }
     check(got == x.n, "%d range events recorded, want %d", got, x.n);
-    /* one colour per category, five different ones */
+    /* one colour per category the run uses, five different ones */
     for (int a = 1; a <= 5; ++a) {
         check(color_of[a][0], "no range of category %s", category_names[a]);
         for (int b = 1; b < a; ++b)
@@ -283,10 +288,98 @@ START_TEST(ranges_of_a_compact_run) {
 }
 END_TEST
 
+/* A sweep's batches in the timeline: each is a "sweep point" range (category sweep)
+ * named by its policy and data, around the session's own batch range, and the points
+ * take turns batch by batch (ert_sweep_measure_jobs interleaves them; measuring each
+ * point's pass in turn would show every batch of one point, then the next's). */
+START_TEST(sweep_points_take_turns_in_the_timeline) {
+    ert_model *m = NULL;
+    ck_assert_msg(ert_model_load(tu_path("test/fixtures/tiny-f32"), &m) == ERT_OK, "%s", ert_last_error());
+    srand(12);
+    for (int i = 0; i < (N1 + N2) * IN; ++i) input[i] = (float)rand() / (float)RAND_MAX;
+    ert_session_options opt = ert_session_options_default();
+    opt.max_batch = MAXB;
+    ert_session *s = NULL;
+    ck_assert_msg(ert_session_new(m, &opt, &s) == ERT_OK, "%s", ert_last_error());
+    ert_dataset clean = {.n = N1 + N2, .sample_size = IN, .ndim = 1, .shape = {IN}, .x = input, .name = "clean"};
+    ert_dataset brief = clean;
+    brief.n = 30;
+    snprintf(brief.name, sizeof brief.name, "brief");
+    const char *specs[] = {"fixed:0", "none", "confidence:0.45"};
+    const ert_dataset *data[] = {&clean, &brief, &clean};
+    ert_policy *pol[3];
+    ert_measure_job jobs[3];
+    for (int j = 0; j < 3; ++j) {
+        ck_assert_int_eq(ert_policy_parse(specs[j], &pol[j]), ERT_OK);
+        jobs[j] = (ert_measure_job){pol[j], data[j], NULL};
+    }
+    /* One plain run first: NVTX has initialised (and opened the log) before the mark. */
+    ert_profile prof;
+    run_batch(s, m, pol[1], input, 5, &prof);
+    log_read();
+    const int mark = num_lines;
+
+    ert_sweep_options so = ert_sweep_options_default();
+    so.batch = 20;
+    so.warmup = 1;
+    so.reps = 2;
+    ert_sweep_row rows[3];
+    ck_assert_msg(ert_sweep_measure_jobs(s, jobs, 3, &so, NULL, rows) == ERT_OK, "%s", ert_last_error());
+    log_read();
+
+    /* clean: batches of 20, 20, 17; brief: 20, 10. Per pass: the warm-ups (each job's
+     * first batch), then rounds 1, 2, 3 of the jobs that have that batch. */
+    static const struct {
+        int job, rows, warm;
+    } want[] = {{0, 20, 1}, {1, 20, 1}, {2, 20, 1}, {0, 20, 0}, {1, 20, 0}, {2, 20, 0},
+                {0, 20, 0}, {1, 10, 0}, {2, 20, 0}, {0, 17, 0}, {2, 17, 0}};
+    const int per_pass = (int)(sizeof want / sizeof *want), total = 2 * per_pass;
+    int got = 0, batches = 0, sweep_depth = -1;
+    char sweep_color[16] = "";
+    for (int i = mark; i < num_lines; ++i) {
+        int depth = -1;
+        unsigned cat = 0;
+        char color[16] = "", payload[32] = "", text[600] = "";
+        if (sscanf(lines[i], "push exitrt %d %u %15s %31s %599[^\n]", &depth, &cat, color, payload, text) != 5)
+            continue;
+        if (depth == 1 && !strcmp(text, "batch")) {
+            check(sweep_depth == 0, "line %d: a session batch outside a sweep point: %s", i, lines[i]);
+            ++batches;
+        }
+        if (depth != 0) continue;
+        check(got < total, "line %d: more sweep points than %d: %s", i, total, lines[i]);
+        const int w = got % per_pass;
+        char expect[600];
+        snprintf(expect, sizeof expect, "ascii:%s%s on %s", want[w].warm ? "warm-up " : "", specs[want[w].job],
+                 data[want[w].job]->name);
+        check(!strcmp(text, expect), "line %d: sweep range %d is '%s', want '%s'", i, got, text, expect);
+        check(cat == CAT_SWEEP, "line %d: category %u, want %d (sweep)", i, cat, CAT_SWEEP);
+        check(atoll(payload) == want[w].rows, "line %d: payload %s, want %d rows", i, payload, want[w].rows);
+        if (!sweep_color[0]) snprintf(sweep_color, sizeof sweep_color, "%s", color);
+        check(!strcmp(color, sweep_color) && !strncmp(color, "ff", 2), "line %d: colour %s", i, color);
+        sweep_depth = 0;
+        ++got;
+    }
+    check(got == total, "%d sweep point ranges, want %d", got, total);
+    check(batches == total, "%d session batches inside sweep points, want %d", batches, total);
+    /* and every range closed */
+    int open = 0;
+    for (int i = 0; i < num_lines; ++i) open += !strncmp(lines[i], "push ", 5) - !strncmp(lines[i], "pop ", 4);
+    check(open == 0, "%d ranges left open", open);
+
+    for (int i = 0; i < num_lines; ++i) free(lines[i]);
+    num_lines = 0;
+    for (int j = 0; j < 3; ++j) ert_policy_free(pol[j]);
+    ert_session_free(s);
+    ert_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("nvtx");
     TCase *tc = tcase_create("nvtx");
     tcase_add_test(tc, ranges_of_a_compact_run);
+    tcase_add_test(tc, sweep_points_take_turns_in_the_timeline);
     suite_add_tcase(s, tc);
     return s;
 }
