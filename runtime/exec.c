@@ -1,4 +1,4 @@
-/* Execution modes and graph mode's row buckets (the session captures with them). */
+/* Session modes, execution modes and graph mode's row buckets (the session captures with them). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +19,18 @@ static ert_status parse_name(const char *what, const char *text, const char *con
         snprintf(expected + len, sizeof expected - len, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
     }
     return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s '%s': expected %s", what, text ? text : "(null)", expected);
+}
+
+ert_status ert_mode_parse(const char *text, ert_mode *out) {
+    static const char *const names[] = {"compact", "masked", "full"};
+    int i = 0;
+    const ert_status st = parse_name("mode", text, names, 3, &i);
+    if (st == ERT_OK) *out = (ert_mode)i;
+    return st;
+}
+
+const char *ert_mode_name(ert_mode mode) {
+    return mode == ERT_MODE_MASKED ? "masked" : mode == ERT_MODE_FULL ? "full" : "compact";
 }
 
 ert_status ert_exec_parse(const char *text, ert_exec *out) {

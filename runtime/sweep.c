@@ -390,10 +390,6 @@ static void on_table_exit(void *user, int exit) {
     tp->opt->progress(tp->opt->progress_user, &pr);
 }
 
-static const char *mode_name(ert_mode m) {
-    return m == ERT_MODE_COMPACT ? "compact" : m == ERT_MODE_MASKED ? "masked" : "full";
-}
-
 ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_sweep_options *opt_in,
                          ert_sweep_result **out) {
     if (!s || !data || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_run: NULL argument");
@@ -418,7 +414,7 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
     snprintf(r->model, sizeof r->model, "%s", m->name);
     snprintf(r->data, sizeof r->data, "%s", data->name);
     snprintf(r->device, sizeof r->device, "%s", ert_session_device(s));
-    snprintf(r->mode, sizeof r->mode, "%s", mode_name(so.mode));
+    snprintf(r->mode, sizeof r->mode, "%s", ert_mode_name(so.mode));
     snprintf(r->exec, sizeof r->exec, "%s", ert_exec_name(so.exec));
     snprintf(r->compaction, sizeof r->compaction, "%s", ert_compaction_name(so.compaction));
     snprintf(r->dtype, sizeof r->dtype, "%s", ert_dtype_name(so.dtype));

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "exitrt/exitrt.h"
 #include "testutil.h"
 
 static char out_text[1 << 16], err_text[1 << 12];
@@ -47,7 +48,7 @@ START_TEST(errors_are_one_line) {
         {"eval --model /nonexistent --data fashion-mnist:test", "/nonexistent/config.json': cannot open"},
         {"eval --model test/fixtures/tiny-f32 --data DATA --policy bogus", "unknown kind 'bogus'"},
         {"eval --model test/fixtures/tiny-f32 --data DATA --batch 0", "--batch '0'"},
-        {"eval --model test/fixtures/tiny-f32 --data DATA --mode sideways", "--mode 'sideways'"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --mode sideways", "--mode: invalid argument: mode 'sideways': expected compact, masked or full"},
         {"eval --model test/fixtures/tiny-f32 --data fashion-mnist:test", "784 values per sample"},
         {"eval --model test/fixtures/tiny-f32 --data nowhere.npy", "nowhere.npy"},
         {"eval --model test/fixtures/tiny-f32 --data DATA --device tpu:0", "device 'tpu:0'"},
@@ -101,6 +102,87 @@ START_TEST(json_has_the_keys) {
     ck_assert(ff > 0.3 && ff < 1.3);
     ck_assert_str_eq(cJSON_GetObjectItem(j, "exec")->valuestring, "eager");
     cJSON_Delete(j);
+}
+END_TEST
+
+/* --shift on eval and compare: the CLI's answers equal the library's on data corrupted by
+ * ert_shift_apply with the same kind, severity and seed; KIND:S and --severity S agree;
+ * the data is named after its corruption; bad kinds and severities are one-line errors. */
+static double num(const cJSON *j, const char *key) { return cJSON_GetObjectItem(j, key)->valuedouble; }
+
+START_TEST(eval_and_compare_on_shifted_data) {
+    ert_model *m = NULL;
+    ck_assert_int_eq(ert_model_load(tu_path("test/fixtures/tiny-f32"), &m), ERT_OK);
+    ert_session_options so = ert_session_options_default();
+    so.max_batch = 16;
+    ert_session *s = NULL;
+    ck_assert_int_eq(ert_session_new(m, &so, &s), ERT_OK);
+    ert_dataset *d = NULL;
+    ck_assert_int_eq(ert_dataset_load(data_spec, &d), ERT_OK);
+    ck_assert_int_eq(ert_shift_apply(d, ERT_SHIFT_TRANSLATE, 4, 9), ERT_OK);
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("confidence:0.5", &p), ERT_OK);
+    ert_eval_result *want = NULL;
+    const ert_eval_options eo = {.batch = 16};
+    ck_assert_int_eq(ert_evaluate(s, p, d, &eo, &want), ERT_OK);
+
+    const char *runs[] = {
+        "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --shift translate:4 "
+        "--seed 9 --json",
+        "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --shift translate "
+        "--severity 4 --seed 9 --json",
+        "compare --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --shift translate:4 "
+        "--seed 9 --json",
+    };
+    char a[2048], name[1100];
+    snprintf(name, sizeof name, "%s, translate 4", data_spec);
+    for (int i = 0; i < 3; ++i) {
+        snprintf(a, sizeof a, runs[i], data_spec);
+        ck_assert_msg(cli(a) == 0, "%s: %s", a, err_text);
+        cJSON *doc = cJSON_Parse(out_text);
+        ck_assert_ptr_nonnull(doc);
+        const cJSON *j = cJSON_IsArray(doc) ? cJSON_GetArrayItem(doc, 0) : doc;
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "data")->valuestring, name);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "shift")->valuestring, "translate");
+        ck_assert_double_eq(num(j, "severity"), 4);
+        ck_assert_double_eq(num(j, "seed"), 9);
+        ck_assert_msg(num(j, "accuracy") == want->accuracy, "%s: accuracy %g, library %g", runs[i], num(j, "accuracy"),
+                      want->accuracy);
+        ck_assert(num(j, "mean_exit") == want->mean_exit);
+        for (int e = 0; e < want->num_exits; ++e)
+            ck_assert_int_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "exit_histogram"), e)->valueint,
+                             want->exit_histogram[e]);
+        cJSON_Delete(doc);
+    }
+    /* the clean data decides otherwise: the corruption was applied */
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --json",
+             data_spec);
+    ck_assert_int_eq(cli(a), 0);
+    cJSON *clean = cJSON_Parse(out_text);
+    ck_assert(num(clean, "accuracy") != want->accuracy || num(clean, "mean_exit") != want->mean_exit);
+    ck_assert_ptr_null(cJSON_GetObjectItem(clean, "shift"));
+    cJSON_Delete(clean);
+
+    struct {
+        const char *args, *needle;
+    } bad[] = {
+        {"eval --model test/fixtures/tiny-f32 --data %s --shift fog",
+         "--shift 'fog': expected gaussian-noise, blur, contrast, translate or rotate"},
+        {"compare --model test/fixtures/tiny-f32 --data %s --shift blur:9", "--shift severity '9': expected an integer in 1..5"},
+        {"eval --model test/fixtures/tiny-f32 --data %s --shift blur --severity 0", "--severity '0'"},
+        {"sweep --model test/fixtures/tiny-f32 --data %s --out /tmp/x --shift blur:6", "--shift severity '6'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; ++i) {
+        snprintf(a, sizeof a, bad[i].args, data_spec);
+        ck_assert_msg(cli(a) == 1, "%s: expected exit 1", a);
+        ck_assert_msg(strstr(err_text, bad[i].needle) && lines(err_text) == 1, "%s: stderr '%s' lacks '%s'", a,
+                      err_text, bad[i].needle);
+    }
+    ert_eval_result_free(want);
+    ert_policy_free(p);
+    ert_dataset_free(d);
+    ert_session_free(s);
+    ert_model_free(m);
 }
 END_TEST
 
@@ -256,6 +338,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, help_and_usage);
     tcase_add_test(tc, errors_are_one_line);
     tcase_add_test(tc, json_has_the_keys);
+    tcase_add_test(tc, eval_and_compare_on_shifted_data);
     tcase_add_test(tc, exec_graph_from_the_cli);
     tcase_add_test(tc, csv_rows_and_nothing_half_written);
     tcase_add_test(tc, info_and_compare);

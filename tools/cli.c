@@ -1,8 +1,10 @@
 #include "cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static char prog[64] = "exitrt";
@@ -48,4 +50,53 @@ void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *)) {
     fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
     usage(stderr);
     exit(1);
+}
+
+long long cli_int(const char *flag, const char *text, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    const long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
+        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
+    return v;
+}
+
+double cli_real(const char *flag, const char *text, double lo, double hi) {
+    char *end;
+    errno = 0;
+    const double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !(v >= lo && v <= hi))
+        cli_fail("%s '%s': expected a number in [%g, %g]", flag, text, lo, hi);
+    return v;
+}
+
+ert_mode cli_mode(const char *text) {
+    ert_mode m = ERT_MODE_COMPACT;
+    cli_check_in(ert_mode_parse(text, &m), "--mode");
+    return m;
+}
+
+void cli_shift(const char *text, ert_shift_kind *kind, int *severity) {
+    char name[64];
+    const char *colon = strchr(text, ':');
+    const size_t len = colon ? (size_t)(colon - text) : strlen(text);
+    int ok = len < sizeof name;
+    if (ok) {
+        memcpy(name, text, len);
+        name[len] = '\0';
+        ok = ert_shift_parse(name, kind) == ERT_OK;
+    }
+    if (!ok)
+        cli_fail("--shift '%s': expected gaussian-noise, blur, contrast, translate or rotate, optionally with "
+                 ":SEVERITY (1..%d)",
+                 text, ERT_SHIFT_MAX_SEVERITY);
+    if (colon) *severity = (int)cli_int("--shift severity", colon + 1, 1, ERT_SHIFT_MAX_SEVERITY);
+}
+
+void cli_shift_data(ert_dataset *data, ert_shift_kind kind, int severity, uint64_t seed) {
+    if (kind == ERT_SHIFT_NONE) return;
+    cli_check(ert_shift_apply(data, kind, severity, seed));
+    char name[sizeof data->name];
+    snprintf(name, sizeof name, "%.200s, %s %d", data->name, ert_shift_name(kind), severity);
+    memcpy(data->name, name, sizeof name);
 }

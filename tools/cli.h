@@ -3,6 +3,7 @@
 #ifndef ERT_TOOLS_CLI_H
 #define ERT_TOOLS_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "exitrt/exitrt.h"
@@ -18,6 +19,21 @@ void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretur
  * argument at fault), after `where` when not NULL, and exits with status 1. */
 void cli_check_in(ert_status s, const char *where);
 static inline void cli_check(ert_status s) { cli_check_in(s, NULL); }
+
+/* Option values: a whole decimal number in lo..hi, a real number in [lo, hi]; anything
+ * else fails with "FLAG 'TEXT': expected ...". */
+long long cli_int(const char *flag, const char *text, long long lo, long long hi);
+double cli_real(const char *flag, const char *text, double lo, double hi);
+
+/* --mode: compact | masked | full. */
+ert_mode cli_mode(const char *text);
+
+/* --shift KIND or KIND:S (gaussian-noise | blur | contrast | translate | rotate, S in
+ * 1..5): the corruption, and its severity when given (else *severity is left as is). */
+void cli_shift(const char *text, ert_shift_kind *kind, int *severity);
+/* Corrupts the data in place (ert_shift_apply) and renames it "NAME, KIND S", so that
+ * tables, JSON and errors name the corrupted data. ERT_SHIFT_NONE: nothing. */
+void cli_shift_data(ert_dataset *data, ert_shift_kind kind, int severity, uint64_t seed);
 
 /* After getopt: an argument left over (argv[optind]) is an error, with the usage. */
 void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *));

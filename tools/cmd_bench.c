@@ -89,22 +89,13 @@ static void bench_usage(FILE *f) {
             "  -h, --help           this text\n");
 }
 
-static long long parse_ll(const char *flag, const char *text, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
-        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
-    return v;
-}
-
 static int parse_list(const char *flag, const char *text, int lo, int hi, int *out) {
     char buf[1024];
     if (snprintf(buf, sizeof buf, "%s", text) >= (int)sizeof buf) cli_fail("%s: list too long", flag);
     int n = 0;
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (n == MAX_GRID) cli_fail("%s '%s': at most %d values", flag, text, MAX_GRID);
-        out[n++] = (int)parse_ll(flag, tok, lo, hi);
+        out[n++] = (int)cli_int(flag, tok, lo, hi);
     }
     if (n == 0) cli_fail("%s '%s': expected a comma-separated list of integers", flag, text);
     return n;
@@ -134,23 +125,17 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         case 'D': o->device = optarg; break;
         case 'w': o->num_widths = parse_list("--widths", optarg, 1, 65536, o->widths); break;
         case 'b': o->num_batches = parse_list("--batches", optarg, 1, 1 << 24, o->batches); break;
-        case 'L': o->depth = (int)parse_ll("--depth", optarg, 1, MAX_DEPTH); break;
-        case 'c': o->classes = (int)parse_ll("--classes", optarg, 2, 100000); break;
+        case 'L': o->depth = (int)cli_int("--depth", optarg, 1, MAX_DEPTH); break;
+        case 'c': o->classes = (int)cli_int("--classes", optarg, 2, 100000); break;
         case OPT_DTYPE:
             if (ert_dtype_parse(optarg, &o->dtype) != ERT_OK)
                 cli_fail("--dtype '%s': expected f32, tf32, bf16 or f16", optarg);
             o->dtype_set = 1;
             break;
-        case OPT_HAZARD: {
-            char *end;
-            o->hazard = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || !(o->hazard >= 0.0 && o->hazard <= 1.0))
-                cli_fail("--hazard '%s': expected a number in [0, 1]", optarg);
-            break;
-        }
-        case OPT_SEED: o->seed = parse_ll("--seed", optarg, 0, 0x7fffffffffffffffll); break;
-        case OPT_REPS: o->reps = (int)parse_ll("--reps", optarg, 1, 1000000); break;
-        case OPT_WARMUP: o->warmup = (int)parse_ll("--warmup", optarg, 0, 1000000); break;
+        case OPT_HAZARD: o->hazard = cli_real("--hazard", optarg, 0.0, 1.0); break;
+        case OPT_SEED: o->seed = cli_int("--seed", optarg, 0, 0x7fffffffffffffffll); break;
+        case OPT_REPS: o->reps = (int)cli_int("--reps", optarg, 1, 1000000); break;
+        case OPT_WARMUP: o->warmup = (int)cli_int("--warmup", optarg, 0, 1000000); break;
         case 'j': o->json = optarg; break;
         case OPT_TMP: o->tmp = optarg; break;
         case OPT_EXEC: exec = optarg; break;

@@ -3,7 +3,6 @@
  * peak arrival rate under a latency objective per policy, and the SLO controller in a
  * load-step and a distribution-shift scenario (each with the controller off and on). */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
@@ -93,24 +92,6 @@ static void lt_usage(FILE *f) {
             "  -h, --help             this text\n");
 }
 
-
-static double parse_real(const char *flag, const char *text, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !(v >= lo && v <= hi))
-        cli_fail("%s '%s': expected a number in %g..%g", flag, text, lo, hi);
-    return v;
-}
-
-static long long parse_whole(const char *flag, const char *text, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
-        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
-    return v;
-}
 
 /* ---------------------------------------------------------------- operating points */
 
@@ -250,15 +231,10 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case O_EXEC: o->exec = optarg; break;
         case O_BUCKETS: o->buckets = optarg; break;
         case O_COMPACTION: o->compaction = optarg; break;
-        case 'M':
-            if (strcmp(optarg, "compact") == 0) o->mode = ERT_MODE_COMPACT;
-            else if (strcmp(optarg, "masked") == 0) o->mode = ERT_MODE_MASKED;
-            else if (strcmp(optarg, "full") == 0) o->mode = ERT_MODE_FULL;
-            else cli_fail("--mode '%s': expected compact, masked or full", optarg);
-            break;
-        case O_LIMIT: o->limit = parse_whole("--limit", optarg, 1, 1LL << 40); break;
+        case 'M': o->mode = cli_mode(optarg); break;
+        case O_LIMIT: o->limit = cli_int("--limit", optarg, 1, 1LL << 40); break;
         case O_QPS:
-            o->lo.qps = parse_real("--qps", optarg, 1e-3, 1e9);
+            o->lo.qps = cli_real("--qps", optarg, 1e-3, 1e9);
             o->qps_given = 1;
             break;
         case O_ARRIVAL:
@@ -267,59 +243,49 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
             else cli_fail("--arrival '%s': expected poisson or constant", optarg);
             break;
         case 'c':
-            o->lo.concurrency = (int)parse_whole("--concurrency", optarg, 1, 1 << 20);
+            o->lo.concurrency = (int)cli_int("--concurrency", optarg, 1, 1 << 20);
             o->lo.arrival = ERT_ARRIVAL_CLOSED;
             break;
         case 'n':
-            o->lo.requests = parse_whole("--requests", optarg, 1, 1LL << 31);
+            o->lo.requests = cli_int("--requests", optarg, 1, 1LL << 31);
             o->requests_given = 1;
             break;
         case 't':
-            o->lo.duration_s = parse_real("--duration", optarg, 1e-3, 86400);
+            o->lo.duration_s = cli_real("--duration", optarg, 1e-3, 86400);
             o->duration_given = 1;
             break;
-        case O_SEED: o->lo.seed = (uint64_t)parse_whole("--seed", optarg, 0, 1LL << 62); break;
-        case 'b': o->lo.max_batch = (int)parse_whole("--max-batch", optarg, 1, 1 << 16); break;
-        case O_DELAY: o->lo.max_delay_ms = parse_real("--max-delay-ms", optarg, 0, 1e6); break;
-        case 's': o->streams = (int)parse_whole("--streams", optarg, 1, 64); break;
+        case O_SEED: o->lo.seed = (uint64_t)cli_int("--seed", optarg, 0, 1LL << 62); break;
+        case 'b': o->lo.max_batch = (int)cli_int("--max-batch", optarg, 1, 1 << 16); break;
+        case O_DELAY: o->lo.max_delay_ms = cli_real("--max-delay-ms", optarg, 0, 1e6); break;
+        case 's': o->streams = (int)cli_int("--streams", optarg, 1, 64); break;
         case O_LATE: o->lo.late_answers = 1; break;
-        case O_SLO: o->lo.slo_ms = parse_real("--slo-ms", optarg, 1e-3, 1e7); break;
-        case O_PCT: o->lo.percentile = parse_real("--percentile", optarg, 1, 100); break;
+        case O_SLO: o->lo.slo_ms = cli_real("--slo-ms", optarg, 1e-3, 1e7); break;
+        case O_PCT: o->lo.percentile = cli_real("--percentile", optarg, 1, 100); break;
         case O_PEAK: o->find_peak = 1; break;
-        case O_QLO: o->po.qps_lo = parse_real("--qps-lo", optarg, 1e-3, 1e9); break;
-        case O_QHI: o->po.qps_hi = parse_real("--qps-hi", optarg, 1e-3, 1e9); break;
-        case O_TOL: o->po.tolerance = parse_real("--tolerance", optarg, 1e-4, 0.9); break;
+        case O_QLO: o->po.qps_lo = cli_real("--qps-lo", optarg, 1e-3, 1e9); break;
+        case O_QHI: o->po.qps_hi = cli_real("--qps-hi", optarg, 1e-3, 1e9); break;
+        case O_TOL: o->po.tolerance = cli_real("--tolerance", optarg, 1e-4, 0.9); break;
         case O_CTRL:
             if (strcmp(optarg, "off") == 0 || strcmp(optarg, "none") == 0) o->lo.controller = ERT_CONTROLLER_NONE;
             else if (strcmp(optarg, "slo") == 0) o->lo.controller = ERT_CONTROLLER_SLO;
             else cli_fail("--controller '%s': expected off or slo", optarg);
             break;
         case O_POINTS: o->points_text = optarg; break;
-        case O_START: o->lo.point = (int)parse_whole("--start-point", optarg, 0, MAX_POINTS - 1); break;
-        case O_WINDOW: o->lo.window_ms = parse_real("--window-ms", optarg, 1, 1e6); break;
-        case O_SLACK: o->lo.slack = parse_real("--slack", optarg, 0.01, 0.99); break;
-        case O_PATIENCE: o->lo.patience = (int)parse_whole("--patience", optarg, 1, 1000); break;
+        case O_START: o->lo.point = (int)cli_int("--start-point", optarg, 0, MAX_POINTS - 1); break;
+        case O_WINDOW: o->lo.window_ms = cli_real("--window-ms", optarg, 1, 1e6); break;
+        case O_SLACK: o->lo.slack = cli_real("--slack", optarg, 0.01, 0.99); break;
+        case O_PATIENCE: o->lo.patience = (int)cli_int("--patience", optarg, 1, 1000); break;
         case O_SCEN:
             if (strcmp(optarg, "load-step") == 0) o->sc = SC_LOAD_STEP;
             else if (strcmp(optarg, "shift") == 0) o->sc = SC_SHIFT;
             else if (strcmp(optarg, "none") == 0) o->sc = SC_NONE;
             else cli_fail("--scenario '%s': expected load-step or shift", optarg);
             break;
-        case O_STEPQ: o->lo.step_qps = parse_real("--step-qps", optarg, 1e-3, 1e9); break;
-        case O_STEPAT: o->step_at = parse_real("--step-at", optarg, 1e-3, 86400); break;
-        case O_SHFRAC: o->lo.shift_fraction = parse_real("--shift-fraction", optarg, 0, 1); break;
-        case O_SHIFT: {
-            char kind[64];
-            const char *colon = strchr(optarg, ':');
-            const size_t len = colon ? (size_t)(colon - optarg) : strlen(optarg);
-            if (len >= sizeof kind) cli_fail("--shift '%s': unknown corruption", optarg);
-            memcpy(kind, optarg, len);
-            kind[len] = '\0';
-            cli_check(ert_shift_parse(kind, &o->shift_kind));
-            o->shift_severity = colon ? (int)parse_whole("--shift severity", colon + 1, 1, ERT_SHIFT_MAX_SEVERITY) : 5;
-            break;
-        }
-        case O_SHAT: o->shift_at = parse_real("--shift-at", optarg, 0, 86400); break;
+        case O_STEPQ: o->lo.step_qps = cli_real("--step-qps", optarg, 1e-3, 1e9); break;
+        case O_STEPAT: o->step_at = cli_real("--step-at", optarg, 1e-3, 86400); break;
+        case O_SHFRAC: o->lo.shift_fraction = cli_real("--shift-fraction", optarg, 0, 1); break;
+        case O_SHIFT: cli_shift(optarg, &o->shift_kind, &o->shift_severity); break;
+        case O_SHAT: o->shift_at = cli_real("--shift-at", optarg, 0, 86400); break;
         case 'j': o->json = 1; break;
         case 'o': o->output = optarg; break;
         case O_TIMELINE: o->timeline = optarg; break;

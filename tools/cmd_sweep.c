@@ -25,24 +25,6 @@
 #define MAX_ITEMS 64
 
 
-static long long sw_int(const char *flag, const char *text, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    const long long v = strtoll(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi)
-        cli_fail("%s '%s': expected an integer in %lld..%lld", flag, text, lo, hi);
-    return v;
-}
-
-static double sw_num(const char *flag, const char *text, double lo, double hi) {
-    char *end;
-    errno = 0;
-    const double v = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !(v >= lo && v <= hi))
-        cli_fail("%s '%s': expected a number in [%g, %g]", flag, text, lo, hi);
-    return v;
-}
-
 /* Splits "a,b,c" into items, which point into *copy (the caller frees it; a repeated
  * option replaces the previous list). */
 static int sw_split(const char *flag, const char *text, const char **items, int max, char **copy_out) {
@@ -63,13 +45,6 @@ static ert_calibration_use parse_calibration(const char *text, int allow_both) {
     if (strcmp(text, "off") == 0) return ERT_CALIBRATION_OFF;
     if (allow_both && strcmp(text, "both") == 0) return ERT_CALIBRATION_BOTH;
     cli_fail("--calibration '%s': expected on, off%s", text, allow_both ? " or both" : "");
-}
-
-static ert_mode parse_mode(const char *text) {
-    if (strcmp(text, "compact") == 0) return ERT_MODE_COMPACT;
-    if (strcmp(text, "masked") == 0) return ERT_MODE_MASKED;
-    if (strcmp(text, "full") == 0) return ERT_MODE_FULL;
-    cli_fail("--mode '%s': expected compact, masked or full", text);
 }
 
 /* ---------------------------------------------------------------- files */
@@ -295,9 +270,9 @@ static void sweep_usage(FILE *f) {
             "      --calibration C    on (default: the model's calibration.json) | off\n"
             "                         (temperature 1) | both (threshold policies run both ways;\n"
             "                         rows carry `calibrated`)\n"
-            "      --shift KIND       corrupt the data first: gaussian-noise | blur | contrast |\n"
+            "      --shift KIND[:S]   corrupt the data first: gaussian-noise | blur | contrast |\n"
             "                         translate | rotate\n"
-            "      --severity S       1..5 (default 3)\n"
+            "      --severity S       1..5 (default 3; KIND:S sets it too)\n"
             "      --seed S           seed of the corruption (default 1)\n"
             "      --per-exit-search  also search one threshold per exit on the validation data\n"
             "                         under a budget, then measure it (and the best shared\n"
@@ -469,34 +444,32 @@ int cmd_sweep(int argc, char **argv) {
         case 'd': c.data = optarg; break;
         case 'o': c.out = optarg; break;
         case 'P': num_policies = sw_split("--policies", optarg, policies, MAX_ITEMS, &policies_text); break;
-        case 'g': grid = (int)sw_int("--grid", optarg, 1, 256); break;
+        case 'g': grid = (int)cli_int("--grid", optarg, 1, 256); break;
         case 'D': c.device = optarg; break;
-        case 'b': c.batch = (int)sw_int("--batch", optarg, 1, 1 << 20); break;
+        case 'b': c.batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
         case OPT_DTYPE: c.dtype = optarg; break;
         case OPT_EXEC: c.exec = optarg; break;
         case OPT_BUCKETS: c.buckets = optarg; break;
         case OPT_COMPACTION: c.compaction = optarg; break;
-        case 'M': c.mode = parse_mode(optarg); break;
-        case OPT_WARMUP: c.warmup = (int)sw_int("--warmup", optarg, 0, 1000); break;
-        case OPT_REPS: c.reps = (int)sw_int("--reps", optarg, 1, 1000); break;
-        case OPT_LIMIT: c.limit = (int)sw_int("--limit", optarg, 1, 1 << 30); break;
+        case 'M': c.mode = cli_mode(optarg); break;
+        case OPT_WARMUP: c.warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
+        case OPT_REPS: c.reps = (int)cli_int("--reps", optarg, 1, 1000); break;
+        case OPT_LIMIT: c.limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_CAL: cal = parse_calibration(optarg, 1); break;
-        case OPT_SHIFT:
-            if (ert_shift_parse(optarg, &shift) != ERT_OK) cli_fail("--shift '%s': %s", optarg, ert_last_error());
-            break;
-        case OPT_SEVERITY: severity = (int)sw_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY); break;
-        case OPT_SEED: seed = sw_int("--seed", optarg, 0, LLONG_MAX); break;
+        case OPT_SHIFT: cli_shift(optarg, &shift, &severity); break;
+        case OPT_SEVERITY: severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY); break;
+        case OPT_SEED: seed = cli_int("--seed", optarg, 0, LLONG_MAX); break;
         case OPT_SEARCH: search = 1; break;
-        case OPT_BFLOPS: budget_flops = sw_num("--budget-flops", optarg, 0.0, 100.0); break;
+        case OPT_BFLOPS: budget_flops = cli_real("--budget-flops", optarg, 0.0, 100.0); break;
         case OPT_BMS: {
             const size_t len = strlen(optarg);
             if (len > 1 && optarg[len - 1] == '%') { /* a share of the `none` point's mean batch latency */
                 char num[64];
                 snprintf(num, sizeof num, "%.*s", (int)(len - 1), optarg);
-                budget_share = sw_num("--budget-ms", num, 0.0, 1e6);
+                budget_share = cli_real("--budget-ms", num, 0.0, 1e6);
                 budget_ms = 0.0; /* set once `none` is measured */
             } else {
-                budget_ms = sw_num("--budget-ms", optarg, 0.0, 1e9);
+                budget_ms = cli_real("--budget-ms", optarg, 0.0, 1e9);
             }
             break;
         }
@@ -785,12 +758,12 @@ int cmd_select(int argc, char **argv) {
         if (len > 1 && budget_text[len - 1] == '%') {
             char num[64];
             snprintf(num, sizeof num, "%.*s", (int)(len - 1), budget_text);
-            const double share = sw_num("--latency-budget", num, 0.0, 1e6);
+            const double share = cli_real("--latency-budget", num, 0.0, 1e6);
             if (isnan(ref_ms))
                 cli_fail("--latency-budget %s: the sweep has no `none` row to take a share of", budget_text);
             q.latency_budget_ms = share / 100.0 * ref_ms;
         } else {
-            q.latency_budget_ms = sw_num("--latency-budget", budget_text, 0.0, 1e9);
+            q.latency_budget_ms = cli_real("--latency-budget", budget_text, 0.0, 1e9);
         }
     }
     if (acc_text) {
@@ -798,7 +771,7 @@ int cmd_select(int argc, char **argv) {
         if (len > 1 && acc_text[len - 1] == '%') {
             char num[64];
             snprintf(num, sizeof num, "%.*s", (int)(len - 1), acc_text);
-            q.min_accuracy = sw_num("--min-accuracy", num, 0.0, 100.0) / 100.0;
+            q.min_accuracy = cli_real("--min-accuracy", num, 0.0, 100.0) / 100.0;
         } else {
             char *end;
             const double v = strtod(acc_text, &end);
@@ -1015,16 +988,16 @@ int cmd_shift_report(int argc, char **argv) {
             break;
         case OPT_SHIFTS: num_shifts = sw_split("--shifts", optarg, shift_names, MAX_ITEMS, &shifts_text); break;
         case OPT_SEVERITIES: num_sev = sw_split("--severities", optarg, sev_text, MAX_ITEMS, &sev_list); break;
-        case OPT_SEED: seed = sw_int("--seed", optarg, 0, LLONG_MAX); break;
+        case OPT_SEED: seed = cli_int("--seed", optarg, 0, LLONG_MAX); break;
         case 'D': c.device = optarg; break;
-        case 'b': c.batch = (int)sw_int("--batch", optarg, 1, 1 << 20); break;
+        case 'b': c.batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
         case OPT_DTYPE: c.dtype = optarg; break;
         case OPT_EXEC: c.exec = optarg; break;
         case OPT_BUCKETS: c.buckets = optarg; break;
         case OPT_COMPACTION: c.compaction = optarg; break;
-        case OPT_WARMUP: c.warmup = (int)sw_int("--warmup", optarg, 0, 1000); break;
-        case OPT_REPS: c.reps = (int)sw_int("--reps", optarg, 1, 1000); break;
-        case OPT_LIMIT: c.limit = (int)sw_int("--limit", optarg, 1, 1 << 30); break;
+        case OPT_WARMUP: c.warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
+        case OPT_REPS: c.reps = (int)cli_int("--reps", optarg, 1, 1000); break;
+        case OPT_LIMIT: c.limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_CAL: c.no_calibration = parse_calibration(optarg, 0) == ERT_CALIBRATION_OFF; break;
         case OPT_PLOT: do_plot = 1; break;
         case 'h': free(shifts_text); free(sev_list); shift_usage(stdout); return 0;
@@ -1045,7 +1018,7 @@ int cmd_shift_report(int argc, char **argv) {
     if (!num_sev)
         for (int s = 1; s <= ERT_SHIFT_MAX_SEVERITY; ++s) sevs[num_sev++] = s;
     else
-        for (int i = 0; i < num_sev; ++i) sevs[i] = (int)sw_int("--severities", sev_text[i], 1, ERT_SHIFT_MAX_SEVERITY);
+        for (int i = 0; i < num_sev; ++i) sevs[i] = (int)cli_int("--severities", sev_text[i], 1, ERT_SHIFT_MAX_SEVERITY);
     if (!num_policies) {
         policies[num_policies++] = "none";
         policies[num_policies++] = "confidence:0.9";
@@ -1075,9 +1048,7 @@ int cmd_shift_report(int argc, char **argv) {
         const int sev = ci == 0 ? 0 : sevs[(ci - 1) % num_sev];
         bar_draw(&b, 0, 1, ert_shift_name(kind));
         cli_check(ert_dataset_copy(clean, &ds[ci]));
-        cli_check(ert_shift_apply(ds[ci], kind, sev, (uint64_t)seed));
-        if (ci > 0) /* errors name the run's data */
-            snprintf(ds[ci]->name, sizeof ds[ci]->name, "%.200s, %s %d", clean->name, ert_shift_name(kind), sev);
+        cli_shift_data(ds[ci], kind, sev, (uint64_t)seed); /* renamed: errors name the run's data */
         for (int p = 0; p < num_policies; ++p, ++n) {
             rows[n].policy = p;
             rows[n].kind = kind;

@@ -1,5 +1,4 @@
 /* exitrt synth: writes the headline benchmark's residual MLP with seeded weights. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,16 +28,6 @@ static void synth_usage(FILE *f) {
 }
 
 
-/* A whole decimal number in [lo, hi]; 0 on failure. */
-static int parse_num(const char *text, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
-}
-
 enum { OPT_DTYPE = 1000, OPT_SEED };
 
 int cmd_synth(int argc, char **argv) {
@@ -49,34 +38,18 @@ int cmd_synth(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     ert_synth_options o = {.width = 0, .depth = 0, .classes = 10, .dtype = ERT_DTYPE_F32, .seed = 1};
     const char *out = NULL;
-    long long v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "w:L:c:o:h", lo, NULL)) != -1) {
         switch (c) {
-        case 'w':
-            if (!parse_num(optarg, 1, 65536, &v))
-                cli_fail("--width '%s': expected an integer in 1..65536", optarg);
-            o.width = (int)v;
-            break;
-        case 'L':
-            if (!parse_num(optarg, 1, 1000, &v)) cli_fail("--depth '%s': expected a positive integer", optarg);
-            o.depth = (int)v;
-            break;
-        case 'c':
-            if (!parse_num(optarg, 2, 100000, &v))
-                cli_fail("--classes '%s': expected an integer in 2..100000", optarg);
-            o.classes = (int)v;
-            break;
+        case 'w': o.width = (int)cli_int("--width", optarg, 1, 65536); break;
+        case 'L': o.depth = (int)cli_int("--depth", optarg, 1, 1000); break;
+        case 'c': o.classes = (int)cli_int("--classes", optarg, 2, 100000); break;
         case OPT_DTYPE:
             if (ert_dtype_parse(optarg, &o.dtype) != ERT_OK || o.dtype == ERT_DTYPE_TF32)
                 cli_fail("--dtype '%s': expected f32, bf16 or f16", optarg);
             break;
-        case OPT_SEED:
-            if (!parse_num(optarg, 0, (long long)(~0ull >> 1), &v))
-                cli_fail("--seed '%s': expected an integer >= 0", optarg);
-            o.seed = (uint64_t)v;
-            break;
+        case OPT_SEED: o.seed = (uint64_t)cli_int("--seed", optarg, 0, (long long)(~0ull >> 1)); break;
         case 'o': out = optarg; break;
         case 'h': synth_usage(stdout); return 0;
         default: synth_usage(stderr); return 1;

@@ -2,6 +2,7 @@
  * that prints and exits. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,25 +16,6 @@
 
 #define MAX_POLICIES 64
 
-static int parse_int(const char *flag, const char *text, int lo, int hi) {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || v < lo || v > hi)
-        cli_fail("%s '%s': expected an integer in %d..%d", flag, text, lo, hi);
-    return (int)v;
-}
-
-static ert_mode parse_mode(const char *text) {
-    if (strcmp(text, "compact") == 0) return ERT_MODE_COMPACT;
-    if (strcmp(text, "masked") == 0) return ERT_MODE_MASKED;
-    if (strcmp(text, "full") == 0) return ERT_MODE_FULL;
-    cli_fail("--mode '%s': expected compact, masked or full", text);
-}
-
-static const char *mode_name(ert_mode m) {
-    return m == ERT_MODE_COMPACT ? "compact" : m == ERT_MODE_MASKED ? "masked" : "full";
-}
-
 /* Options shared by the subcommands that run a model. */
 typedef struct run_opts {
     const char *model, *data, *device, *output, *dtype, *exec, *buckets, *compaction;
@@ -42,11 +24,14 @@ typedef struct run_opts {
     ert_mode mode;
     const char *trace;
     int batch, warmup, limit, json, profile, no_calibration;
+    ert_shift_kind shift; /* ERT_SHIFT_NONE: the data as it is */
+    int severity;
+    long long seed;
 } run_opts;
 
 enum {
     OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_EXEC, OPT_BUCKETS,
-    OPT_COMPACTION
+    OPT_COMPACTION, OPT_SHIFT, OPT_SEVERITY, OPT_SEED
 };
 
 static const struct option run_long[] = {
@@ -60,9 +45,14 @@ static const struct option run_long[] = {
     {"no-calibration", no_argument, 0, OPT_NO_CALIBRATION},
     {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
     {"compaction", required_argument, 0, OPT_COMPACTION},
+    {"shift", required_argument, 0, OPT_SHIFT}, {"severity", required_argument, 0, OPT_SEVERITY},
+    {"seed", required_argument, 0, OPT_SEED},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
+    o->warmup = 1;
+    o->severity = 3;
+    o->seed = 1;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "m:d:p:M:b:D:jo:h", run_long, NULL)) != -1) {
@@ -73,13 +63,13 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
             if (o->num_policies == MAX_POLICIES) cli_fail("too many --policy options");
             o->policies[o->num_policies++] = optarg;
             break;
-        case 'M': o->mode = parse_mode(optarg); break;
-        case 'b': o->batch = parse_int("--batch", optarg, 1, 1 << 20); break;
+        case 'M': o->mode = cli_mode(optarg); break;
+        case 'b': o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
         case 'D': o->device = optarg; break;
         case 'j': o->json = 1; break;
         case 'o': o->output = optarg; break;
-        case OPT_WARMUP: o->warmup = parse_int("--warmup", optarg, 0, 1000); break;
-        case OPT_LIMIT: o->limit = parse_int("--limit", optarg, 1, 1 << 30); break;
+        case OPT_WARMUP: o->warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
+        case OPT_LIMIT: o->limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_DTYPE: o->dtype = optarg; break;
         case OPT_PROFILE: o->profile = 1; break;
         case OPT_TRACE: o->trace = optarg; break;
@@ -87,6 +77,9 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_EXEC: o->exec = optarg; break;
         case OPT_BUCKETS: o->buckets = optarg; break;
         case OPT_COMPACTION: o->compaction = optarg; break;
+        case OPT_SHIFT: cli_shift(optarg, &o->shift, &o->severity); break;
+        case OPT_SEVERITY: o->severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY); break;
+        case OPT_SEED: o->seed = cli_int("--seed", optarg, 0, LLONG_MAX); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(1);
         }
@@ -108,6 +101,7 @@ static void setup_open(const run_opts *o, setup *su) {
     cli_check(ert_model_load_ex(o->model, &mo, &su->model));
     cli_check(ert_dataset_load(o->data, &su->data));
     if (o->limit && o->limit < su->data->n) su->data->n = o->limit;
+    cli_shift_data(su->data, o->shift, o->severity, (uint64_t)o->seed);
     ert_session_options so = ert_session_options_default();
     so.device = o->device ? o->device : "cpu";
     so.mode = o->mode;
@@ -165,6 +159,11 @@ static void eval_usage(FILE *f) {
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"
             "      --limit N        only the first N samples\n"
+            "      --shift KIND[:S] corrupt the data first (exitrt shift-report --help):\n"
+            "                       gaussian-noise | blur | contrast | translate | rotate;\n"
+            "                       the data is then named 'SPLIT, KIND S'\n"
+            "      --severity S     1..5 (default 3; KIND:S sets it too)\n"
+            "      --seed S         seed of the corruption (default 1)\n"
             "      --no-calibration ignore the model's calibration.json (temperatures 1)\n"
             "      --profile        per stage: rows entering, compute / decide / compaction /\n"
             "                       host-sync time, FLOPs, bytes, achieved TFLOP/s and GB/s,\n"
@@ -202,8 +201,13 @@ static cJSON *result_json(const run_opts *o, const setup *su, const char *policy
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", ert_model_name(su->model));
     cJSON_AddStringToObject(j, "data", su->data->name);
+    if (o->shift != ERT_SHIFT_NONE) {
+        cJSON_AddStringToObject(j, "shift", ert_shift_name(o->shift));
+        cJSON_AddNumberToObject(j, "severity", o->severity);
+        cJSON_AddNumberToObject(j, "seed", (double)o->seed);
+    }
     cJSON_AddStringToObject(j, "device", ert_session_device(su->session));
-    cJSON_AddStringToObject(j, "mode", mode_name(o->mode));
+    cJSON_AddStringToObject(j, "mode", ert_mode_name(o->mode));
     cJSON_AddStringToObject(j, "exec", ert_exec_name(ert_session_get_options(su->session).exec));
     cJSON_AddStringToObject(j, "compaction", ert_compaction_name(ert_session_get_options(su->session).compaction));
     cJSON_AddStringToObject(j, "policy", policy);
@@ -232,7 +236,7 @@ static cJSON *result_json(const run_opts *o, const setup *su, const char *policy
 }
 
 static int cmd_eval(int argc, char **argv) {
-    run_opts o = {.warmup = 1};
+    run_opts o = {0};
     parse_run_opts(argc, argv, &o, eval_usage);
     if (o.num_policies > 1) cli_fail("eval takes one --policy (compare takes several)");
     const char *spec = o.num_policies ? o.policies[0] : "none";
@@ -261,7 +265,7 @@ static int cmd_eval(int argc, char **argv) {
     } else {
         printf("model %s | data %s (%lld samples) | device %s | mode %s | exec %s | policy %s | batch %d\n",
                ert_model_name(su.model), su.data->name, (long long)r->samples, ert_session_device(su.session),
-               mode_name(o.mode), ert_exec_name(ert_session_get_options(su.session).exec), pbuf, eo.batch);
+               ert_mode_name(o.mode), ert_exec_name(ert_session_get_options(su.session).exec), pbuf, eo.batch);
         if (r->accuracy >= 0) printf("accuracy         %.2f%%\n", 100.0 * r->accuracy);
         printf("mean exit        %.3f (of exits 0..%d)\n", r->mean_exit, r->num_exits - 1);
         printf("FLOPs fraction   %.3f of the full model\n", r->flops_fraction);
@@ -297,12 +301,12 @@ static void compare_usage(FILE *f) {
             "exit, and oracle (the upper bound).\n"
             "\n"
             "Options as for `exitrt eval` (--model, --data, --mode, --batch, --device, --dtype,\n"
-            "--exec, --buckets, --compaction, --warmup, --limit, --no-calibration); --json prints a\n"
-            "JSON array of the rows.\n");
+            "--exec, --buckets, --compaction, --warmup, --limit, --shift, --severity, --seed,\n"
+            "--no-calibration); --json prints a JSON array of the rows.\n");
 }
 
 static int cmd_compare(int argc, char **argv) {
-    run_opts o = {.warmup = 1};
+    run_opts o = {0};
     parse_run_opts(argc, argv, &o, compare_usage);
     if (o.output) cli_fail("compare does not take --output (use eval for per-sample rows)");
     setup su = {0};
@@ -324,7 +328,7 @@ static int cmd_compare(int argc, char **argv) {
         printf("model %s | data %s (%lld samples) | device %s | mode %s | batch %d\n\n"
                "%-22s %9s %9s %7s %11s %9s %9s %9s\n",
                ert_model_name(su.model), su.data->name, (long long)su.data->n, ert_session_device(su.session),
-               mode_name(o.mode), o.batch ? o.batch : 256, "policy", "accuracy", "mean exit", "FLOPs", "samples/s",
+               ert_mode_name(o.mode), o.batch ? o.batch : 256, "policy", "accuracy", "mean exit", "FLOPs", "samples/s",
                "mean ms", "p50 ms", "p99 ms");
     ert_policy *pols[MAX_POLICIES];
     ert_measure_job jobs[MAX_POLICIES];

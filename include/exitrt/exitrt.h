@@ -191,6 +191,10 @@ typedef enum ert_mode {
     ERT_MODE_FULL         /* no exits: every row through every stage, last head only */
 } ert_mode;
 
+/* Parses "compact", "masked", "full". */
+ert_status ert_mode_parse(const char *text, ert_mode *out);
+const char *ert_mode_name(ert_mode mode);
+
 /* The element type of activations and weights on the device. Logits, softmax and every
  * accumulation are f32 in all of them. The CPU backend computes in f32 only. */
 typedef enum ert_dtype {
