@@ -5,6 +5,11 @@
 #include "backend.h"
 #include "exitrt/exitrt.h"
 
+/* The softmax temperatures a policy or a calibration file may give (the fit searches
+ * 0.05..20, well inside). */
+#define ERT_TEMP_MIN 1e-3
+#define ERT_TEMP_MAX 1e3
+
 typedef enum ert_node_type {
     ERT_NODE_FLATTEN = 0,
     ERT_NODE_LINEAR,

@@ -2,6 +2,7 @@
  * checked op by op, every tensor against the shape the config implies, and a tensor the
  * config does not name is an error too. */
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,16 +18,26 @@ typedef struct load_ctx {
     const char *config_path;
 } load_ctx;
 
+/* The largest size or count a config may give (values per sample, channels, a kernel,
+ * padding, ...): every product the loader forms then fits in int64, every shape in int. */
+#define MAX_DIM (1 << 28)
+
+/* 1 if v is a whole number in lo..hi (no cast of an out-of-range double: that is UB). */
+static int whole_in(const cJSON *v, int lo, int hi) {
+    return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi && v->valuedouble == floor(v->valuedouble);
+}
+
 static ert_status read_text(const char *path, char **out) {
     size_t size;
     return ert_file_read(path, out, &size);
 }
 
-/* An integer field >= min; `where` names the place in the config. */
+/* An integer field in min..MAX_DIM; `where` names the place in the config. */
 static ert_status get_int(const load_ctx *c, const cJSON *obj, const char *key, const char *where, int min, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < min)
-        return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: expected an integer >= %d", c->config_path, where, key, min);
+    if (!whole_in(v, min, MAX_DIM))
+        return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: expected an integer in %d..%d", c->config_path, where, key, min,
+                         MAX_DIM);
     *out = v->valueint;
     return ERT_OK;
 }
@@ -85,7 +96,7 @@ static ert_status parse_activation(const load_ctx *c, const cJSON *obj, const ch
     return ERT_OK;
 }
 
-/* A pair field ("kernel": [3, 3] or 3); `dflt` < 0: required. Each value >= min. */
+/* A pair field ("kernel": [3, 3] or 3); `dflt` < 0: required. Each value in min..MAX_DIM. */
 static ert_status get_pair(const load_ctx *c, const cJSON *obj, const char *key, const char *where, int dflt, int min,
                            int *a, int *b) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -101,16 +112,20 @@ static ert_status get_pair(const load_ctx *c, const cJSON *obj, const char *key,
         x = cJSON_GetArrayItem(v, 0);
         y = cJSON_GetArrayItem(v, 1);
     }
-    if (!cJSON_IsNumber(x) || !cJSON_IsNumber(y) || x->valuedouble != (double)x->valueint ||
-        y->valuedouble != (double)y->valueint || x->valueint < min || y->valueint < min)
-        return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: expected integers >= %d", c->config_path, where, key, min);
+    if (!whole_in(x, min, MAX_DIM) || !whole_in(y, min, MAX_DIM))
+        return ert_error(ERT_ERR_FORMAT, "'%s': %s.%s: expected integers in %d..%d", c->config_path, where, key, min,
+                         MAX_DIM);
     *a = x->valueint;
     *b = y->valueint;
     return ERT_OK;
 }
 
-/* Output size of a window op along one axis (PyTorch: floor mode); < 1 is an error. */
-static int window_out(int in, int k, int stride, int pad, int dil) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
+/* Output size of a window op along one axis (PyTorch: floor mode); < 1: the window does
+ * not fit. Every argument is at most MAX_DIM, so int64 holds every term. */
+static int64_t window_out(int in, int k, int stride, int pad, int dil) {
+    const int64_t span = (int64_t)in + 2 * (int64_t)pad - (int64_t)dil * (k - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+}
 
 static ert_status parse_window(const load_ctx *c, const cJSON *obj, const char *where, ert_shape in, int conv,
                                ert_conv_geom *g) {
@@ -125,14 +140,17 @@ static ert_status parse_window(const load_ctx *c, const cJSON *obj, const char *
     if (!conv && !cJSON_GetObjectItemCaseSensitive(obj, "stride")) g->sh = g->kh, g->sw = g->kw;
     if (!conv && (g->dh != 1 || g->dw != 1))
         return ert_error(ERT_ERR_UNSUPPORTED, "'%s': %s: pooling with dilation", c->config_path, where);
-    if (!conv && (2 * g->ph > g->kh || 2 * g->pw > g->kw))
+    if (!conv && (2 * (int64_t)g->ph > g->kh || 2 * (int64_t)g->pw > g->kw))
         return ert_error(ERT_ERR_FORMAT, "'%s': %s: padding must be at most half the kernel", c->config_path, where);
-    g->out_h = window_out(in.h, g->kh, g->sh, g->ph, g->dh);
-    g->out_w = window_out(in.w, g->kw, g->sw, g->pw, g->dw);
-    if (in.h + 2 * g->ph - g->dh * (g->kh - 1) - 1 < 0 || in.w + 2 * g->pw - g->dw * (g->kw - 1) - 1 < 0 ||
-        g->out_h < 1 || g->out_w < 1)
+    const int64_t oh = window_out(in.h, g->kh, g->sh, g->ph, g->dh), ow = window_out(in.w, g->kw, g->sw, g->pw, g->dw);
+    if (oh < 1 || ow < 1)
         return ert_error(ERT_ERR_SHAPE, "'%s': %s: a %dx%d window does not fit the %dx%d input", c->config_path, where,
                          g->kh, g->kw, in.h, in.w);
+    if (oh * ow > MAX_DIM)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: a %lldx%lld output is too large (%d values at most)", c->config_path,
+                         where, (long long)oh, (long long)ow, MAX_DIM);
+    g->out_h = (int)oh;
+    g->out_w = (int)ow;
     g->out_c = in.c;
     return ERT_OK;
 }
@@ -214,8 +232,8 @@ static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, e
         node->eps = 1e-5f;
         const cJSON *eps = cJSON_GetObjectItemCaseSensitive(obj, "eps");
         if (eps) {
-            if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0))
-                return ert_error(ERT_ERR_FORMAT, "'%s': %s.eps: expected a positive number", c->config_path, where);
+            if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0 && eps->valuedouble <= 1))
+                return ert_error(ERT_ERR_FORMAT, "'%s': %s.eps: expected a number in (0, 1]", c->config_path, where);
             node->eps = (float)eps->valuedouble;
         }
         const int64_t shape[1] = {dim};
@@ -270,6 +288,9 @@ static ert_status parse_node(load_ctx *c, const cJSON *obj, const char *where, e
                          "avgpool, global_avgpool)",
                          c->config_path, where, name);
     }
+    if ((int64_t)out.c * out.h * out.w > MAX_DIM)
+        return ert_error(ERT_ERR_SHAPE, "'%s': %s: %s gives %lld values per sample (%d at most)", c->config_path, where,
+                         name, (long long)out.c * out.h * out.w, MAX_DIM);
     node->out_shape = out;
     node->out = shape_width(out);
     if (node->out > c->model->max_width) c->model->max_width = node->out;
@@ -307,12 +328,15 @@ static ert_status parse_input(load_ctx *c, const cJSON *input) {
     int64_t size = 1;
     for (int i = 0; i < m->input_ndim; ++i) {
         const cJSON *d = cJSON_GetArrayItem(shape, i);
-        if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble != (double)(int)d->valuedouble)
-            return ert_error(ERT_ERR_FORMAT, "'%s': input.shape[%d]: expected a positive integer", c->config_path, i);
+        if (!whole_in(d, 1, MAX_DIM))
+            return ert_error(ERT_ERR_FORMAT, "'%s': input.shape[%d]: expected an integer in 1..%d", c->config_path, i,
+                             MAX_DIM);
         m->input_shape[i] = d->valueint;
         size *= d->valueint;
+        if (size > MAX_DIM)
+            return ert_error(ERT_ERR_FORMAT, "'%s': input.shape: more than %d values per sample", c->config_path,
+                             MAX_DIM);
     }
-    if (size > (1 << 28)) return ert_error(ERT_ERR_FORMAT, "'%s': input.shape: too large", c->config_path);
     m->input_size = (int)size;
     m->max_width = m->input_size;
     m->channels = m->input_ndim == 1 ? 1 : m->input_shape[0];
@@ -338,6 +362,9 @@ static ert_status parse_input(load_ctx *c, const cJSON *input) {
             else mu = v->valuedouble;
         }
         if (!(sd > 0)) return ert_error(ERT_ERR_FORMAT, "'%s': input.std must be positive", c->config_path);
+        if (!(fabs(1.0 / sd) <= FLT_MAX && fabs(mu / sd) <= FLT_MAX))
+            return ert_error(ERT_ERR_FORMAT, "'%s': input.mean %g and std %g (channel %d) do not normalise in float",
+                             c->config_path, mu, sd, ch);
         m->scale[ch] = (float)(1.0 / sd);
         m->shift[ch] = (float)(-mu / sd);
     }
@@ -441,8 +468,9 @@ static ert_status load_calibration(ert_model *m, const char *path) {
     }
     for (int i = 0; i < m->num_exits; ++i) {
         const cJSON *v = cJSON_GetArrayItem(t, i);
-        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || !isfinite(v->valuedouble)) {
-            s = ert_error(ERT_ERR_FORMAT, "'%s': temperatures[%d]: expected a positive number", path, i);
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= ERT_TEMP_MIN && v->valuedouble <= ERT_TEMP_MAX)) {
+            s = ert_error(ERT_ERR_FORMAT, "'%s': temperatures[%d]: expected a number in [%g, %g]", path, i,
+                          ERT_TEMP_MIN, ERT_TEMP_MAX);
             goto done;
         }
         m->temperature[i] = (float)v->valuedouble;

@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,9 +136,23 @@ static ert_status parse_spec(ert_policy *p, const char *spec) {
     for (char *save = NULL, *o = opts ? strtok_r(opts, ";", &save) : NULL; o; o = strtok_r(NULL, ";", &save)) {
         if (strncmp(o, "temp=", 5) != 0)
             return ert_error(ERT_ERR_INVALID_ARGUMENT, "policy '%s': unknown option '%s' (temp=T[,T...])", spec, o);
-        if ((s = parse_list(spec, "temperature", o + 5, 1e-3, 1e3, p->temp, &p->num_temps))) return s;
+        if ((s = parse_list(spec, "temperature", o + 5, ERT_TEMP_MIN, ERT_TEMP_MAX, p->temp, &p->num_temps))) return s;
     }
     return ERT_OK;
+}
+
+/* Appends to spec[0..cap) at *len; once the text does not fit, *len is cap (and stays
+ * there): the caller checks *len < cap once at the end. */
+static void spec_append(char *spec, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void spec_append(char *spec, size_t cap, size_t *len, const char *fmt, ...) {
+    if (*len >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(spec + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    *len = n < 0 || (size_t)n >= cap - *len ? cap : *len + (size_t)n;
 }
 
 /* {"policy": "<spec>"} or {"kind": ..., "thresholds": [...], "temperatures": [...],
@@ -152,7 +167,7 @@ static ert_status parse_json(ert_policy *p, const char *path, const char *text) 
     }
     const cJSON *str = cJSON_GetObjectItemCaseSensitive(root, "policy");
     if (cJSON_IsString(str)) {
-        s = parse_spec(p, str->valuestring);
+        if ((s = parse_spec(p, str->valuestring))) ert_error_context(s, "policy file '%s': ", path);
         goto done;
     }
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "kind");
@@ -161,38 +176,36 @@ static ert_status parse_json(ert_policy *p, const char *path, const char *text) 
         goto done;
     }
     /* Rebuild a spec from the fields, so that one parser checks everything. */
-    int len = snprintf(spec, sizeof spec, "%s", kind->valuestring);
+    size_t len = 0;
+    spec_append(spec, sizeof spec, &len, "%s", kind->valuestring);
     const char *keys[] = {"thresholds", "patience", "exit", "hazard"};
     for (int k = 0; k < 4; ++k) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
-        if (!v) continue;
         if (cJSON_IsArray(v)) {
             const cJSON *item;
             int first = 1;
             cJSON_ArrayForEach(item, v) {
-                len += snprintf(spec + len, sizeof spec - (size_t)len, "%s%.9g", first ? ":" : ",", item->valuedouble);
+                spec_append(spec, sizeof spec, &len, "%s%.9g", first ? ":" : ",", item->valuedouble);
                 first = 0;
             }
         } else if (cJSON_IsNumber(v)) {
-            len += snprintf(spec + len, sizeof spec - (size_t)len, k == 3 ? ":hazard=%.9g" : ":%.9g", v->valuedouble);
+            spec_append(spec, sizeof spec, &len, k == 3 ? ":hazard=%.9g" : ":%.9g", v->valuedouble);
         }
-        if (len >= (int)sizeof spec) break;
     }
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
-    if (cJSON_IsNumber(seed) && len < (int)sizeof spec)
-        len += snprintf(spec + len, sizeof spec - (size_t)len, ",seed=%.0f", seed->valuedouble);
+    if (cJSON_IsNumber(seed)) spec_append(spec, sizeof spec, &len, ",seed=%.0f", seed->valuedouble);
     const cJSON *temps = cJSON_GetObjectItemCaseSensitive(root, "temperatures");
     if (cJSON_IsArray(temps)) {
         const cJSON *item;
         int first = 1;
         cJSON_ArrayForEach(item, temps) {
-            if (len >= (int)sizeof spec) break;
-            len += snprintf(spec + len, sizeof spec - (size_t)len, "%s%.9g", first ? ";temp=" : ",", item->valuedouble);
+            spec_append(spec, sizeof spec, &len, "%s%.9g", first ? ";temp=" : ",", item->valuedouble);
             first = 0;
         }
     }
-    if (len >= (int)sizeof spec) {
-        s = ert_error(ERT_ERR_FORMAT, "policy file '%s': too long", path);
+    if (len >= sizeof spec) {
+        s = ert_error(ERT_ERR_FORMAT, "policy file '%s': too long for a policy spec (%zu characters at most)", path,
+                      sizeof spec - 1);
         goto done;
     }
     if ((s = parse_spec(p, spec))) ert_error_context(s, "policy file '%s': ", path);

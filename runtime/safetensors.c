@@ -1,6 +1,7 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,7 @@ static ert_status parse_entry(const ert_safetensors *st, const cJSON *e, ert_st_
     const cJSON *dim;
     cJSON_ArrayForEach(dim, shape) {
         double v = dim->valuedouble;
-        if (!cJSON_IsNumber(dim) || v < 0 || v != (double)(int64_t)v || v > 4e12)
+        if (!cJSON_IsNumber(dim) || !(v >= 0 && v <= 4e12) || v != floor(v)) /* no cast of an out-of-range double */
             return ert_error(ERT_ERR_FORMAT, "'%s': tensor '%s': bad dimension %d in shape", path, name, i);
         t->shape[i++] = (int64_t)v;
         t->numel *= (int64_t)v;
@@ -85,8 +86,8 @@ static ert_status parse_entry(const ert_safetensors *st, const cJSON *e, ert_st_
             return ert_error(ERT_ERR_FORMAT, "'%s': tensor '%s': shape too large", path, name);
     }
     double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
-    if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) || b < 0 ||
-        en < b || b != (double)(int64_t)b || en != (double)(int64_t)en)
+    if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) || !(b >= 0) ||
+        !(en >= b) || b != floor(b) || en != floor(en))
         return ert_error(ERT_ERR_FORMAT, "'%s': tensor '%s': bad data_offsets", path, name);
     if (en > (double)data_size)
         return ert_error(ERT_ERR_FORMAT,

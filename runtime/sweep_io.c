@@ -3,6 +3,7 @@
  * name and renamed, so a reader never sees half a file. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -271,10 +272,28 @@ static ert_latency read_latency(const cJSON *o) {
     return l;
 }
 
+#define MAX_COUNT 9007199254740992.0 /* 2^53: every whole number below is exact in a double */
+
+static int is_whole(const cJSON *v, double lo, double hi) {
+    return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi && v->valuedouble == floor(v->valuedouble);
+}
+
+/* A whole-number field in lo..hi, `dflt` when absent or null. A value of another kind
+ * sets *bad to the key (the first one only) and gives dflt: the caller reports it. */
+static int64_t whole_or(const cJSON *o, const char *key, int64_t dflt, double lo, double hi, const char **bad) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return dflt;
+    if (is_whole(v, lo, hi)) return (int64_t)v->valuedouble;
+    if (!*bad) *bad = key;
+    return dflt;
+}
+
+/* The counts of an exit histogram; their number, or -1 if one is not a count. */
 static int read_hist(const cJSON *a, int64_t *h) {
     int n = 0;
     const cJSON *v;
     cJSON_ArrayForEach(v, a) {
+        if (!is_whole(v, 0, MAX_COUNT)) return -1;
         if (n < ERT_MAX_EXITS) h[n] = (int64_t)v->valuedouble;
         ++n;
     }
@@ -292,24 +311,26 @@ static ert_status read_row(const cJSON *o, int index, const char *path, ert_swee
     snprintf(r->policy, sizeof r->policy, "%s", pol->valuestring);
     read_str(o, "family", r->family, sizeof r->family);
     r->param = num_or_nan(o, "param");
-    const double cal = num_or_nan(o, "calibrated");
-    r->calibrated = isnan(cal) ? -1 : (int)cal;
+    const char *bad = NULL;
+    r->calibrated = (int)whole_or(o, "calibrated", -1, -1, 1, &bad);
     r->reference = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "reference"));
-    r->samples = (int64_t)num_or_nan(o, "samples");
+    r->samples = whole_or(o, "samples", 0, 0, MAX_COUNT, &bad);
     r->accuracy = cJSON_IsNumber(acc) ? acc->valuedouble : -1.0;
     r->mean_exit = num_or_nan(o, "mean_exit");
     r->flops_fraction = num_or_nan(o, "flops_fraction");
     r->throughput = num_or_nan(o, "throughput");
-    r->num_batches = (int)num_or_nan(o, "batches");
+    r->num_batches = (int)whole_or(o, "batches", 0, 0, INT_MAX, &bad);
     r->batch_ms = read_latency(bl);
     r->sample_ms = read_latency(sl);
     r->num_exits = read_hist(cJSON_GetObjectItemCaseSensitive(o, "exit_histogram"), r->exit_histogram);
-    read_hist(cJSON_GetObjectItemCaseSensitive(o, "exit_correct"), r->exit_correct);
+    if (r->num_exits < 0 || read_hist(cJSON_GetObjectItemCaseSensitive(o, "exit_correct"), r->exit_correct) < 0)
+        return ert_error(ERT_ERR_FORMAT, "sweep '%s': row %d: an exit histogram holds something other than counts",
+                         path, index);
     if (r->num_exits > ERT_MAX_EXITS)
         return ert_error(ERT_ERR_FORMAT, "sweep '%s': row %d has %d exits (at most %d)", path, index, r->num_exits,
                          ERT_MAX_EXITS);
-    const double mm = num_or_nan(o, "sim_mismatch");
-    r->sim_mismatch = isnan(mm) ? -1 : (int64_t)mm;
+    r->sim_mismatch = whole_or(o, "sim_mismatch", -1, -1, MAX_COUNT, &bad);
+    if (bad) return ert_error(ERT_ERR_FORMAT, "sweep '%s': row %d: \"%s\" is not a whole number in range", path, index, bad);
     r->frontier_mean = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "frontier_mean"));
     r->frontier_p99 = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "frontier_p99"));
     return ERT_OK;
@@ -364,26 +385,26 @@ ert_status ert_sweep_read(const char *path_in, ert_sweep_result **out) {
     read_str(j, "date", r->date, sizeof r->date);
     read_str(j, "calibration", r->calibration, sizeof r->calibration);
     r->model_calibrated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "model_calibrated"));
-    r->batch = (int)num_or_nan(j, "batch");
-    r->warmup = (int)num_or_nan(j, "warmup");
-    r->reps = (int)num_or_nan(j, "reps");
-    r->samples = (int64_t)num_or_nan(j, "samples");
-    r->num_exits = (int)num_or_nan(j, "num_exits");
+    const char *bad = NULL;
+    r->batch = (int)whole_or(j, "batch", 0, 0, INT_MAX, &bad);
+    r->warmup = (int)whole_or(j, "warmup", 0, 0, INT_MAX, &bad);
+    r->reps = (int)whole_or(j, "reps", 1, 0, INT_MAX, &bad);
+    r->samples = whole_or(j, "samples", 0, 0, MAX_COUNT, &bad);
+    r->num_exits = (int)whole_or(j, "num_exits", 0, 0, ERT_MAX_EXITS, &bad);
     r->flops_full = num_or_nan(j, "flops_full");
-    const double mm = num_or_nan(j, "sim_mismatch");
-    r->sim_mismatch = isnan(mm) ? -1 : (int64_t)mm;
-    if (r->num_exits < 0 || r->num_exits > ERT_MAX_EXITS) {
-        st = ert_error(ERT_ERR_FORMAT, "sweep '%s': num_exits %d out of range", path, r->num_exits);
-        goto done;
-    }
+    r->sim_mismatch = whole_or(j, "sim_mismatch", -1, -1, MAX_COUNT, &bad);
     const cJSON *ef = cJSON_GetObjectItemCaseSensitive(j, "exit_flops_fraction"), *v;
     int e = 0;
     cJSON_ArrayForEach(v, ef) if (e < ERT_MAX_EXITS) r->exit_flops_fraction[e++] = v->valuedouble;
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shift");
     if (cJSON_IsObject(sh)) {
         read_str(sh, "kind", r->shift, sizeof r->shift);
-        r->shift_severity = (int)num_or_nan(sh, "severity");
-        r->shift_seed = (uint64_t)num_or_nan(sh, "seed");
+        r->shift_severity = (int)whole_or(sh, "severity", 0, 0, ERT_SHIFT_MAX_SEVERITY, &bad);
+        r->shift_seed = (uint64_t)whole_or(sh, "seed", 0, 0, MAX_COUNT, &bad);
+    }
+    if (bad) {
+        st = ert_error(ERT_ERR_FORMAT, "sweep '%s': \"%s\" is not a whole number in range", path, bad);
+        goto done;
     }
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, "per_exit_search");
     if (cJSON_IsObject(x)) {

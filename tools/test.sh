@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (tools/setup.sh) and runs every test with ctest. GPU tests skip, with their
 # reason printed below the summary, when there is no GPU. Then the CPU backend's tests
-# run again under AddressSanitizer (leaks included) and UndefinedBehaviorSanitizer, in
+# run again under AddressSanitizer (leaks included) and UndefinedBehaviorSanitizer (with
+# float-to-integer overflow, which test_fuzz's edge values reach), in
 # build-sanitize/ (all but test_fmnist, whose 10,000-image runs take minutes under ASan).
 # ERT_SANITIZE=0 skips that pass. Arguments go to the first ctest.
 set -euo pipefail
@@ -16,7 +17,7 @@ grep -h "^SKIP" Testing/Temporary/LastTest.log 2>/dev/null | sort -u | sed 's/^/
 
 if [ "${ERT_SANITIZE:-1}" != 0 ]; then
   echo "== the CPU tests again under AddressSanitizer and UndefinedBehaviorSanitizer"
-  san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+  san="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer"
   sbuild=$root/build-sanitize
   cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Debug -DERT_CUDA=OFF -DERT_BENCH=OFF \
     -DERT_WERROR="${ERT_WERROR:-OFF}" -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" \

@@ -30,6 +30,8 @@
 
 #include <stdint.h>
 
+#include "exitrt/exitrt.h" /* which includes this file at its end: either order works */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
