@@ -1,10 +1,12 @@
 /* Sessions: compaction invariants (one result per sample, at its own index), masked and
  * compact agreeing exactly, full ignoring exits, the oracle and scheduled policies, the
- * profile's row counts, and bad input refused with a clear message. */
+ * profile's row counts, bad input refused with a clear message, and a session too large
+ * for memory refused at creation. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "exitrt/exitrt.h"
 #include "testutil.h"
@@ -226,6 +228,57 @@ START_TEST(batch_of_one) {
 }
 END_TEST
 
+/* Resident memory of this process, from /proc/self/statm. */
+static double resident_mb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    ck_assert_ptr_nonnull(f);
+    long size = 0, resident = 0;
+    ck_assert_int_eq(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE) / (1 << 20);
+}
+
+/* A session sized past what the backend may hold is refused at creation with a message
+ * that says what to change (not killed later by the kernel's OOM killer); one within it
+ * takes memory as its rows are used, not at creation. */
+START_TEST(oversized_session_is_refused_and_buffers_are_lazy) {
+    ert_session_options opt = ert_session_options_default();
+    opt.max_batch = 1 << 22; /* 4M rows of tiny-f32: ~0.4 GB per activation buffer */
+    ert_session *s = NULL;
+    setenv("ERT_CPU_MEMORY_LIMIT", "1000000000", 1);
+    ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_OUT_OF_MEMORY);
+    ck_assert(tu_error_has("session on 'cpu': cpu backend: "));
+    ck_assert(tu_error_has("more than ERT_CPU_MEMORY_LIMIT's 0.93 GB (lower the batch size)"));
+    ck_assert_ptr_null(s);
+    unsetenv("ERT_CPU_MEMORY_LIMIT");
+#ifdef __SANITIZE_ADDRESS__
+    return; /* under ASan the backend zeroes heap blocks instead of mapping them */
+#endif
+    /* the same session within the machine's memory: about 3.5 GB of buffers, mapped */
+    const double before = resident_mb();
+    ck_assert_msg(ert_session_new(model, &opt, &s) == ERT_OK, "%s", ert_last_error());
+    const double grown = resident_mb() - before;
+    ck_assert_msg(grown < 256, "creating a session made %.0f MB resident", grown);
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("confidence:0.5", &p), ERT_OK);
+    int32_t pred[5], ex[5], want_pred[5], want_ex[5];
+    float conf[5], want_conf[5];
+    ert_batch b = {.input = x, .n = 5};
+    ert_outputs o = {pred, ex, conf, NULL};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &o), ERT_OK);
+    ert_session_free(s);
+    /* the same answers as a small session */
+    opt.max_batch = 8;
+    ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_OK);
+    ert_outputs w = {want_pred, want_ex, want_conf, NULL};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &w), ERT_OK);
+    ck_assert(memcmp(pred, want_pred, sizeof pred) == 0 && memcmp(ex, want_ex, sizeof ex) == 0);
+    ck_assert(memcmp(conf, want_conf, sizeof conf) == 0);
+    ert_session_free(s);
+    ert_policy_free(p);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("session");
     TCase *tc = tcase_create("session");
@@ -239,6 +292,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, bad_input_is_refused);
     tcase_add_test(tc, bad_session_options);
     tcase_add_test(tc, batch_of_one);
+    tcase_add_test(tc, oversized_session_is_refused_and_buffers_are_lazy);
     suite_add_tcase(s, tc);
     return s;
 }

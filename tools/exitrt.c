@@ -92,6 +92,7 @@ typedef struct setup {
     ert_model *model;
     ert_dataset *data;
     ert_session *session;
+    int batch; /* --batch (default 256), at most the data's size */
 } setup;
 
 static void setup_open(const run_opts *o, setup *su) {
@@ -105,7 +106,11 @@ static void setup_open(const run_opts *o, setup *su) {
     ert_session_options so = ert_session_options_default();
     so.device = o->device ? o->device : "cpu";
     so.mode = o->mode;
-    so.max_batch = o->batch ? o->batch : 256;
+    /* no batch is larger than the data: a session sized for more would hold memory unused
+     * (kept when --buckets are given: they are checked against the batch asked for) */
+    su->batch = o->batch ? o->batch : 256;
+    if (!o->buckets && su->data->n > 0 && su->data->n < su->batch) su->batch = (int)su->data->n;
+    so.max_batch = su->batch;
     if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
     cli_set_exec(&so, o->exec, o->buckets, o->compaction);
     cli_check(ert_session_new(su->model, &so, &su->session));
@@ -211,7 +216,7 @@ static cJSON *result_json(const run_opts *o, const setup *su, const char *policy
     cJSON_AddStringToObject(j, "exec", ert_exec_name(ert_session_get_options(su->session).exec));
     cJSON_AddStringToObject(j, "compaction", ert_compaction_name(ert_session_get_options(su->session).compaction));
     cJSON_AddStringToObject(j, "policy", policy);
-    cJSON_AddNumberToObject(j, "batch", o->batch ? o->batch : 256);
+    cJSON_AddNumberToObject(j, "batch", su->batch);
     cJSON_AddNumberToObject(j, "samples", (double)r->samples);
     if (r->accuracy >= 0) cJSON_AddNumberToObject(j, "accuracy", r->accuracy);
     else cJSON_AddNullToObject(j, "accuracy");
@@ -245,7 +250,7 @@ static int cmd_eval(int argc, char **argv) {
     setup su = {0};
     setup_open(&o, &su);
     ert_eval_result *r = NULL;
-    ert_eval_options eo = {.batch = o.batch ? o.batch : 256, .warmup = o.warmup};
+    ert_eval_options eo = {.batch = su.batch, .warmup = o.warmup};
     if (o.trace) cli_check(ert_trace_open(o.trace, &eo.trace));
     ert_status es = ert_evaluate(su.session, policy, su.data, &eo, &r);
     if (es != ERT_OK) {
@@ -328,7 +333,7 @@ static int cmd_compare(int argc, char **argv) {
         printf("model %s | data %s (%lld samples) | device %s | mode %s | batch %d\n\n"
                "%-22s %9s %9s %7s %11s %9s %9s %9s\n",
                ert_model_name(su.model), su.data->name, (long long)su.data->n, ert_session_device(su.session),
-               ert_mode_name(o.mode), o.batch ? o.batch : 256, "policy", "accuracy", "mean exit", "FLOPs", "samples/s",
+               ert_mode_name(o.mode), su.batch, "policy", "accuracy", "mean exit", "FLOPs", "samples/s",
                "mean ms", "p50 ms", "p99 ms");
     ert_policy *pols[MAX_POLICIES];
     ert_measure_job jobs[MAX_POLICIES];
@@ -338,7 +343,7 @@ static int cmd_compare(int argc, char **argv) {
         jobs[i] = (ert_measure_job){pols[i], su.data, NULL};
     }
     ert_sweep_options mo = ert_sweep_options_default();
-    mo.batch = o.batch ? o.batch : 256;
+    mo.batch = su.batch;
     mo.warmup = o.warmup;
     cli_check(ert_sweep_measure_jobs(su.session, jobs, o.num_policies, &mo, NULL, measured));
     for (int i = 0; i < o.num_policies; ++i) {

@@ -10,10 +10,21 @@
  *
  * Fault injection, for tests of the capture error path (a CUDA capture can fail; this
  * recording never does on its own): ERT_CPU_GRAPH_FAIL_AT=N makes the Nth recorded call
- * of every recording fail, read once at create. */
+ * of every recording fail, read once at create.
+ *
+ * Memory: every block carries a 64-byte header with its size. Blocks of 1 MiB or more are
+ * mmap'ed: the kernel supplies zero pages when they are first touched, so a session's
+ * batch-sized buffers take memory as rows use them, not at creation. A backend refuses to
+ * hold more than the machine's physical memory (or ERT_CPU_MEMORY_LIMIT bytes, read once
+ * at create, for tests): past it Linux would overcommit and its OOM killer would end the
+ * process later, where an error at session creation says what to change. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu.h"
 
@@ -21,6 +32,9 @@ struct ert_backend {
     int max_rows;
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
+    size_t held;    /* bytes of the blocks alloc handed out and release has not taken back */
+    size_t limit;   /* most bytes held at once */
+    int limit_set;  /* 1: from ERT_CPU_MEMORY_LIMIT */
 };
 
 typedef enum { CMD_OP, CMD_ADD, CMD_DECIDE, CMD_COMPACT, CMD_EVENT } cmd_kind;
@@ -73,6 +87,11 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     be->max_rows = cfg->max_rows;
     const char *fail_at = getenv("ERT_CPU_GRAPH_FAIL_AT");
     be->fail_at = fail_at ? strtol(fail_at, NULL, 10) : 0;
+    const char *limit = getenv("ERT_CPU_MEMORY_LIMIT");
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    be->limit_set = limit && *limit;
+    be->limit = be->limit_set ? (size_t)strtoull(limit, NULL, 10)
+                : pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
     *out = be;
     return ERT_OK;
 }
@@ -99,20 +118,55 @@ static size_t cpu_act_elem_size(const ert_backend *be) {
     return sizeof(float);
 }
 
+/* Under AddressSanitizer every block comes from the heap, where ASan guards its edges. */
+#ifdef __SANITIZE_ADDRESS__
+#define MAP_FROM SIZE_MAX
+#else
+#define MAP_FROM ((size_t)1 << 20)
+#endif
+enum { BLOCK_HEADER = 64 };
+
+typedef struct block_header {
+    size_t total;   /* bytes allocated, header included */
+    int mapped;     /* 1: mmap'ed */
+} block_header;
+
+/* 64-byte aligned for the GEMM, zeroed so no op ever reads garbage. */
 static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
-    (void)be;
-    /* 64-byte alignment for the GEMM; zeroed so no op ever reads garbage. */
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
-    if (!p) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
-    memset(p, 0, rounded ? rounded : 64);
-    *out = p;
+    const double gb = 1.0 / (1 << 30);
+    size_t total = bytes > SIZE_MAX - 2 * BLOCK_HEADER - 4096 ? SIZE_MAX : (bytes + BLOCK_HEADER + 63) & ~(size_t)63;
+    const int mapped = total >= MAP_FROM && total != SIZE_MAX;
+    if (mapped) {
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        total = (total + page - 1) / page * page;
+    }
+    if (total == SIZE_MAX || be->held > be->limit || total > be->limit - be->held)
+        return ert_error(ERT_ERR_OUT_OF_MEMORY,
+                         "cpu backend: %.2f GB more would hold %.2f GB, more than %s %.2f GB (lower the batch size)",
+                         (double)bytes * gb, ((double)be->held + (double)bytes) * gb,
+                         be->limit_set ? "ERT_CPU_MEMORY_LIMIT's" : "this machine's memory,", (double)be->limit * gb);
+    char *p;
+    if (mapped) {
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        p = m == MAP_FAILED ? NULL : m;
+    } else {
+        p = aligned_alloc(64, total);
+        if (p) memset(p, 0, total);
+    }
+    if (!p) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %.2f GB", (double)bytes * gb);
+    *(block_header *)p = (block_header){total, mapped};
+    be->held += total;
+    *out = p + BLOCK_HEADER;
     return ERT_OK;
 }
 
-static void cpu_release(ert_backend *be, void *p) {
-    (void)be;
-    free(p);
+static void cpu_release(ert_backend *be, void *ptr) {
+    if (!ptr) return;
+    char *p = (char *)ptr - BLOCK_HEADER;
+    const block_header h = *(const block_header *)p;
+    be->held -= h.total;
+    if (h.mapped) munmap(p, h.total);
+    else free(p);
 }
 
 static ert_status cpu_copy(ert_backend *be, void *dst, const void *src, size_t bytes) {
