@@ -3,8 +3,9 @@
 # reason printed below the summary, when there is no GPU. Then the CPU backend's tests
 # run again under AddressSanitizer (leaks included) and UndefinedBehaviorSanitizer (with
 # float-to-integer overflow, which test_fuzz's edge values reach), in
-# build-sanitize/ (all but test_fmnist, whose 10,000-image runs take minutes under ASan).
-# ERT_SANITIZE=0 skips that pass. Arguments go to the first ctest.
+# build-sanitize/ (all but test_fmnist, whose 10,000-image runs take minutes under ASan),
+# and test_loadtest (the threaded load tester) under ThreadSanitizer in build-tsan/.
+# ERT_SANITIZE=0 skips both passes. Arguments go to the first ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -24,5 +25,16 @@ if [ "${ERT_SANITIZE:-1}" != 0 ]; then
     -DCMAKE_SHARED_LINKER_FLAGS="$san" >/dev/null
   cmake --build "$sbuild" -j"$(nproc)" >/dev/null
   (cd "$sbuild" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 600 -E 'fmnist|cuda') || status=$?
+
+  # The load tester is the one module with threads (a worker per stream): its tests
+  # again under ThreadSanitizer, which fails them on any data race.
+  echo "== test_loadtest under ThreadSanitizer"
+  tsan="-fsanitize=thread -fno-omit-frame-pointer"
+  tbuild=$root/build-tsan
+  cmake -S "$root" -B "$tbuild" -DCMAKE_BUILD_TYPE=Debug -DERT_CUDA=OFF -DERT_BENCH=OFF \
+    -DERT_WERROR="${ERT_WERROR:-OFF}" -DCMAKE_C_FLAGS="$tsan" -DCMAKE_EXE_LINKER_FLAGS="$tsan" \
+    -DCMAKE_SHARED_LINKER_FLAGS="$tsan" >/dev/null
+  cmake --build "$tbuild" -j"$(nproc)" --target exitrt_cli test_loadtest >/dev/null
+  (cd "$tbuild" && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure --timeout 600 -R test_loadtest) || status=$?
 fi
 exit $status
