@@ -111,11 +111,11 @@ void ert_image_rotate(const float *in, float *out, int C, int H, int W, double d
     }
 }
 
-void ert_image_blur(const float *in, float *out, int C, int H, int W, double sigma) {
+ert_status ert_image_blur(const float *in, float *out, int C, int H, int W, double sigma) {
     const size_t plane = (size_t)H * W;
     if (!(sigma > 0.0)) {
         for (size_t i = 0; i < (size_t)C * plane; ++i) out[i] = clamp01(in[i]);
-        return;
+        return ERT_OK;
     }
     const int longest = H > W ? H : W;
     /* past the image, taps only repeat the edge pixels: 3 sides' worth is plenty, and the
@@ -124,11 +124,10 @@ void ert_image_blur(const float *in, float *out, int C, int H, int W, double sig
     const int r = reach < 3.0 * longest ? (int)reach : 3 * longest;
     double *w = malloc(sizeof *w * (size_t)(2 * r + 1));
     double *line = malloc(sizeof *line * (size_t)longest);
-    if (!w || !line) { /* cannot blur without memory: leave the image as it was */
-        for (size_t i = 0; i < (size_t)C * plane; ++i) out[i] = clamp01(in[i]);
+    if (!w || !line) {
         free(w);
         free(line);
-        return;
+        return ert_error(ERT_ERR_OUT_OF_MEMORY, "blur: out of memory");
     }
     double sum = 0.0;
     for (int k = -r; k <= r; ++k) sum += (w[k + r] = exp(-0.5 * k * k / (sigma * sigma)));
@@ -161,6 +160,7 @@ void ert_image_blur(const float *in, float *out, int C, int H, int W, double sig
     }
     free(w);
     free(line);
+    return ERT_OK;
 }
 
 void ert_image_contrast(const float *in, float *out, int C, int H, int W, double factor) {
@@ -224,7 +224,13 @@ ert_status ert_shift_apply(ert_dataset *d, ert_shift_kind kind, int severity, ui
         float *x = d->x + (size_t)i * size;
         switch (kind) {
         case ERT_SHIFT_GAUSSIAN_NOISE: ert_image_noise(x, tmp, (int64_t)size, s, seed, (uint64_t)i); break;
-        case ERT_SHIFT_BLUR: ert_image_blur(x, tmp, C, H, W, s); break;
+        case ERT_SHIFT_BLUR:
+            if (ert_image_blur(x, tmp, C, H, W, s)) { /* the samples before i stay blurred: say so */
+                free(tmp);
+                return ert_error_context(ERT_ERR_OUT_OF_MEMORY, "dataset '%s': sample %lld of %lld: ", d->name,
+                                         (long long)i, (long long)d->n);
+            }
+            break;
         case ERT_SHIFT_CONTRAST: ert_image_contrast(x, tmp, C, H, W, s); break;
         case ERT_SHIFT_TRANSLATE: {
             /* A direction drawn per sample; the offset rounds s * (cos, sin) to whole

@@ -377,8 +377,9 @@ void ert_image_translate(const float *in, float *out, int C, int H, int W, int d
  * about the centre ((W-1)/2, (H-1)/2); bilinear, zero outside. */
 void ert_image_rotate(const float *in, float *out, int C, int H, int W, double degrees);
 /* Separable Gaussian blur, radius ceil(3 sigma) (at most 3x the longest side), edge
- * pixels replicated; sigma <= 0 or NaN copies (clamped to [0, 1]). */
-void ert_image_blur(const float *in, float *out, int C, int H, int W, double sigma);
+ * pixels replicated; sigma <= 0 or NaN copies (clamped to [0, 1]). Fails only when its
+ * kernel and line buffer cannot be allocated (out is then unchanged). */
+ert_status ert_image_blur(const float *in, float *out, int C, int H, int W, double sigma);
 /* Each channel moved toward its mean: m + factor * (x - m). */
 void ert_image_contrast(const float *in, float *out, int C, int H, int W, double factor);
 /* + sigma * N(0,1) per value from the counter-based generator (seed, index). */
