@@ -81,9 +81,9 @@ static ert_status parse_entry(const ert_safetensors *st, const cJSON *e, ert_st_
         if (!cJSON_IsNumber(dim) || !(v >= 0 && v <= 4e12) || v != floor(v)) /* no cast of an out-of-range double */
             return ert_error(ERT_ERR_FORMAT, "'%s': tensor '%s': bad dimension %d in shape", path, name, i);
         t->shape[i++] = (int64_t)v;
-        t->numel *= (int64_t)v;
-        if (t->numel > (int64_t)1 << 40)
+        if (v > 0 && t->numel > ((int64_t)1 << 40) / (int64_t)v) /* checked before the product can overflow */
             return ert_error(ERT_ERR_FORMAT, "'%s': tensor '%s': shape too large", path, name);
+        t->numel *= (int64_t)v;
     }
     double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
     if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) || !(b >= 0) ||

@@ -400,7 +400,10 @@ ert_status ert_sweep_read(const char *path_in, ert_sweep_result **out) {
     if (cJSON_IsObject(sh)) {
         read_str(sh, "kind", r->shift, sizeof r->shift);
         r->shift_severity = (int)whole_or(sh, "severity", 0, 0, ERT_SHIFT_MAX_SEVERITY, &bad);
-        r->shift_seed = (uint64_t)whole_or(sh, "seed", 0, 0, MAX_COUNT, &bad);
+        /* any uint64 (older sweeps took --seed up to 2^63; written as a double) */
+        const cJSON *seed = cJSON_GetObjectItemCaseSensitive(sh, "seed");
+        if (is_whole(seed, 0, 18446744073709549568.0)) r->shift_seed = (uint64_t)seed->valuedouble;
+        else if (seed && !cJSON_IsNull(seed) && !bad) bad = "seed";
     }
     if (bad) {
         st = ert_error(ERT_ERR_FORMAT, "sweep '%s': \"%s\" is not a whole number in range", path, bad);

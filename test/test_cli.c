@@ -171,6 +171,9 @@ START_TEST(eval_and_compare_on_shifted_data) {
         {"compare --model test/fixtures/tiny-f32 --data %s --shift blur:9", "--shift severity '9': expected an integer in 1..5"},
         {"eval --model test/fixtures/tiny-f32 --data %s --shift blur --severity 0", "--severity '0'"},
         {"sweep --model test/fixtures/tiny-f32 --data %s --out /tmp/x --shift blur:6", "--shift severity '6'"},
+        {"eval --model test/fixtures/tiny-f32 --data %s --severity 2", "--severity describes a corruption: give --shift"},
+        {"sweep --model test/fixtures/tiny-f32 --data %s --out /tmp/x --seed 4", "--seed describes a corruption"},
+        {"eval --model test/fixtures/tiny-f32 --data %s --shift blur --seed 9007199254740993", "--seed '9007199254740993'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; ++i) {
         snprintf(a, sizeof a, bad[i].args, data_spec);

@@ -62,9 +62,10 @@ static void collect(nodes *ns, cJSON *node, cJSON *parent) {
     for (cJSON *c = node->child; c; c = c->next) collect(ns, c, node);
 }
 
-static const double edge_numbers[] = {0,   -1,  1,     2,          3,           7,          0.5,   -0.5,
-                                      1e-30, 255, 256, 65535, 65536, 2147483647.0, 2147483648.0, 4294967296.0,
-                                      -2147483648.0, 1e9, 1e18, 1e300, -1e300, 1e-320};
+/* clang-format off */
+static const double edge_numbers[] = {0, -1, 1, 2, 3, 7, 0.5, -0.5, 1e-30, 255, 256, 65535, 65536, 2147483647.0,
+                                      2147483648.0, 4294967296.0, -2147483648.0, 1e9, 1e18, 1e300, -1e300, 1e-320};
+/* clang-format on */
 
 /* Replaces `old` (a child of `parent`) by `repl`, keeping its key. */
 static void replace(cJSON *parent, cJSON *old, cJSON *repl) {
@@ -183,7 +184,8 @@ static void mutate_bytes(bytes *b, size_t from) {
     switch (below(4)) {
     case 0: b->n = from + below((uint32_t)(b->n - from)); break; /* truncated */
     case 1:
-        for (int k = 1 + (int)below(4); k > 0; --k) b->p[from + below((uint32_t)(b->n - from))] ^= (unsigned char)(1u << below(8));
+        for (int k = 1 + (int)below(4); k > 0; --k)
+            b->p[from + below((uint32_t)(b->n - from))] ^= (unsigned char)(1u << below(8));
         break;
     case 2:
         for (int k = 1 + (int)below(8); k > 0; --k) b->p[from + below((uint32_t)(b->n - from))] = (unsigned char)rnd();
@@ -249,7 +251,8 @@ static void try_model(const char *family, int i, tally *t) {
         t->ran++;
         for (int k = 0; k < 3; ++k) {
             ck_assert_msg(ex[k] >= 0 && ex[k] < ert_model_num_exits(m), "%s case %d: exit %d", family, i, ex[k]);
-            ck_assert_msg(pred[k] >= 0 && pred[k] < ert_model_num_classes(m), "%s case %d: class %d", family, i, pred[k]);
+            ck_assert_msg(pred[k] >= 0 && pred[k] < ert_model_num_classes(m), "%s case %d: class %d", family, i,
+                          pred[k]);
         }
     }
     ert_policy_free(p);
@@ -274,6 +277,10 @@ static void write_bytes(const char *name, const void *p, size_t n) {
 /* Cases per family: 400, or $ERT_FUZZ_CASES for a longer run. */
 static int cases_per_family = 400;
 
+/* The checks on how many cases loaded and how many were refused (that the mutations
+ * reach past the parsers) need a sample: not with a handful of cases. */
+static int enough_cases(void) { return cases_per_family >= 100; }
+
 /* config.json mutated; the weights as shipped. */
 static void fuzz_config(const char *fixture, uint64_t family) {
     char src[512];
@@ -291,8 +298,8 @@ static void fuzz_config(const char *fixture, uint64_t family) {
     }
     printf("%s config.json: %d loaded (%d ran a batch), %d refused\n", fixture, t.loaded, t.ran, t.refused);
     /* the mutations reach past the parser: some models still load, most are refused */
-    ck_assert_msg(t.refused > cases_per_family / 4 && t.loaded > 0, "%s config: %d loaded, %d refused", fixture, t.loaded,
-                  t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > cases_per_family / 4 && t.loaded > 0),
+                  "%s config: %d loaded, %d refused", fixture, t.loaded, t.refused);
     free(base.p);
 }
 
@@ -338,8 +345,8 @@ static void fuzz_safetensors(const char *fixture, uint64_t family) {
         try_model("model.safetensors", i, &t);
     }
     printf("%s model.safetensors: %d loaded (%d ran a batch), %d refused\n", fixture, t.loaded, t.ran, t.refused);
-    ck_assert_msg(t.refused > cases_per_family / 4 && t.loaded > 0, "%s safetensors: %d loaded, %d refused", fixture, t.loaded,
-                  t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > cases_per_family / 4 && t.loaded > 0),
+                  "%s safetensors: %d loaded, %d refused", fixture, t.loaded, t.refused);
     free(base.p);
 }
 
@@ -383,7 +390,8 @@ START_TEST(calibration_mutations) {
         }
     }
     printf("calibration.json: %d loaded, %d refused\n", t.loaded, t.refused);
-    ck_assert_msg(t.refused > 0 && t.loaded > 0, "calibration: %d loaded, %d refused", t.loaded, t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > 0 && t.loaded > 0), "calibration: %d loaded, %d refused", t.loaded,
+                  t.refused);
     char path[1024];
     path_in(path, sizeof path, "calibration.json");
     remove(path);
@@ -423,7 +431,8 @@ START_TEST(npy_mutations) {
         st ? t.refused++ : t.loaded++;
     }
     printf("npy: %d loaded, %d refused\n", t.loaded, t.refused);
-    ck_assert_msg(t.refused > cases_per_family / 4 && t.loaded > 0, "npy: %d loaded, %d refused", t.loaded, t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > cases_per_family / 4 && t.loaded > 0), "npy: %d loaded, %d refused",
+                  t.loaded, t.refused);
     free(bx.p);
     free(by.p);
 }
@@ -470,7 +479,8 @@ START_TEST(idx_mutations) {
         st ? t.refused++ : t.loaded++;
     }
     printf("idx: %d loaded, %d refused\n", t.loaded, t.refused);
-    ck_assert_msg(t.refused > cases_per_family / 4 && t.loaded > 0, "idx: %d loaded, %d refused", t.loaded, t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > cases_per_family / 4 && t.loaded > 0), "idx: %d loaded, %d refused",
+                  t.loaded, t.refused);
 }
 END_TEST
 
@@ -520,13 +530,15 @@ START_TEST(sweep_json_mutations) {
         for (int j = 0; best >= 0 && j < r->num_rows; ++j) {
             const ert_sweep_row *w = &r->rows[j];
             if (!w->reference && w->accuracy >= 0 && w->batch_ms.mean <= q.latency_budget_ms)
-                ck_assert_msg(w->accuracy <= r->rows[best].accuracy, "sweep.json case %d: row %d (%g) beats the answer %d (%g)",
-                              i, j, w->accuracy, best, r->rows[best].accuracy);
+                ck_assert_msg(w->accuracy <= r->rows[best].accuracy,
+                              "sweep.json case %d: row %d (%g) beats the answer %d (%g)", i, j, w->accuracy, best,
+                              r->rows[best].accuracy);
         }
         ert_sweep_result_free(r);
     }
     printf("sweep.json: %d read, %d refused\n", t.loaded, t.refused);
-    ck_assert_msg(t.refused > 0 && t.loaded > 0, "sweep.json: %d read, %d refused", t.loaded, t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > 0 && t.loaded > 0), "sweep.json: %d read, %d refused", t.loaded,
+                  t.refused);
     free(base.p);
     ert_dataset_free(d);
     ert_session_free(s);
@@ -556,7 +568,8 @@ START_TEST(policy_and_spec_mutations) {
         ert_policy_free(p);
     }
     printf("policy files: %d loaded, %d refused\n", t.loaded, t.refused);
-    ck_assert_msg(t.refused > 0 && t.loaded > 0, "policy files: %d loaded, %d refused", t.loaded, t.refused);
+    ck_assert_msg(!enough_cases() || (t.refused > 0 && t.loaded > 0), "policy files: %d loaded, %d refused", t.loaded,
+                  t.refused);
     /* far more thresholds than a spec holds */
     {
         char big[8192];
@@ -569,8 +582,14 @@ START_TEST(policy_and_spec_mutations) {
         ck_assert_ptr_null(p);
     }
 
-    static const char *specs[] = {"confidence:0.9,0.8;temp=1.5,2", "entropy:0.3", "margin:0.25,0.5", "patience:2",
-                                  "fixed:1", "scheduled:hazard=0.15,seed=3", "oracle", "none"};
+    static const char *specs[] = {"confidence:0.9,0.8;temp=1.5,2",
+                                  "entropy:0.3",
+                                  "margin:0.25,0.5",
+                                  "patience:2",
+                                  "fixed:1",
+                                  "scheduled:hazard=0.15,seed=3",
+                                  "oracle",
+                                  "none"};
     static const char alphabet[] = "0123456789.,;:=-+eE abcfhinoprstxyz\xff";
     int refused = 0;
     for (int i = 0; i < cases_per_family * 4; ++i) {
@@ -604,13 +623,15 @@ START_TEST(policy_and_spec_mutations) {
         ert_policy_free(p);
         int buckets[ERT_MAX_BUCKETS], nb = 0;
         if (ert_buckets_parse(s, 256, buckets, &nb) == ERT_OK) {
-            for (int k = 0; k < nb; ++k) ck_assert(buckets[k] >= 1 && buckets[k] <= 256 && (k == 0 || buckets[k] > buckets[k - 1]));
+            for (int k = 0; k < nb; ++k)
+                ck_assert(buckets[k] >= 1 && buckets[k] <= 256 && (k == 0 || buckets[k] > buckets[k - 1]));
         } else {
             check_failure(ERT_ERR_INVALID_ARGUMENT, "buckets", i, NULL);
         }
     }
     printf("policy specs: %d parsed, %d refused\n", cases_per_family * 4 - refused, refused);
-    ck_assert_msg(refused > cases_per_family, "policy specs: only %d of %d refused", refused, cases_per_family * 4);
+    ck_assert_msg(!enough_cases() || refused > cases_per_family, "policy specs: only %d of %d refused", refused,
+                  cases_per_family * 4);
 }
 END_TEST
 
@@ -618,7 +639,8 @@ static void setup(void) { snprintf(dir, sizeof dir, "%s", tu_tmpdir()); }
 
 int main(void) {
     verbose = getenv("ERT_FUZZ_VERBOSE") && atoi(getenv("ERT_FUZZ_VERBOSE")) > 0;
-    if (getenv("ERT_FUZZ_CASES") && atoi(getenv("ERT_FUZZ_CASES")) > 0) cases_per_family = atoi(getenv("ERT_FUZZ_CASES"));
+    if (getenv("ERT_FUZZ_CASES") && atoi(getenv("ERT_FUZZ_CASES")) > 0)
+        cases_per_family = atoi(getenv("ERT_FUZZ_CASES"));
     Suite *s = suite_create("fuzz");
     TCase *tc = tcase_create("fuzz");
     tcase_add_unchecked_fixture(tc, setup, NULL);

@@ -25,6 +25,9 @@ static inline void cli_check(ert_status s) { cli_check_in(s, NULL); }
 long long cli_int(const char *flag, const char *text, long long lo, long long hi);
 double cli_real(const char *flag, const char *text, double lo, double hi);
 
+/* The largest --seed of a corruption: every whole number up to it is exact in JSON. */
+#define CLI_MAX_SEED 9007199254740992LL /* 2^53 */
+
 /* --mode: compact | masked | full. */
 ert_mode cli_mode(const char *text);
 

@@ -284,7 +284,10 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case O_STEPQ: o->lo.step_qps = cli_real("--step-qps", optarg, 1e-3, 1e9); break;
         case O_STEPAT: o->step_at = cli_real("--step-at", optarg, 1e-3, 86400); break;
         case O_SHFRAC: o->lo.shift_fraction = cli_real("--shift-fraction", optarg, 0, 1); break;
-        case O_SHIFT: cli_shift(optarg, &o->shift_kind, &o->shift_severity); break;
+        case O_SHIFT:
+            o->shift_severity = 5; /* KIND alone: severity 5 */
+            cli_shift(optarg, &o->shift_kind, &o->shift_severity);
+            break;
         case O_SHAT: o->shift_at = cli_real("--shift-at", optarg, 0, 86400); break;
         case 'j': o->json = 1; break;
         case 'o': o->output = optarg; break;

@@ -435,6 +435,7 @@ int cmd_sweep(int argc, char **argv) {
     double budget_flops = NAN, budget_ms = NAN, budget_share = NAN;
     ert_calibration_use cal = ERT_CALIBRATION_ON;
     ert_shift_kind shift = ERT_SHIFT_NONE;
+    const char *shift_opts = NULL; /* --severity or --seed: they need --shift */
     ert_policy_kind search_kind = ERT_POLICY_CONFIDENCE;
     optind = 1;
     int opt;
@@ -457,8 +458,14 @@ int cmd_sweep(int argc, char **argv) {
         case OPT_LIMIT: c.limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;
         case OPT_CAL: cal = parse_calibration(optarg, 1); break;
         case OPT_SHIFT: cli_shift(optarg, &shift, &severity); break;
-        case OPT_SEVERITY: severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY); break;
-        case OPT_SEED: seed = cli_int("--seed", optarg, 0, LLONG_MAX); break;
+        case OPT_SEVERITY:
+            severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY);
+            shift_opts = "--severity";
+            break;
+        case OPT_SEED:
+            seed = cli_int("--seed", optarg, 0, CLI_MAX_SEED);
+            shift_opts = "--seed";
+            break;
         case OPT_SEARCH: search = 1; break;
         case OPT_BFLOPS: budget_flops = cli_real("--budget-flops", optarg, 0.0, 100.0); break;
         case OPT_BMS: {
@@ -488,6 +495,7 @@ int cmd_sweep(int argc, char **argv) {
     }
     cli_no_extra_args(argc, argv, sweep_usage);
     if (!c.out) cli_fail("--out DIR is required");
+    if (shift_opts && shift == ERT_SHIFT_NONE) cli_fail("%s describes a corruption: give --shift KIND too", shift_opts);
     if (search && isnan(budget_flops) && isnan(budget_ms))
         cli_fail("--per-exit-search needs a budget: --budget-flops F and/or --budget-ms MS");
     if (!search && (!isnan(budget_flops) || !isnan(budget_ms) || val))
@@ -988,7 +996,7 @@ int cmd_shift_report(int argc, char **argv) {
             break;
         case OPT_SHIFTS: num_shifts = sw_split("--shifts", optarg, shift_names, MAX_ITEMS, &shifts_text); break;
         case OPT_SEVERITIES: num_sev = sw_split("--severities", optarg, sev_text, MAX_ITEMS, &sev_list); break;
-        case OPT_SEED: seed = cli_int("--seed", optarg, 0, LLONG_MAX); break;
+        case OPT_SEED: seed = cli_int("--seed", optarg, 0, CLI_MAX_SEED); break;
         case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
         case OPT_DTYPE: c.dtype = optarg; break;

@@ -2,7 +2,6 @@
  * that prints and exits. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +52,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
     o->warmup = 1;
     o->severity = 3;
     o->seed = 1;
+    const char *shift_opts = NULL; /* --severity or --seed, which mean nothing without --shift */
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "m:d:p:M:b:D:jo:h", run_long, NULL)) != -1) {
@@ -78,13 +78,20 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_BUCKETS: o->buckets = optarg; break;
         case OPT_COMPACTION: o->compaction = optarg; break;
         case OPT_SHIFT: cli_shift(optarg, &o->shift, &o->severity); break;
-        case OPT_SEVERITY: o->severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY); break;
-        case OPT_SEED: o->seed = cli_int("--seed", optarg, 0, LLONG_MAX); break;
+        case OPT_SEVERITY:
+            o->severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY);
+            shift_opts = "--severity";
+            break;
+        case OPT_SEED:
+            o->seed = cli_int("--seed", optarg, 0, CLI_MAX_SEED);
+            shift_opts = "--seed";
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(1);
         }
     }
     cli_no_extra_args(argc, argv, usage);
+    if (shift_opts && o->shift == ERT_SHIFT_NONE) cli_fail("%s describes a corruption: give --shift KIND too", shift_opts);
 }
 
 /* The loaded pieces every run needs. */

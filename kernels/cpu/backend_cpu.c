@@ -12,13 +12,20 @@
  * recording never does on its own): ERT_CPU_GRAPH_FAIL_AT=N makes the Nth recorded call
  * of every recording fail, read once at create.
  *
- * Memory: every block carries a 64-byte header with its size. Blocks of 1 MiB or more are
- * mmap'ed: the kernel supplies zero pages when they are first touched, so a session's
- * batch-sized buffers take memory as rows use them, not at creation. A backend refuses to
- * hold more than the machine's physical memory (or ERT_CPU_MEMORY_LIMIT bytes, read once
- * at create, for tests): past it Linux would overcommit and its OOM killer would end the
- * process later, where an error at session creation says what to change. */
+ * Memory: every block alloc hands out carries a 64-byte header (its size, a check word).
+ * Blocks of 1 MiB or more are mmap'ed: the kernel supplies zero pages when they are first
+ * touched, so a session's batch-sized buffers take memory as rows use them, not at
+ * creation. All CPU backends of the process together refuse to hold more of these blocks
+ * than the memory the process may use: the machine's physical memory or its cgroup's
+ * limit, whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
+ * Past it Linux would overcommit and its OOM killer would end the process later, where
+ * an error at session creation says what to change. (Weights and op scratch, which do not
+ * grow with the batch, are not counted.) */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
+#include <ctype.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +39,12 @@ struct ert_backend {
     int max_rows;
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
-    size_t held;    /* bytes of the blocks alloc handed out and release has not taken back */
-    size_t limit;   /* most bytes held at once */
+    size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
     int limit_set;  /* 1: from ERT_CPU_MEMORY_LIMIT */
 };
+
+/* Bytes of the blocks every CPU backend of the process has handed out and not released. */
+static _Atomic size_t held_all;
 
 typedef enum { CMD_OP, CMD_ADD, CMD_DECIDE, CMD_COMPACT, CMD_EVENT } cmd_kind;
 
@@ -77,6 +86,35 @@ struct ert_event {
     struct timespec t;
 };
 
+/* A whole decimal number > 0, nothing else. */
+static int read_bytes(const char *text, size_t *out) {
+    if (!isdigit((unsigned char)text[0])) return 0;
+    char *end;
+    const unsigned long long v = strtoull(text, &end, 10);
+    if (*end != '\0' || v == 0 || v == ULLONG_MAX || v > SIZE_MAX) return 0;
+    *out = (size_t)v;
+    return 1;
+}
+
+/* Physical memory, or the cgroup's limit (v2, then v1) when lower. */
+static size_t usable_memory(void) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    static const char *const files[] = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (int i = 0; i < 2; ++i) {
+        FILE *f = fopen(files[i], "r");
+        if (!f) continue;
+        char line[64] = "";
+        size_t v;
+        if (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            if (read_bytes(line, &v) && v < limit) limit = v; /* "max": none */
+        }
+        fclose(f);
+    }
+    return limit;
+}
+
 static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     if (cfg->device != 0) return ert_error(ERT_ERR_INVALID_ARGUMENT, "device 'cpu:%d': only cpu:0 exists", cfg->device);
     if (cfg->dtype != ERT_DTYPE_F32)
@@ -88,10 +126,13 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     const char *fail_at = getenv("ERT_CPU_GRAPH_FAIL_AT");
     be->fail_at = fail_at ? strtol(fail_at, NULL, 10) : 0;
     const char *limit = getenv("ERT_CPU_MEMORY_LIMIT");
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     be->limit_set = limit && *limit;
-    be->limit = be->limit_set ? (size_t)strtoull(limit, NULL, 10)
-                : pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    if (be->limit_set && !read_bytes(limit, &be->limit)) {
+        free(be);
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_MEMORY_LIMIT '%s': expected a whole number of bytes > 0",
+                         limit);
+    }
+    if (!be->limit_set) be->limit = usable_memory();
     *out = be;
     return ERT_OK;
 }
@@ -119,32 +160,52 @@ static size_t cpu_act_elem_size(const ert_backend *be) {
 }
 
 /* Under AddressSanitizer every block comes from the heap, where ASan guards its edges. */
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__SANITIZE_ADDRESS__)
+#define ERT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ERT_ASAN 1
+#endif
+#endif
+#ifdef ERT_ASAN
 #define MAP_FROM SIZE_MAX
 #else
 #define MAP_FROM ((size_t)1 << 20)
 #endif
 enum { BLOCK_HEADER = 64 };
+#define BLOCK_MAGIC 0x65727462u /* "ertb" */
 
 typedef struct block_header {
     size_t total;   /* bytes allocated, header included */
+    uint32_t magic; /* BLOCK_MAGIC: release checks that nothing wrote over the header */
     int mapped;     /* 1: mmap'ed */
 } block_header;
 
+/* "1.50 GB" or "12.3 MB". */
+static const char *show_bytes(char *buf, size_t len, double bytes) {
+    if (bytes >= (double)(1 << 30)) snprintf(buf, len, "%.2f GB", bytes / (1 << 30));
+    else snprintf(buf, len, "%.1f MB", bytes / (1 << 20));
+    return buf;
+}
+
 /* 64-byte aligned for the GEMM, zeroed so no op ever reads garbage. */
 static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
-    const double gb = 1.0 / (1 << 30);
-    size_t total = bytes > SIZE_MAX - 2 * BLOCK_HEADER - 4096 ? SIZE_MAX : (bytes + BLOCK_HEADER + 63) & ~(size_t)63;
-    const int mapped = total >= MAP_FROM && total != SIZE_MAX;
-    if (mapped) {
-        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        total = (total + page - 1) / page * page;
-    }
-    if (total == SIZE_MAX || be->held > be->limit || total > be->limit - be->held)
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    /* past a quarter of the address space: no arithmetic below can wrap */
+    size_t total = bytes > SIZE_MAX / 4 ? SIZE_MAX : (bytes + BLOCK_HEADER + 63) & ~(size_t)63;
+    const int mapped = total != SIZE_MAX && total >= MAP_FROM;
+    if (mapped) total = (total + page - 1) / page * page;
+    const size_t before = total == SIZE_MAX ? 0 : atomic_fetch_add(&held_all, total);
+    if (total == SIZE_MAX || before > be->limit || total > be->limit - before) {
+        if (total != SIZE_MAX) atomic_fetch_sub(&held_all, total);
+        char a[32], b[32], c[32];
         return ert_error(ERT_ERR_OUT_OF_MEMORY,
-                         "cpu backend: %.2f GB more would hold %.2f GB, more than %s %.2f GB (lower the batch size)",
-                         (double)bytes * gb, ((double)be->held + (double)bytes) * gb,
-                         be->limit_set ? "ERT_CPU_MEMORY_LIMIT's" : "this machine's memory,", (double)be->limit * gb);
+                         "cpu backend: %s more would make this process's CPU sessions hold %s, more than %s %s "
+                         "(lower the batch size)",
+                         show_bytes(a, sizeof a, (double)bytes), show_bytes(b, sizeof b, (double)before + (double)bytes),
+                         be->limit_set ? "ERT_CPU_MEMORY_LIMIT's" : "the memory it may use,",
+                         show_bytes(c, sizeof c, (double)be->limit));
+    }
     char *p;
     if (mapped) {
         void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -153,18 +214,26 @@ static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
         p = aligned_alloc(64, total);
         if (p) memset(p, 0, total);
     }
-    if (!p) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %.2f GB", (double)bytes * gb);
-    *(block_header *)p = (block_header){total, mapped};
-    be->held += total;
+    if (!p) {
+        atomic_fetch_sub(&held_all, total);
+        char a[32];
+        return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %s", show_bytes(a, sizeof a, (double)bytes));
+    }
+    *(block_header *)p = (block_header){total, BLOCK_MAGIC, mapped};
     *out = p + BLOCK_HEADER;
     return ERT_OK;
 }
 
 static void cpu_release(ert_backend *be, void *ptr) {
+    (void)be;
     if (!ptr) return;
     char *p = (char *)ptr - BLOCK_HEADER;
     const block_header h = *(const block_header *)p;
-    be->held -= h.total;
+    if (h.magic != BLOCK_MAGIC) { /* written over (an op wrote before its buffer), or not ours */
+        fprintf(stderr, "exitrt: cpu backend: corrupt or foreign block %p released\n", ptr);
+        abort();
+    }
+    atomic_fetch_sub(&held_all, h.total);
     if (h.mapped) munmap(p, h.total);
     else free(p);
 }
