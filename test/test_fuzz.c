@@ -64,7 +64,8 @@ static void collect(nodes *ns, cJSON *node, cJSON *parent) {
 
 /* clang-format off */
 static const double edge_numbers[] = {0, -1, 1, 2, 3, 7, 0.5, -0.5, 1e-30, 255, 256, 65535, 65536, 2147483647.0,
-                                      2147483648.0, 4294967296.0, -2147483648.0, 1e9, 1e18, 1e300, -1e300, 1e-320};
+                                      2147483648.0, 4294967296.0, -2147483648.0, 1e9, 1099511627776.0, 4e12, 1e18,
+                                      1e300, -1e300, 1e-320};
 /* clang-format on */
 
 /* Replaces `old` (a child of `parent`) by `repl`, keeping its key. */
@@ -360,6 +361,15 @@ START_TEST(safetensors_mutations) {
     fuzz_safetensors("tiny-f32", 3);
     fuzz_safetensors("tiny-bf16", 4);
     fuzz_safetensors("tiny-cnn", 5);
+    /* dimensions each within bounds whose product is not (a signed overflow once) */
+    const float one = 1.0f;
+    const tu_tensor huge = {"stages.0.fc.weight", "F32", 2, {1099511627776LL, 4000000000000LL}, &one, 4, {0, 4}};
+    char path[1024];
+    path_in(path, sizeof path, "model.safetensors");
+    tu_write_safetensors(path, &huge, 1);
+    ert_model *m = NULL;
+    ck_assert_int_eq(ert_model_load(dir, &m), ERT_ERR_FORMAT);
+    ck_assert(tu_error_has("tensor 'stages.0.fc.weight': shape too large"));
 }
 END_TEST
 
