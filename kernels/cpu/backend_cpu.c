@@ -192,7 +192,7 @@ static const char *show_bytes(char *buf, size_t len, double bytes) {
 static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     /* past a quarter of the address space: no arithmetic below can wrap */
-    size_t total = bytes > SIZE_MAX / 4 ? SIZE_MAX : (bytes + BLOCK_HEADER + 63) & ~(size_t)63;
+    size_t total = bytes > SIZE_MAX / 4 ? SIZE_MAX : ((bytes ? bytes : 1) + BLOCK_HEADER + 63) & ~(size_t)63;
     const int mapped = total != SIZE_MAX && total >= MAP_FROM;
     if (mapped) total = (total + page - 1) / page * page;
     const size_t before = total == SIZE_MAX ? 0 : atomic_fetch_add(&held_all, total);
