@@ -112,11 +112,7 @@ static double num(const cJSON *j, const char *key) { return cJSON_GetObjectItem(
 
 START_TEST(eval_and_compare_on_shifted_data) {
     ert_model *m = NULL;
-    ck_assert_int_eq(ert_model_load(tu_path("test/fixtures/tiny-f32"), &m), ERT_OK);
-    ert_session_options so = ert_session_options_default();
-    so.max_batch = 16;
-    ert_session *s = NULL;
-    ck_assert_int_eq(ert_session_new(m, &so, &s), ERT_OK);
+    ert_session *s = tu_tiny_session(16, &m);
     ert_dataset *d = NULL;
     ck_assert_int_eq(ert_dataset_load(data_spec, &d), ERT_OK);
     ck_assert_int_eq(ert_shift_apply(d, ERT_SHIFT_TRANSLATE, 4, 9), ERT_OK);

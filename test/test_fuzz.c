@@ -500,11 +500,7 @@ START_TEST(sweep_json_mutations) {
     char spec[1024];
     tu_write_tiny_npy(4, 40, spec, sizeof spec);
     ert_model *m = NULL;
-    ck_assert_int_eq(ert_model_load(tu_path("test/fixtures/tiny-f32"), &m), ERT_OK);
-    ert_session_options so = ert_session_options_default();
-    so.max_batch = 20;
-    ert_session *s = NULL;
-    ck_assert_int_eq(ert_session_new(m, &so, &s), ERT_OK);
+    ert_session *s = tu_tiny_session(20, &m);
     ert_dataset *d = NULL;
     ck_assert_int_eq(ert_dataset_load(spec, &d), ERT_OK);
     ert_sweep_options sw = ert_sweep_options_default();

@@ -177,6 +177,15 @@ ert_model *tu_tiny_model(unsigned seed, float *x, int32_t *labels, int n) {
     return m;
 }
 
+ert_session *tu_tiny_session(int max_batch, ert_model **model) {
+    ck_assert_msg(ert_model_load(tu_path("test/fixtures/tiny-f32"), model) == ERT_OK, "%s", ert_last_error());
+    ert_session_options so = ert_session_options_default();
+    so.max_batch = max_batch;
+    ert_session *s = NULL;
+    ck_assert_msg(ert_session_new(*model, &so, &s) == ERT_OK, "%s", ert_last_error());
+    return s;
+}
+
 void tu_write_tiny_npy(unsigned seed, int n, char *spec, size_t len) {
     float *x = malloc(sizeof(float) * (size_t)n * 24);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)n);

@@ -18,6 +18,9 @@ const char *tu_path(const char *rel);
  * x (uniform in [0, 1]) and labels from srand(seed). */
 ert_model *tu_tiny_model(unsigned seed, float *x, int32_t *labels, int n);
 
+/* tiny-f32 (into *model) and a CPU session of it taking up to max_batch rows. */
+ert_session *tu_tiny_session(int max_batch, ert_model **model);
+
 /* Writes n random samples for tiny-f32 (shape (n, 2, 3, 4), uniform in [0, 1]) and their
  * labels (0..4) from srand(seed) as x.npy and y.npy in tu_tmpdir(); the data spec
  * "X.npy:Y.npy" goes to spec. */

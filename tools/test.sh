@@ -16,25 +16,28 @@ ctest --output-on-failure --timeout 600 "$@" || status=$?
 # ctest hides the output of skipped tests: show why each one skipped.
 grep -h "^SKIP" Testing/Temporary/LastTest.log 2>/dev/null | sort -u | sed 's/^/skipped: /' || true
 
+# A CPU-only Debug build with FLAGS (compiler and linker) in DIR; TARGETS or everything.
+sanitized_build() {
+  local dir=$1 flags=$2
+  shift 2
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DERT_CUDA=OFF -DERT_BENCH=OFF \
+    -DERT_WERROR="${ERT_WERROR:-OFF}" -DCMAKE_C_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" \
+    -DCMAKE_SHARED_LINKER_FLAGS="$flags" >/dev/null
+  cmake --build "$dir" -j"$(nproc)" ${1:+--target "$@"} >/dev/null
+}
+
 if [ "${ERT_SANITIZE:-1}" != 0 ]; then
   echo "== the CPU tests again under AddressSanitizer and UndefinedBehaviorSanitizer"
-  san="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer"
-  sbuild=$root/build-sanitize
-  cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Debug -DERT_CUDA=OFF -DERT_BENCH=OFF \
-    -DERT_WERROR="${ERT_WERROR:-OFF}" -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" \
-    -DCMAKE_SHARED_LINKER_FLAGS="$san" >/dev/null
-  cmake --build "$sbuild" -j"$(nproc)" >/dev/null
-  (cd "$sbuild" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 600 -E 'fmnist|cuda') || status=$?
+  sanitized_build "$root/build-sanitize" \
+    "-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer"
+  (cd "$root/build-sanitize" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 600 -E 'fmnist|cuda') \
+    || status=$?
 
   # The load tester is the one module with threads (a worker per stream): its tests
   # again under ThreadSanitizer, which fails them on any data race.
   echo "== test_loadtest under ThreadSanitizer"
-  tsan="-fsanitize=thread -fno-omit-frame-pointer"
-  tbuild=$root/build-tsan
-  cmake -S "$root" -B "$tbuild" -DCMAKE_BUILD_TYPE=Debug -DERT_CUDA=OFF -DERT_BENCH=OFF \
-    -DERT_WERROR="${ERT_WERROR:-OFF}" -DCMAKE_C_FLAGS="$tsan" -DCMAKE_EXE_LINKER_FLAGS="$tsan" \
-    -DCMAKE_SHARED_LINKER_FLAGS="$tsan" >/dev/null
-  cmake --build "$tbuild" -j"$(nproc)" --target exitrt_cli test_loadtest >/dev/null
-  (cd "$tbuild" && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure --timeout 600 -R test_loadtest) || status=$?
+  sanitized_build "$root/build-tsan" "-fsanitize=thread -fno-omit-frame-pointer" exitrt_cli test_loadtest
+  (cd "$root/build-tsan" && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure --timeout 600 -R test_loadtest) \
+    || status=$?
 fi
 exit $status
