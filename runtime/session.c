@@ -198,8 +198,15 @@ static ert_status prepare_stage_seq(ert_session *s, const ert_seq *seq, int is_h
 
 static ert_status capture_forward(ert_session *s);
 
-static ert_status alloc_be(ert_session *s, size_t bytes, void **p) { return s->ops->alloc(s->be, bytes, p); }
-static ert_status alloc_host(ert_session *s, size_t bytes, void **p) { return s->ops->host_alloc(s->be, bytes, p); }
+/* The session's buffers, sized for max_batch rows: a failure says for how many. */
+static ert_status alloc_be(ert_session *s, size_t bytes, void **p) {
+    const ert_status st = s->ops->alloc(s->be, bytes, p);
+    return st ? ert_error_context(st, "buffers for %d rows: ", s->opt.max_batch) : ERT_OK;
+}
+static ert_status alloc_host(ert_session *s, size_t bytes, void **p) {
+    const ert_status st = s->ops->host_alloc(s->be, bytes, p);
+    return st ? ert_error_context(st, "host buffers for %d rows: ", s->opt.max_batch) : ERT_OK;
+}
 
 ert_status ert_session_new(const ert_model *model, const ert_session_options *opt, ert_session **out) {
     if (!model || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_new: model and out must not be NULL");

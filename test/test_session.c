@@ -259,7 +259,7 @@ START_TEST(oversized_session_is_refused_and_buffers_are_lazy) {
     opt.max_batch = 1 << 20; /* 1M rows of tiny-f32: ~0.1 GB per activation buffer, ~0.9 GB in all */
     ert_session *s = NULL, *t = NULL;
     ck_assert_int_eq(session_with_limit("500000000", &opt, &s, msg, sizeof msg), ERT_ERR_OUT_OF_MEMORY);
-    ck_assert_msg(strstr(msg, "session on 'cpu': cpu backend: ") &&
+    ck_assert_msg(strstr(msg, "session on 'cpu': buffers for 1048576 rows: cpu backend: ") &&
                       strstr(msg, "more than ERT_CPU_MEMORY_LIMIT's 476.8 MB (lower the batch size)"),
                   "%s", msg);
     ck_assert_ptr_null(s);
