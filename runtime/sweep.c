@@ -39,25 +39,44 @@ ert_status ert_sweep_result_add(ert_sweep_result *r, const ert_sweep_row *row) {
 
 /* ---------------------------------------------------------------- one operating point */
 
-/* The timings of one operating point, gathered over one or more passes over the data. */
+/* What one operating point gathers while it is measured: the outputs of the pass in
+ * progress, the timings of every pass, and its name in Nsight Systems (each batch is a
+ * "sweep point" range: `label` for the warm-ups, label + WARM for the timed batches). */
 typedef struct point_run {
     double *bms, *sms; /* per batch, per sample: room for `reps` passes */
     int nb, passes;
     double total_ms, flops;
+    int32_t *pred, *ex;
+    float *conf;
+    char label[ERT_SPEC_MAX + sizeof ((ert_dataset *)0)->name + 16]; /* "warm-up SPEC on DATA" */
 } point_run;
 
-static ert_status point_run_new(point_run *pr, int64_t n, int nb, int reps) {
+#define WARM (sizeof "warm-up " - 1)
+
+static ert_status point_run_new(point_run *pr, const ert_measure_job *job, int nb, int reps) {
+    const int64_t n = job->data->n;
     memset(pr, 0, sizeof *pr);
     pr->nb = nb;
     pr->bms = malloc(sizeof *pr->bms * (size_t)nb * (size_t)reps);
     pr->sms = malloc(sizeof *pr->sms * (size_t)n * (size_t)reps);
-    return pr->bms && pr->sms ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+    pr->pred = malloc(sizeof *pr->pred * (size_t)n);
+    pr->ex = malloc(sizeof *pr->ex * (size_t)n);
+    pr->conf = malloc(sizeof *pr->conf * (size_t)n);
+    char spec[ERT_SPEC_MAX];
+    ert_policy_to_string(job->policy, spec, sizeof spec);
+    snprintf(pr->label, sizeof pr->label, "warm-up %s on %s", spec, job->data->name);
+    return pr->bms && pr->sms && pr->pred && pr->ex && pr->conf
+               ? ERT_OK
+               : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
 }
 
 static void point_run_free(point_run *pr) {
     free(pr->bms);
     free(pr->sms);
-    pr->bms = pr->sms = NULL;
+    free(pr->pred);
+    free(pr->ex);
+    free(pr->conf);
+    memset(pr, 0, sizeof *pr);
 }
 
 static ert_status check_inputs(ert_session *s, const ert_dataset *data, int bs, int reps) {
@@ -68,24 +87,14 @@ static ert_status check_inputs(ert_session *s, const ert_dataset *data, int bs, 
     return ERT_OK;
 }
 
-/* A job's name in Nsight Systems: each of its batches is a "sweep point" range with
- * this text (the warm-ups' with "warm-up " before it). */
-typedef char point_label[ERT_SPEC_MAX + sizeof ((ert_dataset *)0)->name + 16];
-
-static void label_job(point_label out, const ert_policy *policy, const ert_dataset *data) {
-    char spec[ERT_SPEC_MAX];
-    ert_policy_to_string(policy, spec, sizeof spec);
-    snprintf(out, sizeof(point_label), "warm-up %s on %s", spec, data->name);
-}
-
 /* `warmup` untimed runs of the data's first batch. */
-static ert_status warm_up(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int warmup,
-                          const char *label, int32_t *pred, int32_t *ex, float *conf) {
+static ert_status warm_up(ert_session *s, const ert_measure_job *job, point_run *pr, int bs, int warmup) {
+    const ert_dataset *data = job->data;
     for (int w = 0; w < warmup; ++w) {
         ert_batch b = {.input = data->x, .n = (int)(data->n < bs ? data->n : bs), .labels = data->labels};
-        ert_outputs o = {.pred = pred, .exit_index = ex, .confidence = conf};
-        ert_nvtx_push_text(ERT_NVTX_POINT, label, b.n);
-        ert_status st = ert_session_run(s, policy, &b, &o);
+        ert_outputs o = {.pred = pr->pred, .exit_index = pr->ex, .confidence = pr->conf};
+        ert_nvtx_push_text(ERT_NVTX_POINT, pr->label, b.n);
+        ert_status st = ert_session_run(s, job->policy, &b, &o);
         ert_nvtx_pop();
         if (st) return st;
     }
@@ -94,18 +103,18 @@ static ert_status warm_up(ert_session *s, const ert_policy *policy, const ert_da
 
 /* Batch i of the pass in progress (pr->passes), timed from its profile; its outputs go
  * to the pass's arrays at the batch's place. */
-static ert_status run_batch(ert_session *s, const ert_policy *policy, const ert_dataset *data, int bs, int i,
-                            const char *label, ert_latency_model *lm, point_run *pr, int32_t *pred, int32_t *ex,
-                            float *conf) {
+static ert_status run_batch(ert_session *s, const ert_measure_job *job, point_run *pr, int bs, int i,
+                            ert_latency_model *lm) {
     const ert_model *m = ert_session_model(s);
+    const ert_dataset *data = job->data;
     const int64_t n = data->n, first = (int64_t)i * bs;
     const int bn = (int)(n - first < bs ? n - first : bs);
     ert_batch b = {.input = data->x + first * data->sample_size, .n = bn,
                    .labels = data->labels ? data->labels + first : NULL, .first_index = first};
-    ert_outputs o = {.pred = pred + first, .exit_index = ex + first, .confidence = conf + first};
+    ert_outputs o = {.pred = pr->pred + first, .exit_index = pr->ex + first, .confidence = pr->conf + first};
     ert_profile p;
-    ert_nvtx_push_text(ERT_NVTX_POINT, label, bn);
-    ert_status st = ert_session_run(s, policy, &b, &o);
+    ert_nvtx_push_text(ERT_NVTX_POINT, pr->label + WARM, bn);
+    ert_status st = ert_session_run(s, job->policy, &b, &o);
     ert_nvtx_pop();
     if (st || (st = ert_session_profile(s, &p))) return st;
     pr->bms[(size_t)pr->passes * pr->nb + i] = p.batch_ms;
@@ -113,7 +122,7 @@ static ert_status run_batch(ert_session *s, const ert_policy *policy, const ert_
     for (int k = 0; k < p.num_stages; ++k) pr->flops += p.stage[k].flops;
     /* a sample is answered when the exit it left at was decided */
     double *sms = pr->sms + (size_t)pr->passes * n;
-    for (int j = 0; j < bn; ++j) sms[first + j] = ert_profile_exit_ready_ms(m, &p, ex[first + j]);
+    for (int j = 0; j < bn; ++j) sms[first + j] = ert_profile_exit_ready_ms(m, &p, pr->ex[first + j]);
     if (lm) ert_latency_model_add(lm, &p);
     return ERT_OK;
 }
@@ -164,52 +173,49 @@ static void fill_timing(ert_sweep_row *row, const ert_model *m, const point_run 
     row->sample_ms = ert_latency_summary(pr->sms, (int)(n * pr->passes));
 }
 
+/* How the jobs are measured: batch size, untimed batches before each pass, passes, the
+ * latency model fed (NULL: none), and progress (NULL: none) in steps counted from done0
+ * of total. */
+typedef struct pass_plan {
+    int batch, warmup, reps;
+    ert_latency_model *lm;
+    const ert_sweep_options *progress;
+    int done0, total;
+} pass_plan;
+
 /* The jobs' timed passes, interleaved batch by batch: batch b of every job (that has a
  * batch b), then batch b + 1, so that a drift of the machine (clocks, other load on a
  * shared host) touches every point alike instead of the last few. Progress steps are
- * rounds, counted from `done0` of `total`. Fills the measured fields of rows[i]. */
-static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int num_jobs, int bs, int warmup,
-                               int reps, ert_latency_model *lm, const ert_sweep_options *progress, int done0,
-                               int total, ert_sweep_row *rows) {
+ * rounds. Fills the measured fields of rows[i]. */
+static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int num_jobs, const pass_plan *pp,
+                               ert_sweep_row *rows) {
     const ert_model *m = ert_session_model(s);
+    const int bs = pp->batch, reps = pp->reps;
     point_run *runs = calloc((size_t)num_jobs, sizeof *runs);
-    int32_t **pred = calloc((size_t)num_jobs, sizeof *pred), **ex = calloc((size_t)num_jobs, sizeof *ex);
-    float **conf = calloc((size_t)num_jobs, sizeof *conf);
-    point_label *label = malloc(sizeof *label * (size_t)num_jobs);
-    ert_status st =
-        runs && pred && ex && conf && label ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
+    ert_status st = runs ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
     int rounds = 0, failed = -1; /* the job whose run failed */
     for (int j = 0; j < num_jobs && !st; ++j) {
-        const int64_t n = jobs[j].data->n;
-        const int nb = (int)((n + bs - 1) / bs);
+        const int nb = (int)((jobs[j].data->n + bs - 1) / bs);
         if (nb > rounds) rounds = nb;
-        if ((st = check_inputs(s, jobs[j].data, bs, reps)) || (st = point_run_new(&runs[j], n, nb, reps))) break;
-        pred[j] = malloc(sizeof **pred * (size_t)n), ex[j] = malloc(sizeof **ex * (size_t)n);
-        conf[j] = malloc(sizeof **conf * (size_t)n);
-        if (!pred[j] || !ex[j] || !conf[j]) st = ert_error(ERT_ERR_OUT_OF_MEMORY, "sweep: out of memory");
-        label_job(label[j], jobs[j].policy, jobs[j].data);
+        if (!(st = check_inputs(s, jobs[j].data, bs, reps))) st = point_run_new(&runs[j], &jobs[j], nb, reps);
     }
-    static const size_t warm = sizeof "warm-up " - 1; /* label[j] + warm: the timed batches' text */
     for (int rep = 0; rep < reps && !st; ++rep) {
         for (int j = 0; j < num_jobs && !st; ++j)
-            if ((st = warm_up(s, jobs[j].policy, jobs[j].data, bs, warmup, label[j], pred[j], ex[j], conf[j])))
-                failed = j;
+            if ((st = warm_up(s, &jobs[j], &runs[j], bs, pp->warmup))) failed = j;
         for (int b = 0; b < rounds && !st; ++b) {
-            if (progress && progress->progress) {
+            if (pp->progress && pp->progress->progress) {
                 char what[64];
                 snprintf(what, sizeof what, "pass %d of %d, batch %d of %d", rep + 1, reps, b + 1, rounds);
-                const ert_sweep_progress pr = {done0 + rep * rounds + b, total, what};
-                progress->progress(progress->progress_user, &pr);
+                const ert_sweep_progress pr = {pp->done0 + rep * rounds + b, pp->total, what};
+                pp->progress->progress(pp->progress->progress_user, &pr);
             }
             for (int j = 0; j < num_jobs && !st; ++j)
-                if (b < runs[j].nb &&
-                    (st = run_batch(s, jobs[j].policy, jobs[j].data, bs, b, label[j] + warm, lm, &runs[j], pred[j],
-                                    ex[j], conf[j])))
-                    failed = j;
+                if (b < runs[j].nb && (st = run_batch(s, &jobs[j], &runs[j], bs, b, pp->lm))) failed = j;
         }
         for (int j = 0; j < num_jobs && !st; ++j) {
             runs[j].passes++;
-            if (rep == 0 && (st = fill_outcome(&rows[j], m, jobs[j].policy, jobs[j].data, pred[j], ex[j], jobs[j].table)))
+            if (rep == 0 && (st = fill_outcome(&rows[j], m, jobs[j].policy, jobs[j].data, runs[j].pred, runs[j].ex,
+                                               jobs[j].table)))
                 failed = j;
         }
     }
@@ -219,17 +225,8 @@ static ert_status measure_jobs(ert_session *s, const ert_measure_job *jobs, int 
         ert_policy_to_string(jobs[failed].policy, spec, sizeof spec);
         ert_error_context(st, "sweep point '%s' on '%s': ", spec, jobs[failed].data->name);
     }
-    for (int j = 0; j < num_jobs; ++j) {
-        if (runs) point_run_free(&runs[j]);
-        if (pred) free(pred[j]);
-        if (ex) free(ex[j]);
-        if (conf) free(conf[j]);
-    }
+    for (int j = 0; runs && j < num_jobs; ++j) point_run_free(&runs[j]);
     free(runs);
-    free(pred);
-    free(ex);
-    free(conf);
-    free(label);
     return st;
 }
 
@@ -248,12 +245,15 @@ ert_status ert_sweep_measure_jobs(ert_session *s, const ert_measure_job *jobs, i
         if (!jobs[j].policy || !jobs[j].data)
             return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure_jobs: job %d has no policy or data", j);
     const ert_sweep_options o = opt ? *opt : ert_sweep_options_default();
-    const int bs = o.batch > 0 ? o.batch : ert_session_get_options(s).max_batch;
-    const int reps = o.reps < 1 ? 1 : o.reps, warmup = o.warmup < 0 ? 0 : o.warmup;
-    const int total = steps_of(jobs, num_jobs, bs, reps);
-    ert_status st = measure_jobs(s, jobs, num_jobs, bs, warmup, reps, lm, &o, 0, total, rows);
+    pass_plan pp = {.batch = o.batch > 0 ? o.batch : ert_session_get_options(s).max_batch,
+                    .warmup = o.warmup < 0 ? 0 : o.warmup,
+                    .reps = o.reps < 1 ? 1 : o.reps,
+                    .lm = lm,
+                    .progress = &o};
+    pp.total = steps_of(jobs, num_jobs, pp.batch, pp.reps);
+    ert_status st = measure_jobs(s, jobs, num_jobs, &pp, rows);
     if (!st && o.progress) {
-        const ert_sweep_progress pr = {total, total, "done"};
+        const ert_sweep_progress pr = {pp.total, pp.total, "done"};
         o.progress(o.progress_user, &pr);
     }
     return st;
@@ -264,8 +264,11 @@ ert_status ert_sweep_measure(ert_session *s, const ert_policy *policy, const ert
                              ert_sweep_row *row) {
     if (!s || !policy || !data || !row) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_measure: NULL argument");
     const ert_measure_job job = {policy, data, table};
-    const int bs = batch > 0 ? batch : ert_session_get_options(s).max_batch;
-    return measure_jobs(s, &job, 1, bs, warmup < 0 ? 0 : warmup, reps < 1 ? 1 : reps, lm, NULL, 0, 0, row);
+    const pass_plan pp = {.batch = batch > 0 ? batch : ert_session_get_options(s).max_batch,
+                          .warmup = warmup < 0 ? 0 : warmup,
+                          .reps = reps < 1 ? 1 : reps,
+                          .lm = lm};
+    return measure_jobs(s, &job, 1, &pp, row);
 }
 
 /* ---------------------------------------------------------------- the sweep */
@@ -504,9 +507,15 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
         rows[i].calibrated = calibrated_of(pols[i], m);
         jobs[i] = (ert_measure_job){pols[i], data, table};
     }
-    const int done0 = build ? E : 0, total = st ? 0 : done0 + steps_of(jobs, p.count, batch, opt.reps);
-    if (!st) st = measure_jobs(s, jobs, p.count, batch, opt.warmup < 0 ? 0 : opt.warmup, opt.reps, &r->latency, &opt,
-                               done0, total, rows);
+    const int done0 = build ? E : 0;
+    const pass_plan pp = {.batch = batch,
+                          .warmup = opt.warmup < 0 ? 0 : opt.warmup,
+                          .reps = opt.reps,
+                          .lm = &r->latency,
+                          .progress = &opt,
+                          .done0 = done0,
+                          .total = st ? 0 : done0 + steps_of(jobs, p.count, batch, opt.reps)};
+    if (!st) st = measure_jobs(s, jobs, p.count, &pp, rows);
     for (int i = 0; i < p.count && !st; ++i) {
         if ((st = ert_sweep_result_add(r, &rows[i]))) break;
         if (rows[i].sim_mismatch >= 0)
@@ -518,7 +527,7 @@ ert_status ert_sweep_run(ert_session *s, const ert_dataset *data, const ert_swee
     free(jobs);
     if (st) goto fail;
     if (opt.progress) {
-        const ert_sweep_progress pr = {total, total, "done"};
+        const ert_sweep_progress pr = {pp.total, pp.total, "done"};
         opt.progress(opt.progress_user, &pr);
     }
     if (r->latency.batches > 0 && (st = ert_latency_model_finish(&r->latency))) goto fail;

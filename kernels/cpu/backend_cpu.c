@@ -12,7 +12,7 @@
  * recording never does on its own): ERT_CPU_GRAPH_FAIL_AT=N makes the Nth recorded call
  * of every recording fail, read once at create.
  *
- * Memory: every block alloc hands out carries a 64-byte header (its size, a check word).
+ * Memory: every block alloc hands out carries a 64-byte header (its size, how it was made).
  * Blocks of 1 MiB or more are mmap'ed: the kernel supplies zero pages when they are first
  * touched, so a session's batch-sized buffers take memory as rows use them, not at
  * creation. All CPU backends of the process together refuse to hold more of these blocks
@@ -173,12 +173,10 @@ static size_t cpu_act_elem_size(const ert_backend *be) {
 #define MAP_FROM ((size_t)1 << 20)
 #endif
 enum { BLOCK_HEADER = 64 };
-#define BLOCK_MAGIC 0x65727462u /* "ertb" */
 
 typedef struct block_header {
-    size_t total;   /* bytes allocated, header included */
-    uint32_t magic; /* BLOCK_MAGIC: release checks that nothing wrote over the header */
-    int mapped;     /* 1: mmap'ed */
+    size_t total; /* bytes allocated, header included */
+    int mapped;   /* 1: mmap'ed */
 } block_header;
 
 /* "1.50 GB" or "12.3 MB". */
@@ -219,7 +217,7 @@ static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
         char a[32];
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %s", show_bytes(a, sizeof a, (double)bytes));
     }
-    *(block_header *)p = (block_header){total, BLOCK_MAGIC, mapped};
+    *(block_header *)p = (block_header){total, mapped};
     *out = p + BLOCK_HEADER;
     return ERT_OK;
 }
@@ -229,10 +227,6 @@ static void cpu_release(ert_backend *be, void *ptr) {
     if (!ptr) return;
     char *p = (char *)ptr - BLOCK_HEADER;
     const block_header h = *(const block_header *)p;
-    if (h.magic != BLOCK_MAGIC) { /* written over (an op wrote before its buffer), or not ours */
-        fprintf(stderr, "exitrt: cpu backend: corrupt or foreign block %p released\n", ptr);
-        abort();
-    }
     atomic_fetch_sub(&held_all, h.total);
     if (h.mapped) munmap(p, h.total);
     else free(p);
