@@ -195,7 +195,13 @@ typedef struct ert_backend_config {
      * that reserve per row count (cuDNN's workspace) cover them before any capture */
     const int *bucket_rows;
     int num_buckets;
+    int threads; /* cpu: threads for the ops, 1..ERT_MAX_THREADS; 0 = ert_cpu_threads_default */
 } ert_backend_config;
+
+/* The threads a CPU session's ops run on when its options leave it open: ERT_CPU_THREADS
+ * if set (a whole number 1..ERT_MAX_THREADS, else an error), else the CPUs this process
+ * may run on (its affinity mask), at most ERT_MAX_THREADS. */
+ert_status ert_cpu_threads_default(int *out);
 
 typedef struct ert_backend_ops {
     const char *name;

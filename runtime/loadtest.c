@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "error.h"
 #include "exitrt/exitrt.h"
 
@@ -337,6 +338,11 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
     so.exec = o.exec;
     so.buckets = o.buckets;
     so.compaction = o.compaction;
+    if (strncmp(so.device, "cpu", 3) == 0) { /* the streams divide the CPUs */
+        int threads;
+        if ((st = ert_cpu_threads_default(&threads))) goto fail;
+        so.threads = threads / o.streams > 1 ? threads / o.streams : 1;
+    }
     const size_t B = (size_t)o.max_batch;
     for (int i = 0; i < o.streams; ++i) {
         lt_worker *w = &s->workers[i];

@@ -281,6 +281,82 @@ START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
 }
 END_TEST
 
+/* The CPU ops run their tasks (blocks of samples, column ranges) on the backend's
+ * threads, each thread with its own scratch (kernels/cpu/parallel.c): an answer must be
+ * the same bits for any thread count, for batches of one block, of several and of a
+ * partial one. Linear outputs of 10, 256, 300 and 600 columns cover one range, exactly
+ * one, and two and three ranges with a shorter last one. */
+START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
+    const ert_conv_geom conv[] = {
+        {.in_c = 4, .in_h = 9, .in_w = 9, .out_c = 6, .out_h = 5, .out_w = 5, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
+         .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 2},
+        {.in_c = 1, .in_h = 28, .in_w = 28, .out_c = 32, .out_h = 28, .out_w = 28, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+         .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1},
+        {.in_c = 32, .in_h = 14, .in_w = 14, .out_c = 32, .out_h = 7, .out_w = 7, .kh = 2, .kw = 2, .sh = 2, .sw = 2,
+         .ph = 0, .pw = 0, .dh = 1, .dw = 1, .groups = 1}, /* as a max pool */
+        {.in_c = 8, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 7, .out_w = 7, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
+         .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, /* as an average pool */
+    };
+    const int linear_out[] = {10, 256, 300, 600}, rows[] = {1, 5, 64, 65, 150}, threads[] = {2, 3, 7};
+    enum { LINEAR_IN = 200, MAX_ROWS = 150, CASES = 8 };
+    ert_backend *bes[4];
+    for (int t = 0; t < 4; ++t) {
+        ert_backend_config cfg = {.device = 0, .max_rows = MAX_ROWS, .dtype = ERT_DTYPE_F32,
+                                  .threads = t ? threads[t - 1] : 1};
+        ck_assert_msg(ops->create(&cfg, &bes[t]) == ERT_OK, "%s", ert_last_error());
+    }
+    unsigned seed = 777u;
+    for (int c = 0; c < CASES; ++c) {
+        ert_op_desc d = {.name = "op", .max_rows = MAX_ROWS, .act = ERT_ACT_RELU};
+        char what[64];
+        if (c < 4) {
+            d.type = ERT_OP_LINEAR, d.in = LINEAR_IN, d.out = linear_out[c];
+            snprintf(what, sizeof what, "linear %d -> %d", d.in, d.out);
+        } else {
+            const ert_conv_geom *g = &conv[c - 4];
+            d.type = c == 6 ? ERT_OP_MAXPOOL : c == 7 ? ERT_OP_AVGPOOL : ERT_OP_CONV2D, d.conv = *g;
+            d.in = g->in_c * g->in_h * g->in_w, d.out = g->out_c * g->out_h * g->out_w;
+            if (d.type != ERT_OP_CONV2D) d.act = ERT_ACT_NONE;
+            snprintf(what, sizeof what, "%s %dx%dx%d -> %dx%dx%d", c == 6 ? "maxpool" : c == 7 ? "avgpool" : "conv2d",
+                     g->in_c, g->in_h, g->in_w, g->out_c, g->out_h, g->out_w);
+        }
+        const size_t nw = d.type == ERT_OP_LINEAR   ? (size_t)d.out * d.in
+                          : d.type == ERT_OP_CONV2D ? (size_t)d.conv.out_c * (d.conv.in_c / d.conv.groups) * 9
+                                                    : 0;
+        const size_t nb = d.type == ERT_OP_LINEAR ? (size_t)d.out : d.type == ERT_OP_CONV2D ? (size_t)d.conv.out_c : 0;
+        float *w = nw ? malloc(sizeof(float) * nw) : NULL, *b = nb ? malloc(sizeof(float) * nb) : NULL;
+        for (size_t i = 0; i < nw; ++i) w[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+        for (size_t i = 0; i < nb; ++i) b[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+        d.weight = w, d.bias = b;
+        float *x = malloc(sizeof(float) * (size_t)MAX_ROWS * d.in);
+        float *want = malloc(sizeof(float) * (size_t)MAX_ROWS * d.out), *got = malloc(sizeof(float) * (size_t)MAX_ROWS * d.out);
+        for (size_t i = 0; i < (size_t)MAX_ROWS * d.in; ++i)
+            x[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f * 2.0f - 1.0f;
+        ert_op *op[4];
+        for (int t = 0; t < 4; ++t) ck_assert_msg(ops->op_new(bes[t], &d, &op[t]) == ERT_OK, "%s", ert_last_error());
+        for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ++ri) {
+            const size_t n = (size_t)rows[ri] * d.out;
+            for (size_t i = 0; i < n; ++i) want[i] = NAN;
+            ck_assert_int_eq(ops->op_run(bes[0], op[0], (ert_rows){rows[ri], NULL}, x, want), ERT_OK);
+            size_t i = 0;
+            while (i < n && !isnan(want[i])) ++i;
+            ck_assert_msg(i == n, "%s: output %zu not written", what, i);
+            for (int t = 1; t < 4; ++t) {
+                for (i = 0; i < n; ++i) got[i] = NAN;
+                ck_assert_int_eq(ops->op_run(bes[t], op[t], (ert_rows){rows[ri], NULL}, x, got), ERT_OK);
+                i = 0; /* the first differing output (one assertion: check records each) */
+                while (i < n && memcmp(&got[i], &want[i], sizeof(float)) == 0) ++i;
+                ck_assert_msg(i == n, "%s, %d rows: output %zu is %.9g on %d threads, %.9g on 1", what, rows[ri], i,
+                              i < n ? got[i] : 0.0f, threads[t - 1], i < n ? want[i] : 0.0f);
+            }
+        }
+        for (int t = 0; t < 4; ++t) ops->op_free(bes[t], op[t]);
+        free(w), free(b), free(x), free(want), free(got);
+    }
+    for (int t = 0; t < 4; ++t) ops->destroy(bes[t]);
+}
+END_TEST
+
 /* Shape errors in image models name the op and the shapes. */
 START_TEST(image_shape_errors) {
     static float w[4 * 2 * 3 * 3], wl[5 * 4 * 4 * 4];
@@ -323,6 +399,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, pools_match_pytorch);
     tcase_add_test(tc, relu_keeps_nan);
     tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
+    tcase_add_test(tc, cpu_ops_give_the_same_bits_on_any_thread_count);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

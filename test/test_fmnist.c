@@ -97,6 +97,45 @@ START_TEST(matches_pytorch_logits) {
 }
 END_TEST
 
+/* The CPU backend runs an op's blocks on several threads (kernels/cpu/parallel.c): the
+ * answers, logits included, must be the same bits on 1 thread as on 3 (more than this
+ * machine's cores) and on the default, in compact mode with survivors moving between
+ * stages, in batches that end in partial blocks. */
+START_TEST(answers_do_not_depend_on_threads) {
+    enum { N = 300, BATCH = 100, C = 10 };
+    const int threads[] = {1, 3, 0};
+    for (int m = 0; m < NUM_MODELS; ++m) {
+        static int32_t pred[3][N], ex[3][N];
+        static float conf[3][N], lg[3][N * C];
+        ert_policy *p = NULL;
+        ck_assert_int_eq(ert_policy_parse("confidence:0.9", &p), ERT_OK);
+        for (int t = 0; t < 3; ++t) {
+            ert_session_options o = ert_session_options_default();
+            o.max_batch = BATCH;
+            o.threads = threads[t];
+            ert_session *s = NULL;
+            ck_assert_msg(ert_session_new(model[m], &o, &s) == ERT_OK, "%s", ert_last_error());
+            for (int first = 0; first < N; first += BATCH - 9) {
+                const int n = N - first < BATCH - 9 ? N - first : BATCH - 9;
+                ert_batch b = {.input = test_data->x + (size_t)first * ert_model_input_size(model[m]), .n = n};
+                ert_outputs out = {pred[t] + first, ex[t] + first, conf[t] + first, lg[t] + (size_t)first * C};
+                ck_assert_msg(ert_session_run(s, p, &b, &out) == ERT_OK, "%s", ert_last_error());
+            }
+            ert_session_free(s);
+        }
+        int left_early = 0;
+        for (int i = 0; i < N; ++i) left_early += ex[0][i] < ert_model_num_exits(model[m]) - 1;
+        ck_assert_int_gt(left_early, N / 4); /* survivors really moved */
+        for (int t = 1; t < 3; ++t) {
+            ck_assert_msg(memcmp(pred[t], pred[0], sizeof pred[0]) == 0 && memcmp(ex[t], ex[0], sizeof ex[0]) == 0 &&
+                              memcmp(conf[t], conf[0], sizeof conf[0]) == 0 && memcmp(lg[t], lg[0], sizeof lg[0]) == 0,
+                          "%s: answers on %d threads differ from 1 thread", models[m].dir, threads[t]);
+        }
+        ert_policy_free(p);
+    }
+}
+END_TEST
+
 START_TEST(per_exit_accuracy_matches_pytorch) {
     for (int m = 0; m < NUM_MODELS; ++m) {
         const cJSON *acc = cJSON_GetObjectItem(ref[m], "test_accuracy_per_exit");
@@ -211,6 +250,7 @@ static Suite *suite(void) {
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matches_pytorch_logits);
+    tcase_add_test(tc, answers_do_not_depend_on_threads);
     tcase_add_test(tc, per_exit_accuracy_matches_pytorch);
     tcase_add_test(tc, final_exit_and_middle_threshold);
     tcase_add_test(tc, shipped_calibration_lowers_test_ece);

@@ -214,7 +214,30 @@ START_TEST(bad_session_options) {
     opt.dtype = ERT_DTYPE_BF16;
     ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_UNSUPPORTED);
     ck_assert(tu_error_has("f32 only"));
+    opt = ert_session_options_default();
+    opt.threads = ERT_MAX_THREADS + 1;
+    ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("threads 257: expected 1..256, or 0 for the default"));
+    opt.threads = -1;
+    ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("threads -1: expected 1..256"));
+    opt.threads = 0;
+    const char *bad[] = {"0", "two", "257", "4x", "-3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; ++i) {
+        setenv("ERT_CPU_THREADS", bad[i], 1);
+        const ert_status st = ert_session_new(model, &opt, &s);
+        unsetenv("ERT_CPU_THREADS");
+        ck_assert_int_eq(st, ERT_ERR_INVALID_ARGUMENT);
+        char want[96];
+        snprintf(want, sizeof want, "ERT_CPU_THREADS '%s': expected a whole number 1..256", bad[i]);
+        ck_assert_msg(tu_error_has(want), "%s", ert_last_error());
+    }
     ck_assert_ptr_null(s);
+    /* a valid setting, and an explicit option, are taken */
+    setenv("ERT_CPU_THREADS", "3", 1);
+    ck_assert_msg(ert_session_new(model, &opt, &s) == ERT_OK, "%s", ert_last_error());
+    unsetenv("ERT_CPU_THREADS");
+    ert_session_free(s);
 }
 END_TEST
 

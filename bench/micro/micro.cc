@@ -259,7 +259,7 @@ bool make_backend(const ert_backend_ops *ops, const char *path, ert_dtype dtype,
     const char *old = getenv("ERT_COMPACT_PATH");
     if (old) saved = old;
     if (path) setenv("ERT_COMPACT_PATH", path, 1);
-    const ert_backend_config cfg = {0, kMaxRows, dtype, NULL, 0};
+    const ert_backend_config cfg = {0, kMaxRows, dtype, NULL, 0, 0};
     ert_backend *be = nullptr;
     const ert_status st = ops->create(&cfg, &be);
     if (path) {

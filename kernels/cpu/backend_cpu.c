@@ -37,6 +37,7 @@
 
 struct ert_backend {
     int max_rows;
+    int threads;    /* the ops' (parallel.c) */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
@@ -133,6 +134,17 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
                          limit);
     }
     if (!be->limit_set) be->limit = usable_memory();
+    ert_status st = ERT_OK;
+    if (cfg->threads < 0 || cfg->threads > ERT_MAX_THREADS)
+        st = ert_error(ERT_ERR_INVALID_ARGUMENT, "threads %d: expected 1..%d, or 0 for the default", cfg->threads,
+                       ERT_MAX_THREADS);
+    else if (cfg->threads) be->threads = cfg->threads;
+    else st = ert_cpu_threads_default(&be->threads);
+    if (st) {
+        free(be);
+        return st;
+    }
+    ert_cpu_blas_setup();
     *out = be;
     return ERT_OK;
 }
@@ -250,7 +262,6 @@ static float *dup_floats(const float *src, size_t n) {
 }
 
 static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out) {
-    (void)be;
     size_t nw = 0, nb = 0;
     switch (d->type) {
     case ERT_OP_LINEAR: nw = (size_t)d->out * (size_t)d->in; nb = (size_t)d->out; break;
@@ -272,16 +283,15 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     if (d->bias && !(op->bias = dup_floats(d->bias, nb))) goto oom;
     /* zeroed: the padding rows of a linear's last block are computed too, on zeros; a
      * conv's im2col writes only the places its input covers, the padding's stay 0 */
-    if (d->type == ERT_OP_LINEAR &&
-        !(op->pad = calloc((size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out), sizeof(float))))
-        goto oom;
+    op->threads = be->threads;
+    if (d->type == ERT_OP_LINEAR) op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
     if (d->type == ERT_OP_CONV2D) {
         ert_cpu_conv_block(d->conv.out_h * d->conv.out_w, &op->samples, &op->cols);
         const size_t kdim = (size_t)(d->conv.in_c / d->conv.groups) * d->conv.kh * d->conv.kw;
         /* im2col (kdim x cols), then the GEMM's output (K/g x cols) */
-        if (!(op->pad = calloc((kdim + (size_t)(d->conv.out_c / d->conv.groups)) * (size_t)op->cols, sizeof(float))))
-            goto oom;
+        op->pad_floats = (kdim + (size_t)(d->conv.out_c / d->conv.groups)) * (size_t)op->cols;
     }
+    if (op->pad_floats && !(op->pad = calloc(op->pad_floats * (size_t)op->threads, sizeof(float)))) goto oom;
     *out = op;
     return ERT_OK;
 oom:

@@ -20,11 +20,12 @@ static void tap_range(int x0, int stride, int in_w, int out_w, int *lo, int *hi)
     *hi = h < l ? l : h;
 }
 
-/* col (C/g * kh * kw, H' * W') for channels [c0, c0 + C/g) of one sample x (C, H, W).
- * Each (channel, kernel tap) row is the input shifted by the tap: per output row, the
- * columns [lo, hi) read the input (a plain copy at stride 1). Only those are written: the
- * padding's places depend on the geometry alone, so in the op's zeroed buffer they stay 0. */
-static void im2col(const ert_conv_geom *g, const float *x, int c0, float *col, size_t ld) {
+/* col (C/g * kh * kw, H' * W') for channels [c0, c0 + C/g) of one sample x (C, H, W),
+ * output positions [p0, p1) only. Each (channel, kernel tap) row is the input shifted by
+ * the tap: per output row, the columns [lo, hi) read the input (a plain copy at stride
+ * 1). Only those are written: the padding's places depend on the geometry alone, so in
+ * the op's zeroed buffer they stay 0. */
+static void im2col(const ert_conv_geom *g, const float *x, int c0, int p0, int p1, float *col, size_t ld) {
     const int cg = g->in_c / g->groups;
     for (int c = 0; c < cg; ++c)
         for (int i = 0; i < g->kh; ++i)
@@ -34,14 +35,16 @@ static void im2col(const ert_conv_geom *g, const float *x, int c0, float *col, s
                 const int x0 = j * g->dw - g->pw; /* ix = ox * sw + x0 */
                 int lo, hi;
                 tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
-                for (int oy = 0; oy < g->out_h; ++oy) {
+                for (int oy = p0 / g->out_w; oy < g->out_h && oy * g->out_w < p1; ++oy) {
                     const int iy = oy * g->sh - g->ph + i * g->dh;
-                    if (iy < 0 || iy >= g->in_h || hi == lo) continue;
-                    float *dst = row + (size_t)oy * g->out_w;
+                    const int first = oy * g->out_w; /* the row's outputs [a, b): the tap's span within [p0, p1) */
+                    const int a = first + lo < p0 ? p0 - first : lo, b = first + hi > p1 ? p1 - first : hi;
+                    if (iy < 0 || iy >= g->in_h || b <= a) continue;
+                    float *dst = row + (size_t)first;
                     const float *src = plane + (size_t)iy * g->in_w;
-                    if (g->sw == 1) memcpy(dst + lo, src + lo + x0, sizeof(float) * (size_t)(hi - lo));
+                    if (g->sw == 1) memcpy(dst + a, src + a + x0, sizeof(float) * (size_t)(b - a));
                     else
-                        for (int ox = lo; ox < hi; ++ox) dst[ox] = src[ox * g->sw + x0];
+                        for (int ox = a; ox < b; ++ox) dst[ox] = src[ox * g->sw + x0];
                 }
             }
 }
@@ -60,69 +63,111 @@ static void bias_act(const float *v, float *y, int n, float b, int act) {
         for (int p = 0; p < n; ++p) y[p] = ert_activate(v[p] + b, act);
 }
 
-/* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). A block's im2col columns
- * are its samples side by side, then zeros up to ld = op->cols (cpu.h); in the last
- * block the columns past the batch keep the previous block's values and their outputs
- * are dropped. */
-void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
+/* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). One task per block of
+ * op->samples samples and range of (at most) ERT_CPU_CONV_RANGE of its ld = op->cols GEMM
+ * columns (cpu.h), in the thread's scratch: the block's im2col columns are its samples side by
+ * side, then zeros up to ld; a task fills and computes only its range. In a last,
+ * partial block the columns past the batch hold whatever the thread left there, their
+ * outputs are dropped, and a range with no sample's column in it does not run. */
+typedef struct conv_job {
+    const ert_op *op;
+    int rows, ranges;
+    const float *x;
+    float *y;
+} conv_job;
+
+/* The output positions [p0, p1) of block sample s (columns [s hw, (s + 1) hw)) within
+ * the columns [c0, c1). */
+static void sample_span(int s, int hw, int c0, int c1, int *p0, int *p1) {
+    *p0 = c0 - s * hw > 0 ? c0 - s * hw : 0;
+    *p1 = c1 - s * hw < hw ? c1 - s * hw : hw;
+}
+
+static void conv_task(void *ctx, int task, int thread) {
+    const conv_job *j = ctx;
+    const ert_op *op = j->op;
     const ert_conv_geom *g = &op->desc.conv;
     const int kg = g->out_c / g->groups, cg = g->in_c / g->groups;
     const int kdim = cg * g->kh * g->kw, hw = g->out_h * g->out_w, ns = op->samples;
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w, out_size = (size_t)g->out_c * hw;
     const size_t ld = (size_t)op->cols;
-    float *col = op->pad, *out = op->pad + (size_t)kdim * ld;
-    for (int r0 = 0; r0 < rows; r0 += ns) {
-        const int m = rows - r0 < ns ? rows - r0 : ns;
-        for (int gi = 0; gi < g->groups; ++gi) {
-            for (int s = 0; s < m; ++s) im2col(g, x + (size_t)(r0 + s) * in_size, gi * cg, col + (size_t)s * hw, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, (int)ld, kdim, 1.0f,
-                        op->weight + (size_t)gi * kg * kdim, kdim, col, (int)ld, 0.0f, out, (int)ld);
-            for (int s = 0; s < m; ++s) {
-                float *ys = y + (size_t)(r0 + s) * out_size + (size_t)gi * kg * hw;
-                for (int k = 0; k < kg; ++k)
-                    bias_act(out + (size_t)k * ld + (size_t)s * hw, ys + (size_t)k * hw, hw,
-                             op->bias ? op->bias[gi * kg + k] : 0.0f, (int)op->desc.act);
-            }
+    float *col = op->pad + (size_t)thread * op->pad_floats, *out = col + (size_t)kdim * ld;
+    const int r0 = task / j->ranges * ns, m = j->rows - r0 < ns ? j->rows - r0 : ns;
+    const int c0 = task % j->ranges * ERT_CPU_CONV_RANGE;
+    const int c1 = op->cols - c0 < ERT_CPU_CONV_RANGE ? op->cols : c0 + ERT_CPU_CONV_RANGE;
+    if (c0 >= m * hw) return;
+    const int s0 = c0 / hw, s1 = (c1 - 1) / hw < m - 1 ? (c1 - 1) / hw : m - 1; /* the samples it touches */
+    for (int gi = 0; gi < g->groups; ++gi) {
+        for (int s = s0; s <= s1; ++s) {
+            int p0, p1;
+            sample_span(s, hw, c0, c1, &p0, &p1);
+            im2col(g, j->x + (size_t)(r0 + s) * in_size, gi * cg, p0, p1, col + (size_t)s * hw, ld);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, c1 - c0, kdim, 1.0f,
+                    op->weight + (size_t)gi * kg * kdim, kdim, col + c0, (int)ld, 0.0f, out + c0, (int)ld);
+        for (int s = s0; s <= s1; ++s) {
+            int p0, p1;
+            sample_span(s, hw, c0, c1, &p0, &p1);
+            float *ys = j->y + (size_t)(r0 + s) * out_size + (size_t)gi * kg * hw;
+            for (int k = 0; k < kg; ++k)
+                bias_act(out + (size_t)k * ld + (size_t)s * hw + p0, ys + (size_t)k * hw + p0, p1 - p0,
+                         op->bias ? op->bias[gi * kg + k] : 0.0f, (int)op->desc.act);
         }
     }
 }
 
-/* Max or average over each window of each channel; padding is -inf for max and zeros
- * counted in the divisor for average (PyTorch's count_include_pad=True). An output row
- * accumulates tap by tap (window row, then column: each output sees its inputs in the
- * window's order), so the loop over the row's outputs vectorises. */
-void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
+void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
+    conv_job j = {.op = op, .rows = rows, .ranges = (op->cols + ERT_CPU_CONV_RANGE - 1) / ERT_CPU_CONV_RANGE,
+                  .x = x, .y = y};
+    ert_cpu_parallel(op->threads, (rows + op->samples - 1) / op->samples * j.ranges, conv_task, &j);
+}
+
+typedef struct pool_job {
+    const ert_op *op;
+    const float *x;
+    float *y;
+} pool_job;
+
+/* One task per sample. */
+static void pool_task(void *ctx, int r, int thread) {
+    (void)thread;
+    const pool_job *jb = ctx;
+    const ert_op *op = jb->op;
     const ert_conv_geom *g = &op->desc.conv;
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
     const size_t in_plane = (size_t)g->in_h * g->in_w, out_plane = (size_t)g->out_h * g->out_w;
     const float area = (float)(g->kh * g->kw);
-    for (int r = 0; r < rows; ++r)
-        for (int c = 0; c < g->in_c; ++c) {
-            const float *xp = x + ((size_t)r * g->in_c + c) * in_plane;
-            float *yp = y + ((size_t)r * g->out_c + c) * out_plane;
-            for (int oy = 0; oy < g->out_h; ++oy) {
-                float *yr = yp + (size_t)oy * g->out_w;
-                for (int ox = 0; ox < g->out_w; ++ox) yr[ox] = is_max ? -INFINITY : 0.0f;
-                const int y0 = oy * g->sh - g->ph; /* the window's rows [y0, y0 + kh) within [0, H) */
-                const int ylo = y0 < 0 ? 0 : y0, yhi = y0 + g->kh > g->in_h ? g->in_h : y0 + g->kh;
-                for (int iy = ylo; iy < yhi; ++iy)
-                    for (int j = 0; j < g->kw; ++j) {
-                        const int x0 = j - g->pw; /* ix = ox * sw + x0 */
-                        const float *xr = xp + (size_t)iy * g->in_w;
-                        int lo, hi;
-                        tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
-                        if (is_max)
-                            for (int ox = lo; ox < hi; ++ox) {
-                                const float v = xr[ox * g->sw + x0], a = yr[ox];
-                                yr[ox] = (v > a || v != v) ? v : a; /* NaN wins, as in PyTorch */
-                            }
-                        else
-                            for (int ox = lo; ox < hi; ++ox) yr[ox] += xr[ox * g->sw + x0];
-                    }
-                if (!is_max)
-                    for (int ox = 0; ox < g->out_w; ++ox) yr[ox] /= area;
-            }
+    for (int c = 0; c < g->in_c; ++c) {
+        const float *xp = jb->x + ((size_t)r * g->in_c + c) * in_plane;
+        float *yp = jb->y + ((size_t)r * g->out_c + c) * out_plane;
+        for (int oy = 0; oy < g->out_h; ++oy) {
+            float *yr = yp + (size_t)oy * g->out_w;
+            for (int ox = 0; ox < g->out_w; ++ox) yr[ox] = is_max ? -INFINITY : 0.0f;
+            const int y0 = oy * g->sh - g->ph; /* the window's rows [y0, y0 + kh) within [0, H) */
+            const int ylo = y0 < 0 ? 0 : y0, yhi = y0 + g->kh > g->in_h ? g->in_h : y0 + g->kh;
+            for (int iy = ylo; iy < yhi; ++iy)
+                for (int j = 0; j < g->kw; ++j) {
+                    const int x0 = j - g->pw; /* ix = ox * sw + x0 */
+                    const float *xr = xp + (size_t)iy * g->in_w;
+                    int lo, hi;
+                    tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
+                    if (is_max)
+                        for (int ox = lo; ox < hi; ++ox) {
+                            const float v = xr[ox * g->sw + x0], a = yr[ox];
+                            yr[ox] = (v > a || v != v) ? v : a; /* NaN wins, as in PyTorch */
+                        }
+                    else
+                        for (int ox = lo; ox < hi; ++ox) yr[ox] += xr[ox * g->sw + x0];
+                }
+            if (!is_max)
+                for (int ox = 0; ox < g->out_w; ++ox) yr[ox] /= area;
         }
+    }
+}
+
+void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
+    pool_job j = {.op = op, .x = x, .y = y};
+    ert_cpu_parallel(op->threads, rows, pool_task, &j);
 }
 
 void ert_cpu_relu(int rows, int width, const float *x, float *y) {

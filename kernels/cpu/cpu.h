@@ -8,17 +8,27 @@
  * so a row's result never depends on how many rows run with it: OpenBLAS picks kernels
  * (and summation orders) by matrix size, and `masked` and `compact` must agree exactly. */
 #define ERT_CPU_GEMM_ROWS 64
+/* ... and on ranges of this many output columns (the last range shorter), so that a
+ * small batch still gives every thread work (parallel.c); the shapes depend on the op
+ * alone, never on the batch or the thread count. */
+#define ERT_CPU_LINEAR_COLS 256
 
 /* Convolutions run one GEMM per group on blocks of a fixed number of samples (the last
  * block padded), for the same reason and because one sample's GEMM of H'W' columns (49
- * at 7x7) is too narrow for OpenBLAS's threads to pay: samples = 512 / (H'W'), at least
+ * at 7x7) is too narrow to run near the GEMM's peak: samples = 512 / (H'W'), at least
  * 1 and at most ERT_CPU_GEMM_ROWS, side by side in the GEMM's columns. The GEMM's width
- * is rounded up to a multiple of 64 (the padding columns stay 0): OpenBLAS computes the
- * last columns of a width that is not a multiple of its unroll with an edge kernel that
- * rounds differently, which would make the block's last sample differ from the others
- * (test_conv checks). bench/NOTES.md ("CPU convolutions") has the measurements. */
+ * is rounded up to a multiple of ERT_CPU_CONV_ALIGN (the padding columns stay 0):
+ * OpenBLAS computes the last columns of a width that is not a multiple of its unroll
+ * with an edge kernel that rounds differently, which would make the block's last sample
+ * differ from the others (test_conv checks). bench/NOTES.md ("CPU convolutions") has
+ * the measurements. */
 #define ERT_CPU_CONV_COLUMNS 512
 #define ERT_CPU_CONV_ALIGN 64
+/* Each block's GEMM runs as ranges of this many columns (the last one shorter, still a
+ * multiple of ERT_CPU_CONV_ALIGN), side by side on the backend's threads, so that a
+ * batch of one block (one 28x28 sample: 832 columns) still gives every thread work; the
+ * ranges' shapes depend on the op alone. */
+#define ERT_CPU_CONV_RANGE 256
 
 static inline void ert_cpu_conv_block(int hw, int *samples, int *cols) {
     int n = hw > 0 ? ERT_CPU_CONV_COLUMNS / hw : 1;
@@ -33,10 +43,20 @@ struct ert_op {
     float *bias;
     int samples;   /* CONV2D: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
     int cols;
+    int threads;   /* the backend's: tasks run on up to this many threads (parallel.c) */
+    size_t pad_floats; /* scratch per thread: thread t's starts at pad + t * pad_floats */
     float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
                       CONV2D: the im2col columns of a block of samples, one group,
                       then the GEMM's output */
 };
+
+/* Runs fn(ctx, task, thread) for every task in [0, tasks) on up to `threads` threads
+ * (thread in [0, threads): the index of its scratch); returns when all have run. */
+typedef void (*ert_cpu_task)(void *ctx, int task, int thread);
+void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx);
+/* Sets OpenBLAS to one thread, once per process: the backend's own threads run GEMMs
+ * side by side (parallel.c). */
+void ert_cpu_blas_setup(void);
 
 /* The rows an op must process: the host count, clamped by the count in memory. */
 static inline int ert_cpu_rows(ert_rows rows) {

@@ -4,27 +4,48 @@
 #include "cpu.h"
 #include "op_math.h"
 
-/* y (rows, out) = x (rows, in) W^T for exactly ERT_CPU_GEMM_ROWS rows. */
-static void gemm_block(const ert_op *op, const float *x, float *y) {
-    const int in = op->desc.in, out = op->desc.out;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ERT_CPU_GEMM_ROWS, out, in, 1.0f, x, in, op->weight, in,
-                0.0f, y, out);
+/* One task: the output columns [c0, c1) of one block of ERT_CPU_GEMM_ROWS rows. */
+typedef struct linear_job {
+    const ert_op *op;
+    int rows, chunks, chunk; /* chunk: columns per task */
+    const float *x;
+    float *y;
+} linear_job;
+
+/* y = act(x W^T + b) for the task's rows and columns. The GEMM always has
+ * ERT_CPU_GEMM_ROWS rows: the last, partial block is computed in the thread's scratch on
+ * a copy of its rows (the rows past them hold whatever was there; their outputs are
+ * dropped). */
+static void linear_task(void *ctx, int task, int thread) {
+    const linear_job *j = ctx;
+    const ert_op *op = j->op;
+    const int in = op->desc.in, out = op->desc.out, act = (int)op->desc.act;
+    const int r0 = task / j->chunks * ERT_CPU_GEMM_ROWS, c0 = task % j->chunks * j->chunk;
+    const int c1 = out - c0 < j->chunk ? out : c0 + j->chunk;
+    const int m = j->rows - r0 < ERT_CPU_GEMM_ROWS ? j->rows - r0 : ERT_CPU_GEMM_ROWS;
+    const float *x = j->x + (size_t)r0 * in;
+    float *y = j->y + (size_t)r0 * out, *g = y;
+    if (m < ERT_CPU_GEMM_ROWS) {
+        float *px = op->pad + (size_t)thread * op->pad_floats;
+        memcpy(px, x, sizeof(float) * (size_t)m * in);
+        x = px;
+        g = px + (size_t)ERT_CPU_GEMM_ROWS * in;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ERT_CPU_GEMM_ROWS, c1 - c0, in, 1.0f, x, in,
+                op->weight + (size_t)c0 * in, in, 0.0f, g + c0, out);
+    for (int r = 0; r < m; ++r) {
+        const float *src = g + (size_t)r * out;
+        float *row = y + (size_t)r * out;
+        for (int c = c0; c < c1; ++c) row[c] = ert_activate(src[c] + (op->bias ? op->bias[c] : 0.0f), act);
+    }
 }
 
-/* x is (rows, in), W is (out, in), y is (rows, out): y = act(x W^T + b). */
+/* x is (rows, in), W is (out, in), y is (rows, out): y = act(x W^T + b). One task per
+ * block of rows and ERT_CPU_LINEAR_COLS output columns: the GEMMs' shapes depend on the
+ * op alone, never on the batch or the thread count (cpu.h). */
 void ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y) {
-    const int in = op->desc.in, out = op->desc.out, act = (int)op->desc.act;
-    const int full = rows / ERT_CPU_GEMM_ROWS * ERT_CPU_GEMM_ROWS;
-    for (int r = 0; r < full; r += ERT_CPU_GEMM_ROWS) gemm_block(op, x + (size_t)r * in, y + (size_t)r * out);
-    if (full < rows) {
-        float *px = op->pad, *py = op->pad + (size_t)ERT_CPU_GEMM_ROWS * in;
-        const int m = rows - full;
-        memcpy(px, x + (size_t)full * in, sizeof(float) * (size_t)m * in);
-        gemm_block(op, px, py);
-        memcpy(y + (size_t)full * out, py, sizeof(float) * (size_t)m * out);
-    }
-    for (int r = 0; r < rows; ++r) {
-        float *row = y + (size_t)r * out;
-        for (int j = 0; j < out; ++j) row[j] = ert_activate(row[j] + (op->bias ? op->bias[j] : 0.0f), act);
-    }
+    const int blocks = (rows + ERT_CPU_GEMM_ROWS - 1) / ERT_CPU_GEMM_ROWS;
+    linear_job j = {.op = op, .rows = rows, .chunks = (op->desc.out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS,
+                    .chunk = ERT_CPU_LINEAR_COLS, .x = x, .y = y};
+    ert_cpu_parallel(op->threads, blocks * j.chunks, linear_task, &j);
 }
