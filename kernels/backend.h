@@ -200,7 +200,8 @@ typedef struct ert_backend_config {
 
 /* The threads a CPU session's ops run on when its options leave it open: ERT_CPU_THREADS
  * if set (a whole number 1..ERT_MAX_THREADS, else an error), else the CPUs this process
- * may run on (its affinity mask), at most ERT_MAX_THREADS. */
+ * may run on (its affinity mask, fewer under a cgroup CPU quota), at most
+ * ERT_MAX_THREADS. */
 ert_status ert_cpu_threads_default(int *out);
 
 typedef struct ert_backend_ops {

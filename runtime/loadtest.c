@@ -1179,6 +1179,18 @@ ert_status ert_loadtest_find_peak(ert_load_server *s, const ert_load_options *tr
                          po.qps_hi);
     if (trial->requests <= 0 && !(trial->duration_s > 0))
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "peak search: each trial needs requests or duration_s");
+    const double min_span_s = ERT_PEAK_MIN_SPAN * po.slo_ms / 1e3;
+    if (trial->requests > 0) out->max_qps = trial->requests / min_span_s;
+    else if (trial->duration_s < min_span_s)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT,
+                         "peak search: trials of %g s cannot show an overload: a burst drains within the bound; "
+                         "they must last %d x the bound, %g s",
+                         trial->duration_s, ERT_PEAK_MIN_SPAN, min_span_s);
+    if (out->max_qps > 0 && po.qps_lo >= out->max_qps)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT,
+                         "peak search: %g qps is past what trials of %lld requests can test, %.0f qps (their "
+                         "arrivals must span %d x the bound); send more requests",
+                         po.qps_lo, (long long)trial->requests, out->max_qps, ERT_PEAK_MIN_SPAN);
     ert_status st;
     if (po.qps_hi == 0 || po.qps_lo == 0) {
         /* The capacity: a closed loop that keeps every stream's batches full. */
@@ -1194,8 +1206,9 @@ ert_status ert_loadtest_find_peak(ert_load_server *s, const ert_load_options *tr
         if (!(out->capacity_qps > 0)) return ert_error(ERT_ERR_BACKEND, "peak search: the capacity run answered nothing");
         if (po.qps_hi == 0) po.qps_hi = 1.25 * out->capacity_qps;
         if (po.qps_lo == 0) po.qps_lo = 0.1 * (po.qps_hi < out->capacity_qps ? po.qps_hi : out->capacity_qps);
-        if (po.qps_lo >= po.qps_hi) po.qps_lo = 0.5 * po.qps_hi;
     }
+    if (out->max_qps > 0 && po.qps_hi > out->max_qps) po.qps_hi = out->max_qps;
+    if (po.qps_lo >= po.qps_hi) po.qps_lo = 0.5 * po.qps_hi;
     double lo = po.qps_lo, hi = po.qps_hi;
     ert_peak_trial t;
 #define TRIAL(q)                                                                                                       \
@@ -1220,7 +1233,12 @@ ert_status ert_loadtest_find_peak(ert_load_server *s, const ert_load_options *tr
         lo = hi;
         out->at_peak = t;
         out->peak_qps = lo;
+        if (out->max_qps > 0 && hi >= out->max_qps) {
+            out->limited = 1;
+            return ERT_OK;
+        }
         hi *= 2.0;
+        if (out->max_qps > 0 && hi > out->max_qps) hi = out->max_qps;
     }
     while ((hi - lo) / hi >= po.tolerance && out->num_trials < po.max_trials) {
         const double mid = 0.5 * (lo + hi);

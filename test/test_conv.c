@@ -357,6 +357,21 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
 }
 END_TEST
 
+/* The default thread count respects a container's CPU quota (docker --cpus=N). */
+START_TEST(cpu_quota_gives_the_thread_count) {
+    const struct {
+        const char *quota, *period;
+        int cpus;
+    } cases[] = {{"200000", "100000", 2}, {"150000", "100000", 2}, {"50000", "100000", 1}, {"max", "100000", 0},
+                 {"-1", "100000", 0},     {"abc", "100000", 0},    {"100000", "0", 0},    {"1e12", "1", 256},
+                 {"", "", 0},             {"nan", "1", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i)
+        ck_assert_msg(ert_cpu_quota_parse(cases[i].quota, cases[i].period) == cases[i].cpus, "'%s' '%s': %d, expected %d",
+                      cases[i].quota, cases[i].period, ert_cpu_quota_parse(cases[i].quota, cases[i].period),
+                      cases[i].cpus);
+}
+END_TEST
+
 /* Shape errors in image models name the op and the shapes. */
 START_TEST(image_shape_errors) {
     static float w[4 * 2 * 3 * 3], wl[5 * 4 * 4 * 4];
@@ -400,6 +415,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, relu_keeps_nan);
     tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
     tcase_add_test(tc, cpu_ops_give_the_same_bits_on_any_thread_count);
+    tcase_add_test(tc, cpu_quota_gives_the_thread_count);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

@@ -367,6 +367,43 @@ START_TEST(peak_search_finds_the_known_capacity) {
     po.qps_hi = 10000;
     ck_assert_int_eq(ert_loadtest_find_peak(s, &t, &po, &tight), ERT_OK);
     ck_assert(!tight.found);
+    ck_assert(!pk.limited && pk.max_qps == 20000 / (ERT_PEAK_MIN_SPAN * 0.030));
+    ert_load_server_free(s);
+}
+END_TEST
+
+/* 200 requests drain in 16 ms at any arrival rate (the server answers 12,308 a second),
+ * under a 30 ms bound: a search whose trials are bursts that short would pass every rate
+ * it tries and double without end. Trials test rates up to 200 / (20 x 30 ms) only, and
+ * a peak at that limit says so; a bracket past it, or trials of too short a duration,
+ * are refused with the reason. */
+START_TEST(peak_search_stays_within_what_its_trials_can_show) {
+    static const int32_t exits[1] = {0};
+    sim_spec p = {.streams = 1, .max_batch = 32, .stages = 1, .points = 1, .batch_ms = 1.0, .row_ms = {0.05},
+                  .samples = 1, .exits = exits};
+    ert_load_server *s = sim_new(&p);
+    ert_load_options t = ert_load_options_default();
+    t.requests = 200;
+    t.max_batch = 32;
+    ert_peak_options po = {.slo_ms = 30, .percentile = 99};
+    ert_peak_result pk;
+    ck_assert_msg(ert_loadtest_find_peak(s, &t, &po, &pk) == ERT_OK, "%s", ert_last_error());
+    const double max_qps = 200 / (ERT_PEAK_MIN_SPAN * 0.030);
+    ck_assert(pk.found && pk.limited);
+    ck_assert_msg(fabs(pk.max_qps - max_qps) < 1e-9 && fabs(pk.peak_qps - max_qps) < 1e-9, "peak %g, limit %g",
+                  pk.peak_qps, pk.max_qps);
+    for (int i = 0; i < pk.num_trials; ++i)
+        ck_assert_msg(pk.trials[i].qps <= max_qps * (1 + 1e-12), "trial at %g qps", pk.trials[i].qps);
+    po.qps_lo = 400;
+    po.qps_hi = 800;
+    ck_assert_int_eq(ert_loadtest_find_peak(s, &t, &po, &pk), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(tu_error_has("peak search: 400 qps is past what trials of 200 requests can test, 333 qps"), "%s",
+                  ert_last_error());
+    t.requests = 0;
+    t.duration_s = 0.5;
+    po.qps_lo = po.qps_hi = 0;
+    ck_assert_int_eq(ert_loadtest_find_peak(s, &t, &po, &pk), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(tu_error_has("trials of 0.5 s cannot show an overload"), "%s", ert_last_error());
     ert_load_server_free(s);
 }
 END_TEST
@@ -654,7 +691,7 @@ START_TEST(cli_peak_and_scenario_files) {
     char a[4096], out[600], tl[600];
     snprintf(out, sizeof out, "%s/peak.json", dir);
     snprintf(a, sizeof a,
-             "loadtest --model test/fixtures/tiny-f32 --data %s --policy fixed:0 --find-peak --slo-ms 100 "
+             "loadtest --model test/fixtures/tiny-f32 --data %s --policy fixed:0 --find-peak --slo-ms 10 "
              "--qps-lo 200 --qps-hi 1500 --requests 300 --tolerance 0.3 --max-batch 16 --output %s",
              data_spec, out);
     ck_assert_msg(cli(a) == 0, "%s", err_text);
@@ -665,6 +702,9 @@ START_TEST(cli_peak_and_scenario_files) {
     ck_assert_str_eq(cJSON_GetObjectItem(pk, "policy")->valuestring, "fixed:0");
     ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(pk, "found")));
     ck_assert(cJSON_GetObjectItem(pk, "peak_qps")->valuedouble >= 200);
+    /* 300 requests span 20 x 10 ms at 1500 qps: the bracket's top is the trials' limit */
+    ck_assert_double_eq_tol(cJSON_GetObjectItem(pk, "max_qps")->valuedouble, 1500, 1e-9);
+    ck_assert(cJSON_IsBool(cJSON_GetObjectItem(pk, "limited")));
     ck_assert(cJSON_GetArraySize(cJSON_GetObjectItem(pk, "trials")) >= 2);
     cJSON_Delete(j);
 
@@ -739,6 +779,7 @@ static Suite *suite(void) {
     tcase_add_test(sim, stats_and_phases);
     tcase_add_test(sim, bad_options_are_refused);
     tcase_add_test(sim, peak_search_finds_the_known_capacity);
+    tcase_add_test(sim, peak_search_stays_within_what_its_trials_can_show);
     tcase_add_test(sim, controller_loosens_under_overload);
     tcase_add_test(sim, controller_tightens_with_slack);
     tcase_add_test(sim, controller_holds_through_load_step_and_shift);

@@ -61,6 +61,9 @@ static void lt_usage(FILE *f) {
             "                         stays under --slo-ms; prints the policies at their peak\n"
             "      --qps-lo R, --qps-hi R  the bracket (default: from a closed-loop capacity run)\n"
             "      --tolerance F      stop when the bracket is narrower than F (default 0.03)\n"
+            "                         a trial's arrivals must span 20 x --slo-ms (shorter bursts\n"
+            "                         drain within the bound at any rate): --requests N tests rates\n"
+            "                         up to N / (20 x slo) only, and a peak at that limit says so\n"
             "adaptive operating point:\n"
             "      --controller KIND  off (default) | slo: move along --points to hold the\n"
             "                         percentile under --slo-ms with the strictest point possible\n"
@@ -637,6 +640,8 @@ int cmd_loadtest(int argc, char **argv) {
             cJSON_AddBoolToObject(pj1, "found", pk[i].found);
             cJSON_AddNumberToObject(pj1, "peak_qps", pk[i].found ? pk[i].peak_qps : 0.0);
             cJSON_AddNumberToObject(pj1, "capacity_qps", pk[i].capacity_qps);
+            cJSON_AddNumberToObject(pj1, "max_qps", pk[i].max_qps);
+            cJSON_AddBoolToObject(pj1, "limited", pk[i].limited);
             cJSON_AddItemToObject(pj1, "at_peak", trial_json(&pk[i].at_peak));
             cJSON *tr = cJSON_AddArrayToObject(pj1, "trials");
             for (int k = 0; k < pk[i].num_trials; ++k) cJSON_AddItemToArray(tr, trial_json(&pk[i].trials[k]));
@@ -661,9 +666,18 @@ int cmd_loadtest(int argc, char **argv) {
                            pk[i].at_peak.qps, pk[i].at_peak.latency_q);
                     continue;
                 }
-                printf("%-28s %10.0f %12.3f %9.2f%% %10.3f %10.0f\n", pts.spec[i], pk[i].peak_qps, pk[i].at_peak.latency_q,
-                       100.0 * pk[i].at_peak.accuracy, pk[i].at_peak.mean_exit, pk[i].capacity_qps);
+                printf("%-28s %10.0f %12.3f %9.2f%% %10.3f %10.0f%s\n", pts.spec[i], pk[i].peak_qps,
+                       pk[i].at_peak.latency_q, 100.0 * pk[i].at_peak.accuracy, pk[i].at_peak.mean_exit,
+                       pk[i].capacity_qps, pk[i].limited ? "  (at least: the trials' limit)" : "");
             }
+            for (int i = 0; i < pts.n; ++i)
+                if (pk[i].limited) {
+                    printf("the trials' limit: %lld requests test rates up to %.0f qps (their arrivals must span "
+                           "%d x the bound, or a burst would drain within it); more --requests may find higher "
+                           "peaks\n",
+                           (long long)o.lo.requests, pk[i].max_qps, ERT_PEAK_MIN_SPAN);
+                    break;
+                }
         }
         free(pk);
     } else if (o.sc) {

@@ -263,7 +263,8 @@ typedef struct ert_session_options {
                             0: only the batch's begin and end (graph mode: no event nodes) */
     ert_compaction compaction; /* compact mode's survivor moves; default gather */
     int threads;         /* cpu: threads the ops run on, 1..ERT_MAX_THREADS; 0 (default):
-                            ERT_CPU_THREADS if set, else every CPU the process may run on.
+                            ERT_CPU_THREADS if set, else every CPU the process may run on
+                            (its affinity mask, fewer under a cgroup CPU quota).
                             Sessions that run side by side should divide the CPUs (a load
                             server's streams do). Ignored on cuda. */
 } ert_session_options;

@@ -279,15 +279,28 @@ typedef struct ert_peak_result {
     int found;            /* 0 if even qps_lo missed the bound */
     double capacity_qps;  /* the closed-loop throughput, if measured (else 0) */
     double peak_qps;      /* the highest passing rate */
+    double max_qps;       /* the highest rate a trial of `requests` may test (ERT_PEAK_MIN_SPAN);
+                             0: no limit (trials of a duration) */
+    int limited;          /* 1: max_qps itself passed, so longer trials may find a higher peak */
     ert_peak_trial at_peak;
     int num_trials;
     ert_peak_trial trials[ERT_PEAK_MAX_TRIALS];
 } ert_peak_result;
 
+/* A trial's arrivals must span at least this many times slo_ms. A rate above what the
+ * server sustains builds a backlog only as fast as the excess arrives: over a span T an
+ * overload of x (a fraction of the rate) leaves about x T of work queued, so a burst of
+ * requests shorter than the bound drains within it at any rate and would pass. With 20
+ * bounds, any overload of 5% or more outgrows the bound before the trial ends. */
+#define ERT_PEAK_MIN_SPAN 20
+
 /* Binary search, as MLPerf's Server scenario does, for the highest Poisson arrival rate
  * whose latency percentile stays under slo_ms. Each trial is one run with `trial`'s
  * options (its limit: requests or duration; its batching and operating point), its
- * arrival process replaced by Poisson at the trial rate and its controller off. */
+ * arrival process replaced by Poisson at the trial rate and its controller off. Trials
+ * of a number of requests test rates up to requests / (ERT_PEAK_MIN_SPAN x slo_ms) only
+ * (out->max_qps; a bracket starting past it is an error); trials of a duration must last
+ * ERT_PEAK_MIN_SPAN x slo_ms. */
 ert_status ert_loadtest_find_peak(ert_load_server *server, const ert_load_options *trial, const ert_peak_options *opt,
                                   ert_peak_result *out);
 

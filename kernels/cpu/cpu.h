@@ -57,6 +57,10 @@ void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx);
 /* Sets OpenBLAS to one thread, once per process: the backend's own threads run GEMMs
  * side by side (parallel.c). */
 void ert_cpu_blas_setup(void);
+/* The CPUs a cgroup CPU quota allows (ceil(quota / period), at most ERT_MAX_THREADS), from
+ * the text of its quota and period (cgroup v2's cpu.max holds both, v1 has two files); 0
+ * when there is none ("max", -1) or the text is not a number. */
+int ert_cpu_quota_parse(const char *quota, const char *period);
 
 /* The rows an op must process: the host count, clamped by the count in memory. */
 static inline int ert_cpu_rows(ert_rows rows) {

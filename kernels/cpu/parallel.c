@@ -14,8 +14,10 @@
 #define _GNU_SOURCE /* sched_getaffinity */
 #include <cblas.h>
 #include <ctype.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,42 @@ void ert_cpu_blas_setup(void) {
     pthread_once(&once, blas_one_thread);
 }
 
+int ert_cpu_quota_parse(const char *quota, const char *period) {
+    char *end;
+    const double q = strtod(quota, &end);
+    if (end == quota || !(q > 0) || q != q) return 0; /* "max", "-1", garbage: no quota */
+    const double p = strtod(period, &end);
+    if (end == period || !(p > 0)) return 0;
+    const double cpus = ceil(q / p);
+    return cpus > ERT_MAX_THREADS ? ERT_MAX_THREADS : (int)cpus;
+}
+
+/* The first line of a file, without its newline; "" if unreadable. */
+static void read_line(const char *path, char *buf, size_t len) {
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (!fgets(buf, (int)len, f)) buf[0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    fclose(f);
+}
+
+/* The CPUs the process's cgroup may use (cgroup v2 cpu.max "QUOTA PERIOD", else v1's
+ * cfs_quota_us and cfs_period_us), or 0 without a quota. A container started with
+ * --cpus=2 on a 16-core host sees 16 CPUs in its affinity mask but gets the time of 2. */
+static int cgroup_cpus(void) {
+    char a[64], b[64];
+    read_line("/sys/fs/cgroup/cpu.max", a, sizeof a);
+    char *space = strchr(a, ' ');
+    if (space) {
+        *space = '\0';
+        return ert_cpu_quota_parse(a, space + 1);
+    }
+    read_line("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", a, sizeof a);
+    read_line("/sys/fs/cgroup/cpu/cpu.cfs_period_us", b, sizeof b);
+    return ert_cpu_quota_parse(a, b);
+}
+
 ert_status ert_cpu_threads_default(int *out) {
     const char *env = getenv("ERT_CPU_THREADS");
     if (env && *env) {
@@ -45,6 +83,8 @@ ert_status ert_cpu_threads_default(int *out) {
     }
     cpu_set_t set;
     int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    const int quota = cgroup_cpus();
+    if (quota > 0 && quota < n) n = quota;
     *out = n < 1 ? 1 : n > ERT_MAX_THREADS ? ERT_MAX_THREADS : n;
     return ERT_OK;
 }
