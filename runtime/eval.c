@@ -6,21 +6,35 @@
 #include "error.h"
 #include "internal.h"
 
+/* Ascending, NaN last: a total order, as qsort needs. */
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
+    if (isnan(x) || isnan(y)) return isnan(x) - isnan(y);
     return (x > y) - (x < y);
+}
+
+/* Percentile q of n sorted values. */
+static double sorted_percentile(const double *v, int n, double q) {
+    const double pos = (q < 0 ? 0 : q > 100 ? 100 : q) / 100.0 * (n - 1);
+    const int lo = (int)floor(pos);
+    if (pos == lo) return v[lo]; /* an order statistic itself (even next to a NaN) */
+    return v[lo] + (v[lo + 1] - v[lo]) * (pos - lo);
+}
+
+/* A sorted copy of n values, or NULL without memory. */
+static double *sorted_copy(const double *values, int n) {
+    double *v = malloc(sizeof *v * (size_t)n);
+    if (!v) return NULL;
+    memcpy(v, values, sizeof *v * (size_t)n);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v;
 }
 
 double ert_percentile(const double *values, int n, double q) {
     if (!values || n <= 0) return NAN;
-    double *v = malloc(sizeof *v * (size_t)n);
+    double *v = sorted_copy(values, n);
     if (!v) return NAN;
-    memcpy(v, values, sizeof *v * (size_t)n);
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    const double pos = (q < 0 ? 0 : q > 100 ? 100 : q) / 100.0 * (n - 1);
-    const int lo = (int)floor(pos);
-    const int hi = lo + 1 < n ? lo + 1 : lo;
-    const double r = v[lo] + (v[hi] - v[lo]) * (pos - lo);
+    const double r = sorted_percentile(v, n, q);
     free(v);
     return r;
 }
@@ -34,10 +48,14 @@ ert_latency ert_latency_summary(const double *values, int n) {
         if (values[i] > mx) mx = values[i];
     }
     l.mean = sum / n;
-    l.p50 = ert_percentile(values, n, 50);
-    l.p95 = ert_percentile(values, n, 95);
-    l.p99 = ert_percentile(values, n, 99);
     l.max = mx;
+    double *v = sorted_copy(values, n);
+    if (v) {
+        l.p50 = sorted_percentile(v, n, 50);
+        l.p95 = sorted_percentile(v, n, 95);
+        l.p99 = sorted_percentile(v, n, 99);
+    }
+    free(v);
     return l;
 }
 

@@ -111,15 +111,19 @@ int ert_sweep_frontier(const ert_sweep_row *rows, int n, ert_latency_metric metr
     return count;
 }
 
-void ert_sweep_mark_frontiers(ert_sweep_row *rows, int n) {
-    if (!rows || n <= 0) return;
-    int *on = malloc(sizeof *on * (size_t)n);
-    if (!on) return;
-    if (ert_sweep_frontier(rows, n, ERT_LATENCY_BATCH_MEAN, on) >= 0)
-        for (int i = 0; i < n; ++i) rows[i].frontier_mean = on[i];
-    if (ert_sweep_frontier(rows, n, ERT_LATENCY_BATCH_P99, on) >= 0)
-        for (int i = 0; i < n; ++i) rows[i].frontier_p99 = on[i];
-    free(on);
+ert_status ert_sweep_mark_frontiers(ert_sweep_row *rows, int n) {
+    if (n <= 0) return ERT_OK;
+    if (!rows) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_sweep_mark_frontiers: rows is NULL");
+    int *mean = malloc(sizeof *mean * (size_t)n), *p99 = malloc(sizeof *p99 * (size_t)n);
+    const int ok = mean && p99 && ert_sweep_frontier(rows, n, ERT_LATENCY_BATCH_MEAN, mean) >= 0 &&
+                   ert_sweep_frontier(rows, n, ERT_LATENCY_BATCH_P99, p99) >= 0;
+    for (int i = 0; ok && i < n; ++i) {
+        rows[i].frontier_mean = mean[i];
+        rows[i].frontier_p99 = p99[i];
+    }
+    free(mean);
+    free(p99);
+    return ok ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "Pareto frontier of %d rows: out of memory", n);
 }
 
 ert_select_query ert_select_query_default(void) {

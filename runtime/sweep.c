@@ -33,8 +33,7 @@ ert_status ert_sweep_result_add(ert_sweep_result *r, const ert_sweep_row *row) {
         r->cap_rows = cap;
     }
     r->rows[r->num_rows++] = *row;
-    ert_sweep_mark_frontiers(r->rows, r->num_rows);
-    return ERT_OK;
+    return ert_sweep_mark_frontiers(r->rows, r->num_rows);
 }
 
 /* ---------------------------------------------------------------- one operating point */

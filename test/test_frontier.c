@@ -97,11 +97,36 @@ START_TEST(frontier_on_rows_two_metrics) {
     ck_assert(on[0] && !on[1] && on[2] && !on[3] && !on[4] && !on[5]);
     ck_assert_int_eq(ert_sweep_frontier(rows, n, ERT_LATENCY_BATCH_P99, on), 3);
     ck_assert(!on[0] && on[1] && on[2] && on[3] && !on[4] && !on[5]);
-    ert_sweep_mark_frontiers(rows, n);
+    ck_assert_int_eq(ert_sweep_mark_frontiers(rows, n), ERT_OK);
     ck_assert(rows[0].frontier_mean && !rows[0].frontier_p99);
     ck_assert(!rows[3].frontier_mean && rows[3].frontier_p99);
     ck_assert(!rows[4].frontier_mean && !rows[4].frontier_p99);
     ck_assert_double_eq(ert_sweep_row_latency(&rows[2], ERT_LATENCY_SAMPLE_P99), 15.0);
+}
+END_TEST
+
+/* Percentiles as numpy's default (linear between order statistics), by hand: sorted
+ * 1..5, p95 sits at position 0.95 * 4 = 3.8, between 4 and 5. NaN sorts last, so it
+ * reaches only the top percentiles; q is clamped to [0, 100]. */
+START_TEST(percentiles_by_hand) {
+    const double v[] = {5, 1, 4, 2, 3};
+    ck_assert_double_eq(ert_percentile(v, 5, 0), 1.0);
+    ck_assert_double_eq(ert_percentile(v, 5, 50), 3.0);
+    ck_assert_double_eq_tol(ert_percentile(v, 5, 95), 4.8, 1e-12);
+    ck_assert_double_eq_tol(ert_percentile(v, 5, 99), 4.96, 1e-12);
+    ck_assert_double_eq(ert_percentile(v, 5, 100), 5.0);
+    ck_assert_double_eq(ert_percentile(v, 5, -5), 1.0);
+    ck_assert_double_eq(ert_percentile(v, 5, 150), 5.0);
+    ck_assert(isnan(ert_percentile(v, 0, 50)) && isnan(ert_percentile(NULL, 5, 50)));
+    ck_assert_double_eq(v[0], 5.0); /* not modified */
+    const double w[] = {NAN, 2, 1, NAN};
+    ck_assert_double_eq(ert_percentile(w, 4, 0), 1.0);
+    ck_assert_double_eq_tol(ert_percentile(w, 4, 100.0 / 3), 2.0, 1e-12);
+    ck_assert(isnan(ert_percentile(w, 4, 100)));
+    const ert_latency l = ert_latency_summary(v, 5);
+    ck_assert(l.mean == 3.0 && l.p50 == 3.0 && l.max == 5.0);
+    ck_assert_double_eq_tol(l.p95, 4.8, 1e-12);
+    ck_assert_double_eq_tol(l.p99, 4.96, 1e-12);
 }
 END_TEST
 
@@ -259,6 +284,7 @@ int main(void) {
     tcase_add_test(tc, frontier_matches_definition);
     tcase_add_test(tc, frontier_on_rows_two_metrics);
     tcase_add_test(tc, select_by_hand);
+    tcase_add_test(tc, percentiles_by_hand);
     tcase_add_test(tc, select_is_on_the_frontier);
     tcase_add_test(tc, metric_names);
     tcase_add_test(tc, latency_model_recovers_a_line);

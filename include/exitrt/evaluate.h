@@ -98,12 +98,13 @@ double ert_sweep_row_latency(const ert_sweep_row *row, ert_latency_metric metric
  * better): no other eligible point has accuracy >= and latency <= with at least one of
  * them strict. Points with eligible[i] == 0 (eligible may be NULL: all are), or with a
  * NaN accuracy or latency, are never on it and never dominate. Equal points are all on
- * it. Returns how many are on it (-1 on a NULL argument). O(n log n). */
+ * it. Returns how many are on it (-1 on a NULL argument or without memory). O(n log n). */
 int ert_pareto_mark(const double *accuracy, const double *latency, const int *eligible, int n, int *on);
 /* The same over rows (references and rows without labels are not eligible). */
 int ert_sweep_frontier(const ert_sweep_row *rows, int n, ert_latency_metric metric, int *on);
-/* Sets every row's frontier_mean (batch-mean) and frontier_p99 (batch-p99). */
-void ert_sweep_mark_frontiers(ert_sweep_row *rows, int n);
+/* Sets every row's frontier_mean (batch-mean) and frontier_p99 (batch-p99); an error
+ * (out of memory) leaves the marks as they were. */
+ert_status ert_sweep_mark_frontiers(ert_sweep_row *rows, int n);
 
 /* ---------------------------------------------------------------- budgets */
 

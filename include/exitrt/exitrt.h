@@ -389,8 +389,11 @@ typedef struct ert_latency {
 } ert_latency;
 
 /* Percentile q in [0, 100] of n values, linear interpolation between order statistics
- * (numpy's default). The values are not modified. */
+ * (numpy's default; NaN values sort last). The values are not modified. NaN for n <= 0,
+ * or when the memory for a sorted copy (8n bytes) cannot be had. */
 double ert_percentile(const double *values, int n, double q);
+/* Mean, p50, p95, p99 and max of n values (one sorted copy; its percentiles NaN when that
+ * memory cannot be had). */
 ert_latency ert_latency_summary(const double *values, int n);
 
 typedef struct ert_eval_options {
