@@ -1,10 +1,14 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dtype.h"
 #include "error.h"
@@ -103,6 +107,31 @@ static ert_status parse_entry(const ert_safetensors *st, const cJSON *e, ert_st_
     return ERT_OK;
 }
 
+/* Maps the whole file read-only (a file shorter than a header is only measured): its
+ * pages are the page cache's (clean, dropped under memory pressure) and nothing is
+ * copied, so loading a model allocates only its f32 weights, not a private copy of the
+ * file besides. (A file truncated by someone else while it is mapped would fault.) */
+static ert_status map_file(const char *path, ert_safetensors *st) {
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ert_error(ERT_ERR_IO, "'%s': cannot open", path);
+    struct stat sb;
+    ert_status status = ERT_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        status = ert_error(ERT_ERR_IO, "'%s': not a regular file", path);
+    } else if ((uint64_t)sb.st_size > SIZE_MAX / 2) {
+        status = ert_error(ERT_ERR_IO, "'%s': %lld bytes: too large to map", path, (long long)sb.st_size);
+    } else {
+        st->file_size = (size_t)sb.st_size;
+        if (st->file_size >= 8) {
+            void *p = mmap(NULL, st->file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) status = ert_error(ERT_ERR_IO, "'%s': cannot map its %zu bytes", path, st->file_size);
+            else st->file = p;
+        }
+    }
+    close(fd);
+    return status;
+}
+
 ert_status ert_st_open(const char *path, ert_safetensors **out) {
     ert_status status;
     cJSON *header = NULL;
@@ -111,7 +140,7 @@ ert_status ert_st_open(const char *path, ert_safetensors **out) {
         status = ert_error(ERT_ERR_OUT_OF_MEMORY, "'%s': out of memory", path);
         goto fail;
     }
-    if ((status = ert_file_read(path, (char **)&st->file, &st->file_size)) != ERT_OK) goto fail;
+    if ((status = map_file(path, st)) != ERT_OK) goto fail;
     if (st->file_size < 8) {
         status = ert_error(ERT_ERR_FORMAT, "'%s': %zu bytes: too short for a safetensors header", path,
                            st->file_size);
@@ -174,7 +203,7 @@ void ert_st_close(ert_safetensors *st) {
     if (!st) return;
     for (int i = 0; i < st->count; ++i) free(st->tensors[i].name);
     free(st->tensors);
-    free(st->file);
+    if (st->file) munmap((void *)st->file, st->file_size);
     free(st->path);
     free(st);
 }

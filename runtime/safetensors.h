@@ -26,7 +26,7 @@ typedef struct ert_st_tensor {
 
 typedef struct ert_safetensors {
     char *path;
-    uint8_t *file; /* the whole file */
+    const uint8_t *file; /* the whole file, mapped read-only (NULL if under 8 bytes) */
     size_t file_size;
     size_t data_start;
     int count;

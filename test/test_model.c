@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dtype.h"
 #include "exitrt/exitrt.h"
@@ -198,6 +200,19 @@ START_TEST(config_errors) {
     expect_fail(write_model(config_with("\"in\":4,\"out\":3", "\"in\":4.5,\"out\":3"), t, 3), ERT_ERR_FORMAT,
                 "stages[0].ops[0].in: expected an integer");
     expect_fail("/nonexistent-dir", ERT_ERR_IO, "/nonexistent-dir/config.json': cannot open");
+    /* the weights file (mapped, not read): missing, a directory, empty, one byte */
+    char path[600];
+    const char *dir = write_model(good_config, t, 3);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ck_assert_int_eq(remove(path), 0);
+    expect_fail(dir, ERT_ERR_IO, "model.safetensors': cannot open");
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    expect_fail(dir, ERT_ERR_IO, "model.safetensors': not a regular file");
+    ck_assert_int_eq(rmdir(path), 0);
+    tu_write_text(path, "");
+    expect_fail(dir, ERT_ERR_FORMAT, "model.safetensors': 0 bytes: too short for a safetensors header");
+    tu_write_text(path, "x");
+    expect_fail(dir, ERT_ERR_FORMAT, "model.safetensors': 1 bytes: too short");
     ert_model *m = NULL;
     ck_assert_int_eq(ert_model_load(NULL, &m), ERT_ERR_INVALID_ARGUMENT);
 }
