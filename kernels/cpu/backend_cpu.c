@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cpu.h"
+#include "sanitizer.h"
 
 struct ert_backend {
     int max_rows;
@@ -171,14 +172,7 @@ static size_t cpu_act_elem_size(const ert_backend *be) {
     return sizeof(float);
 }
 
-/* Under AddressSanitizer every block comes from the heap, where ASan guards its edges. */
-#if defined(__SANITIZE_ADDRESS__)
-#define ERT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ERT_ASAN 1
-#endif
-#endif
+/* Under AddressSanitizer every block comes from the heap (sanitizer.h). */
 #ifdef ERT_ASAN
 #define MAP_FROM SIZE_MAX
 #else
