@@ -15,9 +15,11 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Percentile q of n sorted values. */
 static double sorted_percentile(const double *v, int n, double q) {
+    if (isnan(q)) return NAN;
     const double pos = (q < 0 ? 0 : q > 100 ? 100 : q) / 100.0 * (n - 1);
     const int lo = (int)floor(pos);
-    if (pos == lo) return v[lo]; /* an order statistic itself (even next to a NaN) */
+    /* an order statistic itself, or between equal ones (two infinities included) */
+    if (pos == lo || v[lo] == v[lo + 1]) return v[lo];
     return v[lo] + (v[lo + 1] - v[lo]) * (pos - lo);
 }
 
@@ -45,7 +47,7 @@ ert_latency ert_latency_summary(const double *values, int n) {
     double sum = 0.0, mx = values[0];
     for (int i = 0; i < n; ++i) {
         sum += values[i];
-        if (values[i] > mx) mx = values[i];
+        if (values[i] > mx || isnan(values[i])) mx = values[i]; /* NaN sorts last: it is the max */
     }
     l.mean = sum / n;
     l.max = mx;

@@ -1181,7 +1181,7 @@ ert_status ert_loadtest_find_peak(ert_load_server *s, const ert_load_options *tr
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "peak search: each trial needs requests or duration_s");
     const double min_span_s = ERT_PEAK_MIN_SPAN * po.slo_ms / 1e3;
     if (trial->requests > 0) out->max_qps = trial->requests / min_span_s;
-    else if (trial->duration_s < min_span_s)
+    if (trial->duration_s > 0 && trial->duration_s < min_span_s) /* a limit too, when both are given */
         return ert_error(ERT_ERR_INVALID_ARGUMENT,
                          "peak search: trials of %g s cannot show an overload: a burst drains within the bound; "
                          "they must last %d x the bound, %g s",

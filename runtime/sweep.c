@@ -33,7 +33,9 @@ ert_status ert_sweep_result_add(ert_sweep_result *r, const ert_sweep_row *row) {
         r->cap_rows = cap;
     }
     r->rows[r->num_rows++] = *row;
-    return ert_sweep_mark_frontiers(r->rows, r->num_rows);
+    const ert_status st = ert_sweep_mark_frontiers(r->rows, r->num_rows);
+    if (st) --r->num_rows; /* not added: the marks are still those of the rows before */
+    return st;
 }
 
 /* ---------------------------------------------------------------- one operating point */

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "cpu/cpu.h"
@@ -228,6 +230,12 @@ START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
          * differently (6 samples of 81 columns = 486 wide); the block is padded to 64 */
         {{.in_c = 8, .in_h = 9, .in_w = 9, .out_c = 4, .out_h = 9, .out_w = 9, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
           .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, 25},
+        /* 2 samples of 196 columns run as column ranges: were they 256 + 192 wide, a
+         * sample's columns would land in a 256- or a 192-wide GEMM by its place in the
+         * block, and with few output channels and K = 576 OpenBLAS's small-matrix
+         * kernel (chosen by size) rounds the narrow one differently */
+        {{.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3, .kw = 3, .sh = 1,
+          .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, 5},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ++ci) {
         const ert_conv_geom g = cases[ci].g;
@@ -357,6 +365,38 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
 }
 END_TEST
 
+/* libgomp is not fork-safe: after a process ran an op on several threads, a forked
+ * child's first team would wait for threads that did not come along. The child runs its
+ * tasks on one thread instead, with the same answers. */
+START_TEST(a_forked_child_still_runs_ops) {
+    enum { IN = 200, OUT = 600, ROWS = 150 };
+    static float w[OUT * IN], x[ROWS * IN], want[ROWS * OUT], got[ROWS * OUT];
+    for (int i = 0; i < OUT * IN; ++i) w[i] = (float)(i % 17) / 17.0f - 0.5f;
+    for (int i = 0; i < ROWS * IN; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
+    ert_backend *b2;
+    ert_backend_config cfg = {.device = 0, .max_rows = ROWS, .dtype = ERT_DTYPE_F32, .threads = 2};
+    ck_assert_int_eq(ops->create(&cfg, &b2), ERT_OK);
+    ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "l", .in = IN, .out = OUT, .weight = w, .max_rows = ROWS};
+    ert_op *op;
+    ck_assert_int_eq(ops->op_new(b2, &d, &op), ERT_OK);
+    ck_assert_int_eq(ops->op_run(b2, op, (ert_rows){ROWS, NULL}, x, want), ERT_OK); /* a team of 2 exists now */
+    fflush(stdout);
+    const pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(10); /* a hang ends as SIGALRM, not a stuck test */
+        const int ok = ops->op_run(b2, op, (ert_rows){ROWS, NULL}, x, got) == ERT_OK && memcmp(got, want, sizeof got) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child %s %d",
+                  WIFEXITED(status) ? "exited with" : "died of signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    ops->op_free(b2, op);
+    ops->destroy(b2);
+}
+END_TEST
+
 /* The default thread count respects a container's CPU quota (docker --cpus=N). */
 START_TEST(cpu_quota_gives_the_thread_count) {
     const struct {
@@ -416,6 +456,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
     tcase_add_test(tc, cpu_ops_give_the_same_bits_on_any_thread_count);
     tcase_add_test(tc, cpu_quota_gives_the_thread_count);
+    tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

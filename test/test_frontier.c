@@ -119,14 +119,21 @@ START_TEST(percentiles_by_hand) {
     ck_assert_double_eq(ert_percentile(v, 5, 150), 5.0);
     ck_assert(isnan(ert_percentile(v, 0, 50)) && isnan(ert_percentile(NULL, 5, 50)));
     ck_assert_double_eq(v[0], 5.0); /* not modified */
-    const double w[] = {NAN, 2, 1, NAN};
-    ck_assert_double_eq(ert_percentile(w, 4, 0), 1.0);
-    ck_assert_double_eq_tol(ert_percentile(w, 4, 100.0 / 3), 2.0, 1e-12);
-    ck_assert(isnan(ert_percentile(w, 4, 100)));
+    const double w[] = {NAN, 2, 1, NAN, 3}; /* sorted: 1 2 3 NaN NaN, at positions 0..4 */
+    ck_assert_double_eq(ert_percentile(w, 5, 0), 1.0);
+    ck_assert_double_eq(ert_percentile(w, 5, 25), 2.0);
+    ck_assert_double_eq(ert_percentile(w, 5, 50), 3.0); /* next to a NaN, but an order statistic */
+    ck_assert(isnan(ert_percentile(w, 5, 60)) && isnan(ert_percentile(w, 5, 100)));
+    ck_assert(isnan(ert_percentile(v, 5, NAN)));
+    const double inf[] = {1, INFINITY, INFINITY};
+    ck_assert(ert_percentile(inf, 3, 90) == INFINITY); /* between two infinities: not inf - inf = NaN */
+    ck_assert(ert_percentile(inf, 3, 25) == INFINITY); /* between 1 and inf */
     const ert_latency l = ert_latency_summary(v, 5);
     ck_assert(l.mean == 3.0 && l.p50 == 3.0 && l.max == 5.0);
     ck_assert_double_eq_tol(l.p95, 4.8, 1e-12);
     ck_assert_double_eq_tol(l.p99, 4.96, 1e-12);
+    const ert_latency ln = ert_latency_summary(w, 5);
+    ck_assert(isnan(ln.max) && isnan(ln.p99) && ln.p50 == 3.0); /* NaN sorts last: it is the max */
 }
 END_TEST
 

@@ -399,11 +399,13 @@ START_TEST(peak_search_stays_within_what_its_trials_can_show) {
     ck_assert_int_eq(ert_loadtest_find_peak(s, &t, &po, &pk), ERT_ERR_INVALID_ARGUMENT);
     ck_assert_msg(tu_error_has("peak search: 400 qps is past what trials of 200 requests can test, 333 qps"), "%s",
                   ert_last_error());
-    t.requests = 0;
-    t.duration_s = 0.5;
     po.qps_lo = po.qps_hi = 0;
-    ck_assert_int_eq(ert_loadtest_find_peak(s, &t, &po, &pk), ERT_ERR_INVALID_ARGUMENT);
-    ck_assert_msg(tu_error_has("trials of 0.5 s cannot show an overload"), "%s", ert_last_error());
+    for (int both = 0; both < 2; ++both) { /* a duration alone, or as a second limit */
+        t.requests = both ? 100000 : 0;
+        t.duration_s = 0.5;
+        ck_assert_int_eq(ert_loadtest_find_peak(s, &t, &po, &pk), ERT_ERR_INVALID_ARGUMENT);
+        ck_assert_msg(tu_error_has("trials of 0.5 s cannot show an overload"), "%s", ert_last_error());
+    }
     ert_load_server_free(s);
 }
 END_TEST

@@ -390,7 +390,7 @@ typedef struct ert_latency {
 
 /* Percentile q in [0, 100] of n values, linear interpolation between order statistics
  * (numpy's default; NaN values sort last). The values are not modified. NaN for n <= 0,
- * or when the memory for a sorted copy (8n bytes) cannot be had. */
+ * for q NaN, or when the memory for a sorted copy (8n bytes) cannot be had. */
 double ert_percentile(const double *values, int n, double q);
 /* Mean, p50, p95, p99 and max of n values (one sorted copy; its percentiles NaN when that
  * memory cannot be had). */

@@ -275,8 +275,9 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     op->desc = *d;
     if (d->weight && !(op->weight = dup_floats(d->weight, nw))) goto oom;
     if (d->bias && !(op->bias = dup_floats(d->bias, nb))) goto oom;
-    /* zeroed: the padding rows of a linear's last block are computed too, on zeros; a
-     * conv's im2col writes only the places its input covers, the padding's stay 0 */
+    /* scratch per thread, zeroed: a conv's im2col writes only the places its input covers,
+     * so the padding's stay 0; a linear's last block computes rows past the batch on
+     * whatever an earlier block left there, and drops them */
     op->threads = be->threads;
     if (d->type == ERT_OP_LINEAR) op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
     if (d->type == ERT_OP_CONV2D) {

@@ -24,17 +24,21 @@
  * the measurements. */
 #define ERT_CPU_CONV_COLUMNS 512
 #define ERT_CPU_CONV_ALIGN 64
-/* Each block's GEMM runs as ranges of this many columns (the last one shorter, still a
- * multiple of ERT_CPU_CONV_ALIGN), side by side on the backend's threads, so that a
- * batch of one block (one 28x28 sample: 832 columns) still gives every thread work; the
- * ranges' shapes depend on the op alone. */
+/* Each block's GEMM runs as ranges of this many columns, side by side on the backend's
+ * threads, so that a batch of one block (one 28x28 sample: 832 columns) still gives
+ * every thread work. A block of one sample may end in a shorter range (its columns are
+ * always in the same range); in a block of several every range is this wide (the width
+ * rounded up to a multiple of it), because a sample's columns land in one range or
+ * another by its place in the block, and OpenBLAS picks kernels by the GEMM's size (its
+ * small-matrix kernel rounds differently: 256 and 192 columns gave other bits). */
 #define ERT_CPU_CONV_RANGE 256
 
 static inline void ert_cpu_conv_block(int hw, int *samples, int *cols) {
     int n = hw > 0 ? ERT_CPU_CONV_COLUMNS / hw : 1;
     n = n < 1 ? 1 : n > ERT_CPU_GEMM_ROWS ? ERT_CPU_GEMM_ROWS : n;
+    const int align = n > 1 && n * hw > ERT_CPU_CONV_RANGE ? ERT_CPU_CONV_RANGE : ERT_CPU_CONV_ALIGN;
     *samples = n;
-    *cols = (n * hw + ERT_CPU_CONV_ALIGN - 1) / ERT_CPU_CONV_ALIGN * ERT_CPU_CONV_ALIGN;
+    *cols = (n * hw + align - 1) / align * align;
 }
 
 struct ert_op {
@@ -55,7 +59,7 @@ struct ert_op {
 typedef void (*ert_cpu_task)(void *ctx, int task, int thread);
 void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx);
 /* Sets OpenBLAS to one thread, once per process: the backend's own threads run GEMMs
- * side by side (parallel.c). */
+ * side by side (parallel.c); and has a forked child run its tasks on one thread. */
 void ert_cpu_blas_setup(void);
 /* The CPUs a cgroup CPU quota allows (ceil(quota / period), at most ERT_MAX_THREADS), from
  * the text of its quota and period (cgroup v2's cpu.max holds both, v1 has two files); 0

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -27,11 +28,21 @@
 
 #include "cpu.h"
 
-static void blas_one_thread(void) { openblas_set_num_threads(1); }
+/* Set in the child of a fork: libgomp's threads do not come along, and its first team
+ * there would wait for them forever (libgomp is not fork-safe), so the child runs every
+ * task on the calling thread: the same bits, one core. */
+static int forked;
+
+static void after_fork_child(void) { forked = 1; }
+
+static void setup(void) {
+    openblas_set_num_threads(1);
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
 
 void ert_cpu_blas_setup(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_one_thread);
+    pthread_once(&once, setup);
 }
 
 int ert_cpu_quota_parse(const char *quota, const char *period) {
@@ -81,8 +92,8 @@ ert_status ert_cpu_threads_default(int *out) {
         *out = (int)v;
         return ERT_OK;
     }
-    cpu_set_t set;
-    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    cpu_set_t set; /* more than CPU_SETSIZE (1024) CPUs: the online count */
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
     const int quota = cgroup_cpus();
     if (quota > 0 && quota < n) n = quota;
     *out = n < 1 ? 1 : n > ERT_MAX_THREADS ? ERT_MAX_THREADS : n;
@@ -92,7 +103,7 @@ ert_status ert_cpu_threads_default(int *out) {
 void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx) {
     if (threads > tasks) threads = tasks;
 #ifdef _OPENMP
-    if (threads > 1) {
+    if (threads > 1 && !forked) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
         for (int t = 0; t < tasks; ++t) fn(ctx, t, omp_get_thread_num());
         return;
