@@ -122,6 +122,25 @@ void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
     ert_cpu_parallel(op->threads, (rows + op->samples - 1) / op->samples * j.ranges, conv_task, &j);
 }
 
+/* The common 2x2 stride-2 window as one pass per output row: the same comparisons and
+ * additions, in the same order (row by row, left to right), as the general loop below. */
+static void pool2x2(const float *x, float *y, int in_w, int out_h, int out_w, int is_max, float area) {
+    for (int oy = 0; oy < out_h; ++oy) {
+        const float *a = x + (size_t)2 * oy * in_w, *b = a + in_w;
+        float *yr = y + (size_t)oy * out_w;
+        if (is_max)
+            for (int ox = 0; ox < out_w; ++ox) {
+                float m = -INFINITY;
+                const float v[4] = {a[2 * ox], a[2 * ox + 1], b[2 * ox], b[2 * ox + 1]};
+                for (int t = 0; t < 4; ++t) m = (v[t] > m || v[t] != v[t]) ? v[t] : m;
+                yr[ox] = m;
+            }
+        else
+            for (int ox = 0; ox < out_w; ++ox)
+                yr[ox] = (((0.0f + a[2 * ox]) + a[2 * ox + 1]) + b[2 * ox] + b[2 * ox + 1]) / area;
+    }
+}
+
 typedef struct pool_job {
     const ert_op *op;
     const float *x;
@@ -137,9 +156,14 @@ static void pool_task(void *ctx, int r, int thread) {
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
     const size_t in_plane = (size_t)g->in_h * g->in_w, out_plane = (size_t)g->out_h * g->out_w;
     const float area = (float)(g->kh * g->kw);
+    const int two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
     for (int c = 0; c < g->in_c; ++c) {
         const float *xp = jb->x + ((size_t)r * g->in_c + c) * in_plane;
         float *yp = jb->y + ((size_t)r * g->out_c + c) * out_plane;
+        if (two) { /* 2x2, stride 2, no padding: each window whole, its taps in the same order */
+            pool2x2(xp, yp, g->in_w, g->out_h, g->out_w, is_max, area);
+            continue;
+        }
         for (int oy = 0; oy < g->out_h; ++oy) {
             float *yr = yp + (size_t)oy * g->out_w;
             for (int ox = 0; ox < g->out_w; ++ox) yr[ox] = is_max ? -INFINITY : 0.0f;
