@@ -7,7 +7,8 @@
  * sched_yield; splitting whole blocks runs that work in parallel too (bench/NOTES.md,
  * "CPU threads"). A task's result never depends on the thread that runs it or on how
  * many threads run: each thread has its own scratch, and a GEMM's shape does not change
- * (cpu.h), so answers are the same bits for any thread count (test_ops checks).
+ * (cpu.h), so answers are the same bits for any thread count (test_conv and test_fmnist
+ * check).
  *
  * Built without OpenMP (a compiler without it: clang without libomp), tasks run in order
  * on the calling thread. */
