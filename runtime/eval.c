@@ -19,8 +19,11 @@ static double sorted_percentile(const double *v, int n, double q) {
     const double pos = (q < 0 ? 0 : q > 100 ? 100 : q) / 100.0 * (n - 1);
     const int lo = (int)floor(pos);
     /* an order statistic itself, or between equal ones (two infinities included) */
-    if (pos == lo || v[lo] == v[lo + 1]) return v[lo];
-    return v[lo] + (v[lo + 1] - v[lo]) * (pos - lo);
+    const double a = v[lo], b = v[lo + 1];
+    if (pos == lo || a == b) return a;
+    if (isinf(a)) return isinf(b) ? NAN : a; /* -inf and a finite value: -inf; -inf and inf: undefined */
+    if (isinf(b)) return b;
+    return a + (b - a) * (pos - lo);
 }
 
 /* A sorted copy of n values, or NULL without memory. */

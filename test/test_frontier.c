@@ -128,6 +128,9 @@ START_TEST(percentiles_by_hand) {
     const double inf[] = {1, INFINITY, INFINITY};
     ck_assert(ert_percentile(inf, 3, 90) == INFINITY); /* between two infinities: not inf - inf = NaN */
     ck_assert(ert_percentile(inf, 3, 25) == INFINITY); /* between 1 and inf */
+    const double minf[] = {-INFINITY, 1, INFINITY};
+    ck_assert(ert_percentile(minf, 3, 25) == -INFINITY); /* between -inf and 1 */
+    ck_assert(isnan(ert_percentile((const double[]){-INFINITY, INFINITY}, 2, 50))); /* undefined */
     const ert_latency l = ert_latency_summary(v, 5);
     ck_assert(l.mean == 3.0 && l.p50 == 3.0 && l.max == 5.0);
     ck_assert_double_eq_tol(l.p95, 4.8, 1e-12);

@@ -156,7 +156,8 @@ static void pool_task(void *ctx, int r, int thread) {
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
     const size_t in_plane = (size_t)g->in_h * g->in_w, out_plane = (size_t)g->out_h * g->out_w;
     const float area = (float)(g->kh * g->kw);
-    const int two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+    const int two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 &&
+                    2 * g->out_h <= g->in_h && 2 * g->out_w <= g->in_w;
     for (int c = 0; c < g->in_c; ++c) {
         const float *xp = jb->x + ((size_t)r * g->in_c + c) * in_plane;
         float *yp = jb->y + ((size_t)r * g->out_c + c) * out_plane;

@@ -65,6 +65,9 @@ void ert_cpu_blas_setup(void);
  * the text of its quota and period (cgroup v2's cpu.max holds both, v1 has two files); 0
  * when there is none ("max", -1) or the text is not a number. */
 int ert_cpu_quota_parse(const char *quota, const char *period);
+/* The most threads any op of this process has run on (1: every task ran on its caller),
+ * so that tests can tell that their ops really ran in parallel. */
+int ert_cpu_widest_team(void);
 
 /* The rows an op must process: the host count, clamped by the count in memory. */
 static inline int ert_cpu_rows(ert_rows rows) {

@@ -17,6 +17,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,12 +30,16 @@
 
 #include "cpu.h"
 
-/* Set in the child of a fork: libgomp's threads do not come along, and its first team
- * there would wait for them forever (libgomp is not fork-safe), so the child runs every
- * task on the calling thread: the same bits, one core. */
+/* Set in the child of a fork of a process that had run a team: libgomp's threads do not
+ * come along, and its first team there would wait for them forever (libgomp is not
+ * fork-safe), so that child runs every task on the calling thread: the same bits, one
+ * core. A child of a process that never ran a team starts libgomp afresh. */
+static _Atomic int team_started, widest;
 static int forked;
 
-static void after_fork_child(void) { forked = 1; }
+static void after_fork_child(void) { forked = team_started; }
+
+int ert_cpu_widest_team(void) { return widest; }
 
 static void setup(void) {
     openblas_set_num_threads(1);
@@ -105,6 +110,10 @@ void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx) {
     if (threads > tasks) threads = tasks;
 #ifdef _OPENMP
     if (threads > 1 && !forked) {
+        team_started = 1;
+        int w = widest;
+        while (threads > w && !atomic_compare_exchange_weak(&widest, &w, threads)) {
+        }
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
         for (int t = 0; t < tasks; ++t) fn(ctx, t, omp_get_thread_num());
         return;
