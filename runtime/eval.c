@@ -18,9 +18,9 @@ static double sorted_percentile(const double *v, int n, double q) {
     if (isnan(q)) return NAN;
     const double pos = (q < 0 ? 0 : q > 100 ? 100 : q) / 100.0 * (n - 1);
     const int lo = (int)floor(pos);
-    /* an order statistic itself, or between equal ones (two infinities included) */
-    const double a = v[lo], b = v[lo + 1];
-    if (pos == lo || a == b) return a;
+    if (pos == lo) return v[lo]; /* an order statistic itself (even next to a NaN) */
+    const double a = v[lo], b = v[lo + 1]; /* pos is not whole: lo + 1 < n */
+    if (a == b) return a;               /* between equal ones (two infinities included) */
     if (isinf(a)) return isinf(b) ? NAN : a; /* -inf and a finite value: -inf; -inf and inf: undefined */
     if (isinf(b)) return b;
     return a + (b - a) * (pos - lo);
