@@ -28,6 +28,7 @@ START_TEST(help_and_usage) {
     ck_assert_int_eq(cli(""), 1);
     ck_assert_ptr_nonnull(strstr(err_text, "usage: exitrt"));
     ck_assert_int_eq(cli("--help"), 0);
+    ck_assert_ptr_nonnull(strstr(out_text, "  ERT_CPU_THREADS=N "));
     const char *cmds[] = {"info", "eval", "compare"};
     for (int i = 0; i < 3; ++i) {
         char a[64];

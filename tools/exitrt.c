@@ -494,7 +494,15 @@ static void usage(FILE *f) {
             "  sweep     accuracy-latency curves of exit policies, with the Pareto frontier\n"
             "  select    the best operating point under a latency budget or accuracy target\n"
             "  shift-report  policies under input corruptions of growing severity\n"
-            "  loadtest  tail latency under load: arrivals, dynamic batching, SLO peak search\n");
+            "  loadtest  tail latency under load: arrivals, dynamic batching, SLO peak search\n"
+            "\n"
+            "environment:\n"
+            "  ERT_CPU_THREADS=N        threads of the CPU backend's ops (default: the CPUs this\n"
+            "                           process may run on, within its cgroup's CPU quota)\n"
+            "  ERT_CPU_MEMORY_LIMIT=B   bytes the process's CPU sessions may hold (default: physical\n"
+            "                           memory or the cgroup's limit, whichever is lower)\n"
+            "  ERT_FASHION_MNIST_DIR=D  where the Fashion-MNIST files are (default\n"
+            "                           /usr/share/datasets/fashion-mnist)\n");
 }
 
 int main(int argc, char **argv) {
