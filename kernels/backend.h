@@ -203,6 +203,8 @@ typedef struct ert_backend_config {
  * may run on (its affinity mask, fewer under a cgroup CPU quota), at most
  * ERT_MAX_THREADS. */
 ert_status ert_cpu_threads_default(int *out);
+/* ERT_OK for a thread count the options may hold (0: the default, or 1..ERT_MAX_THREADS). */
+ert_status ert_threads_check(int threads);
 
 typedef struct ert_backend_ops {
     const char *name;

@@ -218,9 +218,8 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
     if ((unsigned)o.exec > ERT_EXEC_AUTO) return ert_error(ERT_ERR_INVALID_ARGUMENT, "exec %d: unknown", (int)o.exec);
     if ((unsigned)o.compaction > ERT_COMPACTION_FILL)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "compaction %d: unknown", (int)o.compaction);
-    if (o.threads < 0 || o.threads > ERT_MAX_THREADS)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "threads %d: expected 1..%d, or 0 for the default", o.threads,
-                         ERT_MAX_THREADS);
+    ert_status tst = ert_threads_check(o.threads);
+    if (tst) return tst;
     int buckets[ERT_MAX_BUCKETS], num_buckets = 0;
     ert_status bst = ert_buckets_parse(o.buckets, o.max_batch, buckets, &num_buckets);
     if (bst) return bst;

@@ -135,12 +135,9 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
                          limit);
     }
     if (!be->limit_set) be->limit = usable_memory();
-    ert_status st = ERT_OK;
-    if (cfg->threads < 0 || cfg->threads > ERT_MAX_THREADS)
-        st = ert_error(ERT_ERR_INVALID_ARGUMENT, "threads %d: expected 1..%d, or 0 for the default", cfg->threads,
-                       ERT_MAX_THREADS);
-    else if (cfg->threads) be->threads = cfg->threads;
-    else st = ert_cpu_threads_default(&be->threads);
+    ert_status st = ert_threads_check(cfg->threads);
+    if (!st && cfg->threads) be->threads = cfg->threads;
+    else if (!st) st = ert_cpu_threads_default(&be->threads);
     if (st) {
         free(be);
         return st;

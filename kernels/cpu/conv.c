@@ -69,13 +69,6 @@ static void bias_act(const float *v, float *y, int n, float b, int act) {
  * side, then zeros up to ld; a task fills and computes only its range. In a last,
  * partial block the columns past the batch hold whatever the thread left there, their
  * outputs are dropped, and a range with no sample's column in it does not run. */
-typedef struct conv_job {
-    const ert_op *op;
-    int rows, ranges;
-    const float *x;
-    float *y;
-} conv_job;
-
 /* The output positions [p0, p1) of block sample s (columns [s hw, (s + 1) hw)) within
  * the columns [c0, c1). */
 static void sample_span(int s, int hw, int c0, int c1, int *p0, int *p1) {
@@ -84,7 +77,7 @@ static void sample_span(int s, int hw, int c0, int c1, int *p0, int *p1) {
 }
 
 static void conv_task(void *ctx, int task, int thread) {
-    const conv_job *j = ctx;
+    const ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
     const ert_conv_geom *g = &op->desc.conv;
     const int kg = g->out_c / g->groups, cg = g->in_c / g->groups;
@@ -92,8 +85,8 @@ static void conv_task(void *ctx, int task, int thread) {
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w, out_size = (size_t)g->out_c * hw;
     const size_t ld = (size_t)op->cols;
     float *col = op->pad + (size_t)thread * op->pad_floats, *out = col + (size_t)kdim * ld;
-    const int r0 = task / j->ranges * ns, m = j->rows - r0 < ns ? j->rows - r0 : ns;
-    const int c0 = task % j->ranges * ERT_CPU_CONV_RANGE;
+    const int r0 = task / j->parts * ns, m = j->rows - r0 < ns ? j->rows - r0 : ns;
+    const int c0 = task % j->parts * ERT_CPU_CONV_RANGE;
     const int c1 = op->cols - c0 < ERT_CPU_CONV_RANGE ? op->cols : c0 + ERT_CPU_CONV_RANGE;
     if (c0 >= m * hw) return;
     const int s0 = c0 / hw, s1 = (c1 - 1) / hw < m - 1 ? (c1 - 1) / hw : m - 1; /* the samples it touches */
@@ -117,9 +110,9 @@ static void conv_task(void *ctx, int task, int thread) {
 }
 
 void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
-    conv_job j = {.op = op, .rows = rows, .ranges = (op->cols + ERT_CPU_CONV_RANGE - 1) / ERT_CPU_CONV_RANGE,
-                  .x = x, .y = y};
-    ert_cpu_parallel(op->threads, (rows + op->samples - 1) / op->samples * j.ranges, conv_task, &j);
+    ert_cpu_job j = {.op = op, .rows = rows, .parts = (op->cols + ERT_CPU_CONV_RANGE - 1) / ERT_CPU_CONV_RANGE,
+                     .x = x, .y = y};
+    ert_cpu_parallel(op->threads, (rows + op->samples - 1) / op->samples * j.parts, conv_task, &j);
 }
 
 /* The common 2x2 stride-2 window as one pass per output row: the same comparisons and
@@ -141,16 +134,10 @@ static void pool2x2(const float *x, float *y, int in_w, int out_h, int out_w, in
     }
 }
 
-typedef struct pool_job {
-    const ert_op *op;
-    const float *x;
-    float *y;
-} pool_job;
-
 /* One task per sample. */
 static void pool_task(void *ctx, int r, int thread) {
     (void)thread;
-    const pool_job *jb = ctx;
+    const ert_cpu_job *jb = ctx;
     const ert_op *op = jb->op;
     const ert_conv_geom *g = &op->desc.conv;
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
@@ -191,7 +178,7 @@ static void pool_task(void *ctx, int r, int thread) {
 }
 
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
-    pool_job j = {.op = op, .x = x, .y = y};
+    ert_cpu_job j = {.op = op, .rows = rows, .parts = 1, .x = x, .y = y};
     ert_cpu_parallel(op->threads, rows, pool_task, &j);
 }
 

@@ -57,6 +57,14 @@ struct ert_op {
 /* Runs fn(ctx, task, thread) for every task in [0, tasks) on up to `threads` threads
  * (thread in [0, threads): the index of its scratch); returns when all have run. */
 typedef void (*ert_cpu_task)(void *ctx, int task, int thread);
+/* What an op's tasks share: task t is part t % parts of row block t / parts (a linear's
+ * column range, a convolution's GEMM column range; pooling: one part, one sample). */
+typedef struct ert_cpu_job {
+    const ert_op *op;
+    int rows, parts;
+    const float *x;
+    float *y;
+} ert_cpu_job;
 void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx);
 /* Sets OpenBLAS to one thread, once per process: the backend's own threads run GEMMs
  * side by side (parallel.c); and has a forked child run its tasks on one thread. */

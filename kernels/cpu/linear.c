@@ -4,24 +4,16 @@
 #include "cpu.h"
 #include "op_math.h"
 
-/* One task: the output columns [c0, c1) of one block of ERT_CPU_GEMM_ROWS rows. */
-typedef struct linear_job {
-    const ert_op *op;
-    int rows, chunks, chunk; /* chunk: columns per task */
-    const float *x;
-    float *y;
-} linear_job;
-
-/* y = act(x W^T + b) for the task's rows and columns. The GEMM always has
+/* One task: y = act(x W^T + b) for the output columns [c0, c1) of one block of rows. The GEMM always has
  * ERT_CPU_GEMM_ROWS rows: the last, partial block is computed in the thread's scratch on
  * a copy of its rows (the rows past them hold whatever was there; their outputs are
  * dropped). */
 static void linear_task(void *ctx, int task, int thread) {
-    const linear_job *j = ctx;
+    const ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
     const int in = op->desc.in, out = op->desc.out, act = (int)op->desc.act;
-    const int r0 = task / j->chunks * ERT_CPU_GEMM_ROWS, c0 = task % j->chunks * j->chunk;
-    const int c1 = out - c0 < j->chunk ? out : c0 + j->chunk;
+    const int r0 = task / j->parts * ERT_CPU_GEMM_ROWS, c0 = task % j->parts * ERT_CPU_LINEAR_COLS;
+    const int c1 = out - c0 < ERT_CPU_LINEAR_COLS ? out : c0 + ERT_CPU_LINEAR_COLS;
     const int m = j->rows - r0 < ERT_CPU_GEMM_ROWS ? j->rows - r0 : ERT_CPU_GEMM_ROWS;
     const float *x = j->x + (size_t)r0 * in;
     float *y = j->y + (size_t)r0 * out, *g = y;
@@ -45,7 +37,7 @@ static void linear_task(void *ctx, int task, int thread) {
  * op alone, never on the batch or the thread count (cpu.h). */
 void ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y) {
     const int blocks = (rows + ERT_CPU_GEMM_ROWS - 1) / ERT_CPU_GEMM_ROWS;
-    linear_job j = {.op = op, .rows = rows, .chunks = (op->desc.out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS,
-                    .chunk = ERT_CPU_LINEAR_COLS, .x = x, .y = y};
-    ert_cpu_parallel(op->threads, blocks * j.chunks, linear_task, &j);
+    ert_cpu_job j = {.op = op, .rows = rows, .parts = (op->desc.out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS,
+                     .x = x, .y = y};
+    ert_cpu_parallel(op->threads, blocks * j.parts, linear_task, &j);
 }

@@ -87,6 +87,12 @@ static int cgroup_cpus(void) {
     return ert_cpu_quota_parse(a, b);
 }
 
+ert_status ert_threads_check(int threads) {
+    if (threads >= 0 && threads <= ERT_MAX_THREADS) return ERT_OK;
+    return ert_error(ERT_ERR_INVALID_ARGUMENT, "threads %d: expected 1..%d, or 0 for the default", threads,
+                     ERT_MAX_THREADS);
+}
+
 ert_status ert_cpu_threads_default(int *out) {
     const char *env = getenv("ERT_CPU_THREADS");
     if (env && *env) {
