@@ -441,6 +441,86 @@ START_TEST(a_forked_child_still_runs_ops) {
 }
 END_TEST
 
+/* A convolution's im2col writes only the places its input covers and relies on the
+ * padding's staying 0, so its scratch is its own (cpu.h), never shared with another op
+ * of the backend. A linear op's last, partial block copies its NaN rows into its
+ * scratch; a padded, dilated, grouped convolution run after it gives the bits it gave
+ * before, and the direct convolution's values. */
+START_TEST(ops_do_not_read_what_another_op_left_in_the_scratch) {
+    enum { LIN_IN = 2048, LIN_OUT = 16, LIN_ROWS = 63, N = 7 };
+    const ert_conv_geom g = {.in_c = 4, .in_h = 9, .in_w = 8, .out_c = 6, .out_h = 9, .out_w = 8, .kh = 3, .kw = 3,
+                             .sh = 1, .sw = 1, .ph = 2, .pw = 2, .dh = 2, .dw = 2, .groups = 2};
+    const int in = g.in_c * g.in_h * g.in_w, out = g.out_c * g.out_h * g.out_w;
+    static float lw[LIN_OUT * LIN_IN], lx[LIN_ROWS * LIN_IN], ly[LIN_ROWS * LIN_OUT];
+    static float w[6 * 2 * 9], b[6], x[N * 4 * 9 * 8], first[N * 6 * 9 * 8], after[N * 6 * 9 * 8], ref[6 * 9 * 8];
+    unsigned seed = 4242u;
+    for (size_t i = 0; i < sizeof w / sizeof *w; ++i) w[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+    for (int i = 0; i < 6; ++i) b[i] = 0.05f * (float)i - 0.1f;
+    for (int i = 0; i < N * in; ++i) x[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+    for (int i = 0; i < LIN_ROWS * LIN_IN; ++i) lx[i] = NAN;
+    ert_backend *b1;
+    ert_backend_config cfg = {.device = 0, .max_rows = 64, .dtype = ERT_DTYPE_F32, .threads = 1};
+    ck_assert_int_eq(ops->create(&cfg, &b1), ERT_OK);
+    ert_op_desc cd = {.type = ERT_OP_CONV2D, .name = "conv", .in = in, .out = out, .weight = w, .bias = b, .conv = g,
+                      .max_rows = N, .act = ERT_ACT_NONE};
+    ert_op_desc ld = {.type = ERT_OP_LINEAR, .name = "linear", .in = LIN_IN, .out = LIN_OUT, .weight = lw, .max_rows = 64};
+    ert_op *conv, *lin;
+    ck_assert_int_eq(ops->op_new(b1, &cd, &conv), ERT_OK);
+    ck_assert_int_eq(ops->op_new(b1, &ld, &lin), ERT_OK);
+    ck_assert_int_eq(ops->op_run(b1, conv, (ert_rows){N, NULL}, x, first), ERT_OK);
+    ck_assert_int_eq(ops->op_run(b1, lin, (ert_rows){LIN_ROWS, NULL}, lx, ly), ERT_OK);
+    ck_assert(isnan(ly[0]));
+    ck_assert_int_eq(ops->op_run(b1, conv, (ert_rows){N, NULL}, x, after), ERT_OK);
+    for (int r = 0; r < N; ++r) {
+        direct_conv(&g, w, b, 0, x + (size_t)r * in, ref);
+        const double err = tu_rel_err(after + (size_t)r * out, ref, out, 1e-5, 1e-4);
+        ck_assert_msg(err <= 1.0, "sample %d: maxdiff ratio %.3g against the direct convolution", r, err);
+    }
+    int i = 0;
+    while (i < N * out && memcmp(&after[i], &first[i], sizeof(float)) == 0) ++i;
+    ck_assert_msg(i == N * out, "output %d: %.9g after the linear op, %.9g before", i, i < N * out ? after[i] : 0.0f,
+                  i < N * out ? first[i] : 0.0f);
+    ops->op_free(b1, conv);
+    ops->op_free(b1, lin);
+    ops->destroy(b1);
+}
+END_TEST
+
+/* The scratch grows with the thread count, so it counts against the memory the CPU
+ * sessions may hold: too many threads for ERT_CPU_MEMORY_LIMIT are refused when the op
+ * is made, with what to change; fewer fit, and a destroyed backend gives its share back. */
+START_TEST(scratch_counts_against_the_memory_limit) {
+    /* 64 -> 8 channels at 14x14, 3x3: (576 + 8) x 512 floats, 1.14 MiB per thread */
+    const ert_conv_geom g = {.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3,
+                             .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    static float w[8 * 64 * 9];
+    ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "stage0.conv1", .in = 64 * 196, .out = 8 * 196, .weight = w,
+                     .conv = g, .max_rows = 8};
+    setenv("ERT_CPU_MEMORY_LIMIT", "100000000", 1); /* 95.4 MB */
+    for (int round = 0; round < 3; ++round) {
+        const int threads = round == 1 ? 128 : 64; /* 73 MB fits; 146 MB does not */
+        ert_backend *b1;
+        ert_backend_config cfg = {.device = 0, .max_rows = 8, .dtype = ERT_DTYPE_F32, .threads = threads};
+        ck_assert_int_eq(ops->create(&cfg, &b1), ERT_OK);
+        ert_op *op = NULL;
+        const ert_status st = ops->op_new(b1, &d, &op);
+        if (threads == 128) {
+            ck_assert_int_eq(st, ERT_ERR_OUT_OF_MEMORY);
+            ck_assert_ptr_null(op);
+            ck_assert_msg(strstr(ert_last_error(), "scratch for 128 threads: cpu backend: 146.0 MB more") &&
+                              strstr(ert_last_error(), "more than ERT_CPU_MEMORY_LIMIT's 95.4 MB (use fewer threads: "
+                                                       "ERT_CPU_THREADS or the session option threads)"),
+                          "%s", ert_last_error());
+        } else {
+            ck_assert_msg(st == ERT_OK, "%d threads: %s", threads, ert_last_error());
+            ops->op_free(b1, op);
+        }
+        ops->destroy(b1);
+    }
+    unsetenv("ERT_CPU_MEMORY_LIMIT");
+}
+END_TEST
+
 /* The default thread count respects a container's CPU quota (docker --cpus=N). */
 START_TEST(cpu_quota_gives_the_thread_count) {
     const struct {
@@ -500,6 +580,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
     tcase_add_test(tc, cpu_ops_give_the_same_bits_on_any_thread_count);
     tcase_add_test(tc, cpu_quota_gives_the_thread_count);
+    tcase_add_test(tc, ops_do_not_read_what_another_op_left_in_the_scratch);
+    tcase_add_test(tc, scratch_counts_against_the_memory_limit);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, pool_2x2_is_the_window_loop);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);

@@ -19,8 +19,9 @@
  * than the memory the process may use: the machine's physical memory or its cgroup's
  * limit, whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
  * Past it Linux would overcommit and its OOM killer would end the process later, where
- * an error at session creation says what to change. (Weights and op scratch, which do not
- * grow with the batch, are not counted.) */
+ * an error at session creation says what to change. An op's scratch, which grows with
+ * the thread count, is such a block too; the weights, which grow with nothing, are not
+ * counted. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <ctype.h>
 #include <limits.h>
@@ -189,8 +190,9 @@ static const char *show_bytes(char *buf, size_t len, double bytes) {
     return buf;
 }
 
-/* 64-byte aligned for the GEMM, zeroed so no op ever reads garbage. */
-static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
+/* A block: 64-byte aligned for the GEMM, zeroed so no op ever reads garbage, counted
+ * against the limit; `change` says what to change when the limit refuses it. */
+static ert_status hold(ert_backend *be, size_t bytes, const char *change, void **out) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     /* past a quarter of the address space: no arithmetic below can wrap */
     size_t total = bytes > SIZE_MAX / 4 ? SIZE_MAX : ((bytes ? bytes : 1) + BLOCK_HEADER + 63) & ~(size_t)63;
@@ -202,10 +204,10 @@ static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
         char a[32], b[32], c[32];
         return ert_error(ERT_ERR_OUT_OF_MEMORY,
                          "cpu backend: %s more would make this process's CPU sessions hold %s, more than %s %s "
-                         "(lower the batch size)",
+                         "(%s)",
                          show_bytes(a, sizeof a, (double)bytes), show_bytes(b, sizeof b, (double)before + (double)bytes),
                          be->limit_set ? "ERT_CPU_MEMORY_LIMIT's" : "the memory it may use,",
-                         show_bytes(c, sizeof c, (double)be->limit));
+                         show_bytes(c, sizeof c, (double)be->limit), change);
     }
     char *p;
     if (mapped) {
@@ -233,6 +235,10 @@ static void cpu_release(ert_backend *be, void *ptr) {
     atomic_fetch_sub(&held_all, h.total);
     if (h.mapped) munmap(p, h.total);
     else free(p);
+}
+
+static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
+    return hold(be, bytes, "lower the batch size", out);
 }
 
 static ert_status cpu_copy(ert_backend *be, void *dst, const void *src, size_t bytes) {
@@ -267,11 +273,14 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     case ERT_OP_RELU: break;
     default: return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: op type %d", (int)d->type);
     }
+    ert_status st = ERT_OK;
     ert_op *op = calloc(1, sizeof *op);
-    if (!op) goto oom;
+    if (!op || (d->weight && !(op->weight = dup_floats(d->weight, nw))) ||
+        (d->bias && !(op->bias = dup_floats(d->bias, nb)))) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
+        goto fail;
+    }
     op->desc = *d;
-    if (d->weight && !(op->weight = dup_floats(d->weight, nw))) goto oom;
-    if (d->bias && !(op->bias = dup_floats(d->bias, nb))) goto oom;
     /* scratch per thread, zeroed: a conv's im2col writes only the places its input covers,
      * so the padding's stay 0; a linear's last block computes rows past the batch on
      * whatever an earlier block left there, and drops them */
@@ -283,24 +292,33 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         /* im2col (kdim x cols), then the GEMM's output (K/g x cols) */
         op->pad_floats = (kdim + (size_t)(d->conv.out_c / d->conv.groups)) * (size_t)op->cols;
     }
-    if (op->pad_floats && !(op->pad = calloc(op->pad_floats * (size_t)op->threads, sizeof(float)))) goto oom;
+    if (op->pad_floats) {
+        const size_t threads = (size_t)be->threads;
+        void *p = NULL;
+        st = hold(be, op->pad_floats > SIZE_MAX / sizeof(float) / threads ? SIZE_MAX : op->pad_floats * threads * sizeof(float),
+                  "use fewer threads: ERT_CPU_THREADS or the session option threads", &p);
+        if (st) {
+            st = ert_error_context(st, "scratch for %d threads: ", be->threads);
+            goto fail;
+        }
+        op->pad = p;
+    }
     *out = op;
     return ERT_OK;
-oom:
+fail:
     if (op) {
         free(op->weight);
         free(op->bias);
         free(op);
     }
-    return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
+    return st;
 }
 
 static void cpu_op_free(ert_backend *be, ert_op *op) {
-    (void)be;
     if (!op) return;
     free(op->weight);
     free(op->bias);
-    free(op->pad);
+    cpu_release(be, op->pad);
     free(op);
 }
 

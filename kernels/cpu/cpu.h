@@ -49,7 +49,9 @@ struct ert_op {
     int cols;
     int threads;   /* the backend's: tasks run on up to this many threads (parallel.c) */
     size_t pad_floats; /* scratch per thread: thread t's starts at pad + t * pad_floats */
-    float *pad;    /* LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
+    float *pad;    /* the op's own (never shared: its zeros are kept), a block of the
+                      backend's (counted against its memory limit):
+                      LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
                       CONV2D: the im2col columns of a block of samples, one group,
                       then the GEMM's output */
 };
