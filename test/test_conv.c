@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -441,6 +442,76 @@ START_TEST(a_forked_child_still_runs_ops) {
 }
 END_TEST
 
+/* Writes `text` to root/rel, making its directories. */
+static void put(const char *root, const char *rel, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')); ++p) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The memory and CPU limits come from the process's own cgroup and every ancestor, the
+ * tightest winning (a Slurm job's or a systemd unit's limit sits below the root), in
+ * both cgroup versions; a level whose directory is not there (a container that sees its
+ * cgroup as the root) counts for nothing. Fake hierarchies in a temporary directory. */
+START_TEST(cgroup_limits_come_from_every_level) {
+    char root[] = "/tmp/ert-cgroup-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(root));
+    static const char *const files[][2] = {
+        /* v2: memory on the slice, the CPU quota on the job; "max" means none */
+        {"v2/memory.max", "max\n"},
+        {"v2/slice/memory.max", "1073741824\n"},
+        {"v2/slice/job/memory.max", "max\n"},
+        {"v2/slice/job/cpu.max", "150000 100000\n"},
+        {"v2/slice/cpu.max", "max 100000\n"},
+        /* v1: each controller its own hierarchy, "cpu,cpuacct" listed together */
+        {"v1/memory/memory.limit_in_bytes", "9223372036854771712\n"},
+        {"v1/memory/process_api/x/memory.limit_in_bytes", "536870912\n"},
+        {"v1/cpu/cpu.cfs_quota_us", "300000\n"},
+        {"v1/cpu/cpu.cfs_period_us", "100000\n"},
+        {"v1/cpu/grp/cpu.cfs_quota_us", "-1\n"},
+        {"v1/cpu/grp/cpu.cfs_period_us", "100000\n"},
+        /* a container: its cgroup's path is not under the mount, only the root is */
+        {"box/memory.max", "2147483648\n"},
+        {"box/cpu.max", "400000 100000\n"},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof *files; ++i) put(root, files[i][0], files[i][1]);
+    const struct {
+        const char *self, *dir;
+        size_t memory;
+        int cpus;
+    } cases[] = {
+        {"0::/slice/job\n", "v2", (size_t)1 << 30, 2},
+        {"0::/slice/job/\n", "v2", (size_t)1 << 30, 2},
+        {"0::/slice\n", "v2", (size_t)1 << 30, 0},
+        {"0::/\n", "v2", SIZE_MAX, 0},
+        {"12:pids:/x\n4:memory:/process_api/x\n3:cpu,cpuacct:/grp\n0::/\n", "v1", (size_t)1 << 29, 3},
+        {"4:memory:/process_api/x (deleted)\n", "v1", (size_t)1 << 29, 0},
+        {"0::/docker/abc\n", "box", (size_t)1 << 31, 4},
+        {"", "v2", SIZE_MAX, 0},
+        {"garbage\n:\n::\n", "v2", SIZE_MAX, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
+        char mount[64];
+        snprintf(mount, sizeof mount, "%s/%s", root, cases[i].dir);
+        const ert_cgroup_limits lim = ert_cgroup_read(cases[i].self, mount);
+        ck_assert_msg(lim.memory == cases[i].memory && lim.cpus == cases[i].cpus,
+                      "case %zu ('%s' under %s): memory %zu, cpus %d; expected %zu, %d", i, cases[i].self, cases[i].dir,
+                      lim.memory, lim.cpus, cases[i].memory, cases[i].cpus);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* A convolution's im2col writes only the places its input covers and relies on the
  * padding's staying 0, so its scratch is its own (cpu.h), never shared with another op
  * of the backend. A linear op's last, partial block copies its NaN rows into its
@@ -580,6 +651,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
     tcase_add_test(tc, cpu_ops_give_the_same_bits_on_any_thread_count);
     tcase_add_test(tc, cpu_quota_gives_the_thread_count);
+    tcase_add_test(tc, cgroup_limits_come_from_every_level);
     tcase_add_test(tc, ops_do_not_read_what_another_op_left_in_the_scratch);
     tcase_add_test(tc, scratch_counts_against_the_memory_limit);
     tcase_add_test(tc, a_forked_child_still_runs_ops);

@@ -498,9 +498,9 @@ static void usage(FILE *f) {
             "\n"
             "environment:\n"
             "  ERT_CPU_THREADS=N        threads of the CPU backend's ops (default: the CPUs this\n"
-            "                           process may run on, within its cgroup's CPU quota)\n"
+            "                           process may run on, within its cgroups' CPU quota)\n"
             "  ERT_CPU_MEMORY_LIMIT=B   bytes the process's CPU sessions may hold (default: physical\n"
-            "                           memory or the cgroup's limit, whichever is lower)\n"
+            "                           memory or its cgroups' limit, whichever is lower)\n"
             "  ERT_FASHION_MNIST_DIR=D  where the Fashion-MNIST files are (default\n"
             "                           /usr/share/datasets/fashion-mnist)\n");
 }

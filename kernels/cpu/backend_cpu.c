@@ -23,8 +23,6 @@
  * the thread count, is such a block too; the weights, which grow with nothing, are not
  * counted. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
-#include <ctype.h>
-#include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -89,33 +87,12 @@ struct ert_event {
     struct timespec t;
 };
 
-/* A whole decimal number > 0, nothing else. */
-static int read_bytes(const char *text, size_t *out) {
-    if (!isdigit((unsigned char)text[0])) return 0;
-    char *end;
-    const unsigned long long v = strtoull(text, &end, 10);
-    if (*end != '\0' || v == 0 || v == ULLONG_MAX || v > SIZE_MAX) return 0;
-    *out = (size_t)v;
-    return 1;
-}
-
-/* Physical memory, or the cgroup's limit (v2, then v1) when lower. */
+/* Physical memory, or the cgroups' limit when lower. */
 static size_t usable_memory(void) {
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    size_t limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
-    static const char *const files[] = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
-    for (int i = 0; i < 2; ++i) {
-        FILE *f = fopen(files[i], "r");
-        if (!f) continue;
-        char line[64] = "";
-        size_t v;
-        if (fgets(line, sizeof line, f)) {
-            line[strcspn(line, "\n")] = '\0';
-            if (read_bytes(line, &v) && v < limit) limit = v; /* "max": none */
-        }
-        fclose(f);
-    }
-    return limit;
+    const size_t physical = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    const size_t cgroup = ert_cgroup_limits_of_process().memory;
+    return cgroup < physical ? cgroup : physical;
 }
 
 static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
@@ -130,7 +107,7 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     be->fail_at = fail_at ? strtol(fail_at, NULL, 10) : 0;
     const char *limit = getenv("ERT_CPU_MEMORY_LIMIT");
     be->limit_set = limit && *limit;
-    if (be->limit_set && !read_bytes(limit, &be->limit)) {
+    if (be->limit_set && !ert_cpu_parse_bytes(limit, &be->limit)) {
         free(be);
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_MEMORY_LIMIT '%s': expected a whole number of bytes > 0",
                          limit);

@@ -75,6 +75,22 @@ void ert_cpu_blas_setup(void);
  * the text of its quota and period (cgroup v2's cpu.max holds both, v1 has two files); 0
  * when there is none ("max", -1) or the text is not a number. */
 int ert_cpu_quota_parse(const char *quota, const char *period);
+/* The tightest limits the process's cgroup and its ancestors put on it (cgroup.c). */
+typedef struct ert_cgroup_limits {
+    size_t memory; /* bytes; SIZE_MAX: none */
+    int cpus;      /* ceil(quota / period) of the tightest CPU quota; 0: none */
+} ert_cgroup_limits;
+/* From `self`, the text of /proc/self/cgroup ("ID:CONTROLLERS:PATH" lines; v2's ID 0 and
+ * no controllers), and `root`, the cgroup file system's mount: v2's memory.max and cpu.max
+ * in root/PATH, v1's memory.limit_in_bytes in root/memory/PATH and cpu.cfs_quota_us and
+ * cpu.cfs_period_us in root/cpu/PATH, at PATH and at each ancestor up to the root; a
+ * level without its files (a container that sees its own cgroup as the root) counts for
+ * nothing. */
+ert_cgroup_limits ert_cgroup_read(const char *self, const char *root);
+/* ert_cgroup_read of this process's /proc/self/cgroup under /sys/fs/cgroup. */
+ert_cgroup_limits ert_cgroup_limits_of_process(void);
+/* A whole decimal number > 0 and nothing else (a byte count); 0 if `text` is not one. */
+int ert_cpu_parse_bytes(const char *text, size_t *out);
 /* The most threads any op of this process has run on (1: every task ran on its caller),
  * so that tests can tell that their ops really ran in parallel. */
 int ert_cpu_widest_team(void);

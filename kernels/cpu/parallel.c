@@ -19,9 +19,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #ifdef _OPENMP
@@ -61,32 +59,6 @@ int ert_cpu_quota_parse(const char *quota, const char *period) {
     return cpus > ERT_MAX_THREADS ? ERT_MAX_THREADS : (int)cpus;
 }
 
-/* The first line of a file, without its newline; "" if unreadable. */
-static void read_line(const char *path, char *buf, size_t len) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    if (!fgets(buf, (int)len, f)) buf[0] = '\0';
-    buf[strcspn(buf, "\n")] = '\0';
-    fclose(f);
-}
-
-/* The CPUs the process's cgroup may use (cgroup v2 cpu.max "QUOTA PERIOD", else v1's
- * cfs_quota_us and cfs_period_us), or 0 without a quota. A container started with
- * --cpus=2 on a 16-core host sees 16 CPUs in its affinity mask but gets the time of 2. */
-static int cgroup_cpus(void) {
-    char a[64], b[64];
-    read_line("/sys/fs/cgroup/cpu.max", a, sizeof a);
-    char *space = strchr(a, ' ');
-    if (space) {
-        *space = '\0';
-        return ert_cpu_quota_parse(a, space + 1);
-    }
-    read_line("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", a, sizeof a);
-    read_line("/sys/fs/cgroup/cpu/cpu.cfs_period_us", b, sizeof b);
-    return ert_cpu_quota_parse(a, b);
-}
-
 ert_status ert_threads_check(int threads) {
     if (threads >= 0 && threads <= ERT_MAX_THREADS) return ERT_OK;
     return ert_error(ERT_ERR_INVALID_ARGUMENT, "threads %d: expected 1..%d, or 0 for the default", threads,
@@ -106,7 +78,9 @@ ert_status ert_cpu_threads_default(int *out) {
     }
     cpu_set_t set; /* more than CPU_SETSIZE (1024) CPUs: the online count */
     int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    const int quota = cgroup_cpus();
+    /* a container started with --cpus=2 on a 16-core host sees 16 CPUs in its affinity
+     * mask but gets the time of 2 */
+    const int quota = ert_cgroup_limits_of_process().cpus;
     if (quota > 0 && quota < n) n = quota;
     *out = n < 1 ? 1 : n > ERT_MAX_THREADS ? ERT_MAX_THREADS : n;
     return ERT_OK;
