@@ -16,8 +16,8 @@
  * Blocks of 1 MiB or more are mmap'ed: the kernel supplies zero pages when they are first
  * touched, so a session's batch-sized buffers take memory as rows use them, not at
  * creation. All CPU backends of the process together refuse to hold more of these blocks
- * than the memory the process may use: the machine's physical memory or its cgroup's
- * limit, whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
+ * than the memory the process may use: the machine's physical memory or the tightest
+ * limit of its cgroups (cgroup.c), whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
  * Past it Linux would overcommit and its OOM killer would end the process later, where
  * an error at session creation says what to change. An op's scratch, which grows with
  * the thread count, is such a block too; the weights, which grow with nothing, are not

@@ -104,12 +104,11 @@ ert_cgroup_limits ert_cgroup_read(const char *self, const char *root) {
             if (clen == 0) { /* v2: both limits in one hierarchy, mounted at the root */
                 read_levels(root, path, 1, 1, &lim);
                 read_levels(root, path, 1, 0, &lim);
-            } else if (lists(ctl, clen, "memory")) {
-                if (snprintf(mount, sizeof mount, "%s/memory", root) < (int)sizeof mount)
-                    read_levels(mount, path, 0, 1, &lim);
-            } else if (lists(ctl, clen, "cpu")) {
-                if (snprintf(mount, sizeof mount, "%s/cpu", root) < (int)sizeof mount) read_levels(mount, path, 0, 0, &lim);
             }
+            if (clen && lists(ctl, clen, "memory") && snprintf(mount, sizeof mount, "%s/memory", root) < (int)sizeof mount)
+                read_levels(mount, path, 0, 1, &lim);
+            if (clen && lists(ctl, clen, "cpu") && snprintf(mount, sizeof mount, "%s/cpu", root) < (int)sizeof mount)
+                read_levels(mount, path, 0, 0, &lim);
         }
         line = end ? end + 1 : NULL;
     }
