@@ -457,10 +457,25 @@ static void put(const char *root, const char *rel, const char *text) {
     fclose(f);
 }
 
+/* Replaces each '@' of `text` with `root`. */
+static void at_root(const char *text, const char *root, char *out, size_t cap) {
+    size_t n = 0;
+    for (const char *p = text; *p; ++p) {
+        const size_t add = *p == '@' ? strlen(root) : 1;
+        ck_assert_uint_lt(n + add, cap);
+        memcpy(out + n, *p == '@' ? root : p, add);
+        n += add;
+    }
+    out[n] = '\0';
+}
+
 /* The memory and CPU limits come from the process's own cgroup and every ancestor, the
  * tightest winning (a Slurm job's or a systemd unit's limit sits below the root), in
- * both cgroup versions; a level whose directory is not there (a container that sees its
- * cgroup as the root) counts for nothing. Fake hierarchies in a temporary directory. */
+ * both cgroup versions, where /proc/self/mountinfo says each hierarchy is mounted; a
+ * mount that shows a cgroup below the hierarchy's root (a container without its own
+ * cgroup namespace) is its top level, and what lies under it is read only on the
+ * process's own path (a sibling's limit is not the process's). A level without its file
+ * counts for nothing. Fake hierarchies in a temporary directory. */
 START_TEST(cgroup_limits_come_from_every_level) {
     char root[] = "/tmp/ert-cgroup-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(root));
@@ -471,40 +486,60 @@ START_TEST(cgroup_limits_come_from_every_level) {
         {"v2/slice/job/memory.max", "max\n"},
         {"v2/slice/job/cpu.max", "150000 100000\n"},
         {"v2/slice/cpu.max", "max 100000\n"},
-        /* v1: each controller its own hierarchy, "cpu,cpuacct" listed together */
+        /* v1: each controller its own hierarchy, "cpu,cpuacct" mounted together; v1's
+         * "unlimited" is none */
         {"v1/memory/memory.limit_in_bytes", "9223372036854771712\n"},
         {"v1/memory/process_api/x/memory.limit_in_bytes", "536870912\n"},
         {"v1/cpu/cpu.cfs_quota_us", "300000\n"},
         {"v1/cpu/cpu.cfs_period_us", "100000\n"},
         {"v1/cpu/grp/cpu.cfs_quota_us", "-1\n"},
         {"v1/cpu/grp/cpu.cfs_period_us", "100000\n"},
-        /* a container: its cgroup's path is not under the mount, only the root is */
+        /* a container's cgroup mounted as the top (v2), with a cgroup of its own inside */
         {"box/memory.max", "2147483648\n"},
         {"box/cpu.max", "400000 100000\n"},
+        {"box/inner/memory.max", "1073741824\n"},
+        /* the same in v1 (systemd inside the container): its system.slice is a child of the
+         * container's cgroup, not an ancestor of the process's, whose path has the same name */
+        {"dock/memory.limit_in_bytes", "2147483648\n"},
+        {"dock/system.slice/memory.limit_in_bytes", "104857600\n"},
     };
     for (size_t i = 0; i < sizeof files / sizeof *files; ++i) put(root, files[i][0], files[i][1]);
+    static const char v2[] = "30 1 0:26 / @/v2 rw,nosuid - cgroup2 cgroup2 rw\n",
+                      v1[] = "32 31 0:29 / @/v1/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct\n"
+                             "35 31 0:32 / @/v1/memory rw - cgroup cgroup rw,memory\n"
+                             "40 31 0:37 / @/v1/systemd rw - cgroup cgroup rw,name=systemd\n"
+                             "41 31 0:38 / @/v1/unified rw - cgroup2 cgroup2 rw\n",
+                      box[] = "30 1 0:26 /docker/abc @/box rw - cgroup2 cgroup2 rw\n",
+                      dock[] = "35 31 0:32 /system.slice/docker-abc.scope @/dock rw - cgroup cgroup rw,memory\n";
     const struct {
-        const char *self, *dir;
+        const char *self, *mountinfo;
         size_t memory;
         int cpus;
     } cases[] = {
-        {"0::/slice/job\n", "v2", (size_t)1 << 30, 2},
-        {"0::/slice/job/\n", "v2", (size_t)1 << 30, 2},
-        {"0::/slice\n", "v2", (size_t)1 << 30, 0},
-        {"0::/\n", "v2", SIZE_MAX, 0},
-        {"12:pids:/x\n4:memory:/process_api/x\n3:cpu,cpuacct:/grp\n0::/\n", "v1", (size_t)1 << 29, 3},
-        {"4:memory:/process_api/x (deleted)\n", "v1", (size_t)1 << 29, 0},
-        {"0::/docker/abc\n", "box", (size_t)1 << 31, 4},
-        {"", "v2", SIZE_MAX, 0},
-        {"garbage\n:\n::\n", "v2", SIZE_MAX, 0},
+        {"0::/slice/job\n", v2, (size_t)1 << 30, 2},
+        {"0::/slice/job/\n", v2, (size_t)1 << 30, 2},
+        {"0::/slice\n", v2, (size_t)1 << 30, 0},
+        {"0::/\n", v2, SIZE_MAX, 0},
+        {"12:pids:/x\n4:memory:/process_api/x\n3:cpu,cpuacct:/grp\n0::/\n", v1, (size_t)1 << 29, 3},
+        {"4:memory:/process_api/x (deleted)\n", v1, (size_t)1 << 29, 0},
+        {"4:memory:/\n", v1, SIZE_MAX, 0},
+        {"0::/docker/abc\n", box, (size_t)1 << 31, 4},
+        {"0::/docker/abc/inner\n", box, (size_t)1 << 30, 4},
+        {"0::/docker/abc/../v2/slice\n", box, (size_t)1 << 31, 4}, /* not below the mount: its top only */
+        {"0::/elsewhere\n", box, (size_t)1 << 31, 4},
+        {"4:memory:/system.slice/docker-abc.scope\n", dock, (size_t)1 << 31, 0},
+        {"0::/slice/job\n", "", SIZE_MAX, 0},
+        {"", v2, SIZE_MAX, 0},
+        {"garbage\n:\n::\n", v2, SIZE_MAX, 0},
+        {"0::/slice/job\n", "garbage\n - \n1 2 3\n", SIZE_MAX, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
-        char mount[64];
-        snprintf(mount, sizeof mount, "%s/%s", root, cases[i].dir);
-        const ert_cgroup_limits lim = ert_cgroup_read(cases[i].self, mount);
+        char mountinfo[1024];
+        at_root(cases[i].mountinfo, root, mountinfo, sizeof mountinfo);
+        const ert_cgroup_limits lim = ert_cgroup_read(cases[i].self, mountinfo);
         ck_assert_msg(lim.memory == cases[i].memory && lim.cpus == cases[i].cpus,
-                      "case %zu ('%s' under %s): memory %zu, cpus %d; expected %zu, %d", i, cases[i].self, cases[i].dir,
-                      lim.memory, lim.cpus, cases[i].memory, cases[i].cpus);
+                      "case %zu ('%s'): memory %zu, cpus %d; expected %zu, %d", i, cases[i].self, lim.memory, lim.cpus,
+                      cases[i].memory, cases[i].cpus);
     }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);

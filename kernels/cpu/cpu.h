@@ -81,13 +81,13 @@ typedef struct ert_cgroup_limits {
     int cpus;      /* ceil(quota / period) of the tightest CPU quota; 0: none */
 } ert_cgroup_limits;
 /* From `self`, the text of /proc/self/cgroup ("ID:CONTROLLERS:PATH" lines; v2's ID 0 and
- * no controllers), and `root`, the cgroup file system's mount: v2's memory.max and cpu.max
- * in root/PATH, v1's memory.limit_in_bytes in root/memory/PATH and cpu.cfs_quota_us and
- * cpu.cfs_period_us in root/cpu/PATH, at PATH and at each ancestor up to the root; a
- * level without its files (a container that sees its own cgroup as the root) counts for
+ * no controllers), and `mountinfo`, the text of /proc/self/mountinfo (where each hierarchy
+ * is mounted, and the cgroup the mount shows as its root): v2's memory.max and cpu.max,
+ * v1's memory.limit_in_bytes and cpu.cfs_quota_us / cpu.cfs_period_us, in the process's
+ * cgroup and each ancestor up to the mount's root; a level without the file counts for
  * nothing. */
-ert_cgroup_limits ert_cgroup_read(const char *self, const char *root);
-/* ert_cgroup_read of this process's /proc/self/cgroup under /sys/fs/cgroup. */
+ert_cgroup_limits ert_cgroup_read(const char *self, const char *mountinfo);
+/* ert_cgroup_read of this process's /proc/self/cgroup and /proc/self/mountinfo. */
 ert_cgroup_limits ert_cgroup_limits_of_process(void);
 /* A whole decimal number > 0 and nothing else (a byte count); 0 if `text` is not one. */
 int ert_cpu_parse_bytes(const char *text, size_t *out);
