@@ -60,15 +60,16 @@ static void read_level(const char *dir, int v2, int memory, ert_cgroup_limits *l
     if (cpus > 0 && (lim->cpus == 0 || cpus < lim->cpus)) lim->cpus = cpus;
 }
 
-/* Does the comma-separated list `list` (a /proc/self/cgroup controller field, length n)
- * hold `name`? */
+/* Does the comma-separated list `list` (length n: a /proc/self/cgroup controller field, a
+ * mount's super options) hold `name`? */
 static int lists(const char *list, size_t n, const char *name) {
     const size_t len = strlen(name);
-    for (const char *p = list; p < list + n;) {
-        const char *comma = memchr(p, ',', (size_t)(list + n - p));
-        const size_t item = comma ? (size_t)(comma - p) : (size_t)(list + n - p);
+    for (const char *p = list, *end = list + n; p < end;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const size_t item = comma ? (size_t)(comma - p) : (size_t)(end - p);
         if (item == len && memcmp(p, name, len) == 0) return 1;
-        p += item + 1;
+        if (!comma) break;
+        p = comma + 1;
     }
     return 0;
 }
