@@ -451,10 +451,7 @@ static void put(const char *root, const char *rel, const char *text) {
         mkdir(path, 0700);
         *p = '/';
     }
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
+    tu_write_text(path, text);
 }
 
 /* Replaces each '@' of `text` with `root`. */
@@ -477,8 +474,7 @@ static void at_root(const char *text, const char *root, char *out, size_t cap) {
  * process's own path (a sibling's limit is not the process's). A level without its file
  * counts for nothing. Fake hierarchies in a temporary directory. */
 START_TEST(cgroup_limits_come_from_every_level) {
-    char root[] = "/tmp/ert-cgroup-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(root));
+    const char *root = tu_tmpdir();
     static const char *const files[][2] = {
         /* v2: memory on the slice, the CPU quota on the job; "max" means none */
         {"v2/memory.max", "max\n"},
