@@ -623,6 +623,35 @@ START_TEST(scratch_counts_against_the_memory_limit) {
 }
 END_TEST
 
+/* The weights are counted too: a second copy of a 64 MiB matrix is refused while the first
+ * is held, and fits once it is freed. */
+START_TEST(weights_count_against_the_memory_limit) {
+    enum { N = 4096 };
+    float *w = calloc((size_t)N * N, sizeof *w);
+    ck_assert_ptr_nonnull(w);
+    w[(size_t)N * N - 1] = 3.5f;
+    ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "head.weight", .in = N, .out = N, .weight = w, .max_rows = 1};
+    setenv("ERT_CPU_MEMORY_LIMIT", "100000000", 1); /* 95.4 MB */
+    ert_backend *b[2];
+    ert_op *op[2] = {NULL, NULL};
+    ert_backend_config cfg = {.device = 0, .max_rows = 1, .dtype = ERT_DTYPE_F32, .threads = 1};
+    for (int i = 0; i < 2; ++i) ck_assert_int_eq(ops->create(&cfg, &b[i]), ERT_OK);
+    ck_assert_msg(ops->op_new(b[0], &d, &op[0]) == ERT_OK, "%s", ert_last_error());
+    ck_assert_int_eq(ops->op_new(b[1], &d, &op[1]), ERT_ERR_OUT_OF_MEMORY);
+    ck_assert_ptr_null(op[1]);
+    ck_assert_msg(strstr(ert_last_error(), "cpu backend: 64.0 MB more would make this process's CPU sessions hold") &&
+                      strstr(ert_last_error(), "more than ERT_CPU_MEMORY_LIMIT's 95.4 MB (the weights: "),
+                  "%s", ert_last_error());
+    ops->op_free(b[0], op[0]);
+    ck_assert_msg(ops->op_new(b[1], &d, &op[1]) == ERT_OK, "%s", ert_last_error());
+    ck_assert_float_eq(op[1]->weight[(size_t)N * N - 1], 3.5f); /* the copy is whole */
+    ops->op_free(b[1], op[1]);
+    for (int i = 0; i < 2; ++i) ops->destroy(b[i]);
+    unsetenv("ERT_CPU_MEMORY_LIMIT");
+    free(w);
+}
+END_TEST
+
 /* The default thread count respects a container's CPU quota (docker --cpus=N). */
 START_TEST(cpu_quota_gives_the_thread_count) {
     const struct {
@@ -685,6 +714,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, cgroup_limits_come_from_every_level);
     tcase_add_test(tc, ops_do_not_read_what_another_op_left_in_the_scratch);
     tcase_add_test(tc, scratch_counts_against_the_memory_limit);
+    tcase_add_test(tc, weights_count_against_the_memory_limit);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, pool_2x2_is_the_window_loop);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);

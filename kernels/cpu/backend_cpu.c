@@ -19,9 +19,8 @@
  * than the memory the process may use: the machine's physical memory or the tightest
  * limit of its cgroups (cgroup.c), whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
  * Past it Linux would overcommit and its OOM killer would end the process later, where
- * an error at session creation says what to change. An op's scratch, which grows with
- * the thread count, is such a block too; the weights, which grow with nothing, are not
- * counted. */
+ * an error at session creation says what to change. An op's weights and its scratch
+ * (which grows with the thread count) are such blocks too. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -229,10 +228,14 @@ static ert_status cpu_sync(ert_backend *be) {
     return ERT_OK;
 }
 
-static float *dup_floats(const float *src, size_t n) {
-    float *p = malloc(n * sizeof(float));
-    if (p) memcpy(p, src, n * sizeof(float));
-    return p;
+/* A counted copy of n floats of the model's parameters. */
+static ert_status hold_floats(ert_backend *be, const float *src, size_t n, float **out) {
+    void *p = NULL;
+    const ert_status st = hold(be, n * sizeof(float), "the weights: close other sessions or give the process more memory", &p);
+    if (st) return st;
+    memcpy(p, src, n * sizeof(float));
+    *out = p;
+    return ERT_OK;
 }
 
 static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out) {
@@ -250,13 +253,11 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     case ERT_OP_RELU: break;
     default: return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: op type %d", (int)d->type);
     }
-    ert_status st = ERT_OK;
     ert_op *op = calloc(1, sizeof *op);
-    if (!op || (d->weight && !(op->weight = dup_floats(d->weight, nw))) ||
-        (d->bias && !(op->bias = dup_floats(d->bias, nb)))) {
-        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
-        goto fail;
-    }
+    if (!op) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
+    ert_status st = d->weight ? hold_floats(be, d->weight, nw, &op->weight) : ERT_OK;
+    if (!st && d->bias) st = hold_floats(be, d->bias, nb, &op->bias);
+    if (st) goto fail;
     op->desc = *d;
     /* scratch per thread, zeroed: a conv's im2col writes only the places its input covers,
      * so the padding's stay 0; a linear's last block computes rows past the batch on
@@ -283,18 +284,16 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     *out = op;
     return ERT_OK;
 fail:
-    if (op) {
-        free(op->weight);
-        free(op->bias);
-        free(op);
-    }
+    cpu_release(be, op->weight);
+    cpu_release(be, op->bias);
+    free(op);
     return st;
 }
 
 static void cpu_op_free(ert_backend *be, ert_op *op) {
     if (!op) return;
-    free(op->weight);
-    free(op->bias);
+    cpu_release(be, op->weight);
+    cpu_release(be, op->bias);
     cpu_release(be, op->pad);
     free(op);
 }
