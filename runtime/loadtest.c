@@ -338,7 +338,7 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
     so.exec = o.exec;
     so.buckets = o.buckets;
     so.compaction = o.compaction;
-    if (strncmp(so.device, "cpu", 3) == 0) { /* the streams divide the CPUs */
+    if (strncmp(so.device, "cpu", 3) == 0 && o.streams > 1) { /* the streams divide the CPUs */
         int threads;
         if ((st = ert_cpu_threads_default(&threads))) goto fail;
         so.threads = threads / o.streams > 1 ? threads / o.streams : 1;

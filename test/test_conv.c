@@ -623,6 +623,53 @@ START_TEST(scratch_counts_against_the_memory_limit) {
 }
 END_TEST
 
+/* The default thread count gives way to the memory limit: an op's scratch is sized for the
+ * threads that keep the process within half of it (one at least); a count that was asked
+ * for is kept, or refused. The op: 1.14 MiB of scratch per thread, 18 KiB of weights. */
+START_TEST(default_threads_shrink_to_fit_the_memory_limit) {
+    const ert_conv_geom g = {.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3,
+                             .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    static float w[8 * 64 * 9];
+    const ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "stage0.conv1", .in = 64 * 196, .out = 8 * 196, .weight = w,
+                           .conv = g, .max_rows = 8};
+    unsetenv("ERT_CPU_THREADS");
+    int n = 0;
+    ck_assert_int_eq(ert_cpu_threads_default(&n), ERT_OK);
+    const struct {
+        const char *limit, *env; /* ERT_CPU_MEMORY_LIMIT, ERT_CPU_THREADS (NULL: unset) */
+        int threads, expect;     /* threads asked for (0: the default); the op's, -1: refused */
+    } cases[] = {
+        {"2600000", NULL, 0, 1},  /* half: 1.3 MB, one thread's scratch fits beside the weights */
+        {"2600000", NULL, 2, 2},  /* asked for: 2.4 MB of scratch fits the whole limit */
+        {"2600000", "2", 0, 2},   /* asked for through the environment */
+        {"1000000", NULL, 0, -1}, /* not even one thread: refused */
+        {"100000000", NULL, 0, n < 41 ? n : 41}, /* half, 47.7 MB, holds 41 threads (this machine: n) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
+        setenv("ERT_CPU_MEMORY_LIMIT", cases[i].limit, 1);
+        if (cases[i].env) setenv("ERT_CPU_THREADS", cases[i].env, 1);
+        else unsetenv("ERT_CPU_THREADS");
+        ert_backend *b1;
+        const ert_backend_config cfg = {.device = 0, .max_rows = 8, .dtype = ERT_DTYPE_F32, .threads = cases[i].threads};
+        ck_assert_int_eq(ops->create(&cfg, &b1), ERT_OK);
+        ert_op *op = NULL;
+        const ert_status st = ops->op_new(b1, &d, &op);
+        if (cases[i].expect < 0) {
+            ck_assert_int_eq(st, ERT_ERR_OUT_OF_MEMORY);
+            ck_assert_msg(strstr(ert_last_error(), "scratch for 1 thread: cpu backend: 1.1 MB more"), "%s",
+                          ert_last_error());
+        } else {
+            ck_assert_msg(st == ERT_OK, "case %zu: %s", i, ert_last_error());
+            ck_assert_int_eq(op->threads, cases[i].expect);
+            ops->op_free(b1, op);
+        }
+        ops->destroy(b1);
+    }
+    unsetenv("ERT_CPU_MEMORY_LIMIT");
+    unsetenv("ERT_CPU_THREADS");
+}
+END_TEST
+
 /* The weights are counted too: a second copy of a 64 MiB matrix is refused while the first
  * is held, and fits once it is freed. */
 START_TEST(weights_count_against_the_memory_limit) {
@@ -715,6 +762,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, ops_do_not_read_what_another_op_left_in_the_scratch);
     tcase_add_test(tc, scratch_counts_against_the_memory_limit);
     tcase_add_test(tc, weights_count_against_the_memory_limit);
+    tcase_add_test(tc, default_threads_shrink_to_fit_the_memory_limit);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, pool_2x2_is_the_window_loop);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);

@@ -20,7 +20,8 @@
  * limit of its cgroups (cgroup.c), whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
  * Past it Linux would overcommit and its OOM killer would end the process later, where
  * an error at session creation says what to change. An op's weights and its scratch
- * (which grows with the thread count) are such blocks too. */
+ * (which grows with the thread count) are such blocks too; with the default thread count
+ * an op runs on fewer threads where that many would not fit (threads_that_fit). */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -37,6 +38,7 @@
 struct ert_backend {
     int max_rows;
     int threads;    /* the ops' (parallel.c) */
+    int threads_set; /* 1: given (the option threads or ERT_CPU_THREADS), not the default */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
@@ -113,6 +115,8 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     }
     if (!be->limit_set) be->limit = usable_memory();
     ert_status st = ert_threads_check(cfg->threads);
+    const char *threads_env = getenv("ERT_CPU_THREADS");
+    be->threads_set = cfg->threads || (threads_env && *threads_env);
     if (!st && cfg->threads) be->threads = cfg->threads;
     else if (!st) st = ert_cpu_threads_default(&be->threads);
     if (st) {
@@ -228,6 +232,17 @@ static ert_status cpu_sync(ert_backend *be) {
     return ERT_OK;
 }
 
+/* The default thread count, lowered (to one at least) so that an op's scratch of
+ * per_thread bytes per thread keeps the blocks all CPU backends hold within half the
+ * limit: a host with many CPUs and little memory (a container with a memory limit and no
+ * CPU quota) still makes sessions, the other half left for the batch buffers. The
+ * thread count changes no answer (parallel.c). */
+static int threads_that_fit(const ert_backend *be, size_t per_thread) {
+    const size_t half = be->limit / 2, held = atomic_load(&held_all);
+    const size_t fit = held < half ? (half - held) / per_thread : 0;
+    return fit < 1 ? 1 : fit < (size_t)be->threads ? (int)fit : be->threads;
+}
+
 /* A counted copy of n floats of the model's parameters. */
 static ert_status hold_floats(ert_backend *be, const float *src, size_t n, float **out) {
     void *p = NULL;
@@ -262,7 +277,6 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     /* scratch per thread, zeroed: a conv's im2col writes only the places its input covers,
      * so the padding's stay 0; a linear's last block computes rows past the batch on
      * whatever an earlier block left there, and drops them */
-    op->threads = be->threads;
     if (d->type == ERT_OP_LINEAR) op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
     if (d->type == ERT_OP_CONV2D) {
         ert_cpu_conv_block(d->conv.out_h * d->conv.out_w, &op->samples, &op->cols);
@@ -270,13 +284,17 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         /* im2col (kdim x cols), then the GEMM's output (K/g x cols) */
         op->pad_floats = (kdim + (size_t)(d->conv.out_c / d->conv.groups)) * (size_t)op->cols;
     }
+    op->threads = be->threads;
     if (op->pad_floats) {
-        const size_t threads = (size_t)be->threads;
+        const size_t per_thread = op->pad_floats > SIZE_MAX / sizeof(float) / ERT_MAX_THREADS
+                                      ? SIZE_MAX / ERT_MAX_THREADS
+                                      : op->pad_floats * sizeof(float);
+        if (!be->threads_set) op->threads = threads_that_fit(be, per_thread);
         void *p = NULL;
-        st = hold(be, op->pad_floats > SIZE_MAX / sizeof(float) / threads ? SIZE_MAX : op->pad_floats * threads * sizeof(float),
+        st = hold(be, per_thread * (size_t)op->threads,
                   "use fewer threads: ERT_CPU_THREADS or the session option threads", &p);
         if (st) {
-            st = ert_error_context(st, "scratch for %d threads: ", be->threads);
+            st = ert_error_context(st, "scratch for %d thread%s: ", op->threads, op->threads == 1 ? "" : "s");
             goto fail;
         }
         op->pad = p;

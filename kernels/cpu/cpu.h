@@ -47,7 +47,8 @@ struct ert_op {
     float *bias;
     int samples;   /* CONV2D: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
     int cols;
-    int threads;   /* the backend's: tasks run on up to this many threads (parallel.c) */
+    int threads;   /* tasks run on up to this many threads (parallel.c): the backend's, or
+                      fewer where its default count's scratch would not fit the memory */
     size_t pad_floats; /* scratch per thread: thread t's starts at pad + t * pad_floats */
     float *pad;    /* the op's own (never shared: its zeros are kept), a block of the
                       backend's (counted against its memory limit):
