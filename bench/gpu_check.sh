@@ -48,8 +48,19 @@ for z in /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1; do
   [ -e "$z" ] && ln -sf "$z" "$libdir/libz.so" && break
 done
 
-# cuDNN is not in the machine's CUDA toolkit but in PyTorch's pip package (nvidia-cudnn).
-cudnn_root=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+# cuDNN is not in the machine's CUDA toolkit but in PyTorch's pip package (nvidia-cudnn-cu13):
+# the folder under site-packages/nvidia that holds lib/libcudnn.so.9 and include/cudnn.h
+# (nvidia/cudnn in the cu12 wheels; the cu13 layout has not been seen here, so any depth).
+cudnn_root=$(python3 - <<'PY' 2>/dev/null || true
+import glob, os, site
+for sp in site.getsitepackages() + [site.getusersitepackages()]:
+    for lib in sorted(glob.glob(os.path.join(sp, "nvidia", "**", "libcudnn.so.9"), recursive=True)):
+        root = os.path.dirname(os.path.dirname(lib))
+        if os.path.isfile(os.path.join(root, "include", "cudnn.h")):
+            print(root)
+            raise SystemExit
+PY
+)
 if [ -n "$cudnn_root" ]; then
   export LD_LIBRARY_PATH=$cudnn_root/lib:$LD_LIBRARY_PATH
   [ -e "$cudnn_root/lib/libcudnn.so" ] || ln -sf libcudnn.so.9 "$cudnn_root/lib/libcudnn.so" 2>/dev/null || true
