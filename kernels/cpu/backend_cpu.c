@@ -246,7 +246,8 @@ static int threads_that_fit(const ert_backend *be, size_t per_thread) {
 /* A counted copy of n floats of the model's parameters. */
 static ert_status hold_floats(ert_backend *be, const float *src, size_t n, float **out) {
     void *p = NULL;
-    const ert_status st = hold(be, n * sizeof(float), "the weights: close other sessions or give the process more memory", &p);
+    const ert_status st =
+        hold(be, n * sizeof(float), "the weights: close other sessions or give the process more memory", &p);
     if (st) return st;
     memcpy(p, src, n * sizeof(float));
     *out = p;
@@ -269,7 +270,8 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     default: return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: op type %d", (int)d->type);
     }
     ert_op *op = calloc(1, sizeof *op);
-    if (!op) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
+    if (!op)
+        return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
     ert_status st = d->weight ? hold_floats(be, d->weight, nw, &op->weight) : ERT_OK;
     if (!st && d->bias) st = hold_floats(be, d->bias, nb, &op->bias);
     if (st) goto fail;
