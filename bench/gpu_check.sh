@@ -54,7 +54,7 @@ done
 cudnn_root=$(python3 - <<'PY' 2>/dev/null || true
 import glob, os, site
 for sp in site.getsitepackages() + [site.getusersitepackages()]:
-    for lib in sorted(glob.glob(os.path.join(sp, "nvidia", "**", "libcudnn.so.9"), recursive=True)):
+    for lib in sorted(glob.glob(os.path.join(sp, "nvidia", "**", "lib", "libcudnn.so.9"), recursive=True)):
         root = os.path.dirname(os.path.dirname(lib))
         if os.path.isfile(os.path.join(root, "include", "cudnn.h")):
             print(root)

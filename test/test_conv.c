@@ -608,7 +608,6 @@ START_TEST(scratch_counts_against_the_memory_limit) {
         const ert_status st = ops->op_new(b1, &d, &op);
         if (threads == 128) {
             ck_assert_int_eq(st, ERT_ERR_OUT_OF_MEMORY);
-            ck_assert_ptr_null(op);
             ck_assert_msg(strstr(ert_last_error(), "scratch for 128 threads: cpu backend: 146.0 MB more") &&
                               strstr(ert_last_error(), "more than ERT_CPU_MEMORY_LIMIT's 95.4 MB (use fewer threads: "
                                                        "ERT_CPU_THREADS or the session option threads)"),
@@ -623,9 +622,30 @@ START_TEST(scratch_counts_against_the_memory_limit) {
 }
 END_TEST
 
+/* The thread count that fits a budget, for any thread count (this machine's CPUs do not
+ * matter here). */
+START_TEST(threads_fit_their_budget) {
+    const struct {
+        size_t budget, used, per_thread;
+        int threads, expect;
+    } cases[] = {
+        {100, 0, 10, 256, 10}, {100, 50, 10, 256, 5}, {100, 95, 10, 256, 1}, {100, 100, 10, 4, 1},
+        {100, 150, 10, 4, 1},  {1000, 0, 10, 4, 4},   {SIZE_MAX, 0, 1, 256, 256}, {100, 0, 0, 8, 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i)
+        ck_assert_msg(ert_cpu_threads_fit(cases[i].budget, cases[i].used, cases[i].per_thread, cases[i].threads) ==
+                          cases[i].expect,
+                      "case %zu: %d, expected %d", i,
+                      ert_cpu_threads_fit(cases[i].budget, cases[i].used, cases[i].per_thread, cases[i].threads),
+                      cases[i].expect);
+}
+END_TEST
+
 /* The default thread count gives way to the memory limit: an op's scratch is sized for the
- * threads that keep the process within half of it (one at least); a count that was asked
- * for is kept, or refused. The op: 1.14 MiB of scratch per thread, 18 KiB of weights. */
+ * threads that keep its backend within half of what was free under the limit when the
+ * backend was made (one at least); a count that was asked for is kept, or refused. The op:
+ * 1.14 MiB of scratch per thread, 18 KiB of weights. On a machine with one CPU only the
+ * refusals tell; threads_fit_their_budget covers the rest. */
 START_TEST(default_threads_shrink_to_fit_the_memory_limit) {
     const ert_conv_geom g = {.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3,
                              .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
@@ -637,36 +657,79 @@ START_TEST(default_threads_shrink_to_fit_the_memory_limit) {
     ck_assert_int_eq(ert_cpu_threads_default(&n), ERT_OK);
     const struct {
         const char *limit, *env; /* ERT_CPU_MEMORY_LIMIT, ERT_CPU_THREADS (NULL: unset) */
+        size_t other;            /* bytes another backend holds first */
         int threads, expect;     /* threads asked for (0: the default); the op's, -1: refused */
     } cases[] = {
-        {"2600000", NULL, 0, 1},  /* half: 1.3 MB, one thread's scratch fits beside the weights */
-        {"2600000", NULL, 2, 2},  /* asked for: 2.4 MB of scratch fits the whole limit */
-        {"2600000", "2", 0, 2},   /* asked for through the environment */
-        {"1000000", NULL, 0, -1}, /* not even one thread: refused */
-        {"100000000", NULL, 0, n < 41 ? n : 41}, /* half, 47.7 MB, holds 41 threads (this machine: n) */
+        {"2600000", NULL, 0, 0, 1},  /* half: 1.3 MB, one thread's scratch fits beside the weights */
+        {"2600000", NULL, 0, 2, 2},  /* asked for: 2.4 MB of scratch fits the whole limit */
+        {"2600000", "2", 0, 0, 2},   /* asked for through the environment */
+        {"1000000", NULL, 0, 0, -1}, /* not even one thread: refused */
+        {"100000000", NULL, 0, 0, n < 41 ? n : 41}, /* half, 47.7 MB, holds 41 threads (this machine: n) */
+        /* another session holds 51 MB: half of the 49 MB left holds 20 (not 1: half the
+         * limit is taken, but that session's blocks do not starve this one) */
+        {"100000000", NULL, 51000000, 0, n < 20 ? n : 20},
+        /* another holds 97 MB: half of the 3 MB left holds 1 (not half the limit's 41) */
+        {"100000000", NULL, 97000000, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
         setenv("ERT_CPU_MEMORY_LIMIT", cases[i].limit, 1);
         if (cases[i].env) setenv("ERT_CPU_THREADS", cases[i].env, 1);
         else unsetenv("ERT_CPU_THREADS");
-        ert_backend *b1;
         const ert_backend_config cfg = {.device = 0, .max_rows = 8, .dtype = ERT_DTYPE_F32, .threads = cases[i].threads};
+        ert_backend *other = NULL, *b1;
+        void *block = NULL;
+        if (cases[i].other) {
+            ck_assert_int_eq(ops->create(&cfg, &other), ERT_OK);
+            ck_assert_int_eq(ops->alloc(other, cases[i].other, &block), ERT_OK);
+        }
         ck_assert_int_eq(ops->create(&cfg, &b1), ERT_OK);
         ert_op *op = NULL;
         const ert_status st = ops->op_new(b1, &d, &op);
         if (cases[i].expect < 0) {
             ck_assert_int_eq(st, ERT_ERR_OUT_OF_MEMORY);
-            ck_assert_msg(strstr(ert_last_error(), "scratch for 1 thread: cpu backend: 1.1 MB more"), "%s",
-                          ert_last_error());
+            ck_assert_msg(strstr(ert_last_error(), "scratch for 1 thread: cpu backend: 1.1 MB more") &&
+                              strstr(ert_last_error(), "(one thread's scratch: close other sessions or give the "
+                                                       "process more memory)"),
+                          "%s", ert_last_error());
         } else {
             ck_assert_msg(st == ERT_OK, "case %zu: %s", i, ert_last_error());
-            ck_assert_int_eq(op->threads, cases[i].expect);
+            ck_assert_msg(op->threads == cases[i].expect, "case %zu: %d threads, expected %d", i, op->threads,
+                          cases[i].expect);
             ops->op_free(b1, op);
         }
         ops->destroy(b1);
+        if (other) {
+            ops->release(other, block);
+            ops->destroy(other);
+        }
     }
     unsetenv("ERT_CPU_MEMORY_LIMIT");
     unsetenv("ERT_CPU_THREADS");
+}
+END_TEST
+
+/* A refused op gives back what it held before the refusal (its weights and bias): after
+ * it, a block of all but 4 KiB of the limit fits (the bias alone takes 4 KiB). */
+START_TEST(a_refused_op_gives_its_blocks_back) {
+    enum { IN = 1000, OUT = 1000 }; /* 4 MB of weights; 512 KB of scratch per thread */
+    float *w = calloc((size_t)IN * OUT, sizeof *w), *bias = calloc(OUT, sizeof *bias);
+    ck_assert(w && bias);
+    const ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "fc", .in = IN, .out = OUT, .weight = w, .bias = bias,
+                           .max_rows = 1};
+    setenv("ERT_CPU_MEMORY_LIMIT", "100000000", 1);
+    const ert_backend_config cfg = {.device = 0, .max_rows = 1, .dtype = ERT_DTYPE_F32, .threads = 256};
+    ert_backend *b1;
+    ck_assert_int_eq(ops->create(&cfg, &b1), ERT_OK);
+    ert_op *op = NULL;
+    ck_assert_int_eq(ops->op_new(b1, &d, &op), ERT_ERR_OUT_OF_MEMORY); /* 128 MB of scratch */
+    ck_assert(tu_error_has("scratch for 256 threads"));
+    void *p = NULL;
+    ck_assert_msg(ops->alloc(b1, 100000000 - 4160, &p) == ERT_OK, "%s", ert_last_error()); /* 256 bytes spare */
+    ops->release(b1, p);
+    ops->destroy(b1);
+    unsetenv("ERT_CPU_MEMORY_LIMIT");
+    free(w);
+    free(bias);
 }
 END_TEST
 
@@ -685,7 +748,6 @@ START_TEST(weights_count_against_the_memory_limit) {
     for (int i = 0; i < 2; ++i) ck_assert_int_eq(ops->create(&cfg, &b[i]), ERT_OK);
     ck_assert_msg(ops->op_new(b[0], &d, &op[0]) == ERT_OK, "%s", ert_last_error());
     ck_assert_int_eq(ops->op_new(b[1], &d, &op[1]), ERT_ERR_OUT_OF_MEMORY);
-    ck_assert_ptr_null(op[1]);
     ck_assert_msg(strstr(ert_last_error(), "cpu backend: 64.0 MB more would make this process's CPU sessions hold") &&
                       strstr(ert_last_error(), "more than ERT_CPU_MEMORY_LIMIT's 95.4 MB (the weights: "),
                   "%s", ert_last_error());
@@ -762,7 +824,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, ops_do_not_read_what_another_op_left_in_the_scratch);
     tcase_add_test(tc, scratch_counts_against_the_memory_limit);
     tcase_add_test(tc, weights_count_against_the_memory_limit);
+    tcase_add_test(tc, threads_fit_their_budget);
     tcase_add_test(tc, default_threads_shrink_to_fit_the_memory_limit);
+    tcase_add_test(tc, a_refused_op_gives_its_blocks_back);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, pool_2x2_is_the_window_loop);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
