@@ -243,6 +243,26 @@ START_TEST(main_job_pipeline_on_the_shipped_models) {
         printf("%s: sweep, frontier%s and select through the CLI; blur 5: accuracy %.2f%% -> %.2f%%, mean exit "
                "%.3f -> %.3f, batch %.1f -> %.1f ms\n",
                models[m].dir, plots ? ", plots" : "", a0, a1, e0, e1, ms0, ms1);
+        /* under contrast 5 the CNN's exits fire earlier while its accuracy collapses (a
+         * PyTorch forward agrees: bench/results/2026-11-29-cpu-cnn-shift): the report warns;
+         * the MLP's fire later, and it does not */
+        snprintf(args, sizeof args,
+                 "shift-report --model %s --data fashion-mnist:test --limit 512 --batch 256 --policy confidence:0.9 "
+                 "--shifts contrast --severities 5 --out %s/shift-contrast",
+                 models[m].dir, dir);
+        ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
+        const char *warn = strstr(out, "warning: confidence:0.9 under contrast 5: the exits fire earlier");
+        sum = strstr(out, "\nconfidence:0.9           contrast ");
+        ck_assert_msg(sum != NULL, "%s", out);
+        ck_assert_int_eq(sscanf(sum, " %*s %*s %lf%% -> %lf%% %lf -> %lf", &a0, &a1, &e0, &e1), 4);
+        if (strstr(models[m].dir, "cnn")) {
+            ck_assert_msg(e1 < e0 && a1 < a0 - 50 && warn, "%s: no warning: %s", models[m].dir, out);
+            ck_assert_ptr_nonnull(strstr(sum, " earlier "));
+        } else {
+            ck_assert_msg(e1 > e0 && !warn, "%s: %s", models[m].dir, out);
+        }
+        printf("%s: contrast 5: accuracy %.2f%% -> %.2f%%, mean exit %.3f -> %.3f%s\n", models[m].dir, a0, a1, e0, e1,
+               warn ? " (warned: confidently wrong)" : "");
     }
 }
 END_TEST

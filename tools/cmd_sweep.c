@@ -927,6 +927,28 @@ typedef struct shift_row {
     ert_sweep_row row;
 } shift_row;
 
+/* Accuracy points lost at the highest severity past which exits that fire earlier than
+ * on clean data are called confidently wrong. */
+#define CONFIDENTLY_WRONG_DROP 0.05
+
+/* Policy p under shift kind from clean to the highest severity: the last row, its
+ * severity, and whether mean exit and batch mean latency never fell along the way. */
+static const ert_sweep_row *shift_last(const shift_row *rows, int n, int p, ert_shift_kind kind, int *severity,
+                                       int *exit_rises, int *ms_rises) {
+    const ert_sweep_row *last = &rows[p].row;
+    *severity = 0;
+    *exit_rises = *ms_rises = 1;
+    for (int i = 0; i < n; ++i) {
+        const shift_row *s = &rows[i];
+        if (s->policy != p || s->kind != kind) continue;
+        if (s->row.mean_exit < last->mean_exit) *exit_rises = 0;
+        if (s->row.batch_ms.mean < last->batch_ms.mean) *ms_rises = 0;
+        last = &s->row;
+        *severity = s->severity;
+    }
+    return last;
+}
+
 static double pct_change(double v, double base) { return base > 0 ? 100.0 * (v - base) / base : NAN; }
 
 static cJSON *shift_row_json(const shift_row *s, const ert_sweep_row *clean) {
@@ -1154,32 +1176,37 @@ int cmd_shift_report(int argc, char **argv) {
                    pct_change(w->sample_ms.p99, cl->sample_ms.p99));
         }
     }
-    printf("\nsummary (clean -> the highest severity; \"rises\" = never falls from one severity to the next):\n");
+    printf("\nsummary (clean -> the highest severity; \"rises\" = never falls from one severity to the next, \"up\" =\n"
+           "higher but not at every step):\n");
     printf("%-24s %-15s %21s %24s %24s %22s\n", "policy", "shift", "accuracy", "mean exit", "batch mean ms",
            "sample p99 ms");
     for (int p = 0; p < num_policies; ++p)
         for (int k = 0; k < num_shifts; ++k) {
             const ert_sweep_row *cl = &rows[p].row;
-            double prev_exit = cl->mean_exit, prev_ms = cl->batch_ms.mean;
-            int exit_rises = 1, ms_rises = 1;
-            const ert_sweep_row *last = cl;
-            for (int i = 0; i < n; ++i) {
-                const shift_row *s = &rows[i];
-                if (s->policy != p || s->kind != kinds[k]) continue;
-                if (s->row.mean_exit < prev_exit) exit_rises = 0;
-                if (s->row.batch_ms.mean < prev_ms) ms_rises = 0;
-                prev_exit = s->row.mean_exit;
-                prev_ms = s->row.batch_ms.mean;
-                last = &s->row;
-            }
+            int sev, exit_rises, ms_rises;
+            const ert_sweep_row *last = shift_last(rows, n, p, kinds[k], &sev, &exit_rises, &ms_rises);
             char a[32], e[48], l[48], sp[40];
             snprintf(a, sizeof a, "%.2f%% -> %.2f%%", 100.0 * cl->accuracy, 100.0 * last->accuracy);
             snprintf(e, sizeof e, "%.3f -> %.3f %s", cl->mean_exit, last->mean_exit,
-                     last->mean_exit > cl->mean_exit ? (exit_rises ? "rises" : "up") : "no rise");
+                     last->mean_exit > cl->mean_exit   ? (exit_rises ? "rises" : "up")
+                     : last->mean_exit < cl->mean_exit ? "earlier"
+                                                       : "same");
             snprintf(l, sizeof l, "%.3f -> %.3f %s", cl->batch_ms.mean, last->batch_ms.mean,
-                     last->batch_ms.mean > cl->batch_ms.mean ? (ms_rises ? "rises" : "up") : "no rise");
+                     last->batch_ms.mean > cl->batch_ms.mean ? (ms_rises ? "rises" : "up") : "lower");
             snprintf(sp, sizeof sp, "%.3f -> %.3f", cl->sample_ms.p99, last->sample_ms.p99);
             printf("%-24.24s %-15s %21s %24s %24s %22s\n", cl->policy, ert_shift_name(kinds[k]), a, e, l, sp);
+        }
+    int warned = 0;
+    for (int p = 0; p < num_policies; ++p)
+        for (int k = 0; k < num_shifts; ++k) {
+            const ert_sweep_row *cl = &rows[p].row;
+            int sev, exit_rises, ms_rises;
+            const ert_sweep_row *last = shift_last(rows, n, p, kinds[k], &sev, &exit_rises, &ms_rises);
+            if (last->mean_exit >= cl->mean_exit || last->accuracy >= cl->accuracy - CONFIDENTLY_WRONG_DROP) continue;
+            printf("%swarning: %s under %s %d: the exits fire earlier (mean exit %.3f -> %.3f) while accuracy falls "
+                   "(%.2f%% -> %.2f%%):\n  confidently wrong; latency alone would read this shift as an improvement\n",
+                   warned++ ? "" : "\n", cl->policy, ert_shift_name(kinds[k]), sev, cl->mean_exit, last->mean_exit,
+                   100.0 * cl->accuracy, 100.0 * last->accuracy);
         }
     printf("\nwrote %s/shift.csv and %s/shift.json\n", c.out, c.out);
     if (do_plot) plot("shift", c.out, NULL, NULL);
