@@ -203,6 +203,8 @@ typedef struct ert_backend_config {
  * may run on (its affinity mask, fewer under a cgroup CPU quota), at most
  * ERT_MAX_THREADS. */
 ert_status ert_cpu_threads_default(int *out);
+/* 1 when ERT_CPU_THREADS is set (not empty): the default count was chosen by the user. */
+int ert_cpu_threads_given(void);
 /* ERT_OK for a thread count the options may hold (0: the default, or 1..ERT_MAX_THREADS). */
 ert_status ert_threads_check(int threads);
 

@@ -208,7 +208,7 @@ static ert_status alloc_host(ert_session *s, size_t bytes, void **p) {
     return st ? ert_error_context(st, "host buffers for %d rows: ", s->opt.max_batch) : ERT_OK;
 }
 
-ert_status ert_session_new(const ert_model *model, const ert_session_options *opt, ert_session **out) {
+static ert_status session_new(const ert_model *model, const ert_session_options *opt, ert_session **out) {
     if (!model || !out) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_new: model and out must not be NULL");
     *out = NULL;
     ert_session_options o = opt ? *opt : ert_session_options_default();
@@ -327,6 +327,35 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
 fail:
     ert_error_context(st, "session on '%s': ", o.device ? o.device : "cpu");
     ert_session_free(s);
+    return st;
+}
+
+/* A CPU session left to the default thread count (every CPU the process may run on)
+ * that does not fit the memory limit is made again on half as many threads, down to one:
+ * the ops' scratch grows with the thread count (kernels/cpu/backend_cpu.c), so a host
+ * with many CPUs and little memory (a container with a memory limit and no CPU quota)
+ * still gets a session, and its answers do not change (they never depend on the thread
+ * count). A count that was set (the option, ERT_CPU_THREADS) is kept, or refused. */
+ert_status ert_session_new(const ert_model *model, const ert_session_options *opt, ert_session **out) {
+    ert_status st = session_new(model, opt, out);
+    ert_session_options o = opt ? *opt : ert_session_options_default();
+    const ert_backend_ops *ops = NULL;
+    int index = 0, threads = 0;
+    if (st != ERT_ERR_OUT_OF_MEMORY || o.threads != 0 || ert_cpu_threads_given() ||
+        parse_device(o.device, &ops, &index) != ERT_OK || ops != ert_backend_cpu() ||
+        ert_cpu_threads_default(&threads) != ERT_OK)
+        return st;
+    char first[512];
+    snprintf(first, sizeof first, "%s", ert_last_error());
+    for (o.threads = threads / 2; st == ERT_ERR_OUT_OF_MEMORY && o.threads >= 1; o.threads /= 2)
+        st = session_new(model, &o, out);
+    if (st == ERT_OK) { /* after an exec auto note, if any */
+        char *note = (*out)->exec_note;
+        const size_t used = strlen(note);
+        snprintf(note + used, sizeof (*out)->exec_note - used,
+                 "%sCPU threads lowered from %d to %d to fit the memory limit (with %d: %.300s)", used ? "; " : "",
+                 threads, (*out)->opt.threads, threads, first);
+    }
     return st;
 }
 

@@ -622,89 +622,64 @@ START_TEST(scratch_counts_against_the_memory_limit) {
 }
 END_TEST
 
-/* The thread count that fits a budget, for any thread count (this machine's CPUs do not
- * matter here). */
-START_TEST(threads_fit_their_budget) {
-    const struct {
-        size_t budget, used, per_thread;
-        int threads, expect;
-    } cases[] = {
-        {100, 0, 10, 256, 10}, {100, 50, 10, 256, 5}, {100, 95, 10, 256, 1}, {100, 100, 10, 4, 1},
-        {100, 150, 10, 4, 1},  {1000, 0, 10, 4, 4},   {SIZE_MAX, 0, 1, 256, 256}, {100, 0, 0, 8, 8},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i)
-        ck_assert_msg(ert_cpu_threads_fit(cases[i].budget, cases[i].used, cases[i].per_thread, cases[i].threads) ==
-                          cases[i].expect,
-                      "case %zu: %d, expected %d", i,
-                      ert_cpu_threads_fit(cases[i].budget, cases[i].used, cases[i].per_thread, cases[i].threads),
-                      cases[i].expect);
-}
-END_TEST
-
-/* The default thread count gives way to the memory limit: an op's scratch is sized for the
- * threads that keep its backend within half of what was free under the limit when the
- * backend was made (one at least); a count that was asked for is kept, or refused. The op:
- * 1.14 MiB of scratch per thread, 18 KiB of weights. On a machine with one CPU only the
- * refusals tell; threads_fit_their_budget covers the rest. */
-START_TEST(default_threads_shrink_to_fit_the_memory_limit) {
-    const ert_conv_geom g = {.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3,
-                             .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
-    static float w[8 * 64 * 9];
-    const ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "stage0.conv1", .in = 64 * 196, .out = 8 * 196, .weight = w,
-                           .conv = g, .max_rows = 8};
+/* A session left to the default thread count that does not fit the memory limit is made
+ * again on half as many threads, down to one, and says so; a count that was set is kept,
+ * or refused. fmnist-cnn at batch 16 under a 16 MB limit: its buffers fit beside one
+ * thread's scratch, not beside two threads'. */
+START_TEST(default_threads_halve_to_fit_the_memory_limit) {
     unsetenv("ERT_CPU_THREADS");
     int n = 0;
     ck_assert_int_eq(ert_cpu_threads_default(&n), ERT_OK);
-    const struct {
-        const char *limit, *env; /* ERT_CPU_MEMORY_LIMIT, ERT_CPU_THREADS (NULL: unset) */
-        size_t other;            /* bytes another backend holds first */
-        int threads, expect;     /* threads asked for (0: the default); the op's, -1: refused */
-    } cases[] = {
-        {"2600000", NULL, 0, 0, 1},  /* half: 1.3 MB, one thread's scratch fits beside the weights */
-        {"2600000", NULL, 0, 2, 2},  /* asked for: 2.4 MB of scratch fits the whole limit */
-        {"2600000", "2", 0, 0, 2},   /* asked for through the environment */
-        {"1000000", NULL, 0, 0, -1}, /* not even one thread: refused */
-        {"100000000", NULL, 0, 0, n < 41 ? n : 41}, /* half, 47.7 MB, holds 41 threads (this machine: n) */
-        /* another session holds 51 MB: half of the 49 MB left holds 20 (not 1: half the
-         * limit is taken, but that session's blocks do not starve this one) */
-        {"100000000", NULL, 51000000, 0, n < 20 ? n : 20},
-        /* another holds 97 MB: half of the 3 MB left holds 1 (not half the limit's 41) */
-        {"100000000", NULL, 97000000, 0, 1},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
-        setenv("ERT_CPU_MEMORY_LIMIT", cases[i].limit, 1);
-        if (cases[i].env) setenv("ERT_CPU_THREADS", cases[i].env, 1);
-        else unsetenv("ERT_CPU_THREADS");
-        const ert_backend_config cfg = {.device = 0, .max_rows = 8, .dtype = ERT_DTYPE_F32, .threads = cases[i].threads};
-        ert_backend *other = NULL, *b1;
-        void *block = NULL;
-        if (cases[i].other) {
-            ck_assert_int_eq(ops->create(&cfg, &other), ERT_OK);
-            ck_assert_int_eq(ops->alloc(other, cases[i].other, &block), ERT_OK);
-        }
-        ck_assert_int_eq(ops->create(&cfg, &b1), ERT_OK);
-        ert_op *op = NULL;
-        const ert_status st = ops->op_new(b1, &d, &op);
-        if (cases[i].expect < 0) {
-            ck_assert_int_eq(st, ERT_ERR_OUT_OF_MEMORY);
-            ck_assert_msg(strstr(ert_last_error(), "scratch for 1 thread: cpu backend: 1.1 MB more") &&
-                              strstr(ert_last_error(), "(one thread's scratch: close other sessions or give the "
-                                                       "process more memory)"),
-                          "%s", ert_last_error());
-        } else {
-            ck_assert_msg(st == ERT_OK, "case %zu: %s", i, ert_last_error());
-            ck_assert_msg(op->threads == cases[i].expect, "case %zu: %d threads, expected %d", i, op->threads,
-                          cases[i].expect);
-            ops->op_free(b1, op);
-        }
-        ops->destroy(b1);
-        if (other) {
-            ops->release(other, block);
-            ops->destroy(other);
-        }
+    ert_model *m = NULL;
+    ck_assert_msg(ert_model_load(tu_path("models/fmnist-cnn"), &m) == ERT_OK, "%s", ert_last_error());
+    ert_session_options o = ert_session_options_default();
+    o.max_batch = 16;
+    float x[784 * 16];
+    for (int i = 0; i < 784 * 16; ++i) x[i] = (float)((i * 37) % 101) / 100.0f;
+    int32_t pred[2][16], ex[2][16];
+    float conf[2][16];
+    /* the answers with every thread and no limit */
+    ert_session *s = NULL;
+    ck_assert_int_eq(ert_session_new(m, &o, &s), ERT_OK);
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("confidence:0.9", &p), ERT_OK);
+    ert_batch bt = {.input = x, .n = 16};
+    ck_assert_int_eq(ert_session_run(s, p, &bt, &(ert_outputs){pred[0], ex[0], conf[0], NULL}), ERT_OK);
+    ert_session_free(s);
+
+    setenv("ERT_CPU_MEMORY_LIMIT", "16000000", 1);
+    s = NULL;
+    ck_assert_msg(ert_session_new(m, &o, &s) == ERT_OK, "%s", ert_last_error());
+    const int got = ert_session_get_options(s).threads;
+    if (n > 1) {
+        ck_assert_msg(got == 1, "%d threads, expected 1 (of %d)", got, n);
+        char want[64];
+        snprintf(want, sizeof want, "CPU threads lowered from %d to 1 to fit the memory limit", n);
+        ck_assert_msg(strstr(ert_session_exec_note(s), want), "%s", ert_session_exec_note(s));
+    } else {
+        printf("default_threads_halve_to_fit_the_memory_limit: 1 CPU here, nothing to lower\n");
+        ck_assert_str_eq(ert_session_exec_note(s), "");
+    }
+    ck_assert_int_eq(ert_session_run(s, p, &bt, &(ert_outputs){pred[1], ex[1], conf[1], NULL}), ERT_OK);
+    /* the same answers on fewer threads, bit for bit */
+    ck_assert(memcmp(pred[0], pred[1], sizeof pred[0]) == 0 && memcmp(ex[0], ex[1], sizeof ex[0]) == 0 &&
+              memcmp(conf[0], conf[1], sizeof conf[0]) == 0);
+    ert_session_free(s);
+
+    /* two threads asked for, by the option or the environment: refused, with what to change */
+    for (int by_env = 0; by_env < 2; ++by_env) {
+        ert_session_options t = o;
+        if (by_env) setenv("ERT_CPU_THREADS", "2", 1);
+        else t.threads = 2;
+        s = NULL;
+        ck_assert_int_eq(ert_session_new(m, &t, &s), ERT_ERR_OUT_OF_MEMORY);
+        ck_assert_msg(tu_error_has("buffers for 16 rows: cpu backend:") && tu_error_has("(lower the batch size)"), "%s",
+                      ert_last_error());
+        unsetenv("ERT_CPU_THREADS");
     }
     unsetenv("ERT_CPU_MEMORY_LIMIT");
-    unsetenv("ERT_CPU_THREADS");
+    ert_policy_free(p);
+    ert_model_free(m);
 }
 END_TEST
 
@@ -824,8 +799,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, ops_do_not_read_what_another_op_left_in_the_scratch);
     tcase_add_test(tc, scratch_counts_against_the_memory_limit);
     tcase_add_test(tc, weights_count_against_the_memory_limit);
-    tcase_add_test(tc, threads_fit_their_budget);
-    tcase_add_test(tc, default_threads_shrink_to_fit_the_memory_limit);
+    tcase_add_test(tc, default_threads_halve_to_fit_the_memory_limit);
     tcase_add_test(tc, a_refused_op_gives_its_blocks_back);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, pool_2x2_is_the_window_loop);

@@ -264,7 +264,9 @@ typedef struct ert_session_options {
     ert_compaction compaction; /* compact mode's survivor moves; default gather */
     int threads;         /* cpu: threads the ops run on, 1..ERT_MAX_THREADS; 0 (default):
                             ERT_CPU_THREADS if set, else every CPU the process may run on
-                            (its affinity mask, fewer under a cgroup CPU quota).
+                            (its affinity mask, fewer under a cgroup CPU quota), halved
+                            while the session does not fit the memory limit (the note
+                            says so; the options then hold the count used).
                             Sessions that run side by side should divide the CPUs (a load
                             server's streams do). Ignored on cuda. */
 } ert_session_options;
@@ -283,7 +285,8 @@ const char *ert_session_device(const ert_session *session);
 const ert_model *ert_session_model(const ert_session *session);
 /* The options in force: `exec` is what the session runs (eager or graph, never auto). */
 ert_session_options ert_session_get_options(const ert_session *session);
-/* Why an ERT_EXEC_AUTO session runs eager ("" when it runs the graph or was not auto). */
+/* Why an ERT_EXEC_AUTO session runs eager, or why a CPU session runs on fewer threads than
+ * its default ("" when neither). */
 const char *ert_session_exec_note(const ert_session *session);
 
 typedef struct ert_batch {

@@ -20,9 +20,8 @@
  * limit of its cgroups (cgroup.c), whichever is lower, or ERT_CPU_MEMORY_LIMIT bytes (read at create; for tests).
  * Past it Linux would overcommit and its OOM killer would end the process later, where
  * an error at session creation says what to change. An op's weights and its scratch
- * (which grows with the thread count) are such blocks too; with the default thread count
- * an op runs on fewer threads where that many would not fit (threads_that_fit). Each
- * backend also counts its own blocks (held). */
+ * (which grows with the thread count) are such blocks too. (A session with the default
+ * thread count that does not fit is made again on fewer threads: session.c.) */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -39,13 +38,10 @@
 struct ert_backend {
     int max_rows;
     int threads;    /* the ops' (parallel.c) */
-    int threads_set; /* 1: given (the option threads or ERT_CPU_THREADS), not the default */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
     int limit_set;  /* 1: from ERT_CPU_MEMORY_LIMIT */
-    size_t held;    /* bytes of the blocks this backend holds */
-    size_t free_at_create; /* the limit less what all CPU backends held when this one was made */
 };
 
 /* Bytes of the blocks every CPU backend of the process has handed out and not released. */
@@ -117,11 +113,7 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
                          limit);
     }
     if (!be->limit_set) be->limit = usable_memory();
-    const size_t held = atomic_load(&held_all);
-    be->free_at_create = held < be->limit ? be->limit - held : 0;
     ert_status st = ert_threads_check(cfg->threads);
-    const char *threads_env = getenv("ERT_CPU_THREADS");
-    be->threads_set = cfg->threads || (threads_env && *threads_env);
     if (!st && cfg->threads) be->threads = cfg->threads;
     else if (!st) st = ert_cpu_threads_default(&be->threads);
     if (st) {
@@ -208,17 +200,16 @@ static ert_status hold(ert_backend *be, size_t bytes, const char *change, void *
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %s", show_bytes(a, sizeof a, (double)bytes));
     }
     *(block_header *)p = (block_header){total, mapped};
-    be->held += total;
     *out = p + BLOCK_HEADER;
     return ERT_OK;
 }
 
 static void cpu_release(ert_backend *be, void *ptr) {
+    (void)be;
     if (!ptr) return;
     char *p = (char *)ptr - BLOCK_HEADER;
     const block_header h = *(const block_header *)p;
     atomic_fetch_sub(&held_all, h.total);
-    be->held -= h.total;
     if (h.mapped) munmap(p, h.total);
     else free(p);
 }
@@ -236,22 +227,6 @@ static ert_status cpu_copy(ert_backend *be, void *dst, const void *src, size_t b
 static ert_status cpu_sync(ert_backend *be) {
     (void)be;
     return ERT_OK;
-}
-
-int ert_cpu_threads_fit(size_t budget, size_t used, size_t per_thread, int threads) {
-    if (per_thread == 0) return threads;
-    const size_t fit = used < budget ? (budget - used) / per_thread : 0;
-    return fit < 1 ? 1 : fit < (size_t)threads ? (int)fit : threads;
-}
-
-/* The default thread count, lowered where an op's scratch of per_thread bytes per thread
- * would take this backend's blocks past half of what was free under the limit when it was
- * made: a host with many CPUs and little memory (a container with a memory limit and no
- * CPU quota) still makes sessions, the other half left for the batch buffers. Other
- * sessions' blocks count only as they were at this backend's creation, so a later session
- * is not starved by buffers made after it. The thread count changes no answer (parallel.c). */
-static int threads_that_fit(const ert_backend *be, size_t per_thread) {
-    return ert_cpu_threads_fit(be->free_at_create / 2, be->held, per_thread, be->threads);
 }
 
 /* A counted copy of n floats of the model's parameters. */
@@ -305,7 +280,6 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
             goto fail;
         }
         const size_t per_thread = op->pad_floats * sizeof(float);
-        if (!be->threads_set) op->threads = threads_that_fit(be, per_thread);
         void *p = NULL;
         st = hold(be, per_thread * (size_t)op->threads,
                   op->threads > 1 ? "use fewer threads: ERT_CPU_THREADS or the session option threads"

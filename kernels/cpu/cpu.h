@@ -47,8 +47,7 @@ struct ert_op {
     float *bias;
     int samples;   /* CONV2D: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
     int cols;
-    int threads;   /* tasks run on up to this many threads (parallel.c): the backend's, or
-                      fewer where its default count's scratch would not fit the memory */
+    int threads;   /* the backend's: tasks run on up to this many threads (parallel.c) */
     size_t pad_floats; /* scratch per thread: thread t's starts at pad + t * pad_floats */
     float *pad;    /* the op's own (never shared: its zeros are kept), a block of the
                       backend's (counted against its memory limit):
@@ -90,9 +89,6 @@ typedef struct ert_cgroup_limits {
 ert_cgroup_limits ert_cgroup_read(const char *self, const char *mountinfo);
 /* ert_cgroup_read of this process's /proc/self/cgroup and /proc/self/mountinfo. */
 ert_cgroup_limits ert_cgroup_limits_of_process(void);
-/* The threads (1..threads) whose scratch of per_thread bytes each fits in budget bytes
- * beside `used` bytes already held; 1 when not even one fits (the allocation then says so). */
-int ert_cpu_threads_fit(size_t budget, size_t used, size_t per_thread, int threads);
 /* A whole decimal number > 0 and nothing else (a byte count); 0 if `text` is not one. */
 int ert_cpu_parse_bytes(const char *text, size_t *out);
 /* The most threads any op of this process has run on (1: every task ran on its caller),

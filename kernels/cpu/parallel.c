@@ -65,9 +65,14 @@ ert_status ert_threads_check(int threads) {
                      ERT_MAX_THREADS);
 }
 
+int ert_cpu_threads_given(void) {
+    const char *env = getenv("ERT_CPU_THREADS");
+    return env && *env;
+}
+
 ert_status ert_cpu_threads_default(int *out) {
     const char *env = getenv("ERT_CPU_THREADS");
-    if (env && *env) {
+    if (ert_cpu_threads_given()) {
         char *end;
         const long v = isdigit((unsigned char)env[0]) ? strtol(env, &end, 10) : 0;
         if (v < 1 || v > ERT_MAX_THREADS || *end != '\0')
