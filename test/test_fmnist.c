@@ -203,6 +203,23 @@ END_TEST
  * validation split) prints the frontier and writes its files and plots (where a python
  * with matplotlib is found), select answers a latency budget with a frontier point, and
  * the shift report shows confidence exits firing later under blur at severity 5. */
+/* `shift-report` of confidence:0.9 on model m under one corruption kind at `severities`:
+ * its summary line's accuracy and mean exit, clean -> the highest severity (the line
+ * itself in *line, the report in out). */
+static void shift_summary(int m, const char *kind, const char *severities, const char *dir, char *out, size_t out_len,
+                          const char **line, double *a0, double *a1, double *e0, double *e1) {
+    char args[1024], err[1 << 14], key[64];
+    snprintf(args, sizeof args,
+             "shift-report --model %s --data fashion-mnist:test --limit 512 --batch 256 --policy confidence:0.9 "
+             "--shifts %s --severities %s --out %s/shift-%s",
+             models[m].dir, kind, severities, dir, kind);
+    ck_assert_msg(tu_cli(args, out, out_len, err, sizeof err) == 0, "%s: %s", args, err);
+    snprintf(key, sizeof key, "\nconfidence:0.9           %s ", kind);
+    *line = strstr(out, key);
+    ck_assert_msg(*line != NULL, "%s", out);
+    ck_assert_int_eq(sscanf(*line, " %*s %*s %lf%% -> %lf%% %lf -> %lf", a0, a1, e0, e1), 4);
+}
+
 START_TEST(main_job_pipeline_on_the_shipped_models) {
     static char out[1 << 16], err[1 << 14];
     for (int m = 0; m < NUM_MODELS; ++m) {
@@ -229,16 +246,10 @@ START_TEST(main_job_pipeline_on_the_shipped_models) {
         ck_assert_msg(strstr(out, "on the Pareto frontier of accuracy vs batch-mean latency: yes") != NULL, "%s",
                       out);
         /* under blur, confidence exits fire later as the severity grows (both models) */
-        snprintf(args, sizeof args,
-                 "shift-report --model %s --data fashion-mnist:test --limit 512 --batch 256 --policy confidence:0.9 "
-                 "--shifts blur --severities 1,5 --out %s/shift",
-                 models[m].dir, dir);
-        ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
-        const char *sum = strstr(out, "\nconfidence:0.9           blur ");
-        ck_assert_msg(sum != NULL, "%s", out);
+        const char *sum;
         double a0, a1, e0, e1, ms0, ms1;
-        ck_assert_int_eq(sscanf(sum, " %*s %*s %lf%% -> %lf%% %lf -> %lf %*s %lf -> %lf", &a0, &a1, &e0, &e1, &ms0, &ms1),
-                         6);
+        shift_summary(m, "blur", "1,5", dir, out, sizeof out, &sum, &a0, &a1, &e0, &e1);
+        ck_assert_int_eq(sscanf(sum, " %*s %*s %*s %*s %*s %*s %*s %*s %*s %lf -> %lf", &ms0, &ms1), 2);
         ck_assert_msg(e1 > e0, "%s: mean exit %.3f (clean) -> %.3f (blur 5): not later", models[m].dir, e0, e1);
         printf("%s: sweep, frontier%s and select through the CLI; blur 5: accuracy %.2f%% -> %.2f%%, mean exit "
                "%.3f -> %.3f, batch %.1f -> %.1f ms\n",
@@ -246,15 +257,8 @@ START_TEST(main_job_pipeline_on_the_shipped_models) {
         /* under contrast 5 the CNN's exits fire earlier while its accuracy collapses (a
          * PyTorch forward agrees: bench/results/2026-11-29-cpu-cnn-shift): the report warns;
          * the MLP's fire later, and it does not */
-        snprintf(args, sizeof args,
-                 "shift-report --model %s --data fashion-mnist:test --limit 512 --batch 256 --policy confidence:0.9 "
-                 "--shifts contrast --severities 5 --out %s/shift-contrast",
-                 models[m].dir, dir);
-        ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
+        shift_summary(m, "contrast", "5", dir, out, sizeof out, &sum, &a0, &a1, &e0, &e1);
         const char *warn = strstr(out, "warning: confidence:0.9 under contrast 5: the exits fire earlier");
-        sum = strstr(out, "\nconfidence:0.9           contrast ");
-        ck_assert_msg(sum != NULL, "%s", out);
-        ck_assert_int_eq(sscanf(sum, " %*s %*s %lf%% -> %lf%% %lf -> %lf", &a0, &a1, &e0, &e1), 4);
         if (strstr(models[m].dir, "cnn")) {
             ck_assert_msg(e1 < e0 && a1 < a0 - 50 && warn, "%s: no warning: %s", models[m].dir, out);
             ck_assert_ptr_nonnull(strstr(sum, " earlier "));
