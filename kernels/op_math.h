@@ -16,4 +16,7 @@ ERT_HD float ert_activate(float x, int act) {
     return x;
 }
 
+/* One step of a max pool: the larger of acc and v, and NaN once either is NaN (PyTorch). */
+ERT_HD float ert_max_step(float acc, float v) { return (v > acc || v != v) ? v : acc; }
+
 #endif

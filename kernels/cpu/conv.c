@@ -63,12 +63,6 @@ static void bias_act(const float *v, float *y, int n, float b, int act) {
         for (int p = 0; p < n; ++p) y[p] = ert_activate(v[p] + b, act);
 }
 
-/* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). One task per block of
- * op->samples samples and range of (at most) ERT_CPU_CONV_RANGE of its ld = op->cols GEMM
- * columns (cpu.h), in the thread's scratch: the block's im2col columns are its samples side by
- * side, then zeros up to ld; a task fills and computes only its range. In a last,
- * partial block the columns past the batch hold whatever the thread left there, their
- * outputs are dropped, and a range with no sample's column in it does not run. */
 /* The output positions [p0, p1) of block sample s (columns [s hw, (s + 1) hw)) within
  * the columns [c0, c1). */
 static void sample_span(int s, int hw, int c0, int c1, int *p0, int *p1) {
@@ -76,6 +70,12 @@ static void sample_span(int s, int hw, int c0, int c1, int *p0, int *p1) {
     *p1 = c1 - s * hw < hw ? c1 - s * hw : hw;
 }
 
+/* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). One task per block of
+ * op->samples samples and range of (at most) ERT_CPU_CONV_RANGE of its ld = op->cols GEMM
+ * columns (cpu.h), in the thread's scratch: the block's im2col columns are its samples side by
+ * side, then zeros up to ld; a task fills and computes only its range. In a last,
+ * partial block the columns past the batch hold whatever the thread left there, their
+ * outputs are dropped, and a range with no sample's column in it does not run. */
 static void conv_task(void *ctx, int task, int thread) {
     const ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
@@ -125,7 +125,7 @@ static void pool2x2(const float *x, float *y, int in_w, int out_h, int out_w, in
             for (int ox = 0; ox < out_w; ++ox) {
                 float m = -INFINITY;
                 const float v[4] = {a[2 * ox], a[2 * ox + 1], b[2 * ox], b[2 * ox + 1]};
-                for (int t = 0; t < 4; ++t) m = (v[t] > m || v[t] != v[t]) ? v[t] : m;
+                for (int t = 0; t < 4; ++t) m = ert_max_step(m, v[t]);
                 yr[ox] = m;
             }
         else
@@ -164,10 +164,7 @@ static void pool_task(void *ctx, int r, int thread) {
                     int lo, hi;
                     tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
                     if (is_max)
-                        for (int ox = lo; ox < hi; ++ox) {
-                            const float v = xr[ox * g->sw + x0], a = yr[ox];
-                            yr[ox] = (v > a || v != v) ? v : a; /* NaN wins, as in PyTorch */
-                        }
+                        for (int ox = lo; ox < hi; ++ox) yr[ox] = ert_max_step(yr[ox], xr[ox * g->sw + x0]);
                     else
                         for (int ox = lo; ox < hi; ++ox) yr[ox] += xr[ox * g->sw + x0];
                 }

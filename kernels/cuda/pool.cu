@@ -34,7 +34,6 @@ static unsigned grid_for(long long work, int per_block) {
 }
 
 /* The max step of the CPU reference: v replaces acc if larger or NaN, and a NaN acc stays. */
-static __device__ __forceinline__ float max_step(float acc, float v) { return (v > acc || v != v) ? v : acc; }
 
 /* ---------------------------------------------------------------- windows */
 
@@ -70,7 +69,7 @@ static __global__ void pool_kernel(pool_args a) {
                 const int ix = x0 + j;
                 if (ix < 0 || ix >= a.w) continue;
                 const float v = In::load(xp[iy * a.w + ix]);
-                acc = MAX ? max_step(acc, v) : acc + v;
+                acc = MAX ? ert_max_step(acc, v) : acc + v;
             }
         }
         y[i] = Out::store(MAX ? acc : acc / area);
@@ -78,7 +77,7 @@ static __global__ void pool_kernel(pool_args a) {
 }
 
 static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = max_step(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = ert_max_step(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
@@ -88,7 +87,7 @@ static __device__ __forceinline__ float warp_sum(float v) {
 }
 
 /* Global pooling: one warp per (sample, channel) plane of hw = H * W contiguous values,
- * each lane over a strided part, then a shuffle reduction (max_step keeps NaN whichever
+ * each lane over a strided part, then a shuffle reduction (ert_max_step keeps NaN whichever
  * lane holds it). The sum's order differs from the CPU's sequential one: f32 rounding. */
 template <typename In, typename Out, bool MAX>
 static __global__ void global_pool_kernel(pool_args a) {
@@ -102,7 +101,7 @@ static __global__ void global_pool_kernel(pool_args a) {
         float acc = MAX ? -INFINITY : 0.0f;
         for (int j = lane; j < hw; j += 32) {
             const float v = In::load(xp[j]);
-            acc = MAX ? max_step(acc, v) : acc + v;
+            acc = MAX ? ert_max_step(acc, v) : acc + v;
         }
         acc = MAX ? warp_max(acc) : warp_sum(acc);
         if (lane == 0) ((typename Out::storage *)a.y)[p] = Out::store(MAX ? acc : acc / area);
