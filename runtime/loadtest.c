@@ -106,6 +106,9 @@ ert_load_server_options ert_load_server_options_default(void) {
 int ert_load_server_streams(const ert_load_server *s) { return s ? s->streams : 0; }
 int ert_load_server_num_points(const ert_load_server *s) { return s ? s->num_points : 0; }
 int ert_load_server_max_batch(const ert_load_server *s) { return s ? s->max_batch : 0; }
+const ert_session *ert_load_server_session(const ert_load_server *s, int stream) {
+    return s && s->workers && stream >= 0 && stream < s->streams ? s->workers[stream].session : NULL;
+}
 
 static ert_status jobs_alloc(ert_load_server *s) {
     s->jobs = calloc((size_t)s->streams, sizeof *s->jobs);
@@ -338,7 +341,8 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
     so.exec = o.exec;
     so.buckets = o.buckets;
     so.compaction = o.compaction;
-    if (strncmp(so.device, "cpu", 3) == 0 && o.streams > 1) { /* the streams divide the CPUs */
+    so.threads = o.threads;
+    if (strncmp(so.device, "cpu", 3) == 0 && o.streams > 1 && !o.threads) { /* the streams divide the CPUs */
         int threads;
         if ((st = ert_cpu_threads_default(&threads))) goto fail;
         so.threads = threads / o.streams > 1 ? threads / o.streams : 1;

@@ -45,7 +45,8 @@ struct ert_session {
     const ert_backend_ops *ops;
     ert_backend *be;
     ert_session_options opt;
-    char device[128];
+    char device[128];   /* the backend's name of it: "cpu (2 threads)", "cuda:0 (NVIDIA H200)" */
+    char device_id[16]; /* opt.device: "cpu" or "cuda:N", which a new session accepts */
     size_t elem;
 
     ert_op *normalize;
@@ -241,7 +242,9 @@ static ert_status session_new(const ert_model *model, const ert_session_options 
                                     .threads = o.threads};
     if ((st = ops->create(&cfg, &s->be))) goto fail;
     snprintf(s->device, sizeof s->device, "%s", ops->device_name(s->be));
-    s->opt.device = s->device;
+    if (ops == ert_backend_cpu()) snprintf(s->device_id, sizeof s->device_id, "cpu");
+    else snprintf(s->device_id, sizeof s->device_id, "cuda:%d", index);
+    s->opt.device = s->device_id;
     s->elem = ops->act_elem_size(s->be);
 
     const int B = o.max_batch, S = model->num_stages;

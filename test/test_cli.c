@@ -65,6 +65,12 @@ START_TEST(errors_are_one_line) {
         {"sweep --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --compaction sort", "compaction 'sort'"},
         {"loadtest --model test/fixtures/tiny-f32 --data DATA --compaction sort", "--compaction: invalid argument"},
         {"bench --exec fast", "--exec 'fast': expected eager, graph or both"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --threads 0", "--threads '0': expected an integer in 1..256"},
+        {"eval --model test/fixtures/tiny-f32 --data DATA --device cuda:0 --threads 2",
+         "exitrt eval: --threads 2: sets the cpu device's threads; 'cuda:0' is not the cpu"},
+        {"sweep --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --device cuda:1 --threads 4",
+         "exitrt sweep: --threads 4: sets the cpu device's threads; 'cuda:1' is not the cpu"},
+        {"calibrate --model test/fixtures/tiny-f32 --data DATA --threads x", "exitrt calibrate: --threads 'x'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
         const char *d = strstr(cases[i].args, "DATA");
@@ -246,6 +252,45 @@ START_TEST(exec_graph_from_the_cli) {
 }
 END_TEST
 
+/* --threads on every command that runs a model: the device's name in the output says the
+ * count in force, and the answers do not depend on it. */
+START_TEST(threads_from_the_cli) {
+    char a[2048];
+    double acc[2], exit_mean[2];
+    for (int t = 0; t < 2; ++t) {
+        snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --batch 16 --json "
+                 "--threads %d", data_spec, t ? 3 : 1);
+        ck_assert_msg(cli(a) == 0, "%s", err_text);
+        cJSON *j = cJSON_Parse(out_text);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, t ? "cpu (3 threads)" : "cpu (1 thread)");
+        acc[t] = cJSON_GetObjectItem(j, "accuracy")->valuedouble;
+        exit_mean[t] = cJSON_GetObjectItem(j, "mean_exit")->valuedouble;
+        cJSON_Delete(j);
+    }
+    ck_assert_double_eq(acc[0], acc[1]);
+    ck_assert_double_eq(exit_mean[0], exit_mean[1]);
+    const char *runs[] = {"compare --model test/fixtures/tiny-f32 --data %s --policy none --threads 2",
+                          "sweep --model test/fixtures/tiny-f32 --data %s --grid 2 --policies fixed --threads 2 "
+                          "--out %s/sweep",
+                          "shift-report --model test/fixtures/tiny-f32 --data %s --shifts blur --severities 1 "
+                          "--threads 2 --out %s/shift",
+                          "calibrate --model test/fixtures/tiny-f32 --data %s --threads 2 --out %s/cal.json"};
+    for (int i = 0; i < 4; ++i) {
+        snprintf(a, sizeof a, runs[i], data_spec, tu_tmpdir());
+        ck_assert_msg(cli(a) == 0, "%s: %s", a, err_text);
+        ck_assert_msg(strstr(out_text, "cpu (2 threads)"), "%s: the device's name is missing: %s", a, out_text);
+    }
+    const char *helps[] = {"eval", "compare", "sweep", "shift-report", "calibrate", "bench", "loadtest"};
+    for (int i = 0; i < 7; ++i) {
+        snprintf(a, sizeof a, "%s --help", helps[i]);
+        ck_assert_int_eq(cli(a), 0);
+        ck_assert_msg(strstr(out_text, "--threads N") || strstr(out_text, "--threads,"), "%s --help: no --threads",
+                      helps[i]);
+    }
+}
+END_TEST
+
 START_TEST(csv_rows_and_nothing_half_written) {
     const char *dir = tu_tmpdir();
     char csv[512], a[2048];
@@ -340,6 +385,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, json_has_the_keys);
     tcase_add_test(tc, eval_and_compare_on_shifted_data);
     tcase_add_test(tc, exec_graph_from_the_cli);
+    tcase_add_test(tc, threads_from_the_cli);
     tcase_add_test(tc, csv_rows_and_nothing_half_written);
     tcase_add_test(tc, info_and_compare);
     suite_add_tcase(s, tc);

@@ -610,7 +610,7 @@ START_TEST(scratch_counts_against_the_memory_limit) {
             ck_assert_int_eq(st, ERT_ERR_OUT_OF_MEMORY);
             ck_assert_msg(strstr(ert_last_error(), "scratch for 128 threads: cpu backend: 146.0 MB more") &&
                               strstr(ert_last_error(), "more than ERT_CPU_MEMORY_LIMIT's 95.4 MB (use fewer threads: "
-                                                       "ERT_CPU_THREADS or the session option threads)"),
+                                                       "--threads, ERT_CPU_THREADS or the session option threads)"),
                           "%s", ert_last_error());
         } else {
             ck_assert_msg(st == ERT_OK, "%d threads: %s", threads, ert_last_error());
@@ -645,6 +645,9 @@ START_TEST(default_threads_halve_to_fit_the_memory_limit) {
     ck_assert_int_eq(ert_policy_parse("confidence:0.9", &p), ERT_OK);
     ert_batch bt = {.input = x, .n = 16};
     ck_assert_int_eq(ert_session_run(s, p, &bt, &(ert_outputs){pred[0], ex[0], conf[0], NULL}), ERT_OK);
+    char name[32]; /* the device's name says the count in force */
+    snprintf(name, sizeof name, "cpu (%d thread%s)", n, n == 1 ? "" : "s");
+    ck_assert_str_eq(ert_session_device(s), name);
     ert_session_free(s);
 
     setenv("ERT_CPU_MEMORY_LIMIT", "16000000", 1);
@@ -664,6 +667,17 @@ START_TEST(default_threads_halve_to_fit_the_memory_limit) {
     /* the same answers on fewer threads, bit for bit */
     ck_assert(memcmp(pred[0], pred[1], sizeof pred[0]) == 0 && memcmp(ex[0], ex[1], sizeof ex[0]) == 0 &&
               memcmp(conf[0], conf[1], sizeof conf[0]) == 0);
+    ck_assert_str_eq(ert_session_device(s), "cpu (1 thread)");
+    /* the options in force open the same session again: their device is "cpu", not the name */
+    ert_session_options in_force = ert_session_get_options(s);
+    char device[16];
+    snprintf(device, sizeof device, "%s", in_force.device); /* the session's string */
+    in_force.device = device;
+    ck_assert_str_eq(device, "cpu");
+    ert_session_free(s);
+    ck_assert_msg(ert_session_new(m, &in_force, &s) == ERT_OK, "%s", ert_last_error());
+    ck_assert_str_eq(ert_session_device(s), "cpu (1 thread)");
+    ck_assert_str_eq(ert_session_exec_note(s), "");
     ert_session_free(s);
 
     /* two threads asked for, by the option or the environment: refused, with what to change */

@@ -29,6 +29,7 @@ static ert_load_server *sim_new(const sim_spec *p) {
     for (int k = 0; k < p->stages; ++k) o.stage_ms[k] = p->stage_ms[k], o.row_ms[k] = p->row_ms[k];
     ert_load_server *s = NULL;
     ck_assert_msg(ert_load_server_new_sim(&o, &s) == ERT_OK, "%s", ert_last_error());
+    ck_assert_ptr_null(ert_load_server_session(s, 0)); /* a simulated server has no sessions */
     return s;
 }
 
@@ -588,6 +589,9 @@ START_TEST(real_cpu_server) {
                   ert_last_error());
     ck_assert_int_eq(ert_load_server_streams(s), 2);
     ck_assert_int_eq(ert_load_server_num_points(s), 2);
+    ck_assert_ptr_nonnull(ert_load_server_session(s, 1));
+    ck_assert_ptr_null(ert_load_server_session(s, 2));
+    ck_assert_str_eq(ert_session_get_options(ert_load_server_session(s, 0)).device, "cpu");
     ert_load_options o = ert_load_options_default();
     o.qps = 3000;
     o.requests = 600;
@@ -680,6 +684,29 @@ START_TEST(cli_loadtest_json) {
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(runs, 1), "policy")->valuestring, "none");
     cJSON_Delete(j);
 
+    /* --threads: each stream's count, which the device's name says; --exec auto records
+     * what the sessions run (the cpu records a graph), or says why it runs eager. */
+    snprintf(a, sizeof a,
+             "loadtest --model test/fixtures/tiny-f32 --data %s --requests 50 --max-batch 8 --streams 2 --threads 3 "
+             "--exec auto --json",
+             data_spec);
+    ck_assert_msg(cli(a) == 0, "%s", err_text);
+    ck_assert_str_eq(err_text, "");
+    j = cJSON_Parse(out_text);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, "cpu (3 threads)");
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "exec")->valuestring, "graph");
+    cJSON_Delete(j);
+    ck_assert_int_eq(setenv("ERT_CPU_GRAPH_FAIL_AT", "3", 1), 0);
+    ck_assert_msg(cli(a) == 0, "%s", err_text);
+    ck_assert_int_eq(unsetenv("ERT_CPU_GRAPH_FAIL_AT"), 0);
+    ck_assert_msg(strstr(err_text, "exitrt loadtest: graph mode unavailable, running eager: ") == err_text, "%s",
+                  err_text);
+    j = cJSON_Parse(out_text);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "exec")->valuestring, "eager");
+    cJSON_Delete(j);
+
     /* Closed loop and the table output. */
     snprintf(a, sizeof a, "loadtest --model test/fixtures/tiny-f32 --data %s --concurrency 4 --requests 100", data_spec);
     ck_assert_msg(cli(a) == 0, "%s", err_text);
@@ -752,6 +779,8 @@ START_TEST(cli_errors_are_one_line) {
          "--output '/nonexistent/x.json': cannot write"},
         {"loadtest --model test/fixtures/tiny-f32", "--data SPLIT is required"},
         {"loadtest --model test/fixtures/tiny-f32 --data DATA stray", "unexpected argument 'stray'"},
+        {"loadtest --model test/fixtures/tiny-f32 --data DATA --device cuda:0 --threads 2",
+         "exitrt loadtest: --threads 2: sets the cpu device's threads; 'cuda:0' is not the cpu"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
         const char *d = strstr(cases[i].args, "DATA");

@@ -244,6 +244,8 @@ START_TEST(cli_synth) {
         {"bench --hazard 2", "exitrt bench: --hazard '2'"},
         {"bench --device tpu:0 --widths 8 --batches 4 --depth 2 --reps 1 --warmup 0", "device 'tpu:0'"},
         {"bench --device cpu --dtype bf16 --widths 8 --batches 4 --depth 2 --reps 1", "cpu backend computes in f32"},
+        {"bench --device cuda:0 --threads 2", "--threads 2: sets the cpu device's threads; 'cuda:0' is not the cpu"},
+        {"bench --threads 300", "--threads '300': expected an integer in 1..256"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
         ck_assert_msg(cli(cases[i].args) == 1, "%s: expected exit 1", cases[i].args);
@@ -270,14 +272,14 @@ static void bench_json_with(const char *compaction) {
     char a[1024];
     snprintf(a, sizeof a,
              "bench --device cpu --widths 64 --batches 16,40 --depth 4 --reps 3 --warmup 1 --exec both --json %s --tmp %s "
-             "--compaction %s",
+             "--compaction %s --threads 2",
              json, tmp, compaction);
     ck_assert_msg(cli(a) == 0, "%s", err_text);
     ck_assert_ptr_nonnull(strstr(out_text, "speedup"));
-    ck_assert_ptr_nonnull(strstr(out_text, "graph-mode targets (issue 4, set for the H200; this run: cpu)"));
+    ck_assert_ptr_nonnull(strstr(out_text, "graph-mode targets (issue 4, set for the H200; this run: cpu (2 threads))"));
     cJSON *j = tu_json_load(json);
     const cJSON *meta = cJSON_GetObjectItem(j, "meta");
-    ck_assert_str_eq(cJSON_GetObjectItem(meta, "device")->valuestring, "cpu");
+    ck_assert_str_eq(cJSON_GetObjectItem(meta, "device")->valuestring, "cpu (2 threads)");
     ck_assert_str_eq(cJSON_GetObjectItem(meta, "dtype")->valuestring, "f32");
     ck_assert_double_eq(num(meta, "hazard"), 0.15);
     ck_assert_str_eq(cJSON_GetObjectItem(meta, "exec")->valuestring, "both");

@@ -40,6 +40,16 @@ void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets
     }
 }
 
+int cli_is_cpu(const char *device) { return !device || strncmp(device, "cpu", 3) == 0; }
+
+int cli_threads(const char *text) { return (int)cli_int("--threads", text, 1, ERT_MAX_THREADS); }
+
+int cli_device_threads(const char *device, int threads) {
+    if (threads && !cli_is_cpu(device))
+        cli_fail("--threads %d: sets the cpu device's threads; '%s' is not the cpu", threads, device);
+    return threads;
+}
+
 void cli_note_exec(const ert_session *session) {
     const char *note = ert_session_exec_note(session);
     if (note && *note) fprintf(stderr, "%s: %s\n", cli_prog(), note);

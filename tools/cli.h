@@ -43,19 +43,36 @@ void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *));
 
 /* --exec, --buckets and --compaction into session options; NULL leaves the default. */
 void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets, const char *compaction);
-/* Says on stderr why an --exec auto session runs eager, when it does. */
+/* --device names the cpu ("cpu", "cpu:0"; NULL is the default, the cpu). */
+int cli_is_cpu(const char *device);
+/* --threads N: the CPU ops' thread count, 1..ERT_MAX_THREADS. */
+int cli_threads(const char *text);
+/* --threads (0: not given, the default) for a session on `device`: a device other than
+ * the cpu refuses a count. Returns it. */
+int cli_device_threads(const char *device, int threads);
+/* Says on stderr why an --exec auto session runs eager, or why a CPU session runs on
+ * fewer threads than its default, when it does. */
 void cli_note_exec(const ert_session *session);
 
-/* The help lines of --exec and --buckets, shared by the commands that run a model. */
-#define CLI_EXEC_HELP                                                                          \
-    "      --exec E         eager (default): the host reads each exit's survivor count |\n"   \
-    "                       graph: the forward as one CUDA graph, no host syncs (on the\n"   \
-    "                       cpu a replayed recording, for testing) |\n"                     \
-    "                       auto: graph where it can be captured, else eager\n"               \
-    "      --buckets LIST   graph mode's row buckets, e.g. 64,256,1024 (default: fine steps\n" \
-    "                       to 128 rows, then steps of 2^(1/8); the batch size is added)\n" \
-    "      --compaction C   compact mode's survivor moves: gather (default): copied in order\n" \
-    "                       into a second buffer | fill: in place, the last survivors fill\n"   \
-    "                       the rows of leaving samples (moves about as many rows as left)\n"
+/* The help lines of --exec, --buckets and --compaction, and of --threads, shared by the
+ * commands that run a model; P pads the description column past the 23rd ("" or "  ",
+ * as the command's other options). */
+#define CLI_EXEC_HELP(P)                                                                       \
+    "      --exec E       " P "  eager (default): the host reads each exit's survivor count |\n" \
+    "                     " P "  graph: the forward as one CUDA graph, no host syncs (on the\n" \
+    "                     " P "  cpu a replayed recording, for testing) |\n"                    \
+    "                     " P "  auto: graph where it can be captured, else eager\n"              \
+    "      --buckets LIST " P "  graph mode's row buckets, e.g. 64,256,1024 (default: fine\n"    \
+    "                     " P "  steps to 128 rows, then steps of 2^(1/8); the batch size is\n" \
+    "                     " P "  added)\n"                                                      \
+    "      --compaction C " P "  compact mode's survivor moves: gather (default): copied in\n"  \
+    "                     " P "  order into a second buffer | fill: in place, the last\n"       \
+    "                     " P "  survivors fill the rows of leaving samples (moves about as\n"  \
+    "                     " P "  many rows as left)\n"
+#define CLI_THREADS_HELP(P)                                                                    \
+    "      --threads N    " P "  cpu: threads of the ops (default: ERT_CPU_THREADS, else every\n" \
+    "                     " P "  CPU this process may run on, halved while the session does\n"  \
+    "                     " P "  not fit the memory limit); the device's name says the count\n" \
+    "                     " P "  in force\n"
 
 #endif

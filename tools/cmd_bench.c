@@ -42,7 +42,7 @@ typedef struct bench_opts {
     const char *device, *json, *tmp;
     int widths[MAX_GRID], num_widths;
     int batches[MAX_GRID], num_batches;
-    int depth, classes, reps, warmup;
+    int depth, classes, reps, warmup, threads;
     int eager, graph; /* which executions run (--exec) */
     const char *buckets;
     ert_compaction compaction; /* of the compact sessions */
@@ -84,6 +84,7 @@ static void bench_usage(FILE *f) {
             "      --buckets LIST   graph mode's row buckets (default: see exitrt eval --help)\n"
             "      --compaction C   gather (default) | fill: how the compact variants move the\n"
             "                       survivors (see exitrt eval --help)\n"
+            CLI_THREADS_HELP("")
             "  -j, --json FILE      also write every figure and the metadata to FILE\n"
             "      --tmp DIR        where the models are synthesised (default $TMPDIR or /tmp)\n"
             "  -h, --help           this text\n");
@@ -101,9 +102,8 @@ static int parse_list(const char *flag, const char *text, int lo, int hi, int *o
     return n;
 }
 
-static int is_cpu(const char *device) { return strncmp(device, "cpu", 3) == 0; }
-
-enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP, OPT_EXEC, OPT_BUCKETS, OPT_COMPACTION };
+enum { OPT_DTYPE = 1000, OPT_HAZARD, OPT_SEED, OPT_REPS, OPT_WARMUP, OPT_TMP, OPT_EXEC, OPT_BUCKETS, OPT_COMPACTION,
+       OPT_THREADS };
 
 static void parse_opts(int argc, char **argv, bench_opts *o) {
     static const struct option lo[] = {
@@ -114,7 +114,7 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         {"reps", required_argument, 0, OPT_REPS}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"json", required_argument, 0, 'j'},      {"tmp", required_argument, 0, OPT_TMP},
         {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
-        {"compaction", required_argument, 0, OPT_COMPACTION},
+        {"compaction", required_argument, 0, OPT_COMPACTION}, {"threads", required_argument, 0, OPT_THREADS},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     *o = (bench_opts){.device = "cpu", .depth = 12, .classes = 10, .reps = 50, .warmup = 5, .hazard = 0.15, .seed = 1};
     optind = 1;
@@ -141,12 +141,14 @@ static void parse_opts(int argc, char **argv, bench_opts *o) {
         case OPT_EXEC: exec = optarg; break;
         case OPT_BUCKETS: o->buckets = optarg; break;
         case OPT_COMPACTION: cli_check_in(ert_compaction_parse(optarg, &o->compaction), "--compaction"); break;
+        case OPT_THREADS: o->threads = cli_threads(optarg); break;
         case 'h': bench_usage(stdout); exit(0);
         default: bench_usage(stderr); exit(1);
         }
     }
     cli_no_extra_args(argc, argv, bench_usage);
-    const int cpu = is_cpu(o->device);
+    const int cpu = cli_is_cpu(o->device);
+    cli_device_threads(o->device, o->threads); /* refused before any model is written */
     if (!exec) exec = cpu ? "eager" : "both";
     if (strcmp(exec, "eager") == 0) o->eager = 1;
     else if (strcmp(exec, "graph") == 0) o->graph = 1;
@@ -301,7 +303,9 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
         }
         so.stage_events = v != V_COMPACT_GRAPH_UNTIMED;
         so.compaction = o->compaction;
+        so.threads = o->threads;
         cli_check_in(ert_session_new(model, &so, &sess[v]), where);
+        cli_note_exec(sess[v]);
         snprintf(device_name, device_len, "%s", ert_session_device(sess[v]));
     }
 

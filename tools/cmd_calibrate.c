@@ -23,6 +23,7 @@ static void usage(FILE *f) {
             "  -o, --out FILE         where to write (default DIR/calibration.json)\n"
             "  -D, --device DEV       cpu (default) | cuda:N\n"
             "  -b, --batch N          samples per batch (default 512)\n"
+            CLI_THREADS_HELP("  ")
             "  -j, --json             print the result (with reliability bins) as JSON\n"
             "  -h, --help             this text\n",
             ERT_ECE_BINS);
@@ -45,12 +46,12 @@ static void print_table(const char *title, int E, const float *temp, const ert_c
 
 int cmd_calibrate(int argc, char **argv) {
     const char *dir = NULL, *data_spec = "fashion-mnist:val", *eval_spec = NULL, *out_path = NULL, *device = "cpu";
-    int batch = 512, json = 0, c;
+    int batch = 512, json = 0, threads = 0, c;
     static const struct option lo[] = {{"model", required_argument, 0, 'm'},  {"data", required_argument, 0, 'd'},
                                        {"eval-data", required_argument, 0, 'e'}, {"out", required_argument, 0, 'o'},
                                        {"device", required_argument, 0, 'D'}, {"batch", required_argument, 0, 'b'},
                                        {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+                                       {"threads", required_argument, 0, 1000}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:d:e:o:D:b:jh", lo, NULL)) != -1) {
         switch (c) {
@@ -61,6 +62,7 @@ int cmd_calibrate(int argc, char **argv) {
         case 'D': device = optarg; break;
         case 'b': batch = atoi(optarg); break;
         case 'j': json = 1; break;
+        case 1000: threads = cli_threads(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
@@ -89,8 +91,10 @@ int cmd_calibrate(int argc, char **argv) {
     ert_session_options so = ert_session_options_default();
     so.device = device;
     so.max_batch = batch;
+    so.threads = cli_device_threads(so.device, threads);
     ert_session *s = NULL;
     cli_check(ert_session_new(model, &so, &s));
+    cli_note_exec(s);
     ert_calibration cal;
     cli_check(ert_calibrate(s, data, batch, &cal));
     ert_calibration_stats eb[ERT_MAX_EXITS], ea[ERT_MAX_EXITS];

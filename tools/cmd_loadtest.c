@@ -36,7 +36,7 @@ static void lt_usage(FILE *f) {
             "                         (default confidence:0.9)\n"
             "  -D, --device DEV       cpu (default) | cuda:N\n"
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA only)\n"
-            CLI_EXEC_HELP
+            CLI_EXEC_HELP("  ")
             "  -M, --mode MODE        compact (default) | masked | full\n"
             "      --limit N          only the first N samples of the data\n"
             "arrivals (the run ends after --requests or --duration; the queue then drains):\n"
@@ -52,6 +52,8 @@ static void lt_usage(FILE *f) {
             "      --max-delay-ms MS  ... or when its oldest request has waited MS (default 2)\n"
             "  -s, --streams K        K sessions on worker threads sharing the model; a batch goes\n"
             "                         to whichever is free (default 1)\n"
+            "      --threads N        cpu: each stream's ops' threads (default: ERT_CPU_THREADS, or\n"
+            "                         every CPU this process may run on, divided among the streams)\n"
             "      --late-answers     answer every request when its batch ends, not at its exit\n"
             "objective:\n"
             "      --slo-ms X         latency objective in ms (default 20)\n"
@@ -173,7 +175,7 @@ typedef struct lt_opts {
     int json, find_peak, qps_given, duration_given, requests_given;
     ert_load_options lo;
     ert_peak_options po;
-    int streams;
+    int streams, threads;
     scenario sc;
     double step_at, shift_at;
     ert_shift_kind shift_kind;
@@ -183,7 +185,7 @@ typedef struct lt_opts {
 enum {
     O_DTYPE = 1000, O_EXEC, O_BUCKETS, O_COMPACTION, O_LIMIT, O_QPS, O_ARRIVAL, O_SEED, O_DELAY, O_LATE, O_SLO, O_PCT, O_PEAK, O_QLO, O_QHI, O_TOL,
     O_CTRL, O_POINTS, O_START, O_WINDOW, O_SLACK, O_PATIENCE, O_SCEN, O_STEPQ, O_STEPAT, O_SHFRAC, O_SHIFT,
-    O_SHAT, O_TIMELINE, O_REQCSV
+    O_SHAT, O_TIMELINE, O_REQCSV, O_THREADS
 };
 
 static void parse_opts(int argc, char **argv, lt_opts *o) {
@@ -208,7 +210,8 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         {"shift-fraction", required_argument, 0, O_SHFRAC}, {"shift", required_argument, 0, O_SHIFT},
         {"shift-at", required_argument, 0, O_SHAT},  {"json", no_argument, 0, 'j'},
         {"output", required_argument, 0, 'o'},       {"timeline", required_argument, 0, O_TIMELINE},
-        {"requests-csv", required_argument, 0, O_REQCSV}, {"help", no_argument, 0, 'h'},
+        {"requests-csv", required_argument, 0, O_REQCSV}, {"threads", required_argument, 0, O_THREADS},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     o->lo = ert_load_options_default();
     o->lo.qps = 2000;
@@ -234,6 +237,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         case O_EXEC: o->exec = optarg; break;
         case O_BUCKETS: o->buckets = optarg; break;
         case O_COMPACTION: o->compaction = optarg; break;
+        case O_THREADS: o->threads = cli_threads(optarg); break;
         case 'M': o->mode = cli_mode(optarg); break;
         case O_LIMIT: o->limit = cli_int("--limit", optarg, 1, 1LL << 40); break;
         case O_QPS:
@@ -594,14 +598,20 @@ int cmd_loadtest(int argc, char **argv) {
     if (o.exec) cli_check_in(ert_exec_parse(o.exec, &so.exec), "--exec");
     so.buckets = o.buckets;
     if (o.compaction) cli_check_in(ert_compaction_parse(o.compaction, &so.compaction), "--compaction");
+    so.threads = cli_device_threads(so.device, o.threads);
     ert_load_server *srv = NULL;
     cli_check(ert_load_server_new(model, data, shifted, (const ert_policy *const *)pol, pts.n, &so, &srv));
+    /* The streams' sessions share their options: the first says what runs. */
+    const ert_session *s0 = ert_load_server_session(srv, 0);
+    cli_note_exec(s0);
+    const char *device = ert_session_device(s0);
+    so.exec = ert_session_get_options(s0).exec;
 
     char arr[160];
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", ert_model_name(model));
     cJSON_AddStringToObject(root, "data", data->name);
-    cJSON_AddStringToObject(root, "device", so.device);
+    cJSON_AddStringToObject(root, "device", device);
     cJSON_AddStringToObject(root, "exec", ert_exec_name(so.exec));
     cJSON_AddStringToObject(root, "compaction", ert_compaction_name(so.compaction));
     cJSON_AddNumberToObject(root, "streams", so.streams);
@@ -615,7 +625,7 @@ int cmd_loadtest(int argc, char **argv) {
     const int table = !o.json;
     if (table)
         printf("model %s | data %s (%lld samples) | device %s | streams %d | batch <= %d, delay %.2f ms | %s answers\n",
-               ert_model_name(model), data->name, (long long)data->n, so.device, so.streams, o.lo.max_batch,
+               ert_model_name(model), data->name, (long long)data->n, device, so.streams, o.lo.max_batch,
                o.lo.max_delay_ms, o.lo.late_answers ? "late (batch end)" : "early (at the exit)");
 
     run_rec runs[2 * MAX_POINTS];

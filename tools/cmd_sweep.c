@@ -204,7 +204,7 @@ static void plot(const char *kind, const char *dir, const char *extra1, const ch
 
 typedef struct common {
     const char *model, *data, *device, *dtype, *out, *exec, *buckets, *compaction;
-    int batch, warmup, reps, limit;
+    int batch, warmup, reps, limit, threads;
     ert_mode mode;
     int no_calibration;
 } common;
@@ -223,6 +223,7 @@ static ert_session *open_session(const common *c, ert_model **model, ert_dataset
     so.mode = c->mode;
     if (c->dtype) cli_check(ert_dtype_parse(c->dtype, &so.dtype));
     cli_set_exec(&so, c->exec, c->buckets, c->compaction);
+    so.threads = cli_device_threads(so.device, c->threads);
     ert_session *s = NULL;
     cli_check(ert_session_new(*model, &so, &s));
     cli_note_exec(s);
@@ -262,7 +263,8 @@ static void sweep_usage(FILE *f) {
             "  -D, --device DEV       cpu (default) | cuda:N\n"
             "  -b, --batch N          samples per batch (default 256)\n"
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA)\n"
-            CLI_EXEC_HELP
+            CLI_EXEC_HELP("  ")
+            CLI_THREADS_HELP("  ")
             "  -M, --mode MODE        compact (default) | masked | full\n"
             "      --warmup N         untimed batches of each point before each pass (default 1)\n"
             "      --reps N           timed passes over the data per point (default 1)\n"
@@ -294,7 +296,7 @@ static void sweep_usage(FILE *f) {
 enum {
     OPT_DTYPE = 1000, OPT_EXEC, OPT_BUCKETS, OPT_COMPACTION, OPT_WARMUP, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
     OPT_BFLOPS, OPT_BMS, OPT_VAL, OPT_SPOL, OPT_NO_ORACLE, OPT_PLOT, OPT_SHIFTS, OPT_SEVERITIES, OPT_FROM,
-    OPT_BUDGET, OPT_PCT, OPT_LATENCY, OPT_MINACC, OPT_CALIBRATED, OPT_JSON
+    OPT_BUDGET, OPT_PCT, OPT_LATENCY, OPT_MINACC, OPT_CALIBRATED, OPT_JSON, OPT_THREADS
 };
 
 /* Writes one reliability JSON (the format tools/plot.py reads) from the exit table. */
@@ -417,7 +419,7 @@ int cmd_sweep(int argc, char **argv) {
         {"grid", required_argument, 0, 'g'},      {"device", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
         {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
-        {"compaction", required_argument, 0, OPT_COMPACTION},
+        {"compaction", required_argument, 0, OPT_COMPACTION}, {"threads", required_argument, 0, OPT_THREADS},
         {"mode", required_argument, 0, 'M'},      {"warmup", required_argument, 0, OPT_WARMUP},
         {"reps", required_argument, 0, OPT_REPS}, {"limit", required_argument, 0, OPT_LIMIT},
         {"calibration", required_argument, 0, OPT_CAL}, {"shift", required_argument, 0, OPT_SHIFT},
@@ -452,6 +454,7 @@ int cmd_sweep(int argc, char **argv) {
         case OPT_EXEC: c.exec = optarg; break;
         case OPT_BUCKETS: c.buckets = optarg; break;
         case OPT_COMPACTION: c.compaction = optarg; break;
+        case OPT_THREADS: c.threads = cli_threads(optarg); break;
         case 'M': c.mode = cli_mode(optarg); break;
         case OPT_WARMUP: c.warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)cli_int("--reps", optarg, 1, 1000); break;
@@ -911,7 +914,8 @@ static void shift_usage(FILE *f) {
             "  -D, --device DEV       cpu (default) | cuda:N\n"
             "  -b, --batch N          samples per batch (default 256)\n"
             "      --dtype T          f32 (default) | tf32 | bf16 | f16 (CUDA)\n"
-            CLI_EXEC_HELP
+            CLI_EXEC_HELP("  ")
+            CLI_THREADS_HELP("  ")
             "      --warmup N         untimed batches of each run before each pass (default 1)\n"
             "      --reps N           timed passes per run (default 1)\n"
             "      --limit N          only the first N samples\n"
@@ -995,7 +999,7 @@ int cmd_shift_report(int argc, char **argv) {
         {"seed", required_argument, 0, OPT_SEED}, {"device", required_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
         {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
-        {"compaction", required_argument, 0, OPT_COMPACTION},
+        {"compaction", required_argument, 0, OPT_COMPACTION}, {"threads", required_argument, 0, OPT_THREADS},
         {"warmup", required_argument, 0, OPT_WARMUP}, {"reps", required_argument, 0, OPT_REPS},
         {"limit", required_argument, 0, OPT_LIMIT}, {"calibration", required_argument, 0, OPT_CAL},
         {"plot", no_argument, 0, OPT_PLOT},       {"help", no_argument, 0, 'h'},
@@ -1025,6 +1029,7 @@ int cmd_shift_report(int argc, char **argv) {
         case OPT_EXEC: c.exec = optarg; break;
         case OPT_BUCKETS: c.buckets = optarg; break;
         case OPT_COMPACTION: c.compaction = optarg; break;
+        case OPT_THREADS: c.threads = cli_threads(optarg); break;
         case OPT_WARMUP: c.warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)cli_int("--reps", optarg, 1, 1000); break;
         case OPT_LIMIT: c.limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;

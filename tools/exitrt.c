@@ -22,7 +22,7 @@ typedef struct run_opts {
     int num_policies;
     ert_mode mode;
     const char *trace;
-    int batch, warmup, limit, json, profile, no_calibration;
+    int batch, warmup, limit, json, profile, no_calibration, threads;
     ert_shift_kind shift; /* ERT_SHIFT_NONE: the data as it is */
     int severity;
     long long seed;
@@ -30,7 +30,7 @@ typedef struct run_opts {
 
 enum {
     OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_EXEC, OPT_BUCKETS,
-    OPT_COMPACTION, OPT_SHIFT, OPT_SEVERITY, OPT_SEED
+    OPT_COMPACTION, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_THREADS
 };
 
 static const struct option run_long[] = {
@@ -45,7 +45,7 @@ static const struct option run_long[] = {
     {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
     {"compaction", required_argument, 0, OPT_COMPACTION},
     {"shift", required_argument, 0, OPT_SHIFT}, {"severity", required_argument, 0, OPT_SEVERITY},
-    {"seed", required_argument, 0, OPT_SEED},
+    {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, OPT_THREADS},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
@@ -77,6 +77,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
         case OPT_EXEC: o->exec = optarg; break;
         case OPT_BUCKETS: o->buckets = optarg; break;
         case OPT_COMPACTION: o->compaction = optarg; break;
+        case OPT_THREADS: o->threads = cli_threads(optarg); break;
         case OPT_SHIFT: cli_shift(optarg, &o->shift, &o->severity); break;
         case OPT_SEVERITY:
             o->severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY);
@@ -120,6 +121,7 @@ static void setup_open(const run_opts *o, setup *su) {
     so.max_batch = su->batch;
     if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
     cli_set_exec(&so, o->exec, o->buckets, o->compaction);
+    so.threads = cli_device_threads(so.device, o->threads);
     cli_check(ert_session_new(su->model, &so, &su->session));
     cli_note_exec(su->session);
 }
@@ -166,7 +168,8 @@ static void eval_usage(FILE *f) {
             "  -b, --batch N        samples per batch (default 256)\n"
             "  -D, --device DEV     cpu (default) | cuda:N\n"
             "      --dtype T        f32 (default) | tf32 | bf16 | f16 (CUDA only)\n"
-            CLI_EXEC_HELP
+            CLI_EXEC_HELP("")
+            CLI_THREADS_HELP("")
             "  -j, --json           print one JSON object instead of the table\n"
             "  -o, --output FILE    write one CSV row per sample: index,label,pred,exit,confidence\n"
             "      --warmup N       untimed batches before measuring (default 1)\n"
@@ -313,8 +316,8 @@ static void compare_usage(FILE *f) {
             "exit, and oracle (the upper bound).\n"
             "\n"
             "Options as for `exitrt eval` (--model, --data, --mode, --batch, --device, --dtype,\n"
-            "--exec, --buckets, --compaction, --warmup, --limit, --shift, --severity, --seed,\n"
-            "--no-calibration); --json prints a JSON array of the rows.\n");
+            "--exec, --buckets, --compaction, --threads, --warmup, --limit, --shift, --severity,\n"
+            "--seed, --no-calibration); --json prints a JSON array of the rows.\n");
 }
 
 static int cmd_compare(int argc, char **argv) {
@@ -499,7 +502,8 @@ static void usage(FILE *f) {
             "environment:\n"
             "  ERT_CPU_THREADS=N        threads of the CPU backend's ops (default: the CPUs this\n"
             "                           process may run on, within its cgroups' CPU quota, halved\n"
-            "                           while a session would not fit the memory)\n"
+            "                           while a session would not fit the memory); a command's\n"
+            "                           --threads N wins\n"
             "  ERT_CPU_MEMORY_LIMIT=B   bytes the process's CPU sessions may hold (default: physical\n"
             "                           memory or its cgroups' limit, whichever is lower)\n"
             "  ERT_FASHION_MNIST_DIR=D  where the Fashion-MNIST files are (default\n"

@@ -266,7 +266,8 @@ typedef struct ert_session_options {
                             ERT_CPU_THREADS if set, else every CPU the process may run on
                             (its affinity mask, fewer under a cgroup CPU quota), halved
                             while the session does not fit the memory limit (the note
-                            says so; the options then hold the count used).
+                            says so; the options then hold the count used;
+                            ert_session_device names the count in force).
                             Sessions that run side by side should divide the CPUs (a load
                             server's streams do). Ignored on cuda. */
 } ert_session_options;
@@ -281,9 +282,12 @@ ert_session_options ert_session_options_default(void);
 ert_status ert_session_new(const ert_model *model, const ert_session_options *opt,
                            ert_session **out);
 void ert_session_free(ert_session *session);
+/* What the session runs on, for reports: "cpu (2 threads)" (the thread count in force),
+ * "cuda:0 (NVIDIA H200)". The options' `device` stays "cpu" or "cuda:N". */
 const char *ert_session_device(const ert_session *session);
 const ert_model *ert_session_model(const ert_session *session);
-/* The options in force: `exec` is what the session runs (eager or graph, never auto). */
+/* The options in force: `exec` is what the session runs (eager or graph, never auto);
+ * `device` is "cpu" or "cuda:N", a string of the session's (valid while it lives). */
 ert_session_options ert_session_get_options(const ert_session *session);
 /* Why an ERT_EXEC_AUTO session runs eager, or why a CPU session runs on fewer threads than
  * its default ("" when neither). */

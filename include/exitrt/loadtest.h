@@ -71,6 +71,8 @@ typedef struct ert_load_server_options {
     ert_exec exec;      /* default eager; graph: each batch one graph launch (see ert_exec) */
     const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
     ert_compaction compaction; /* compact mode's survivor moves (see ert_compaction); default gather */
+    int threads;        /* cpu: each stream's ops' threads; 0 (default): the session default with one
+                           stream, the CPUs divided among the streams with more */
 } ert_load_server_options;
 
 ert_load_server_options ert_load_server_options_default(void);
@@ -112,6 +114,10 @@ void ert_load_server_free(ert_load_server *server);
 int ert_load_server_streams(const ert_load_server *server);
 int ert_load_server_num_points(const ert_load_server *server);
 int ert_load_server_max_batch(const ert_load_server *server);
+/* A real server's session of stream `stream` (its device name, options in force and note:
+ * ert_session_device, ert_session_get_options, ert_session_exec_note); NULL for a
+ * simulated server or a stream out of range. */
+const ert_session *ert_load_server_session(const ert_load_server *server, int stream);
 
 /* ---------------------------------------------------------------- a run */
 

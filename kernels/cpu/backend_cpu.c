@@ -38,6 +38,7 @@
 struct ert_backend {
     int max_rows;
     int threads;    /* the ops' (parallel.c) */
+    char name[32];  /* "cpu (N threads)" */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
@@ -120,6 +121,7 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
         free(be);
         return st;
     }
+    snprintf(be->name, sizeof be->name, "cpu (%d thread%s)", be->threads, be->threads == 1 ? "" : "s");
     ert_cpu_blas_setup();
     *out = be;
     return ERT_OK;
@@ -137,10 +139,7 @@ static void cpu_destroy(ert_backend *be) {
     free(be);
 }
 
-static const char *cpu_device_name(const ert_backend *be) {
-    (void)be;
-    return "cpu";
-}
+static const char *cpu_device_name(const ert_backend *be) { return be->name; }
 
 static size_t cpu_act_elem_size(const ert_backend *be) {
     (void)be;
@@ -282,7 +281,7 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         const size_t per_thread = op->pad_floats * sizeof(float);
         void *p = NULL;
         st = hold(be, per_thread * (size_t)op->threads,
-                  op->threads > 1 ? "use fewer threads: ERT_CPU_THREADS or the session option threads"
+                  op->threads > 1 ? "use fewer threads: --threads, ERT_CPU_THREADS or the session option threads"
                       : "one thread's scratch: close other sessions or give the process more memory",
                   &p);
         if (st) {
