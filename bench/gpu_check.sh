@@ -13,6 +13,11 @@
 # .deps/fmnist. Run with the device tool, carrying .deps:  bash bench/gpu_check.sh
 # Every step checks the time left (ERT_CHECK_BUDGET seconds, default 420) and is skipped,
 # saying so, when it would not fit.
+# Rehearsal without a GPU (catches a wrong flag or path before device time is spent):
+#   ERT_CHECK_DEVICE=cpu bash bench/gpu_check.sh   (with .deps filled by bench/fetch_deps.sh)
+# runs every exitrt, PyTorch and summary step on the cpu, on small sizes (added options
+# that override the GPU's), builds without CUDA and skips the GPU tests and
+# compute-sanitizer, saying so. Its figures mean nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ert-gpu-check}
@@ -20,6 +25,15 @@ mkdir -p "$OUT"
 start=$(date +%s)
 budget=${ERT_CHECK_BUDGET:-420}
 status=0
+dev=${ERT_CHECK_DEVICE:-cuda:0}
+rehearse=0; [ "$dev" = cpu ] && rehearse=1
+# Options appended in a rehearsal only (a later option wins): small sizes for the cpu.
+small_bench=(); small_sweep=(); small_load=(); peer_dev=cuda; cuda_build=ON; micro_filter=cuda
+if [ $rehearse = 1 ]; then
+  small_bench=(--widths 64 --batches 16,40 --depth 4 --reps 2 --warmup 1 --exec both)
+  small_sweep=(--limit 512); small_load=(--requests 4000); peer_dev=cpu; cuda_build=OFF; micro_filter=cpu
+  echo "REHEARSAL on the cpu: small sizes, no CUDA; the figures mean nothing" | tee -a "$OUT/steps.log"
+fi
 left() { echo $(( budget - ($(date +%s) - start) )); }
 step() { echo "== [$(( $(date +%s) - start ))s] $*" | tee -a "$OUT/steps.log"; }
 fail() { echo "FAILED: $*" | tee -a "$OUT/steps.log"; status=1; }
@@ -70,18 +84,20 @@ echo "cuDNN from: ${cudnn_root:-not found}"
 step "build (sm_90, warnings as errors)"
 build=build-gpu
 rm -rf $build
-cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DERT_CUDA=ON \
+cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DERT_CUDA=$cuda_build \
   -DERT_WERROR=ON -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON ${cudnn_root:+-DCUDNN_ROOT=$cudnn_root} > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; fail "configure"; exit 1; }
 # -k 0: a failing micro-benchmark build must not stop the tests.
 cmake --build $build -j16 -- -k 0 >> "$OUT/build.log" 2>&1 || fail "build (see build.log)"
 grep -E "error|warning" "$OUT/build.log" | head -20
-[ -x $build/exitrt ] && [ -x $build/test/test_cuda_session ] || { tail -30 "$OUT/build.log"; exit 1; }
+[ -x $build/exitrt ] && { [ $rehearse = 1 ] || [ -x $build/test/test_cuda_session ]; } || { tail -30 "$OUT/build.log"; exit 1; }
 
+if [ $rehearse = 1 ]; then echo "SKIPPED (rehearsal on the cpu): GPU tests" | tee -a "$OUT/steps.log"; else
 step "GPU tests"
 # ERT_REQUIRE_CUDA=1: a device (and cuDNN) is due here, so "no device" fails instead of skipping.
 (cd $build && ERT_REQUIRE_CUDA=1 ctest -R 'cuda' --output-on-failure -V --timeout 240) > "$OUT/gpu-tests.log" 2>&1 \
   || fail "GPU tests"
 grep -E "Test +#|SKIP|FAIL|agree|identical|borderline|Checks|Failure|Error|refused|graph" "$OUT/gpu-tests.log" | head -40
+fi
 
 if fits 150 "CPU tests"; then
   step "CPU tests (same build)"
@@ -92,13 +108,13 @@ fi
 
 if fits 120 "exitrt bench"; then
   step "headline grid: exitrt"
-  timeout $(( $(left) - 60 )) "$build/exitrt" bench --device cuda:0 --reps 30 --warmup 5 --json "$OUT/bench.json" \
+  timeout $(( $(left) - 60 )) "$build/exitrt" bench --device $dev --reps 30 --warmup 5 --json "$OUT/bench.json" "${small_bench[@]}" \
     > "$OUT/bench.txt" 2>&1 || fail "exitrt bench"
   cat "$OUT/bench.txt"
   # A graph that fails (capture, launch) stops the whole bench: keep at least the eager grid.
   if [ ! -s "$OUT/bench.json" ] && fits 90 "exitrt bench, eager only"; then
     step "headline grid: exitrt, eager only (the run with graph variants failed)"
-    timeout $(( $(left) - 60 )) "$build/exitrt" bench --device cuda:0 --reps 30 --warmup 5 --exec eager \
+    timeout $(( $(left) - 60 )) "$build/exitrt" bench --device $dev --reps 30 --warmup 5 --exec eager "${small_bench[@]}" \
       --json "$OUT/bench.json" > "$OUT/bench-eager.txt" 2>&1 || fail "exitrt bench --exec eager"
     tail -12 "$OUT/bench-eager.txt"
   fi
@@ -106,21 +122,21 @@ fi
 
 if fits 90 "PyTorch peer"; then
   step "headline grid: PyTorch peer"
-  PYTHONUNBUFFERED=1 timeout $(( $(left) - 50 )) python3 bench/peer_pytorch.py --device cuda --reps 30 \
+  PYTHONUNBUFFERED=1 timeout $(( $(left) - 50 )) python3 bench/peer_pytorch.py --device $peer_dev --reps 30 \
     --json "$OUT/peer.json" > "$OUT/peer.txt" 2>&1 || fail "PyTorch peer"
   cat "$OUT/peer.txt"
 fi
 
 if fits 40 "profile"; then
   step "profile of the shipped model"
-  timeout 30 "$build/exitrt" eval --model models/fmnist-mlp --data fashion-mnist:test --device cuda:0 --batch 1024 \
+  timeout 30 "$build/exitrt" eval --model models/fmnist-mlp --data fashion-mnist:test --device $dev --batch 1024 \
     --policy confidence:0.9 --profile --trace "$OUT/trace.json" > "$OUT/profile.txt" 2>&1 || fail "eval --profile"
   tail -11 "$OUT/profile.txt"
 fi
 if fits 40 "profile, graph mode"; then
   step "profile of the shipped models, graph mode"
   for m in fmnist-mlp fmnist-cnn; do
-    timeout 30 "$build/exitrt" eval --model models/$m --data fashion-mnist:test --device cuda:0 --batch 1024 \
+    timeout 30 "$build/exitrt" eval --model models/$m --data fashion-mnist:test --device $dev --batch 1024 \
       --policy confidence:0.9 --exec graph --profile > "$OUT/profile-graph-$m.txt" 2>&1 || fail "eval --exec graph ($m)"
     head -3 "$OUT/profile-graph-$m.txt"; tail -2 "$OUT/profile-graph-$m.txt"
   done
@@ -129,7 +145,7 @@ fi
 if fits 40 "graph structure"; then
   step "graph structure at D=1024, B=64 (ERT_CUDA_GRAPH_DOT: one DOT file per captured graph)"
   mkdir -p "$OUT/dot"
-  ERT_CUDA_GRAPH_DOT="$OUT/dot/bench-1024-64" timeout 35 "$build/exitrt" bench --device cuda:0 --widths 1024 \
+  ERT_CUDA_GRAPH_DOT="$OUT/dot/bench-1024-64" timeout 35 "$build/exitrt" bench --device $dev --widths 1024 \
     --batches 64 --reps 3 --warmup 1 --exec graph > "$OUT/dot/bench.txt" 2>&1 || fail "bench with graph DOT files"
   for f in "$OUT"/dot/bench-1024-64.*; do
     [ -e "$f" ] && echo "$(basename "$f"): $(grep -c -- '->' "$f") edges, $(wc -c < "$f") bytes"
@@ -137,9 +153,11 @@ if fits 40 "graph structure"; then
 fi
 
 step "compute-sanitizer"
+[ $rehearse = 1 ] && echo "SKIPPED (rehearsal on the cpu): compute-sanitizer" | tee -a "$OUT/steps.log"
 san=( "$build/exitrt" eval --model models/fmnist-mlp --data fashion-mnist:test --limit 128 --batch 64
-      --device cuda:0 --policy confidence:0.9 --warmup 0 )
+      --device $dev --policy confidence:0.9 --warmup 0 )
 for tool in memcheck racecheck initcheck synccheck; do
+  [ $rehearse = 1 ] && break
   fits 45 "compute-sanitizer $tool" || continue
   if timeout 40 compute-sanitizer --tool $tool --error-exitcode 9 "${san[@]}" > "$OUT/san-$tool.log" 2>&1; then
     echo "compute-sanitizer $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-$tool.log" | tail -1)"
@@ -148,6 +166,7 @@ for tool in memcheck racecheck initcheck synccheck; do
   fi
 done
 for tool in memcheck racecheck synccheck; do
+  [ $rehearse = 1 ] && break
   fits 45 "compute-sanitizer $tool, graph mode" || continue
   if timeout 40 compute-sanitizer --tool $tool --error-exitcode 9 "${san[@]}" --exec graph > "$OUT/san-graph-$tool.log" 2>&1; then
     echo "compute-sanitizer $tool (graph): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san-graph-$tool.log" | tail -1)"
@@ -155,12 +174,12 @@ for tool in memcheck racecheck synccheck; do
     fail "compute-sanitizer $tool, graph mode (exit $?)"; grep -E "=====" "$OUT/san-graph-$tool.log" | head -8
   fi
 done
-if fits 45 "compute-sanitizer memcheck, fill compaction"; then
+if [ $rehearse = 0 ] && fits 45 "compute-sanitizer memcheck, fill compaction"; then
   timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "${san[@]}" --compaction fill --exec graph \
     > "$OUT/san-memcheck-fill.log" 2>&1 && echo "memcheck (fill, graph): $(grep 'ERROR SUMMARY' "$OUT/san-memcheck-fill.log")" \
     || fail "compute-sanitizer memcheck (fill compaction, graph mode)"
 fi
-if fits 45 "compute-sanitizer memcheck, CUB path"; then
+if [ $rehearse = 0 ] && fits 45 "compute-sanitizer memcheck, CUB path"; then
   ERT_COMPACT_PATH=cub timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "${san[@]}" \
     > "$OUT/san-memcheck-cub.log" 2>&1 && echo "memcheck (CUB compaction): $(grep 'ERROR SUMMARY' "$OUT/san-memcheck-cub.log")" \
     || fail "compute-sanitizer memcheck (CUB compaction path)"
@@ -169,23 +188,24 @@ fi
 if fits 90 "sweep on cuda:0"; then
   step "policy sweep of both shipped models on cuda:0 (issue 6)"
   for m in fmnist-mlp fmnist-cnn; do
-    timeout 40 "$build/exitrt" sweep --model models/$m --data fashion-mnist:test --device cuda:0 --grid 4 \
-      --out "$OUT/sweep-$m" > "$OUT/sweep-$m.txt" 2>&1 || fail "sweep $m on cuda:0"
+    timeout 40 "$build/exitrt" sweep --model models/$m --data fashion-mnist:test --device $dev --grid 4 \
+      --out "$OUT/sweep-$m" "${small_sweep[@]}" > "$OUT/sweep-$m.txt" 2>&1 || fail "sweep $m on cuda:0"
     tail -14 "$OUT/sweep-$m.txt"
   done
 fi
 
 if [ -x "$build/bench/ert_micro" ] && fits 40 "micro-benchmarks"; then
   step "micro-benchmarks (decide, compact)"
-  timeout 35 "$build/bench/ert_micro" --benchmark_filter=cuda --benchmark_min_time=0.02 > "$OUT/micro.txt" 2>&1 \
+  timeout 35 "$build/bench/ert_micro" --benchmark_filter=$micro_filter --benchmark_min_time=0.02 > "$OUT/micro.txt" 2>&1 \
     || fail "micro-benchmarks"
   grep -E "^BM|^[a-z_]+/" "$OUT/micro.txt" | head -30
 fi
 
 if fits 75 "exitrt bench, fill compaction"; then
   step "headline grid at D=4096, B>=1024 with fill compaction (in place; NOTES.md has the prediction)"
-  timeout $(( $(left) - 30 )) "$build/exitrt" bench --device cuda:0 --widths 4096 --batches 1024,8192 --reps 20 \
-    --warmup 3 --compaction fill --json "$OUT/bench-fill.json" > "$OUT/bench-fill.txt" 2>&1 || fail "bench, fill"
+  timeout $(( $(left) - 30 )) "$build/exitrt" bench --device $dev --widths 4096 --batches 1024,8192 --reps 20 \
+    --warmup 3 --compaction fill --json "$OUT/bench-fill.json" "${small_bench[@]}" > "$OUT/bench-fill.txt" 2>&1 \
+    || fail "bench, fill"
   tail -8 "$OUT/bench-fill.txt"
 fi
 
@@ -198,7 +218,8 @@ if fits 100 "load test peaks"; then
   for ex in eager graph; do
     fits 45 "load test peaks, $ex" || continue
     timeout $(( $(left) > 100 ? 90 : $(left) - 10 )) "$build/exitrt" loadtest -m models/fmnist-mlp -d fashion-mnist:test \
-      --device cuda:0 --exec $ex --find-peak --slo-ms 5 -p none -p confidence:0.9 -p fixed:0 --requests 60000 \
+      --device $dev --exec $ex --find-peak --slo-ms 5 -p none -p confidence:0.9 -p fixed:0 --requests 60000 \
+      "${small_load[@]}" \
       > "$OUT/peak-$ex.txt" 2>&1 || fail "loadtest peaks ($ex)"
     tail -6 "$OUT/peak-$ex.txt"
   done
