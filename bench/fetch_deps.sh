@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 mkdir -p .deps/debs .deps/fmnist
 (cd .deps/debs && apt-get download libcjson1 libcjson-dev libopenblas0-pthread libopenblas-pthread-dev \
    libopenblas-dev libgfortran5 libquadmath0 check libsubunit0 libsubunit-dev libbenchmark1debian \
-   libbenchmark-dev zlib1g-dev)
+   libbenchmark-dev zlib1g-dev libdnnl2 libdnnl-dev ocl-icd-libopencl1)
 cp /usr/share/datasets/fashion-mnist/t10k-* .deps/fmnist/
 du -sh .deps

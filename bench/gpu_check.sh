@@ -57,6 +57,12 @@ export CMAKE_LIBRARY_PATH=$libdir:$libdir/openblas-pthread
 export PKG_CONFIG_LIBDIR=$root/no-pkgconfig
 export LD_LIBRARY_PATH=$libdir:$libdir/openblas-pthread:${LD_LIBRARY_PATH:-}
 export ERT_FASHION_MNIST_DIR=$PWD/.deps/fmnist
+# oneDNN (the CPU linear ops) only if Debian's library loads here (its libstdc++ and
+# libgomp are the machine's): else its header goes, and CMake builds the OpenBLAS path.
+if [ -e "$libdir/libdnnl.so.2" ] && ! python3 -c "import ctypes; ctypes.CDLL('$libdir/libdnnl.so.2')" 2> "$OUT/onednn.log"; then
+  echo "oneDNN does not load here (onednn.log): the CPU linear ops build on OpenBLAS" | tee -a "$OUT/steps.log"
+  rm -rf "$root/usr/include/oneapi"
+fi
 # zlib1g-dev's libz.so points at Debian's exact libz version; use the machine's own.
 for z in /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1; do
   [ -e "$z" ] && ln -sf "$z" "$libdir/libz.so" && break
@@ -89,6 +95,7 @@ cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTU
 # -k 0: a failing micro-benchmark build must not stop the tests.
 cmake --build $build -j16 -- -k 0 >> "$OUT/build.log" 2>&1 || fail "build (see build.log)"
 grep -E "error|warning" "$OUT/build.log" | head -20
+grep -E "exitrt: (oneDNN|cuDNN)" "$OUT/build.log"
 [ -x $build/exitrt ] && { [ $rehearse = 1 ] || [ -x $build/test/test_cuda_session ]; } || { tail -30 "$OUT/build.log"; exit 1; }
 
 if [ $rehearse = 1 ]; then echo "SKIPPED (rehearsal on the cpu): GPU tests" | tee -a "$OUT/steps.log"; else

@@ -241,7 +241,6 @@ static ert_status session_new(const ert_model *model, const ert_session_options 
                                     .num_buckets = o.exec == ERT_EXEC_EAGER ? 0 : num_buckets,
                                     .threads = o.threads};
     if ((st = ops->create(&cfg, &s->be))) goto fail;
-    snprintf(s->device, sizeof s->device, "%s", ops->device_name(s->be));
     if (ops == ert_backend_cpu()) snprintf(s->device_id, sizeof s->device_id, "cpu");
     else snprintf(s->device_id, sizeof s->device_id, "cuda:%d", index);
     s->opt.device = s->device_id;
@@ -260,6 +259,8 @@ static ert_status session_new(const ert_model *model, const ert_session_options 
         if ((st = prepare_stage_seq(s, &model->stages[i].body, 0, &s->body[i])) ||
             (st = prepare_stage_seq(s, &model->stages[i].head, 1, &s->head[i])))
             goto fail;
+    /* after the ops: the cpu's name says the GEMM library its linear ops run on */
+    snprintf(s->device, sizeof s->device, "%s", ops->device_name(s->be));
 
     /* Live buffers at once: the stage output (kept while its head runs), one per
      * residual level, the op's input and its output. */

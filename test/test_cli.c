@@ -263,7 +263,7 @@ START_TEST(threads_from_the_cli) {
         ck_assert_msg(cli(a) == 0, "%s", err_text);
         cJSON *j = cJSON_Parse(out_text);
         ck_assert_ptr_nonnull(j);
-        ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, t ? "cpu (3 threads)" : "cpu (1 thread)");
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, tu_cpu_name(t ? 3 : 1));
         acc[t] = cJSON_GetObjectItem(j, "accuracy")->valuedouble;
         exit_mean[t] = cJSON_GetObjectItem(j, "mean_exit")->valuedouble;
         cJSON_Delete(j);
@@ -279,7 +279,7 @@ START_TEST(threads_from_the_cli) {
     for (int i = 0; i < 4; ++i) {
         snprintf(a, sizeof a, runs[i], data_spec, tu_tmpdir());
         ck_assert_msg(cli(a) == 0, "%s: %s", a, err_text);
-        ck_assert_msg(strstr(out_text, "cpu (2 threads)"), "%s: the device's name is missing: %s", a, out_text);
+        ck_assert_msg(strstr(out_text, tu_cpu_name(2)), "%s: the device's name is missing: %s", a, out_text);
     }
     const char *helps[] = {"eval", "compare", "sweep", "shift-report", "calibrate", "bench", "loadtest"};
     for (int i = 0; i < 7; ++i) {

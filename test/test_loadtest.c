@@ -694,7 +694,7 @@ START_TEST(cli_loadtest_json) {
     ck_assert_str_eq(err_text, "");
     j = cJSON_Parse(out_text);
     ck_assert_ptr_nonnull(j);
-    ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, "cpu (3 threads)");
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, tu_cpu_name(3));
     ck_assert_str_eq(cJSON_GetObjectItem(j, "exec")->valuestring, "graph");
     cJSON_Delete(j);
     ck_assert_int_eq(setenv("ERT_CPU_GRAPH_FAIL_AT", "3", 1), 0);

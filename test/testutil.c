@@ -133,6 +133,17 @@ int tu_error_has(const char *needle) {
     return 0;
 }
 
+const char *tu_cpu_name(int threads) {
+    static char name[64];
+    int onednn = 0;
+#ifdef ERT_WITH_ONEDNN
+    onednn = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+    snprintf(name, sizeof name, "cpu (%d thread%s, %s)", threads, threads == 1 ? "" : "s", onednn ? "oneDNN" : "OpenBLAS");
+    return name;
+}
+
 static void read_capture(const char *path, char *buf, size_t len) {
     FILE *f = fopen(path, "r");
     size_t n = f ? fread(buf, 1, len - 1, f) : 0;

@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# python3-matplotlib only draws the plots of `exitrt sweep --plot` / `loadtest --plot`.
-packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev check dataset-fashion-mnist
-          python3-matplotlib)
+# python3-matplotlib only draws the plots of `exitrt sweep --plot` / `loadtest --plot`;
+# libdnnl-dev (oneDNN 2.x) runs the CPU backend's linear ops (without it: OpenBLAS).
+packages=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libcjson-dev zlib1g-dev check
+          dataset-fashion-mnist python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

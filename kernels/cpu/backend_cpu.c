@@ -38,7 +38,8 @@
 struct ert_backend {
     int max_rows;
     int threads;    /* the ops' (parallel.c) */
-    char name[32];  /* "cpu (N threads)" */
+    char name[48];  /* "cpu (N threads)", then the GEMM of its linear ops: ", oneDNN" */
+    int linear[2];  /* linear ops made on oneDNN, on OpenBLAS */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
@@ -96,6 +97,15 @@ static size_t usable_memory(void) {
     return cgroup < physical ? cgroup : physical;
 }
 
+/* "cpu (2 threads)", with the library of the linear ops made so far when there are any:
+ * "cpu (2 threads, oneDNN)", "cpu (1 thread, OpenBLAS)", or both ("oneDNN + OpenBLAS").
+ * A CPU benchmark's numbers depend on it as much as on the thread count. */
+static void name_backend(ert_backend *be) {
+    const int t = be->threads, d = be->linear[0], o = be->linear[1];
+    snprintf(be->name, sizeof be->name, "cpu (%d thread%s%s%s)", t, t == 1 ? "" : "s",
+             d && o ? ", oneDNN + OpenBLAS" : d ? ", oneDNN" : "", o && !d ? ", OpenBLAS" : "");
+}
+
 static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
     if (cfg->device != 0) return ert_error(ERT_ERR_INVALID_ARGUMENT, "device 'cpu:%d': only cpu:0 exists", cfg->device);
     if (cfg->dtype != ERT_DTYPE_F32)
@@ -121,7 +131,7 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
         free(be);
         return st;
     }
-    snprintf(be->name, sizeof be->name, "cpu (%d thread%s)", be->threads, be->threads == 1 ? "" : "s");
+    name_backend(be);
     ert_cpu_blas_setup();
     *out = be;
     return ERT_OK;
@@ -168,7 +178,7 @@ static const char *show_bytes(char *buf, size_t len, double bytes) {
 
 /* A block: 64-byte aligned for the GEMM, zeroed so no op ever reads garbage, counted
  * against the limit; `change` says what to change when the limit refuses it. */
-static ert_status hold(ert_backend *be, size_t bytes, const char *change, void **out) {
+ert_status ert_cpu_hold(ert_backend *be, size_t bytes, const char *change, void **out) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     /* past a quarter of the address space: no arithmetic below can wrap */
     size_t total = bytes > SIZE_MAX / 4 ? SIZE_MAX : ((bytes ? bytes : 1) + BLOCK_HEADER + 63) & ~(size_t)63;
@@ -203,7 +213,7 @@ static ert_status hold(ert_backend *be, size_t bytes, const char *change, void *
     return ERT_OK;
 }
 
-static void cpu_release(ert_backend *be, void *ptr) {
+void ert_cpu_release(ert_backend *be, void *ptr) {
     (void)be;
     if (!ptr) return;
     char *p = (char *)ptr - BLOCK_HEADER;
@@ -214,7 +224,7 @@ static void cpu_release(ert_backend *be, void *ptr) {
 }
 
 static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
-    return hold(be, bytes, "lower the batch size", out);
+    return ert_cpu_hold(be, bytes, "lower the batch size", out);
 }
 
 static ert_status cpu_copy(ert_backend *be, void *dst, const void *src, size_t bytes) {
@@ -232,7 +242,7 @@ static ert_status cpu_sync(ert_backend *be) {
 static ert_status hold_floats(ert_backend *be, const float *src, size_t n, float **out) {
     void *p = NULL;
     const ert_status st =
-        hold(be, n * sizeof(float), "the weights: close other sessions or give the process more memory", &p);
+        ert_cpu_hold(be, n * sizeof(float), "the weights: close other sessions or give the process more memory", &p);
     if (st) return st;
     memcpy(p, src, n * sizeof(float));
     *out = p;
@@ -257,14 +267,21 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     ert_op *op = calloc(1, sizeof *op);
     if (!op)
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
-    ert_status st = d->weight ? hold_floats(be, d->weight, nw, &op->weight) : ERT_OK;
+    ert_status st = ERT_OK;
+    if (d->type == ERT_OP_LINEAR) {
+        char why[128];
+        st = ert_cpu_mm_new(be, d, be->threads, &op->mm, why, sizeof why);
+        snprintf(op->gemm, sizeof op->gemm, op->mm ? "onednn" : "openblas (%s)", why);
+    }
+    if (!st && d->weight && !op->mm) st = hold_floats(be, d->weight, nw, &op->weight);
     if (!st && d->bias) st = hold_floats(be, d->bias, nb, &op->bias);
     if (st) goto fail;
     op->desc = *d;
     /* scratch per thread, zeroed: a conv's im2col writes only the places its input covers,
      * so the padding's stay 0; a linear's last block computes rows past the batch on
      * whatever an earlier block left there, and drops them */
-    if (d->type == ERT_OP_LINEAR) op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
+    if (d->type == ERT_OP_LINEAR && !op->mm)
+        op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
     if (d->type == ERT_OP_CONV2D) {
         ert_cpu_conv_block(d->conv.out_h * d->conv.out_w, &op->samples, &op->cols);
         const size_t kdim = (size_t)(d->conv.in_c / d->conv.groups) * d->conv.kh * d->conv.kw;
@@ -280,7 +297,7 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         }
         const size_t per_thread = op->pad_floats * sizeof(float);
         void *p = NULL;
-        st = hold(be, per_thread * (size_t)op->threads,
+        st = ert_cpu_hold(be, per_thread * (size_t)op->threads,
                   op->threads > 1 ? "use fewer threads: --threads, ERT_CPU_THREADS or the session option threads"
                       : "one thread's scratch: close other sessions or give the process more memory",
                   &p);
@@ -290,20 +307,26 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         }
         op->pad = p;
     }
+    if (d->type == ERT_OP_LINEAR) {
+        be->linear[op->mm ? 0 : 1]++;
+        name_backend(be);
+    }
     *out = op;
     return ERT_OK;
 fail:
-    cpu_release(be, op->weight);
-    cpu_release(be, op->bias);
+    ert_cpu_mm_free(be, op->mm);
+    ert_cpu_release(be, op->weight);
+    ert_cpu_release(be, op->bias);
     free(op);
     return st;
 }
 
 static void cpu_op_free(ert_backend *be, ert_op *op) {
     if (!op) return;
-    cpu_release(be, op->weight);
-    cpu_release(be, op->bias);
-    cpu_release(be, op->pad);
+    ert_cpu_mm_free(be, op->mm);
+    ert_cpu_release(be, op->weight);
+    ert_cpu_release(be, op->bias);
+    ert_cpu_release(be, op->pad);
     free(op);
 }
 
@@ -435,9 +458,9 @@ static const ert_backend_ops cpu_ops = {
     .device_name = cpu_device_name,
     .act_elem_size = cpu_act_elem_size,
     .alloc = cpu_alloc,
-    .release = cpu_release,
+    .release = ert_cpu_release,
     .host_alloc = cpu_alloc,
-    .host_release = cpu_release,
+    .host_release = ert_cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
     .download_async = cpu_copy,

@@ -41,8 +41,27 @@ static inline void ert_cpu_conv_block(int hw, int *samples, int *cols) {
     *cols = (n * hw + align - 1) / align * align;
 }
 
+/* A linear op's GEMMs on oneDNN, weights packed once (onednn.c). */
+typedef struct ert_cpu_mm ert_cpu_mm;
+/* The op's oneDNN GEMMs for `threads` threads in *out, or NULL and why not in `why` (the
+ * op then runs on OpenBLAS); an error only for what should stop the op: no memory, a bad
+ * ERT_CPU_GEMM, or ERT_CPU_GEMM=onednn where oneDNN cannot be used. */
+ert_status ert_cpu_mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
+                          size_t why_len);
+void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m);
+/* x's rows (at most ERT_CPU_GEMM_ROWS, `in` wide) times the transposed weights of column
+ * range `part`, without bias: into `thread`'s dense rows x width buffer, returned. */
+float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x);
+
+/* A block of the backend's memory (64-byte aligned, zeroed), counted against its limit;
+ * `change` says what to change when the limit refuses it. */
+ert_status ert_cpu_hold(ert_backend *be, size_t bytes, const char *change, void **out);
+void ert_cpu_release(ert_backend *be, void *ptr);
+
 struct ert_op {
     ert_op_desc desc;
+    ert_cpu_mm *mm; /* LINEAR on oneDNN (then weight is NULL), else NULL: OpenBLAS */
+    char gemm[160]; /* LINEAR: "onednn", or "openblas (why)" */
     float *weight; /* owned copies of the descriptor's host arrays */
     float *bias;
     int samples;   /* CONV2D: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
@@ -51,7 +70,8 @@ struct ert_op {
     size_t pad_floats; /* scratch per thread: thread t's starts at pad + t * pad_floats */
     float *pad;    /* the op's own (never shared: its zeros are kept), a block of the
                       backend's (counted against its memory limit):
-                      LINEAR: ERT_CPU_GEMM_ROWS x (in + out) for the last, partial block;
+                      LINEAR on OpenBLAS: ERT_CPU_GEMM_ROWS x (in + out) for the last,
+                      partial block (on oneDNN: its own scratch, in mm);
                       CONV2D: the im2col columns of a block of samples, one group,
                       then the GEMM's output */
 };

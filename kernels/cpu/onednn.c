@@ -1,0 +1,354 @@
+/* A linear op's GEMMs through oneDNN's matmul, with the weights packed once.
+ *
+ * Why. With OpenBLAS a row's bits depend on the GEMM's size, so linear.c runs every GEMM
+ * on blocks of exactly ERT_CPU_GEMM_ROWS rows: a batch of 1 computes 64 rows, and each
+ * call packs its weight range again (worth ~29 rows of compute at K = 1024). oneDNN's
+ * brgemm matmul, with one primitive per fixed row count, gives a row the same bits for
+ * every row count and every place in the batch (bench/results/2026-11-29-cpu-dnnl-probe:
+ * M = 1..300 on nine shapes), and reads weights packed once at creation. So a block of m
+ * rows runs as primitives of 64, 32, 16, 8, 4, 2 and 1 rows (m's binary digits), each
+ * computing only real rows (bench/NOTES.md, "oneDNN linear ops").
+ *
+ * Only where that holds: every primitive must be brgemm (`brg:` in oneDNN's
+ * implementation name; an AVX2-only CPU gets `gemm:jit`, whose bits depend on M), the
+ * primitives of an op must share one weight layout, and a check at creation runs the
+ * last rows of a 64-row block through every smaller primitive and compares the bits.
+ * Otherwise the op keeps OpenBLAS (ert_cpu_mm_new says why, without failing).
+ *
+ * Threads: oneDNN (Debian's build) uses OpenMP. Primitives are created with this
+ * thread's OpenMP thread count set to 1, so that none splits its work (brgemm may split
+ * K across threads, which would make the bits depend on the thread count) or starts a
+ * team of its own; parallel.c runs the tasks. Each of the backend's threads has its own
+ * stream, memory objects and scratchpad (oneDNN's user scratchpad mode: a primitive is
+ * then safe to run on several threads at once).
+ *
+ * ERT_CPU_GEMM=openblas keeps every linear op on OpenBLAS; ERT_CPU_GEMM=onednn makes an op
+ * that cannot use oneDNN fail to be created (tests). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+
+#ifdef ERT_WITH_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { SIZES = 7 }; /* primitives of 64 >> i rows, i < SIZES */
+
+/* One column range's width (ERT_CPU_LINEAR_COLS, or the shorter last one): its
+ * primitives. */
+typedef struct width {
+    int n;
+    dnnl_primitive_t prim[SIZES];
+} width;
+
+/* One thread's memory objects: the source rows (set per call), the destination (its
+ * part of the scratch) and the scratchpad. */
+typedef struct lane {
+    dnnl_stream_t stream;
+    dnnl_memory_t src[SIZES], dst[2][SIZES], pad;
+} lane;
+
+struct ert_cpu_mm {
+    int in, parts, threads;
+    width w[2];         /* w[1]: the last range, when it is narrower */
+    void *packed;       /* the weights in the primitives' layout, a range after another */
+    dnnl_memory_t *weights; /* per range */
+    lane *lanes;
+    float *dst;         /* per thread: ERT_CPU_GEMM_ROWS x ERT_CPU_LINEAR_COLS, then the scratchpad */
+    size_t lane_floats;
+    void *block;        /* the held block holding packed and dst */
+};
+
+static dnnl_engine_t engine;
+static dnnl_status_t engine_status;
+static void engine_create(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+
+#define TRY(call)                                                                                                      \
+    do {                                                                                                               \
+        const dnnl_status_t s_ = (call);                                                                               \
+        if (s_ != dnnl_success) {                                                                                      \
+            snprintf(why, why_len, "oneDNN: %s failed (status %d)", #call, (int)s_);                                   \
+            goto out;                                                                                                  \
+        }                                                                                                              \
+    } while (0)
+
+static int width_of(const ert_cpu_mm *m, int part) {
+    return part == m->parts - 1 && m->w[1].n ? 1 : 0;
+}
+
+float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x) {
+    const int wi = width_of(m, part);
+    const width *w = &m->w[wi];
+    const lane *l = &m->lanes[thread];
+    float *dst = m->dst + (size_t)thread * m->lane_floats;
+    int done = 0;
+    for (int i = 0; i < SIZES; ++i) {
+        const int size = ERT_CPU_GEMM_ROWS >> i;
+        if (!(rows & size)) continue;
+        /* a failure here would be a oneDNN bug: creation checked every primitive runs */
+        dnnl_memory_set_data_handle(l->src[i], (void *)(x + (size_t)done * m->in));
+        dnnl_memory_set_data_handle(l->dst[wi][i], dst + (size_t)done * w->n);
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, l->src[i]},
+                                   {DNNL_ARG_WEIGHTS, m->weights[part]},
+                                   {DNNL_ARG_DST, l->dst[wi][i]},
+                                   {DNNL_ARG_SCRATCHPAD, l->pad}};
+        dnnl_primitive_execute(w->prim[i], l->stream, 4, args);
+        done += size;
+    }
+    return dst;
+}
+
+void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) {
+    if (!m) return;
+    for (int t = 0; m->lanes && t < m->threads; ++t) {
+        lane *l = &m->lanes[t];
+        for (int i = 0; i < SIZES; ++i) {
+            dnnl_memory_destroy(l->src[i]);
+            dnnl_memory_destroy(l->dst[0][i]);
+            dnnl_memory_destroy(l->dst[1][i]);
+        }
+        dnnl_memory_destroy(l->pad);
+        if (l->stream) dnnl_stream_destroy(l->stream);
+    }
+    for (int p = 0; m->weights && p < m->parts; ++p) dnnl_memory_destroy(m->weights[p]);
+    for (int k = 0; k < 2; ++k)
+        for (int i = 0; i < SIZES; ++i) dnnl_primitive_destroy(m->w[k].prim[i]);
+    ert_cpu_release(be, m->block);
+    free(m->lanes);
+    free(m->weights);
+    free(m);
+}
+
+/* The primitives of one width; their weight layout in *wd (every one must share it) and
+ * the largest scratchpad in *pad. 0, or why not (in why). */
+static int make_width(width *w, int in, dnnl_memory_desc_t *wd, size_t *pad, char *why, size_t why_len) {
+    int ok = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    for (int i = 0; i < SIZES; ++i) {
+        dnnl_memory_desc_t sd, dd, any;
+        const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, in}, wdims = {in, w->n}, d = {ERT_CPU_GEMM_ROWS >> i, w->n};
+        TRY(dnnl_memory_desc_init_by_tag(&sd, 2, s, dnnl_f32, dnnl_ab));
+        TRY(dnnl_memory_desc_init_by_tag(&dd, 2, d, dnnl_f32, dnnl_ab));
+        TRY(dnnl_memory_desc_init_by_tag(&any, 2, wdims, dnnl_f32, dnnl_format_tag_any));
+        dnnl_matmul_desc_t md;
+        TRY(dnnl_matmul_desc_init(&md, &sd, &any, NULL, &dd));
+        TRY(dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL));
+        const char *impl = "";
+        TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+        if (strncmp(impl, "brg", 3) != 0) {
+            snprintf(why, why_len, "oneDNN: matmul %d x %d x %d runs on '%s', not brgemm (its bits depend on the rows)",
+                     ERT_CPU_GEMM_ROWS >> i, in, w->n, impl);
+            goto out;
+        }
+        const dnnl_memory_desc_t *q = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (i == 0) *wd = *q;
+        else if (!dnnl_memory_desc_equal(wd, q)) {
+            snprintf(why, why_len, "oneDNN: matmul %d x %d x %d wants another weight layout than 64 rows",
+                     ERT_CPU_GEMM_ROWS >> i, in, w->n);
+            goto out;
+        }
+        const size_t p = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+        if (p > *pad) *pad = p;
+        TRY(dnnl_primitive_create(&w->prim[i], pd));
+        dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+    }
+    ok = 1;
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return ok;
+}
+
+/* Every smaller primitive gives the last rows of a 64-row block the block's bits. */
+static int rows_agree(const ert_cpu_mm *m, int part, const float *x, char *why, size_t why_len) {
+    const int n = m->w[width_of(m, part)].n;
+    float *block = malloc(sizeof(float) * ERT_CPU_GEMM_ROWS * (size_t)n);
+    if (!block) {
+        snprintf(why, why_len, "out of memory checking the oneDNN matmul");
+        return 0;
+    }
+    memcpy(block, ert_cpu_mm_run(m, 0, part, ERT_CPU_GEMM_ROWS, x), sizeof(float) * ERT_CPU_GEMM_ROWS * (size_t)n);
+    int ok = 1;
+    for (int rows = ERT_CPU_GEMM_ROWS - 1; ok && rows >= 1; rows /= 2) {
+        const int first = ERT_CPU_GEMM_ROWS - rows;
+        const float *got = ert_cpu_mm_run(m, 0, part, rows, x + (size_t)first * m->in);
+        ok = memcmp(got, block + (size_t)first * n, sizeof(float) * (size_t)rows * n) == 0;
+        if (!ok)
+            snprintf(why, why_len, "oneDNN: a row's bits depend on the rows run with it (%d x %d x %d)", rows, m->in,
+                     n);
+    }
+    free(block);
+    return ok;
+}
+
+static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
+                         size_t why_len) {
+    if (!d->weight) {
+        snprintf(why, why_len, "no weights");
+        return ERT_OK;
+    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, engine_create);
+    if (engine_status != dnnl_success) {
+        snprintf(why, why_len, "oneDNN: no CPU engine (status %d)", (int)engine_status);
+        return ERT_OK;
+    }
+    ert_cpu_mm *m = calloc(1, sizeof *m);
+    ert_status st = ERT_OK;
+    int ok = 0;
+    float *probe = NULL;
+    dnnl_memory_t plain = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    if (!m) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name);
+    m->in = d->in;
+    m->threads = threads;
+    m->parts = (d->out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS;
+    const int last = d->out - (m->parts - 1) * ERT_CPU_LINEAR_COLS;
+    m->w[0].n = m->parts > 1 ? ERT_CPU_LINEAR_COLS : last;
+    m->w[1].n = m->parts > 1 && last < ERT_CPU_LINEAR_COLS ? last : 0;
+    dnnl_memory_desc_t wd[2];
+    size_t pad = 0;
+    for (int k = 0; k < 2; ++k)
+        if (m->w[k].n && !make_width(&m->w[k], d->in, &wd[k], &pad, why, why_len)) goto out;
+    /* one block: the packed weights of every range, then each thread's lane (its
+     * destination rows and its scratchpad), 64-byte aligned */
+    const size_t full = (dnnl_memory_desc_get_size(&wd[0]) + 63) & ~(size_t)63;
+    const size_t tail = m->w[1].n ? (dnnl_memory_desc_get_size(&wd[1]) + 63) & ~(size_t)63 : 0;
+    const size_t packed = full * (size_t)(m->parts - (m->w[1].n ? 1 : 0)) + tail;
+    m->lane_floats = ((size_t)ERT_CPU_GEMM_ROWS * ERT_CPU_LINEAR_COLS * sizeof(float) + pad + 63) / 64 * 16;
+    st = ert_cpu_hold(be, packed + m->lane_floats * sizeof(float) * (size_t)threads,
+                      "the weights, packed for oneDNN, and 64 KB of scratch per thread: close other sessions, use fewer "
+                      "threads or give the process more memory",
+                      &m->block);
+    if (st) goto out;
+    m->packed = m->block;
+    m->dst = (float *)((char *)m->block + packed);
+    m->weights = calloc((size_t)m->parts, sizeof *m->weights);
+    m->lanes = calloc((size_t)threads, sizeof *m->lanes);
+    if (!m->weights || !m->lanes) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name);
+        goto out;
+    }
+    for (int t = 0; t < threads; ++t) {
+        lane *l = &m->lanes[t];
+        float *dst = m->dst + (size_t)t * m->lane_floats;
+        TRY(dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags));
+        for (int i = 0; i < SIZES; ++i) {
+            dnnl_memory_desc_t sd;
+            const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, d->in};
+            TRY(dnnl_memory_desc_init_by_tag(&sd, 2, s, dnnl_f32, dnnl_ab));
+            TRY(dnnl_memory_create(&l->src[i], &sd, engine, DNNL_MEMORY_NONE));
+            for (int k = 0; k < 2; ++k) {
+                if (!m->w[k].n) continue;
+                dnnl_memory_desc_t dd;
+                const dnnl_dims_t dims = {ERT_CPU_GEMM_ROWS >> i, m->w[k].n};
+                TRY(dnnl_memory_desc_init_by_tag(&dd, 2, dims, dnnl_f32, dnnl_ab));
+                TRY(dnnl_memory_create(&l->dst[k][i], &dd, engine, dst));
+            }
+        }
+        dnnl_memory_desc_t pd;
+        const dnnl_dims_t pdims = {(dnnl_dim_t)(pad ? pad : 1)};
+        TRY(dnnl_memory_desc_init_by_tag(&pd, 1, pdims, dnnl_u8, dnnl_a));
+        TRY(dnnl_memory_create(&l->pad, &pd, engine, dst + (size_t)ERT_CPU_GEMM_ROWS * ERT_CPU_LINEAR_COLS));
+    }
+    /* each range's rows of W (out x in, row-major) are its (in x n) weights in layout ba */
+    for (int p = 0; p < m->parts; ++p) {
+        const int k = width_of(m, p);
+        dnnl_memory_desc_t pd;
+        const dnnl_dims_t dims = {d->in, m->w[k].n};
+        TRY(dnnl_memory_desc_init_by_tag(&pd, 2, dims, dnnl_f32, dnnl_ba));
+        TRY(dnnl_memory_create(&plain, &pd, engine, (void *)(d->weight + (size_t)p * ERT_CPU_LINEAR_COLS * d->in)));
+        TRY(dnnl_memory_create(&m->weights[p], &wd[k], engine, (char *)m->packed + (size_t)p * full));
+        TRY(dnnl_reorder_primitive_desc_create(&rpd, &pd, engine, &wd[k], engine, NULL));
+        TRY(dnnl_primitive_create(&reorder, rpd));
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, m->weights[p]}};
+        TRY(dnnl_primitive_execute(reorder, m->lanes[0].stream, 2, args));
+        TRY(dnnl_stream_wait(m->lanes[0].stream));
+        dnnl_primitive_destroy(reorder), reorder = NULL;
+        dnnl_primitive_desc_destroy(rpd), rpd = NULL;
+        dnnl_memory_destroy(plain), plain = NULL;
+    }
+    /* the check's rows: the op's own weights as inputs where they fit, so its values have
+     * the model's scale (any values would do) */
+    probe = malloc(sizeof(float) * ERT_CPU_GEMM_ROWS * (size_t)d->in);
+    if (!probe) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name);
+        goto out;
+    }
+    const size_t nw = (size_t)d->out * d->in;
+    for (size_t i = 0; i < (size_t)ERT_CPU_GEMM_ROWS * d->in; ++i)
+        probe[i] = d->weight[(i * 7919u) % nw] + (float)(i % 13) * 0.0625f;
+    ok = rows_agree(m, 0, probe, why, why_len) && (m->parts == 1 || rows_agree(m, m->parts - 1, probe, why, why_len));
+out:
+    free(probe);
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (plain) dnnl_memory_destroy(plain);
+    if (st || !ok) {
+        ert_cpu_mm_free(be, m);
+        m = NULL;
+    }
+    *out = m;
+    return st;
+}
+
+/* Where the op can use oneDNN: *out, else why not. */
+static ert_status mm_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
+                         size_t why_len) {
+#ifdef _OPENMP
+    const int team = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    const ert_status st = mm_new(be, d, threads, out, why, why_len);
+#ifdef _OPENMP
+    omp_set_num_threads(team);
+#endif
+    return st;
+}
+
+#else /* built without oneDNN */
+
+float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x) {
+    (void)m, (void)thread, (void)part, (void)rows, (void)x;
+    return NULL;
+}
+
+void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) { (void)be, (void)m; }
+
+static ert_status mm_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
+                         size_t why_len) {
+    (void)be, (void)d, (void)threads;
+    *out = NULL;
+    snprintf(why, why_len, "built without oneDNN");
+    return ERT_OK;
+}
+
+#endif
+
+ert_status ert_cpu_mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
+                          size_t why_len) {
+    *out = NULL;
+    const char *env = getenv("ERT_CPU_GEMM");
+    const int want = env && strcmp(env, "onednn") == 0;
+    if (env && *env && !want && strcmp(env, "openblas") != 0)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_GEMM '%s': expected onednn or openblas", env);
+    if (env && strcmp(env, "openblas") == 0) {
+        snprintf(why, why_len, "ERT_CPU_GEMM=openblas");
+        return ERT_OK;
+    }
+    const ert_status st = mm_try(be, d, threads, out, why, why_len);
+    if (!st && !*out && want)
+        return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: '%s' cannot run on oneDNN (ERT_CPU_GEMM=onednn): %s",
+                         d->name ? d->name : "linear", why);
+    return st;
+}
