@@ -334,7 +334,11 @@ static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, c
     if (be->rec) return rec_add(be, (cmd){.kind = CMD_OP, .op = op, .rows = rows, .x = x, .y = y});
     const int n = ert_cpu_rows(rows);
     switch (op->desc.type) {
-    case ERT_OP_LINEAR: ert_cpu_linear(op, n, x, y); break;
+    case ERT_OP_LINEAR:
+        if (ert_cpu_linear(op, n, x, y))
+            return ert_error(ERT_ERR_BACKEND, "cpu backend: '%s': a oneDNN matmul refused to run (%d rows)",
+                             op->desc.name ? op->desc.name : "linear", n);
+        break;
     case ERT_OP_LAYERNORM: ert_cpu_layernorm(op, n, x, y); break;
     case ERT_OP_NORMALIZE: ert_cpu_normalize(op, n, x, y); break;
     case ERT_OP_CONV2D: ert_cpu_conv2d(op, n, x, y); break;

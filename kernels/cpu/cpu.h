@@ -50,7 +50,8 @@ ert_status ert_cpu_mm_new(ert_backend *be, const ert_op_desc *d, int threads, er
                           size_t why_len);
 void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m);
 /* x's rows (at most ERT_CPU_GEMM_ROWS, `in` wide) times the transposed weights of column
- * range `part`, without bias: into `thread`'s dense rows x width buffer, returned. */
+ * range `part`, without bias: into `thread`'s dense rows x width buffer, returned (NULL
+ * if oneDNN failed to run it). */
 float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x);
 
 /* A block of the backend's memory (64-byte aligned, zeroed), counted against its limit;
@@ -86,6 +87,7 @@ typedef struct ert_cpu_job {
     int rows, parts;
     const float *x;
     float *y;
+    _Atomic int failed; /* set by a task that could not run (a oneDNN call refused) */
 } ert_cpu_job;
 void ert_cpu_parallel(int threads, int tasks, ert_cpu_task fn, void *ctx);
 /* Sets OpenBLAS to one thread, once per process: the backend's own threads run GEMMs
@@ -121,7 +123,8 @@ static inline int ert_cpu_rows(ert_rows rows) {
     return rows.n;
 }
 
-void ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y);
+/* 0, or -1 if a oneDNN call refused to run (the outputs are then incomplete). */
+int ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_layernorm(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_add(int rows, int width, const float *x, float *y);

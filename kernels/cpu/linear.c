@@ -1,4 +1,5 @@
 #include <cblas.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -11,7 +12,7 @@
  * them hold whatever was there; their outputs are dropped). Either way a row's bits do
  * not depend on the rows run with it. */
 static void linear_task(void *ctx, int task, int thread) {
-    const ert_cpu_job *j = ctx;
+    ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
     const int in = op->desc.in, out = op->desc.out, act = (int)op->desc.act, part = task % j->parts;
     const int r0 = task / j->parts * ERT_CPU_GEMM_ROWS, c0 = part * ERT_CPU_LINEAR_COLS;
@@ -22,7 +23,10 @@ static void linear_task(void *ctx, int task, int thread) {
     const float *g; /* the products: row r, column c0 + i at g[r * ld + i] */
     int ld = out;
     if (op->mm) {
-        g = ert_cpu_mm_run(op->mm, thread, part, m, x);
+        if (!(g = ert_cpu_mm_run(op->mm, thread, part, m, x))) {
+            j->failed = 1;
+            return;
+        }
         ld = c1 - c0;
     } else {
         float *dst = y;
@@ -47,9 +51,10 @@ static void linear_task(void *ctx, int task, int thread) {
 /* x is (rows, in), W is (out, in), y is (rows, out): y = act(x W^T + b). One task per
  * block of rows and ERT_CPU_LINEAR_COLS output columns: the GEMMs' shapes depend on the
  * op alone, never on the batch or the thread count (cpu.h). */
-void ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y) {
+int ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y) {
     const int blocks = (rows + ERT_CPU_GEMM_ROWS - 1) / ERT_CPU_GEMM_ROWS;
     ert_cpu_job j = {.op = op, .rows = rows, .parts = (op->desc.out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS,
                      .x = x, .y = y};
     ert_cpu_parallel(op->threads, blocks * j.parts, linear_task, &j);
+    return j.failed ? -1 : 0;
 }

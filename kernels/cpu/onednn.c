@@ -90,14 +90,14 @@ float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const
     for (int i = 0; i < SIZES; ++i) {
         const int size = ERT_CPU_GEMM_ROWS >> i;
         if (!(rows & size)) continue;
-        /* a failure here would be a oneDNN bug: creation checked every primitive runs */
-        dnnl_memory_set_data_handle(l->src[i], (void *)(x + (size_t)done * m->in));
-        dnnl_memory_set_data_handle(l->dst[wi][i], dst + (size_t)done * w->n);
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, l->src[i]},
                                    {DNNL_ARG_WEIGHTS, m->weights[part]},
                                    {DNNL_ARG_DST, l->dst[wi][i]},
                                    {DNNL_ARG_SCRATCHPAD, l->pad}};
-        dnnl_primitive_execute(w->prim[i], l->stream, 4, args);
+        if (dnnl_memory_set_data_handle(l->src[i], (void *)(x + (size_t)done * m->in)) != dnnl_success ||
+            dnnl_memory_set_data_handle(l->dst[wi][i], dst + (size_t)done * w->n) != dnnl_success ||
+            dnnl_primitive_execute(w->prim[i], l->stream, 4, args) != dnnl_success)
+            return NULL;
         done += size;
     }
     return dst;
@@ -176,12 +176,14 @@ static int rows_agree(const ert_cpu_mm *m, int part, const float *x, char *why, 
         snprintf(why, why_len, "out of memory checking the oneDNN matmul");
         return 0;
     }
-    memcpy(block, ert_cpu_mm_run(m, 0, part, ERT_CPU_GEMM_ROWS, x), sizeof(float) * ERT_CPU_GEMM_ROWS * (size_t)n);
-    int ok = 1;
+    const float *all = ert_cpu_mm_run(m, 0, part, ERT_CPU_GEMM_ROWS, x);
+    int ok = all != NULL;
+    if (ok) memcpy(block, all, sizeof(float) * ERT_CPU_GEMM_ROWS * (size_t)n);
+    else snprintf(why, why_len, "oneDNN: a matmul of %d x %d x %d failed to run", ERT_CPU_GEMM_ROWS, m->in, n);
     for (int rows = ERT_CPU_GEMM_ROWS - 1; ok && rows >= 1; rows /= 2) {
         const int first = ERT_CPU_GEMM_ROWS - rows;
         const float *got = ert_cpu_mm_run(m, 0, part, rows, x + (size_t)first * m->in);
-        ok = memcmp(got, block + (size_t)first * n, sizeof(float) * (size_t)rows * n) == 0;
+        ok = got && memcmp(got, block + (size_t)first * n, sizeof(float) * (size_t)rows * n) == 0;
         if (!ok)
             snprintf(why, why_len, "oneDNN: a row's bits depend on the rows run with it (%d x %d x %d)", rows, m->in,
                      n);
