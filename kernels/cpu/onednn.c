@@ -155,7 +155,8 @@ static int make_width(width *w, int in, dnnl_memory_desc_t *wd, size_t *pad, cha
                      ERT_CPU_GEMM_ROWS >> i, in, w->n);
             goto out;
         }
-        const size_t p = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const size_t p = sp ? dnnl_memory_desc_get_size(sp) : 0;
         if (p > *pad) *pad = p;
         TRY(dnnl_primitive_create(&w->prim[i], pd));
         dnnl_primitive_desc_destroy(pd);
