@@ -13,6 +13,11 @@
 //            move, into the rows of leaving samples below it; bytes as above for those
 //            rows only. Each call makes the same moves (they depend on the flags alone).
 //
+//   linear:  y = relu(x W^T + b), x (M, D) -> y (M, D), W (D, D): the GEMM every stage runs,
+//            at the row counts a batch leaves after its exits. FLOP/s counts 2 M D D. On the
+//            cpu twice: its linear ops on oneDNN and on OpenBLAS (ERT_CPU_GEMM at the op's
+//            creation; OpenBLAS computes 64-row blocks, so M < 64 costs 64 rows there).
+//
 // Keep flags follow the headline benchmark (hazard 0.15: 85% of the rows stay).
 // Timing is manual, between two backend events around the one call (CUDA events on the
 // GPU timeline, the wall clock on the CPU), so per-iteration set-up (resetting the state
@@ -251,6 +256,57 @@ void bench_compact(benchmark::State &state, const Backend *b, bool fill) {
     state.SetLabel(b->label);
 }
 
+// ---------------------------------------------------------------- linear
+
+// `gemm`: the cpu's ERT_CPU_GEMM while the op is made (nullptr: the backend's own).
+void bench_linear(benchmark::State &state, const Backend *b, const char *gemm) {
+    const int M = (int)state.range(0), D = (int)state.range(1);
+    const size_t elem = b->ops->act_elem_size(b->be);
+    std::vector<float> w((size_t)D * D), bias((size_t)D);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(4, i) - 0.5f) / 16.0f;
+    for (int i = 0; i < D; ++i) bias[(size_t)i] = uniform(5, (uint64_t)i) - 0.5f;
+    ert_op_desc d;
+    memset(&d, 0, sizeof d);
+    d.type = ERT_OP_LINEAR;
+    d.name = "linear";
+    d.in = d.out = D;
+    d.act = ERT_ACT_RELU;
+    d.weight = w.data();
+    d.bias = bias.data();
+    d.max_rows = M;
+    if (gemm) setenv("ERT_CPU_GEMM", gemm, 1);
+    ert_op *op = nullptr;
+    const ert_status st = b->ops->op_new(b->be, &d, &op);
+    if (gemm) unsetenv("ERT_CPU_GEMM");
+    if (st != ERT_OK) {
+        fail(state, "op_new");
+        return;
+    }
+    Buffer x, y;
+    Events ev(*b);
+    if (!x.make(b, elem * (size_t)M * D) || !y.make(b, elem * (size_t)M * D) || !ev.make()) {
+        b->ops->op_free(b->be, op);
+        fail(state, "alloc");
+        return;
+    }
+    for (size_t i = 0; i < (size_t)M * D; ++i) {
+        const float v = 2.0f * uniform(6, i) - 1.0f;
+        if (elem == 2) ((uint16_t *)x.host)[i] = ert_f32_to_bf16(v);
+        else ((float *)x.host)[i] = v;
+    }
+    auto call = [&] { return b->ops->op_run(b->be, op, ert_rows{M, nullptr}, x.dev, y.dev); };
+    double s = 0.0;
+    if (x.upload() && timed(state, *b, ev.e0, ev.e1, call, &s))
+        for (auto _ : state) {
+            if (!timed(state, *b, ev.e0, ev.e1, call, &s)) break;
+            state.SetIterationTime(s);
+        }
+    b->ops->op_free(b->be, op);
+    state.counters["FLOP/s"] =
+        benchmark::Counter(2.0 * M * (double)D * D * (double)state.iterations(), benchmark::Counter::kIsRate);
+    state.SetLabel(b->label + (gemm ? std::string(" ") + gemm : std::string()));
+}
+
 // ---------------------------------------------------------------- registration
 
 // Makes a backend; a CUDA one with ERT_COMPACT_PATH set to `path` while it is created.
@@ -275,6 +331,15 @@ bool make_backend(const ert_backend_ops *ops, const char *path, ert_dtype dtype,
     out->be = be;
     out->label = std::string(ops->device_name(be)) + (path ? std::string(" ") + path : std::string());
     return true;
+}
+
+void register_linear(const std::string &name, const Backend *b, const char *gemm, std::vector<int> rows,
+                     std::vector<int> widths) {
+    auto *bm = benchmark::RegisterBenchmark(("linear/" + name).c_str(),
+                                            [b, gemm](benchmark::State &st) { bench_linear(st, b, gemm); });
+    for (int D : widths)
+        for (int M : rows) bm->Args({M, D});
+    bm->ArgNames({"M", "D"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
 void register_decide(const std::string &name, const Backend *b) {
@@ -303,6 +368,8 @@ int main(int argc, char **argv) {
         register_decide("cpu", cpu);
         register_compact("cpu", cpu, false);
         register_compact("cpu", cpu, true);
+        for (const char *gemm : {"onednn", "openblas"})
+            register_linear(std::string("cpu-") + gemm, cpu, gemm, {1, 8, 64, 256, 1024}, {1024});
     } else {
         delete cpu;
     }
@@ -319,6 +386,7 @@ int main(int argc, char **argv) {
             if (p == paths[0]) register_decide("cuda", b);
             register_compact(std::string("cuda-") + p, b, false);
             if (p == paths[0]) register_compact("cuda", b, true); // one fill path (after a CUB scan)
+            if (p == paths[0]) register_linear("cuda", b, nullptr, {1, 64, 1024, 8192}, {1024, 4096});
         }
     } else {
         fprintf(stderr, "ert_micro: this build has no CUDA backend; cpu only\n");
