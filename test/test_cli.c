@@ -29,6 +29,7 @@ START_TEST(help_and_usage) {
     ck_assert_ptr_nonnull(strstr(err_text, "usage: exitrt"));
     ck_assert_int_eq(cli("--help"), 0);
     ck_assert_ptr_nonnull(strstr(out_text, "  ERT_CPU_THREADS=N "));
+    ck_assert_ptr_nonnull(strstr(out_text, "  ERT_CPU_GEMM=LIB "));
     const char *cmds[] = {"info", "eval", "compare"};
     for (int i = 0; i < 3; ++i) {
         char a[64];
@@ -252,6 +253,33 @@ START_TEST(exec_graph_from_the_cli) {
 }
 END_TEST
 
+/* ERT_CPU_GEMM picks the CPU's linear-op library, the device's name says which, the
+ * answers agree, and a wrong value is refused by name. */
+START_TEST(gemm_from_the_environment) {
+    char a[2048];
+    snprintf(a, sizeof a, "eval --model test/fixtures/tiny-f32 --data %s --policy confidence:0.5 --json --threads 1",
+             data_spec);
+    double acc[2];
+    for (int g = 0; g < 2; ++g) {
+        if (g) setenv("ERT_CPU_GEMM", "openblas", 1);
+        const int rc = cli(a);
+        unsetenv("ERT_CPU_GEMM");
+        ck_assert_msg(rc == 0, "%s", err_text);
+        cJSON *j = cJSON_Parse(out_text);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, g ? "cpu (1 thread, OpenBLAS)" : tu_cpu_name(1));
+        acc[g] = cJSON_GetObjectItem(j, "accuracy")->valuedouble;
+        cJSON_Delete(j);
+    }
+    ck_assert_double_eq(acc[0], acc[1]);
+    setenv("ERT_CPU_GEMM", "mkl", 1);
+    const int rc = cli(a);
+    unsetenv("ERT_CPU_GEMM");
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(err_text, "ERT_CPU_GEMM 'mkl': expected onednn or openblas"), "%s", err_text);
+}
+END_TEST
+
 /* --threads on every command that runs a model: the device's name in the output says the
  * count in force, and the answers do not depend on it. */
 START_TEST(threads_from_the_cli) {
@@ -386,6 +414,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, eval_and_compare_on_shifted_data);
     tcase_add_test(tc, exec_graph_from_the_cli);
     tcase_add_test(tc, threads_from_the_cli);
+    tcase_add_test(tc, gemm_from_the_environment);
     tcase_add_test(tc, csv_rows_and_nothing_half_written);
     tcase_add_test(tc, info_and_compare);
     suite_add_tcase(s, tc);
