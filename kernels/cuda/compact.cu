@@ -107,6 +107,24 @@ static ert_status launch_gather(cudaStream_t stream, const compact_kernel_args &
     return ERT_CUDA_CHECK(cudaGetLastError());
 }
 
+/* One warp copies one row of `vecs` words. Four loads are issued before their stores:
+ * with one pointer that might alias, the compiler alternated load and store, one 512-byte
+ * load in flight per warp (a review of the PTX, bench/NOTES.md "Fill compaction").
+ * Callers guarantee the rows do not overlap (fused: two buffers; fill: a source at or
+ * past the new count, a destination below it), hence __restrict__. */
+template <typename V>
+static __device__ __forceinline__ void copy_row(const V *__restrict__ src, V *__restrict__ dst, int vecs, int lane) {
+    int v = lane;
+    for (; v + 96 < vecs; v += 128) {
+        const V a0 = src[v], a1 = src[v + 32], a2 = src[v + 64], a3 = src[v + 96];
+        dst[v] = a0;
+        dst[v + 32] = a1;
+        dst[v + 64] = a2;
+        dst[v + 96] = a3;
+    }
+    for (; v < vecs; v += 32) dst[v] = src[v];
+}
+
 /* ---------------------------------------------------------------- fused path */
 
 template <typename V>
@@ -152,9 +170,7 @@ static __global__ void compact_fused_kernel(const __grid_constant__ compact_kern
     for (int lr = warp; lr < kFusedRows; lr += kFusedThreads / 32) {
         const int d = s_dst[lr];
         if (d < 0) continue;
-        const V *src = (const V *)a.x + (size_t)(start + lr) * k.vecs;
-        V *dst = (V *)a.y + (size_t)d * k.vecs;
-        for (int v = lane; v < k.vecs; v += 32) dst[v] = src[v];
+        copy_row((const V *)a.x + (size_t)(start + lr) * k.vecs, (V *)a.y + (size_t)d * k.vecs, k.vecs, lane);
     }
 }
 
@@ -191,9 +207,7 @@ static __device__ void fill_rows(const compact_kernel_args &k, const int32_t *of
         if (!a.keep[r]) continue;
         /* The warp searches in step, so its loads are broadcasts. */
         const int d = ert_fill_destination(offsets, kept, offsets[r] - below);
-        const V *src = (const V *)a.x + (size_t)r * k.vecs;
-        V *dst = (V *)a.y + (size_t)d * k.vecs;
-        for (int v = lane; v < k.vecs; v += 32) dst[v] = src[v];
+        copy_row((const V *)a.x + (size_t)r * k.vecs, (V *)a.y + (size_t)d * k.vecs, k.vecs, lane);
         if (lane == 0) {
             a.idx_out[d] = a.idx_in[r];
             a.state_out[d] = a.state_in[r];

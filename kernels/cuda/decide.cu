@@ -5,9 +5,11 @@
  *   exit test -> keep[r]; leaving rows write pred / exit / conf (and, when asked, their
  *   logits) at orig_index[r].
  *
- * The arithmetic is exit_math.h's, the same functions the CPU reference calls, so both
- * backends decide alike (up to the last-ulp differences of expf/logf between libm and
- * CUDA, which only matter for scores within ~1e-6 of a threshold).
+ * The arithmetic is exit_math.h's, the same functions the CPU reference calls, compiled
+ * with --fmad=false (CMakeLists.txt: nvcc would otherwise fuse its multiply-adds into
+ * FMAs, which round once where the CPU rounds twice), so both backends decide alike (up
+ * to the last-ulp differences of expf/logf between libm and CUDA, which only matter for
+ * scores within ~1e-6 of a threshold).
  *
  * One thread per row: a row is a short sequential scan (C logits, twice) and exit heads
  * have few classes; the rows of a batch give the parallelism. The whole ert_decide_args,
