@@ -92,6 +92,8 @@ struct ert_cuda_conv {
     int x_to_f32;                  /* f32_out after 16-bit activations: x widened first */
     int chunk;                     /* most rows per cuDNN call (tensors under 2^31 elements) */
     ert_dtype x_dt, y_dt;          /* storage of the op's x and y */
+    unsigned char *fits;           /* eager calls, per row count 0..max_rows: 0 not yet asked,
+                                      1 the reserved workspace suffices, 2 it does not */
 };
 
 static unsigned grid_for(long long work, int per_block) {
@@ -220,6 +222,28 @@ static ert_status conv_exec(ert_backend *be, const ert_op *op, int n, const void
     return ert_cuda_dispatch_dtype(c->y_dt, [&](auto tag) { return launch_conv_post<decltype(tag)>(be->stream, a); });
 }
 
+/* The rows an eager call may run of the n <= the op's sized top it was asked for: all n,
+ * or, where cuDNN's workspace need at n exceeds what was reserved (its need is not
+ * monotonic in N, and the op was sized at the powers of two and the row buckets only),
+ * the largest power of two below n, which was sized. The answer per n is kept (a
+ * host-only query each; the workspace only grows, so a "suffices" stays true). */
+static ert_status eager_rows(ert_backend *be, const ert_op *op, int n, int *out) {
+    ert_cuda_conv *c = op->conv;
+    *out = n;
+    if (!c->fits[n]) {
+        size_t need = 0;
+        ert_status st = set_rows(op, n);
+        if (st == ERT_OK)
+            st = ERT_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->x_desc, c->w_desc, c->conv_desc,
+                                                                        c->y_desc, c->algo, &need));
+        if (st != ERT_OK) return st;
+        c->fits[n] = need <= be->cudnn_workspace_bytes ? 1 : 2;
+    }
+    if (c->fits[n] == 2)
+        for (*out = 1; *out <= n / 2;) *out *= 2;
+    return ERT_OK;
+}
+
 ert_status ert_cuda_conv_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
     const ert_cuda_conv *c = op->conv;
     const size_t xs = ert_cuda_elem_size(c->x_dt) * (size_t)op->in, ys = ert_cuda_elem_size(c->y_dt) * (size_t)op->out;
@@ -233,8 +257,10 @@ ert_status ert_cuda_conv_run(ert_backend *be, const ert_op *op, ert_rows rows, c
     if (rows.n > op->max_rows)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "%d rows, more than the op's %d", rows.n, op->max_rows);
     for (int done = 0; done < rows.n;) {
-        const int n = rows.n - done < c->chunk ? rows.n - done : c->chunk;
-        const ert_status st = conv_exec(be, op, n, (const char *)x + (size_t)done * xs, (char *)y + (size_t)done * ys);
+        int n = rows.n - done < c->chunk ? rows.n - done : c->chunk;
+        ert_status st = be->cap ? ERT_OK : eager_rows(be, op, n, &n); /* a capture checks in conv_exec */
+        if (st == ERT_OK)
+            st = conv_exec(be, op, n, (const char *)x + (size_t)done * xs, (char *)y + (size_t)done * ys);
         if (st != ERT_OK) return st;
         done += n;
     }
@@ -262,6 +288,7 @@ void ert_cuda_conv_free(ert_backend *be, ert_op *op) {
     if (c->w_desc) (void)cudnnDestroyFilterDescriptor(c->w_desc);
     if (c->conv_desc) (void)cudnnDestroyConvolutionDescriptor(c->conv_desc);
     if (c->act_desc) (void)cudnnDestroyActivationDescriptor(c->act_desc);
+    free(c->fits);
     free(c);
     op->conv = NULL;
 }
@@ -453,7 +480,8 @@ static int candidates(const ert_cuda_conv *c, int identity, const cudnnConvoluti
     for (int i = 0; i < nperf + 2; ++i) {
         candidate k;
         if (i < nperf) {
-            if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+            /* graph == eager and masked == compact compare bits: deterministic kernels only */
+            if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC) continue;
             k.algo = perf[i].algo;
             k.math = math_for(c, perf[i].mathType);
         } else {
@@ -560,8 +588,11 @@ ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *d, ert_op *op) 
         return ert_error(ERT_ERR_UNSUPPORTED, "activation %d", (int)d->act);
     if ((st = check_geometry(d)) != ERT_OK || (st = read_fuse(&fuse)) != ERT_OK) return st;
     op->geom = *g;
-    if (!(c = op->conv = (ert_cuda_conv *)calloc(1, sizeof *c)))
+    if (!(c = op->conv = (ert_cuda_conv *)calloc(1, sizeof *c)) ||
+        !(c->fits = (unsigned char *)calloc((size_t)op->max_rows + 1, 1))) {
+        ert_cuda_conv_free(be, op);
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of host memory");
+    }
     c->x_dt = be->dtype;
     c->y_dt = d->f32_out ? ERT_DTYPE_F32 : be->dtype;
     c->x_to_f32 = wide;
@@ -598,7 +629,11 @@ ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *d, ert_op *op) 
         const int top = op->max_rows < c->chunk ? op->max_rows : c->chunk;
         const size_t per_row = (size_t)(op->in > op->out ? op->in : op->out) * 4;
         const size_t fit = kProbeMaxBytes / per_row;
-        const int big = (size_t)top < fit ? top : (fit < 1 ? 1 : (int)fit);
+        /* top, or a power of two below it: counts the workspace was sized for */
+        int big = 1;
+        if ((size_t)top <= fit) big = top;
+        else
+            while ((size_t)big * 2 <= fit) big *= 2;
         int on, oc, oh, ow;
         if ((st = set_rows(op, top)) != ERT_OK) goto fail;
         ERT_CUDA_TRY(cudnnGetConvolution2dForwardOutputDim(c->conv_desc, c->x_desc, c->w_desc, &on, &oc, &oh, &ow));
