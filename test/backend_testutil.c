@@ -123,6 +123,20 @@ void check_graph_vs_eager(const ert_backend_ops *o, ert_backend *be, const ert_o
         (void)o->graph_end(be, NULL);
         ck_abort_msg("%s: capturing the op: %s", what, msg);
     }
+    /* transfers and syncs are no part of a graph: refused while one is captured, by name */
+    const int32_t zero = 0;
+    const ert_status up = o->upload(be, count, &zero, sizeof zero);
+    char up_msg[512];
+    snprintf(up_msg, sizeof up_msg, "%s", ert_last_error());
+    const ert_status sy = o->sync(be);
+    if (up != ERT_ERR_INVALID_ARGUMENT || !strstr(up_msg, "a transfer while a graph is being") ||
+        sy != ERT_ERR_INVALID_ARGUMENT || !strstr(ert_last_error(), "a sync while a graph is being")) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ert_last_error());
+        (void)o->graph_end(be, NULL);
+        ck_abort_msg("%s: an upload (%d: %s) and a sync (%d: %s) during a capture", what, (int)up, up_msg, (int)sy,
+                     msg);
+    }
     ck_assert_msg(o->graph_end(be, &graph) == ERT_OK, "%s: %s", what, ert_last_error());
     for (int i = 0; i < num_counts; ++i) {
         /* a count above the op's rows is read as its rows (ert_rows) */

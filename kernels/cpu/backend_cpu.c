@@ -223,20 +223,27 @@ void ert_cpu_release(ert_backend *be, void *ptr) {
     else free(p);
 }
 
+/* Memory, transfers and syncs are not part of a graph (backend.h): refused while one is
+ * recorded, as the CUDA backend refuses them during a capture (where a transfer would be
+ * recorded as a node replaying stale host data at every launch). */
+static ert_status not_recording(const ert_backend *be, const char *what) {
+    if (!be->rec) return ERT_OK;
+    return ert_error(ERT_ERR_INVALID_ARGUMENT, "cpu backend: %s while a graph is being recorded", what);
+}
+
 static ert_status cpu_alloc(ert_backend *be, size_t bytes, void **out) {
-    return ert_cpu_hold(be, bytes, "lower the batch size", out);
+    const ert_status st = not_recording(be, "an allocation");
+    return st ? st : ert_cpu_hold(be, bytes, "lower the batch size", out);
 }
 
 static ert_status cpu_copy(ert_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
+    const ert_status st = not_recording(be, "a transfer");
+    if (st) return st;
     if (bytes) memmove(dst, src, bytes);
     return ERT_OK;
 }
 
-static ert_status cpu_sync(ert_backend *be) {
-    (void)be;
-    return ERT_OK;
-}
+static ert_status cpu_sync(ert_backend *be) { return not_recording(be, "a sync"); }
 
 /* A counted copy of n floats of the model's parameters. */
 static ert_status hold_floats(ert_backend *be, const float *src, size_t n, float **out) {

@@ -222,10 +222,20 @@ static size_t cuda_act_elem_size(const ert_backend *be) { return ert_cuda_elem_s
 
 /* ---------------------------------------------------------------- memory and transfers */
 
+/* Memory, transfers and syncs are not part of a graph (backend.h): refused during a
+ * capture, where a transfer would be recorded as a node that replays stale host data at
+ * every launch, and a sync or an allocation would invalidate it. The CPU recording
+ * refuses them alike. */
+static ert_status not_capturing(const ert_backend *be, const char *what) {
+    if (!be->cap) return ERT_OK;
+    return ert_error(ERT_ERR_INVALID_ARGUMENT, "%s: %s while a graph is being captured", be->name, what);
+}
+
 static ert_status cuda_alloc(ert_backend *be, size_t bytes, void **out) {
     ert_status st = ERT_OK;
     void *p = NULL;
     *out = NULL;
+    if ((st = not_capturing(be, "an allocation")) != ERT_OK) return st;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaMalloc(&p, bytes ? bytes : 1));
     /* Zeroed in stream order, so every later use on the stream sees zeros. */
@@ -264,8 +274,8 @@ static void cuda_host_release(ert_backend *be, void *ptr) {
 }
 
 static ert_status cuda_upload(ert_backend *be, void *dst, const void *src, size_t bytes) {
-    ert_status st = ERT_OK;
-    if (!bytes) return ERT_OK;
+    ert_status st = not_capturing(be, "a transfer");
+    if (st != ERT_OK || !bytes) return st;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, be->stream));
     return ERT_OK;
@@ -274,7 +284,8 @@ fail:
 }
 
 static ert_status cuda_download(ert_backend *be, void *dst, const void *src, size_t bytes) {
-    ert_status st = ERT_OK;
+    ert_status st = not_capturing(be, "a transfer");
+    if (st != ERT_OK) return st;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     if (bytes) ERT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, be->stream));
     /* The contract: the data is on the host when download returns. This sync is also
@@ -286,8 +297,8 @@ fail:
 }
 
 static ert_status cuda_download_async(ert_backend *be, void *dst, const void *src, size_t bytes) {
-    ert_status st = ERT_OK;
-    if (!bytes) return ERT_OK;
+    ert_status st = not_capturing(be, "a transfer");
+    if (st != ERT_OK || !bytes) return st;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, be->stream));
     return ERT_OK;
@@ -296,7 +307,8 @@ fail:
 }
 
 static ert_status cuda_sync(ert_backend *be) {
-    ert_status st = ERT_OK;
+    ert_status st = not_capturing(be, "a sync");
+    if (st != ERT_OK) return st;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
     return ERT_OK;

@@ -42,8 +42,11 @@ struct ert_graph {
     int live;               /* counted in be->live_graphs */
 };
 
-/* The count is read as the ops read it (ert_cuda_rows: within 0..bound), so the bucket
- * it picks never runs more rows than the op was given. */
+/* The count, read within 0..the backend's max_rows (ert_cuda_rows), picks the bucket of
+ * every SWITCH on the route. Each body runs at most its own op's rows, so an op runs
+ * min(bucket, its rows) >= min(count, its rows), the rows eager mode runs. (Clamped to
+ * the first op's rows instead, a later op on the route with more rows would get a bucket
+ * below its count: a review, 2026-11-29; every op of a forward has the same bound today.) */
 static __global__ void select_kernel(const ert_cuda_route *route, const int32_t *count, int bound) {
     ert_cuda_route_set(route, ert_cuda_rows(bound, count));
 }
@@ -134,7 +137,7 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     if (r < 0 || c->route_handles[r] == be->route_switches) {
         /* no compaction writes this count, or its route is full: select right here */
         if ((st = new_route(be, rows.dev_count, &r)) != ERT_OK) goto fail;
-        select_kernel<<<1, 1, 0, be->stream>>>(c->routes + r, rows.dev_count, rows.n);
+        select_kernel<<<1, 1, 0, be->stream>>>(c->routes + r, rows.dev_count, be->max_rows);
         ERT_CUDA_TRY(cudaGetLastError());
     }
     ERT_CUDA_TRY(cudaStreamGetCaptureInfo(be->stream, &status, NULL, &graph, &deps, &edges, &num_deps));
