@@ -135,9 +135,10 @@ int tu_error_has(const char *needle) {
 
 const char *tu_cpu_name(int threads) {
     static char name[64];
+    const char *gemm = getenv("ERT_CPU_GEMM");
     int onednn = 0;
 #ifdef ERT_WITH_ONEDNN
-    onednn = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    onednn = !(gemm && strcmp(gemm, "openblas") == 0) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif
     snprintf(name, sizeof name, "cpu (%d thread%s, %s)", threads, threads == 1 ? "" : "s", onednn ? "oneDNN" : "OpenBLAS");

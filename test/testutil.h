@@ -70,5 +70,6 @@ int tu_cli(const char *args, char *out, size_t out_len, char *err, size_t err_le
 int tu_error_has(const char *needle);
 /* The CPU device's name for a model with linear ops, as this build on this CPU gives it:
  * "cpu (2 threads, oneDNN)" where oneDNN is built in and the CPU has AVX-512 (oneDNN's
- * brgemm), else "cpu (2 threads, OpenBLAS)". In a static buffer. */
+ * brgemm) and ERT_CPU_GEMM is not openblas, else "cpu (2 threads, OpenBLAS)". In a
+ * static buffer. */
 const char *tu_cpu_name(int threads);
