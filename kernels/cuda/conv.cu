@@ -497,6 +497,34 @@ static int candidates(const ert_cuda_conv *c, int identity, const cudnnConvoluti
     return n;
 }
 
+/* A backend that captures graphs runs each sized row count up to `big` once here, on
+ * zeros: cuDNN's first call at an N builds its plan for that shape (and may load its
+ * kernels), which is safest outside a capture, where the graph's SWITCH bodies will call
+ * it at the buckets' counts (PyTorch warms up before capturing for the same reason).
+ * Counts above `big` (past the probe's memory budget) are first run in their capture. */
+static ert_status warm_up(ert_backend *be, ert_op *op, int top, int big) {
+    ert_status st = ERT_OK;
+    const ert_cuda_conv *c = op->conv;
+    int rows[2 * 32 + ERT_MAX_BUCKETS];
+    const int nrows = sizing_rows(be, top, rows);
+    const size_t xb = (size_t)big * (size_t)op->in * ert_cuda_elem_size(c->x_dt);
+    const size_t yb = (size_t)big * (size_t)op->out * ert_cuda_elem_size(c->y_dt);
+    void *x = NULL, *y = NULL;
+    ERT_CUDA_TRY(cudaMalloc(&x, xb));
+    ERT_CUDA_TRY(cudaMalloc(&y, yb));
+    ERT_CUDA_TRY(cudaMemsetAsync(x, 0, xb, be->stream));
+    for (int j = 0; j < nrows && rows[j] <= big; ++j)
+        if ((st = conv_exec(be, op, rows[j], x, y)) != ERT_OK) {
+            st = ert_error_context(st, "warming cuDNN up at %d rows: ", rows[j]);
+            goto fail;
+        }
+    ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
+fail:
+    (void)cudaFree(x);
+    (void)cudaFree(y);
+    return st;
+}
+
 /* Tries the candidates of the current plan (c->fused, c->post) in order; *found = 1 with
  * c->algo and the descriptor's math type set when one passes the probes (on 1 row and on
  * `big` rows; its workspace is sized for `top` rows, the largest call). Returns an error
@@ -684,6 +712,7 @@ ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *d, ert_op *op) 
                 goto fail;
             }
         }
+        if (be->num_buckets && (st = warm_up(be, op, top, big)) != ERT_OK) goto fail;
     }
     return ERT_OK;
 fail:
