@@ -281,10 +281,6 @@ ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out) {
         }
     }
     ERT_CUDA_TRY(cudaStreamSynchronize(be->stream)); /* the routes and the upload are done */
-    /* the executable graph is a snapshot: the template (with a clone of every SWITCH body,
-     * thousands of nodes at ~60 SWITCHes and ~45 buckets) is host memory nothing reads */
-    (void)cudaGraphDestroy(g->graph);
-    g->graph = NULL;
     free(host);
     capture_reset(be);
     g->live = 1;
