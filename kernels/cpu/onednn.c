@@ -205,6 +205,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         snprintf(why, why_len, "oneDNN: no CPU engine (status %d)", (int)engine_status);
         return ERT_OK;
     }
+    const char *name = d->name ? d->name : "linear";
     ert_cpu_mm *m = calloc(1, sizeof *m);
     ert_status st = ERT_OK;
     int ok = 0;
@@ -212,7 +213,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     dnnl_memory_t plain = NULL;
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t reorder = NULL;
-    if (!m) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name);
+    if (!m) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
     m->in = d->in;
     m->threads = threads;
     m->parts = (d->out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS;
@@ -239,7 +240,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     m->weights = calloc((size_t)m->parts, sizeof *m->weights);
     m->lanes = calloc((size_t)threads, sizeof *m->lanes);
     if (!m->weights || !m->lanes) {
-        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name);
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
         goto out;
     }
     for (int t = 0; t < threads; ++t) {
@@ -285,7 +286,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
      * the model's scale (any values would do) */
     probe = malloc(sizeof(float) * ERT_CPU_GEMM_ROWS * (size_t)d->in);
     if (!probe) {
-        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name);
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
         goto out;
     }
     const size_t nw = (size_t)d->out * d->in;
