@@ -56,12 +56,12 @@ typedef struct lane {
 struct ert_cpu_mm {
     int in, parts, threads;
     width w[2];         /* w[1]: the last range, when it is narrower */
-    void *packed;       /* the weights in the primitives' layout, a range after another */
     dnnl_memory_t *weights; /* per range */
     lane *lanes;
     float *dst;         /* per thread: ERT_CPU_GEMM_ROWS x ERT_CPU_LINEAR_COLS, then the scratchpad */
     size_t lane_floats;
-    void *block;        /* the held block holding packed and dst */
+    void *block;        /* the held block: the weights in the primitives' layout, a range
+                           after another, then dst */
 };
 
 static dnnl_engine_t engine;
@@ -235,7 +235,6 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
                       "threads or give the process more memory",
                       &m->block);
     if (st) goto out;
-    m->packed = m->block;
     m->dst = (float *)((char *)m->block + packed);
     m->weights = calloc((size_t)m->parts, sizeof *m->weights);
     m->lanes = calloc((size_t)threads, sizeof *m->lanes);
@@ -272,7 +271,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         const dnnl_dims_t dims = {d->in, m->w[k].n};
         TRY(dnnl_memory_desc_init_by_tag(&pd, 2, dims, dnnl_f32, dnnl_ba));
         TRY(dnnl_memory_create(&plain, &pd, engine, (void *)(d->weight + (size_t)p * ERT_CPU_LINEAR_COLS * d->in)));
-        TRY(dnnl_memory_create(&m->weights[p], &wd[k], engine, (char *)m->packed + (size_t)p * full));
+        TRY(dnnl_memory_create(&m->weights[p], &wd[k], engine, (char *)m->block + (size_t)p * full));
         TRY(dnnl_reorder_primitive_desc_create(&rpd, &pd, engine, &wd[k], engine, NULL));
         TRY(dnnl_primitive_create(&reorder, rpd));
         dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, m->weights[p]}};
