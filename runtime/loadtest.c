@@ -98,8 +98,9 @@ static double uniform01(uint64_t *state) { return (double)(splitmix64(state) >> 
 /* ---------------------------------------------------------------- servers */
 
 ert_load_server_options ert_load_server_options_default(void) {
-    ert_load_server_options o = {.device = "cpu", .mode = ERT_MODE_COMPACT, .dtype = ERT_DTYPE_F32, .streams = 1,
-                                 .max_batch = 64, .warmup = 3};
+    ert_load_server_options o = {.session = ert_session_options_default(), .streams = 1, .warmup = 3};
+    o.session.mode = ERT_MODE_COMPACT;
+    o.session.max_batch = 64;
     return o;
 }
 
@@ -294,7 +295,8 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
         if (!points[i]) return ert_error(ERT_ERR_INVALID_ARGUMENT, "load server: operating point %d is NULL", i);
     if (o.streams < 1 || o.streams > 64)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "load server: streams %d: expected 1..64", o.streams);
-    if (o.max_batch < 1) return ert_error(ERT_ERR_INVALID_ARGUMENT, "load server: max_batch %d: expected >= 1", o.max_batch);
+    if (o.session.max_batch < 1)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "load server: max_batch %d: expected >= 1", o.session.max_batch);
     const int in = ert_model_input_size(model);
     if (data->sample_size != in)
         return ert_error(ERT_ERR_SHAPE, "dataset '%s': %d values per sample, model '%s' expects %d", data->name,
@@ -316,7 +318,7 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
     if (!s) return ert_error(ERT_ERR_OUT_OF_MEMORY, "load server: out of memory");
     s->kind = SRV_REAL;
     s->streams = o.streams;
-    s->max_batch = o.max_batch;
+    s->max_batch = o.session.max_batch;
     s->num_points = num_points;
     s->num_exits = ert_model_num_exits(model);
     s->model = model;
@@ -333,21 +335,14 @@ ert_status ert_load_server_new(const ert_model *model, const ert_dataset *data, 
         st = ert_error(ERT_ERR_OUT_OF_MEMORY, "load server: out of memory");
         goto fail;
     }
-    ert_session_options so = ert_session_options_default();
-    so.device = o.device ? o.device : "cpu";
-    so.mode = o.mode;
-    so.dtype = o.dtype;
-    so.max_batch = o.max_batch;
-    so.exec = o.exec;
-    so.buckets = o.buckets;
-    so.compaction = o.compaction;
-    so.threads = o.threads;
-    if (strncmp(so.device, "cpu", 3) == 0 && o.streams > 1 && !o.threads) { /* the streams divide the CPUs */
+    ert_session_options so = o.session;
+    if (!so.device) so.device = "cpu";
+    if (strncmp(so.device, "cpu", 3) == 0 && o.streams > 1 && !so.threads) { /* the streams divide the CPUs */
         int threads;
         if ((st = ert_cpu_threads_default(&threads))) goto fail;
         so.threads = threads / o.streams > 1 ? threads / o.streams : 1;
     }
-    const size_t B = (size_t)o.max_batch;
+    const size_t B = (size_t)so.max_batch;
     for (int i = 0; i < o.streams; ++i) {
         lt_worker *w = &s->workers[i];
         w->srv = s;

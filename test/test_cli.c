@@ -72,6 +72,13 @@ START_TEST(errors_are_one_line) {
         {"sweep --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --device cuda:1 --threads 4",
          "exitrt sweep: --threads 4: sets the cpu device's threads; 'cuda:1' is not the cpu"},
         {"calibrate --model test/fixtures/tiny-f32 --data DATA --threads x", "exitrt calibrate: --threads 'x'"},
+        {"calibrate --model test/fixtures/tiny-f32 --data DATA --batch 12x",
+         "exitrt calibrate: --batch '12x': expected an integer in 1..1048576"},
+        {"calibrate --model test/fixtures/tiny-f32 --data fashion-mnist:test", "exitrt calibrate: refusing to fit on the test split"},
+        {"calibrate --data DATA", "exitrt calibrate: --model DIR is required"},
+        {"loadtest --model test/fixtures/tiny-f32 --data DATA --max-batch 8 --exec graph --buckets 4,2",
+         "exitrt loadtest: --buckets: invalid argument"},
+        {"shift-report --model test/fixtures/tiny-f32 --data DATA --out /tmp/x --dtype f99", "exitrt shift-report: invalid argument: dtype 'f99'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
         const char *d = strstr(cases[i].args, "DATA");

@@ -583,7 +583,7 @@ START_TEST(real_cpu_server) {
     ck_assert_int_eq(ert_policy_parse("confidence:0.3", &pol[1]), ERT_OK);
     ert_load_server_options so = ert_load_server_options_default();
     so.streams = 2;
-    so.max_batch = 16;
+    so.session.max_batch = 16;
     ert_load_server *s = NULL;
     ck_assert_msg(ert_load_server_new(m, d, sh, (const ert_policy *const *)pol, 2, &so, &s) == ERT_OK, "%s",
                   ert_last_error());

@@ -30,14 +30,44 @@ void cli_check_in(ert_status s, const char *where) {
              msg[0] ? msg : "(no detail)");
 }
 
-void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets, const char *compaction) {
-    if (exec) cli_check_in(ert_exec_parse(exec, &so->exec), "--exec");
-    if (compaction) cli_check_in(ert_compaction_parse(compaction, &so->compaction), "--compaction");
-    if (buckets) {
-        int b[ERT_MAX_BUCKETS], n;
-        cli_check_in(ert_buckets_parse(buckets, so->max_batch, b, &n), "--buckets");
-        so->buckets = buckets;
+void cli_require_model_data(const char *model_dir, const char *data_spec) {
+    if (!model_dir) cli_fail("--model DIR is required");
+    if (!data_spec)
+        cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
+}
+
+void cli_load(const char *model_dir, const char *data_spec, int no_calibration, long long limit, ert_model **model,
+              ert_dataset **data) {
+    cli_require_model_data(model_dir, data_spec);
+    const ert_model_load_options mo = {.no_calibration = no_calibration};
+    cli_check(ert_model_load_ex(model_dir, &mo, model));
+    cli_check(ert_dataset_load(data_spec, data));
+    if (limit > 0 && limit < (*data)->n) (*data)->n = limit;
+}
+
+int cli_session_flag(cli_session_flags *f, int opt, const char *arg) {
+    switch (opt) {
+    case 'D': f->device = arg; return 1;
+    case CLI_OPT_DTYPE: f->dtype = arg; return 1;
+    case CLI_OPT_EXEC: f->exec = arg; return 1;
+    case CLI_OPT_BUCKETS: f->buckets = arg; return 1;
+    case CLI_OPT_COMPACTION: f->compaction = arg; return 1;
+    case CLI_OPT_THREADS: f->threads = cli_threads(arg); return 1;
+    default: return 0;
     }
+}
+
+void cli_session_apply(const cli_session_flags *f, ert_session_options *so) {
+    so->device = f->device ? f->device : "cpu";
+    if (f->dtype) cli_check(ert_dtype_parse(f->dtype, &so->dtype));
+    if (f->exec) cli_check_in(ert_exec_parse(f->exec, &so->exec), "--exec");
+    if (f->compaction) cli_check_in(ert_compaction_parse(f->compaction, &so->compaction), "--compaction");
+    if (f->buckets) {
+        int b[ERT_MAX_BUCKETS], n;
+        cli_check_in(ert_buckets_parse(f->buckets, so->max_batch, b, &n), "--buckets");
+        so->buckets = f->buckets;
+    }
+    so->threads = cli_device_threads(so->device, f->threads);
 }
 
 int cli_is_cpu(const char *device) { return !device || strncmp(device, "cpu", 3) == 0; }

@@ -41,8 +41,33 @@ void cli_shift_data(ert_dataset *data, ert_shift_kind kind, int severity, uint64
 /* After getopt: an argument left over (argv[optind]) is an error, with the usage. */
 void cli_no_extra_args(int argc, char **argv, void (*usage)(FILE *));
 
-/* --exec, --buckets and --compaction into session options; NULL leaves the default. */
-void cli_set_exec(ert_session_options *so, const char *exec, const char *buckets, const char *compaction);
+/* --model DIR and --data SPLIT, which every command that runs a model needs: fails
+ * naming the one missing. */
+void cli_require_model_data(const char *model_dir, const char *data_spec);
+/* Loads the model (its calibration.json unless no_calibration) and the data, cut to its
+ * first `limit` samples when limit > 0. */
+void cli_load(const char *model_dir, const char *data_spec, int no_calibration, long long limit, ert_model **model,
+              ert_dataset **data);
+
+/* The flags that say how a session runs a model, shared by the commands that run one:
+ * --device, --dtype, --exec, --buckets, --compaction and --threads, as given (NULL, 0: not
+ * given). CLI_SESSION_LONG_OPTIONS are their getopt_long entries (--device is 'D', the
+ * others CLI_OPT_*, below any command's own codes); cli_session_flag takes a getopt result
+ * that is one of them and returns 1, else 0. */
+typedef struct cli_session_flags {
+    const char *device, *dtype, *exec, *buckets, *compaction;
+    int threads;
+} cli_session_flags;
+enum { CLI_OPT_DTYPE = 900, CLI_OPT_EXEC, CLI_OPT_BUCKETS, CLI_OPT_COMPACTION, CLI_OPT_THREADS };
+#define CLI_SESSION_LONG_OPTIONS                                                                              \
+    {"device", required_argument, 0, 'D'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},                    \
+        {"exec", required_argument, 0, CLI_OPT_EXEC}, {"buckets", required_argument, 0, CLI_OPT_BUCKETS},    \
+        {"compaction", required_argument, 0, CLI_OPT_COMPACTION}, {"threads", required_argument, 0, CLI_OPT_THREADS}
+int cli_session_flag(cli_session_flags *f, int opt, const char *arg);
+/* The flags into session options whose max_batch is set (--buckets are checked against
+ * it): the device (default cpu), dtype, exec, buckets, compaction and threads; a bad value
+ * fails naming its flag. */
+void cli_session_apply(const cli_session_flags *f, ert_session_options *so);
 /* --device names the cpu ("cpu", "cpu:0"; NULL is the default, the cpu). */
 int cli_is_cpu(const char *device);
 /* --threads N: the CPU ops' thread count, 1..ERT_MAX_THREADS. */

@@ -45,53 +45,41 @@ static void print_table(const char *title, int E, const float *temp, const ert_c
 }
 
 int cmd_calibrate(int argc, char **argv) {
-    const char *dir = NULL, *data_spec = "fashion-mnist:val", *eval_spec = NULL, *out_path = NULL, *device = "cpu";
-    int batch = 512, json = 0, threads = 0, c;
+    const char *dir = NULL, *data_spec = "fashion-mnist:val", *eval_spec = NULL, *out_path = NULL;
+    cli_session_flags session = {0}; /* --device and --threads of the shared session flags */
+    int batch = 512, json = 0, c;
     static const struct option lo[] = {{"model", required_argument, 0, 'm'},  {"data", required_argument, 0, 'd'},
                                        {"eval-data", required_argument, 0, 'e'}, {"out", required_argument, 0, 'o'},
                                        {"device", required_argument, 0, 'D'}, {"batch", required_argument, 0, 'b'},
                                        {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
-                                       {"threads", required_argument, 0, 1000}, {0, 0, 0, 0}};
+                                       {"threads", required_argument, 0, CLI_OPT_THREADS}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:d:e:o:D:b:jh", lo, NULL)) != -1) {
+        if (cli_session_flag(&session, c, optarg)) continue;
         switch (c) {
         case 'm': dir = optarg; break;
         case 'd': data_spec = optarg; break;
         case 'e': eval_spec = optarg; break;
         case 'o': out_path = optarg; break;
-        case 'D': device = optarg; break;
-        case 'b': batch = atoi(optarg); break;
+        case 'b': batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
         case 'j': json = 1; break;
-        case 1000: threads = cli_threads(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
     }
     cli_no_extra_args(argc, argv, usage);
-    if (!dir) {
-        fprintf(stderr, "exitrt calibrate: --model DIR is required\n");
-        return 1;
-    }
-    if (batch < 1 || batch > (1 << 20)) {
-        fprintf(stderr, "exitrt calibrate: --batch: expected 1..%d\n", 1 << 20);
-        return 1;
-    }
-    if (strcmp(data_spec, "fashion-mnist:test") == 0) {
-        fprintf(stderr, "exitrt calibrate: refusing to fit on the test split (use fashion-mnist:val)\n");
-        return 1;
-    }
+    if (!dir) cli_fail("--model DIR is required");
+    if (strcmp(data_spec, "fashion-mnist:test") == 0)
+        cli_fail("refusing to fit on the test split (use fashion-mnist:val)");
     char default_out[4096];
     snprintf(default_out, sizeof default_out, "%s/calibration.json", dir);
-    const ert_model_load_options mo = {.no_calibration = 1};
     ert_model *model = NULL;
-    cli_check(ert_model_load_ex(dir, &mo, &model));
     ert_dataset *data = NULL, *eval = NULL;
-    cli_check(ert_dataset_load(data_spec, &data));
+    cli_load(dir, data_spec, 1, 0, &model, &data); /* fitted from T = 1: the file's temperatures are not read */
     if (eval_spec) cli_check(ert_dataset_load(eval_spec, &eval));
     ert_session_options so = ert_session_options_default();
-    so.device = device;
     so.max_batch = batch;
-    so.threads = cli_device_threads(so.device, threads);
+    cli_session_apply(&session, &so);
     ert_session *s = NULL;
     cli_check(ert_session_new(model, &so, &s));
     cli_note_exec(s);

@@ -167,15 +167,16 @@ static void points_parse_file(point_list *p, const char *path) {
 typedef enum { SC_NONE = 0, SC_LOAD_STEP, SC_SHIFT } scenario;
 
 typedef struct lt_opts {
-    const char *model, *data, *device, *dtype, *exec, *buckets, *compaction, *output, *timeline, *requests_csv, *points_text;
+    const char *model, *data, *output, *timeline, *requests_csv, *points_text;
     const char *policies[MAX_POINTS];
     int num_policies;
+    cli_session_flags session; /* --device, --dtype, --exec, --buckets, --compaction, --threads */
     ert_mode mode;
     long long limit;
     int json, find_peak, qps_given, duration_given, requests_given;
     ert_load_options lo;
     ert_peak_options po;
-    int streams, threads;
+    int streams;
     scenario sc;
     double step_at, shift_at;
     ert_shift_kind shift_kind;
@@ -183,17 +184,16 @@ typedef struct lt_opts {
 } lt_opts;
 
 enum {
-    O_DTYPE = 1000, O_EXEC, O_BUCKETS, O_COMPACTION, O_LIMIT, O_QPS, O_ARRIVAL, O_SEED, O_DELAY, O_LATE, O_SLO, O_PCT, O_PEAK, O_QLO, O_QHI, O_TOL,
+    O_LIMIT = 1000, O_QPS, O_ARRIVAL, O_SEED, O_DELAY, O_LATE, O_SLO, O_PCT, O_PEAK, O_QLO, O_QHI, O_TOL,
     O_CTRL, O_POINTS, O_START, O_WINDOW, O_SLACK, O_PATIENCE, O_SCEN, O_STEPQ, O_STEPAT, O_SHFRAC, O_SHIFT,
-    O_SHAT, O_TIMELINE, O_REQCSV, O_THREADS
+    O_SHAT, O_TIMELINE, O_REQCSV
 };
 
 static void parse_opts(int argc, char **argv, lt_opts *o) {
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},        {"data", required_argument, 0, 'd'},
-        {"policy", required_argument, 0, 'p'},       {"device", required_argument, 0, 'D'},
-        {"dtype", required_argument, 0, O_DTYPE},    {"exec", required_argument, 0, O_EXEC},
-        {"buckets", required_argument, 0, O_BUCKETS}, {"compaction", required_argument, 0, O_COMPACTION},    {"mode", required_argument, 0, 'M'},
+        {"policy", required_argument, 0, 'p'},       CLI_SESSION_LONG_OPTIONS,
+        {"mode", required_argument, 0, 'M'},
         {"limit", required_argument, 0, O_LIMIT},    {"qps", required_argument, 0, O_QPS},
         {"arrival", required_argument, 0, O_ARRIVAL}, {"concurrency", required_argument, 0, 'c'},
         {"requests", required_argument, 0, 'n'},     {"duration", required_argument, 0, 't'},
@@ -210,7 +210,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         {"shift-fraction", required_argument, 0, O_SHFRAC}, {"shift", required_argument, 0, O_SHIFT},
         {"shift-at", required_argument, 0, O_SHAT},  {"json", no_argument, 0, 'j'},
         {"output", required_argument, 0, 'o'},       {"timeline", required_argument, 0, O_TIMELINE},
-        {"requests-csv", required_argument, 0, O_REQCSV}, {"threads", required_argument, 0, O_THREADS},
+        {"requests-csv", required_argument, 0, O_REQCSV},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     o->lo = ert_load_options_default();
@@ -225,6 +225,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "m:d:p:D:M:c:n:t:b:s:jo:h", lo, NULL)) != -1) {
+        if (cli_session_flag(&o->session, c, optarg)) continue;
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'd': o->data = optarg; break;
@@ -232,12 +233,6 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
             if (o->num_policies == MAX_POINTS) cli_fail("more than %d --policy options", MAX_POINTS);
             o->policies[o->num_policies++] = optarg;
             break;
-        case 'D': o->device = optarg; break;
-        case O_DTYPE: o->dtype = optarg; break;
-        case O_EXEC: o->exec = optarg; break;
-        case O_BUCKETS: o->buckets = optarg; break;
-        case O_COMPACTION: o->compaction = optarg; break;
-        case O_THREADS: o->threads = cli_threads(optarg); break;
         case 'M': o->mode = cli_mode(optarg); break;
         case O_LIMIT: o->limit = cli_int("--limit", optarg, 1, 1LL << 40); break;
         case O_QPS:
@@ -305,8 +300,7 @@ static void parse_opts(int argc, char **argv, lt_opts *o) {
         }
     }
     cli_no_extra_args(argc, argv, lt_usage);
-    if (!o->model) cli_fail("--model DIR is required");
-    if (!o->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
+    cli_require_model_data(o->model, o->data);
     if (o->find_peak && o->sc) cli_fail("--find-peak and --scenario are separate runs: give one");
     if (o->find_peak && o->lo.controller) cli_fail("--find-peak runs each policy at a fixed point: drop --controller");
     if (o->find_peak && o->lo.arrival == ERT_ARRIVAL_CLOSED) cli_fail("--find-peak searches Poisson rates: drop --concurrency");
@@ -580,9 +574,7 @@ int cmd_loadtest(int argc, char **argv) {
 
     ert_model *model = NULL;
     ert_dataset *data = NULL, *shifted = NULL;
-    cli_check(ert_model_load(o.model, &model));
-    cli_check(ert_dataset_load(o.data, &data));
-    if (o.limit && o.limit < data->n) data->n = o.limit;
+    cli_load(o.model, o.data, 0, o.limit, &model, &data);
     const int want_shift = o.sc == SC_SHIFT || (o.shift_at >= 0 && o.lo.shift_fraction > 0);
     if (want_shift) {
         /* The corrupted copy of the same samples (the evaluation suite's corruptions). */
@@ -590,30 +582,25 @@ int cmd_loadtest(int argc, char **argv) {
         cli_check(ert_shift_apply(shifted, o.shift_kind, o.shift_severity, o.lo.seed + 99));
     }
     ert_load_server_options so = ert_load_server_options_default();
-    so.device = o.device ? o.device : "cpu";
-    so.mode = o.mode;
+    so.session.mode = o.mode;
+    so.session.max_batch = o.lo.max_batch;
     so.streams = o.streams;
-    so.max_batch = o.lo.max_batch;
-    if (o.dtype) cli_check(ert_dtype_parse(o.dtype, &so.dtype));
-    if (o.exec) cli_check_in(ert_exec_parse(o.exec, &so.exec), "--exec");
-    so.buckets = o.buckets;
-    if (o.compaction) cli_check_in(ert_compaction_parse(o.compaction, &so.compaction), "--compaction");
-    so.threads = cli_device_threads(so.device, o.threads);
+    cli_session_apply(&o.session, &so.session);
     ert_load_server *srv = NULL;
     cli_check(ert_load_server_new(model, data, shifted, (const ert_policy *const *)pol, pts.n, &so, &srv));
     /* The streams' sessions share their options: the first says what runs. */
     const ert_session *s0 = ert_load_server_session(srv, 0);
     cli_note_exec(s0);
     const char *device = ert_session_device(s0);
-    so.exec = ert_session_get_options(s0).exec;
+    so.session.exec = ert_session_get_options(s0).exec;
 
     char arr[160];
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", ert_model_name(model));
     cJSON_AddStringToObject(root, "data", data->name);
     cJSON_AddStringToObject(root, "device", device);
-    cJSON_AddStringToObject(root, "exec", ert_exec_name(so.exec));
-    cJSON_AddStringToObject(root, "compaction", ert_compaction_name(so.compaction));
+    cJSON_AddStringToObject(root, "exec", ert_exec_name(so.session.exec));
+    cJSON_AddStringToObject(root, "compaction", ert_compaction_name(so.session.compaction));
     cJSON_AddNumberToObject(root, "streams", so.streams);
     cJSON_AddNumberToObject(root, "max_batch", o.lo.max_batch);
     cJSON_AddNumberToObject(root, "max_delay_ms", o.lo.max_delay_ms);

@@ -203,27 +203,20 @@ static void plot(const char *kind, const char *dir, const char *extra1, const ch
 /* ---------------------------------------------------------------- shared setup */
 
 typedef struct common {
-    const char *model, *data, *device, *dtype, *out, *exec, *buckets, *compaction;
-    int batch, warmup, reps, limit, threads;
+    const char *model, *data, *out;
+    cli_session_flags session; /* --device, --dtype, --exec, --buckets, --compaction, --threads */
+    int batch, warmup, reps, limit;
     ert_mode mode;
     int no_calibration;
 } common;
 
 static ert_session *open_session(const common *c, ert_model **model, ert_dataset **data) {
-    if (!c->model) cli_fail("--model DIR is required");
-    if (!c->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy:LABELS.npy)");
-    const ert_model_load_options lo = {.no_calibration = c->no_calibration};
-    cli_check(ert_model_load_ex(c->model, &lo, model));
-    cli_check(ert_dataset_load(c->data, data));
-    if (c->limit && c->limit < (*data)->n) (*data)->n = c->limit;
+    cli_load(c->model, c->data, c->no_calibration, c->limit, model, data);
     if (!(*data)->labels) cli_fail("--data '%s' has no labels: accuracy needs them (FILE.npy:LABELS.npy)", c->data);
     ert_session_options so = ert_session_options_default();
-    so.device = c->device ? c->device : "cpu";
     so.max_batch = c->batch;
     so.mode = c->mode;
-    if (c->dtype) cli_check(ert_dtype_parse(c->dtype, &so.dtype));
-    cli_set_exec(&so, c->exec, c->buckets, c->compaction);
-    so.threads = cli_device_threads(so.device, c->threads);
+    cli_session_apply(&c->session, &so);
     ert_session *s = NULL;
     cli_check(ert_session_new(*model, &so, &s));
     cli_note_exec(s);
@@ -294,9 +287,9 @@ static void sweep_usage(FILE *f) {
 }
 
 enum {
-    OPT_DTYPE = 1000, OPT_EXEC, OPT_BUCKETS, OPT_COMPACTION, OPT_WARMUP, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
+    OPT_WARMUP = 1000, OPT_REPS, OPT_LIMIT, OPT_CAL, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_SEARCH,
     OPT_BFLOPS, OPT_BMS, OPT_VAL, OPT_SPOL, OPT_NO_ORACLE, OPT_PLOT, OPT_SHIFTS, OPT_SEVERITIES, OPT_FROM,
-    OPT_BUDGET, OPT_PCT, OPT_LATENCY, OPT_MINACC, OPT_CALIBRATED, OPT_JSON, OPT_THREADS
+    OPT_BUDGET, OPT_PCT, OPT_LATENCY, OPT_MINACC, OPT_CALIBRATED, OPT_JSON
 };
 
 /* Writes one reliability JSON (the format tools/plot.py reads) from the exit table. */
@@ -416,10 +409,8 @@ int cmd_sweep(int argc, char **argv) {
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},     {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},       {"policies", required_argument, 0, 'P'},
-        {"grid", required_argument, 0, 'g'},      {"device", required_argument, 0, 'D'},
-        {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
-        {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
-        {"compaction", required_argument, 0, OPT_COMPACTION}, {"threads", required_argument, 0, OPT_THREADS},
+        {"grid", required_argument, 0, 'g'},      CLI_SESSION_LONG_OPTIONS,
+        {"batch", required_argument, 0, 'b'},
         {"mode", required_argument, 0, 'M'},      {"warmup", required_argument, 0, OPT_WARMUP},
         {"reps", required_argument, 0, OPT_REPS}, {"limit", required_argument, 0, OPT_LIMIT},
         {"calibration", required_argument, 0, OPT_CAL}, {"shift", required_argument, 0, OPT_SHIFT},
@@ -442,19 +433,14 @@ int cmd_sweep(int argc, char **argv) {
     optind = 1;
     int opt;
     while ((opt = getopt_long(argc, argv, "m:d:o:P:g:D:b:M:h", lo, NULL)) != -1) {
+        if (cli_session_flag(&c.session, opt, optarg)) continue;
         switch (opt) {
         case 'm': c.model = optarg; break;
         case 'd': c.data = optarg; break;
         case 'o': c.out = optarg; break;
         case 'P': num_policies = sw_split("--policies", optarg, policies, MAX_ITEMS, &policies_text); break;
         case 'g': grid = (int)cli_int("--grid", optarg, 1, 256); break;
-        case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case OPT_DTYPE: c.dtype = optarg; break;
-        case OPT_EXEC: c.exec = optarg; break;
-        case OPT_BUCKETS: c.buckets = optarg; break;
-        case OPT_COMPACTION: c.compaction = optarg; break;
-        case OPT_THREADS: c.threads = cli_threads(optarg); break;
         case 'M': c.mode = cli_mode(optarg); break;
         case OPT_WARMUP: c.warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)cli_int("--reps", optarg, 1, 1000); break;
@@ -996,10 +982,8 @@ int cmd_shift_report(int argc, char **argv) {
         {"model", required_argument, 0, 'm'},     {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},       {"policy", required_argument, 0, 'p'},
         {"shifts", required_argument, 0, OPT_SHIFTS}, {"severities", required_argument, 0, OPT_SEVERITIES},
-        {"seed", required_argument, 0, OPT_SEED}, {"device", required_argument, 0, 'D'},
-        {"batch", required_argument, 0, 'b'},     {"dtype", required_argument, 0, OPT_DTYPE},
-        {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
-        {"compaction", required_argument, 0, OPT_COMPACTION}, {"threads", required_argument, 0, OPT_THREADS},
+        {"seed", required_argument, 0, OPT_SEED}, CLI_SESSION_LONG_OPTIONS,
+        {"batch", required_argument, 0, 'b'},
         {"warmup", required_argument, 0, OPT_WARMUP}, {"reps", required_argument, 0, OPT_REPS},
         {"limit", required_argument, 0, OPT_LIMIT}, {"calibration", required_argument, 0, OPT_CAL},
         {"plot", no_argument, 0, OPT_PLOT},       {"help", no_argument, 0, 'h'},
@@ -1012,6 +996,7 @@ int cmd_shift_report(int argc, char **argv) {
     optind = 1;
     int opt;
     while ((opt = getopt_long(argc, argv, "m:d:o:p:D:b:h", lo, NULL)) != -1) {
+        if (cli_session_flag(&c.session, opt, optarg)) continue;
         switch (opt) {
         case 'm': c.model = optarg; break;
         case 'd': c.data = optarg; break;
@@ -1023,13 +1008,7 @@ int cmd_shift_report(int argc, char **argv) {
         case OPT_SHIFTS: num_shifts = sw_split("--shifts", optarg, shift_names, MAX_ITEMS, &shifts_text); break;
         case OPT_SEVERITIES: num_sev = sw_split("--severities", optarg, sev_text, MAX_ITEMS, &sev_list); break;
         case OPT_SEED: seed = cli_int("--seed", optarg, 0, CLI_MAX_SEED); break;
-        case 'D': c.device = optarg; break;
         case 'b': c.batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case OPT_DTYPE: c.dtype = optarg; break;
-        case OPT_EXEC: c.exec = optarg; break;
-        case OPT_BUCKETS: c.buckets = optarg; break;
-        case OPT_COMPACTION: c.compaction = optarg; break;
-        case OPT_THREADS: c.threads = cli_threads(optarg); break;
         case OPT_WARMUP: c.warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
         case OPT_REPS: c.reps = (int)cli_int("--reps", optarg, 1, 1000); break;
         case OPT_LIMIT: c.limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;

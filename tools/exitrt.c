@@ -17,35 +17,33 @@
 
 /* Options shared by the subcommands that run a model. */
 typedef struct run_opts {
-    const char *model, *data, *device, *output, *dtype, *exec, *buckets, *compaction;
+    const char *model, *data, *output;
+    cli_session_flags session; /* --device, --dtype, --exec, --buckets, --compaction, --threads */
     const char *policies[MAX_POLICIES];
     int num_policies;
     ert_mode mode;
     const char *trace;
-    int batch, warmup, limit, json, profile, no_calibration, threads;
+    int batch, warmup, limit, json, profile, no_calibration;
     ert_shift_kind shift; /* ERT_SHIFT_NONE: the data as it is */
     int severity;
     long long seed;
 } run_opts;
 
 enum {
-    OPT_WARMUP = 1000, OPT_LIMIT, OPT_DTYPE, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_EXEC, OPT_BUCKETS,
-    OPT_COMPACTION, OPT_SHIFT, OPT_SEVERITY, OPT_SEED, OPT_THREADS
+    OPT_WARMUP = 1000, OPT_LIMIT, OPT_PROFILE, OPT_TRACE, OPT_NO_CALIBRATION, OPT_SHIFT, OPT_SEVERITY, OPT_SEED
 };
 
 static const struct option run_long[] = {
     {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
     {"policy", required_argument, 0, 'p'},  {"mode", required_argument, 0, 'M'},
-    {"batch", required_argument, 0, 'b'},   {"device", required_argument, 0, 'D'},
+    {"batch", required_argument, 0, 'b'},   CLI_SESSION_LONG_OPTIONS,
     {"json", no_argument, 0, 'j'},          {"output", required_argument, 0, 'o'},
     {"warmup", required_argument, 0, OPT_WARMUP}, {"limit", required_argument, 0, OPT_LIMIT},
-    {"dtype", required_argument, 0, OPT_DTYPE}, {"help", no_argument, 0, 'h'},
+    {"help", no_argument, 0, 'h'},
     {"profile", no_argument, 0, OPT_PROFILE}, {"trace", required_argument, 0, OPT_TRACE},
     {"no-calibration", no_argument, 0, OPT_NO_CALIBRATION},
-    {"exec", required_argument, 0, OPT_EXEC}, {"buckets", required_argument, 0, OPT_BUCKETS},
-    {"compaction", required_argument, 0, OPT_COMPACTION},
     {"shift", required_argument, 0, OPT_SHIFT}, {"severity", required_argument, 0, OPT_SEVERITY},
-    {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, OPT_THREADS},
+    {"seed", required_argument, 0, OPT_SEED},
     {0, 0, 0, 0}};
 
 static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FILE *)) {
@@ -56,6 +54,7 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "m:d:p:M:b:D:jo:h", run_long, NULL)) != -1) {
+        if (cli_session_flag(&o->session, c, optarg)) continue;
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'd': o->data = optarg; break;
@@ -65,19 +64,13 @@ static void parse_run_opts(int argc, char **argv, run_opts *o, void (*usage)(FIL
             break;
         case 'M': o->mode = cli_mode(optarg); break;
         case 'b': o->batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case 'D': o->device = optarg; break;
         case 'j': o->json = 1; break;
         case 'o': o->output = optarg; break;
         case OPT_WARMUP: o->warmup = (int)cli_int("--warmup", optarg, 0, 1000); break;
         case OPT_LIMIT: o->limit = (int)cli_int("--limit", optarg, 1, 1 << 30); break;
-        case OPT_DTYPE: o->dtype = optarg; break;
         case OPT_PROFILE: o->profile = 1; break;
         case OPT_TRACE: o->trace = optarg; break;
         case OPT_NO_CALIBRATION: o->no_calibration = 1; break;
-        case OPT_EXEC: o->exec = optarg; break;
-        case OPT_BUCKETS: o->buckets = optarg; break;
-        case OPT_COMPACTION: o->compaction = optarg; break;
-        case OPT_THREADS: o->threads = cli_threads(optarg); break;
         case OPT_SHIFT: cli_shift(optarg, &o->shift, &o->severity); break;
         case OPT_SEVERITY:
             o->severity = (int)cli_int("--severity", optarg, 1, ERT_SHIFT_MAX_SEVERITY);
@@ -104,24 +97,16 @@ typedef struct setup {
 } setup;
 
 static void setup_open(const run_opts *o, setup *su) {
-    if (!o->model) cli_fail("--model DIR is required");
-    if (!o->data) cli_fail("--data SPLIT is required (fashion-mnist:test, fashion-mnist:val, FILE.npy[:LABELS.npy])");
-    const ert_model_load_options mo = {.no_calibration = o->no_calibration};
-    cli_check(ert_model_load_ex(o->model, &mo, &su->model));
-    cli_check(ert_dataset_load(o->data, &su->data));
-    if (o->limit && o->limit < su->data->n) su->data->n = o->limit;
+    cli_load(o->model, o->data, o->no_calibration, o->limit, &su->model, &su->data);
     cli_shift_data(su->data, o->shift, o->severity, (uint64_t)o->seed);
     ert_session_options so = ert_session_options_default();
-    so.device = o->device ? o->device : "cpu";
     so.mode = o->mode;
     /* no batch is larger than the data: a session sized for more would hold memory unused
      * (kept when --buckets are given: they are checked against the batch asked for) */
     su->batch = o->batch ? o->batch : 256;
-    if (!o->buckets && su->data->n > 0 && su->data->n < su->batch) su->batch = (int)su->data->n;
+    if (!o->session.buckets && su->data->n > 0 && su->data->n < su->batch) su->batch = (int)su->data->n;
     so.max_batch = su->batch;
-    if (o->dtype) cli_check(ert_dtype_parse(o->dtype, &so.dtype));
-    cli_set_exec(&so, o->exec, o->buckets, o->compaction);
-    so.threads = cli_device_threads(so.device, o->threads);
+    cli_session_apply(&o->session, &so);
     cli_check(ert_session_new(su->model, &so, &su->session));
     cli_note_exec(su->session);
 }

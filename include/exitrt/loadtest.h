@@ -61,18 +61,13 @@ extern "C" {
 typedef struct ert_load_server ert_load_server;
 
 typedef struct ert_load_server_options {
-    const char *device; /* "cpu" (default) or "cuda:N" */
-    ert_mode mode;      /* default compact */
-    ert_dtype dtype;    /* default f32 */
+    ert_session_options session; /* each stream's session (ert_session_options; default: its
+                           defaults in compact mode with max_batch 64, the largest batch a run
+                           may form). threads 0 on the cpu: the session default with one
+                           stream, the CPUs divided among the streams with more */
     int streams;        /* sessions, one worker thread each (default 1) */
-    int max_batch;      /* the sessions' max_batch: the largest batch a run may form (default 64) */
     int warmup;         /* untimed full batches per session at creation (default 3), then every
                            point at each batch size up to max_batch (at most 64 sizes); 0: none */
-    ert_exec exec;      /* default eager; graph: each batch one graph launch (see ert_exec) */
-    const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
-    ert_compaction compaction; /* compact mode's survivor moves (see ert_compaction); default gather */
-    int threads;        /* cpu: each stream's ops' threads; 0 (default): the session default with one
-                           stream, the CPUs divided among the streams with more */
 } ert_load_server_options;
 
 ert_load_server_options ert_load_server_options_default(void);
