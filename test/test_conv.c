@@ -47,7 +47,7 @@ static void run_and_compare(const ert_op_desc *d, int n, const float *x, const f
     for (int i = 0; i < total; ++i) got[i] = NAN;
     ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n, NULL}, x, got), ERT_OK);
     const double err = tu_rel_err(got, y, total, 1e-5, 1e-4);
-    printf("%s: maxdiff ratio %.3g\n", what, err);
+    printf("%s: maxdiff ratio %.3g (%s)\n", what, err, op->gemm[0] ? op->gemm : "no GEMM");
     ck_assert_double_le(err, 1.0);
     ops->op_free(be, op);
     free(got);
@@ -68,10 +68,15 @@ START_TEST(conv2d_matches_pytorch) {
         ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "conv fixture", .in = g.in_c * g.in_h * g.in_w,
                          .out = g.out_c * g.out_h * g.out_w, .weight = w, .bias = b, .conv = g, .max_rows = 64,
                          .act = strcmp(act, "relu") == 0 ? ERT_ACT_RELU : strcmp(act, "gelu") == 0 ? ERT_ACT_GELU : ERT_ACT_NONE};
-        char what[160];
-        snprintf(what, sizeof what, "conv2d n%d %dx%dx%d -> %d k%dx%d s%d p%d d%d g%d %s bias=%d", num(c, "n"), g.in_c,
-                 g.in_h, g.in_w, g.out_c, g.kh, g.kw, g.sh, g.ph, g.dh, g.groups, act, b != NULL);
-        run_and_compare(&d, num(c, "n"), x, y, what);
+        for (int gi = 0; gi < 2; ++gi) { /* the default GEMM (oneDNN where it runs), then OpenBLAS */
+            char what[192];
+            snprintf(what, sizeof what, "conv2d n%d %dx%dx%d -> %d k%dx%d s%d p%d d%d g%d %s bias=%d%s", num(c, "n"),
+                     g.in_c, g.in_h, g.in_w, g.out_c, g.kh, g.kw, g.sh, g.ph, g.dh, g.groups, act, b != NULL,
+                     gi ? ", ERT_CPU_GEMM=openblas" : "");
+            if (gi) setenv("ERT_CPU_GEMM", "openblas", 1);
+            run_and_compare(&d, num(c, "n"), x, y, what);
+            unsetenv("ERT_CPU_GEMM");
+        }
         free(x), free(w), free(b), free(y);
         ++cases;
     }
@@ -209,12 +214,22 @@ static void direct_conv(const ert_conv_geom *g, const float *w, const float *b, 
             }
 }
 
-/* The CPU conv runs its GEMM on blocks of samples (cpu.h, ert_cpu_conv_block: 512 / (H'W')
- * samples, so 20 at 5x5, 10 at 7x7, 6 at 9x9 and 1 at 40x40). Each sample's output must
- * depend neither on the batch nor on its place in the block: the same bits alone as in
- * a batch of several blocks and a partial one, also after a batch of NaN and inf left
- * its values in the block's unused columns; and the batched outputs match a direct
- * convolution. */
+/* Which GEMM a linear or conv op of the CPU backend runs on, "onednn" or "openblas (why)", with
+ * ERT_CPU_GEMM set to `gemm` (NULL: unset) while it is created. */
+static ert_status gemm_on(const char *gemm, const ert_op_desc *d, ert_op **op) {
+    if (gemm) setenv("ERT_CPU_GEMM", gemm, 1);
+    const ert_status st = ops->op_new(be, d, op);
+    unsetenv("ERT_CPU_GEMM");
+    return st;
+}
+
+/* On OpenBLAS the CPU conv runs its GEMM on blocks of samples (cpu.h, ert_cpu_conv_block:
+ * 512 / (H'W') samples, so 20 at 5x5, 10 at 7x7, 6 at 9x9 and 1 at 40x40); on oneDNN
+ * each sample alone, through a primitive made for one sample (onednn.c). Either way a
+ * sample's output must depend neither on the batch nor on its place in it: the same bits
+ * alone as in a batch of several blocks and a partial one, also after a batch of NaN and
+ * inf left its values in the scratch; and the batched outputs match a direct convolution.
+ * Where oneDNN is built and the CPU has AVX-512, it is what a conv runs on. */
 START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
     const struct {
         ert_conv_geom g;
@@ -237,8 +252,15 @@ START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
          * kernel (chosen by size) rounds the narrow one differently */
         {{.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3, .kw = 3, .sh = 1,
           .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, 5},
+        /* 300 output channels (a channel count no block of 16 divides) */
+        {{.in_c = 2, .in_h = 5, .in_w = 5, .out_c = 300, .out_h = 5, .out_w = 5, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+          .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, 23},
     };
-    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ++ci) {
+    const char *gemms[] = {NULL, "openblas"}; /* the default GEMM (oneDNN where it runs), then OpenBLAS */
+    const size_t ncases = sizeof cases / sizeof *cases;
+    for (size_t t = 0; t < 2 * ncases; ++t) {
+        const size_t ci = t % ncases;
+        const int gi = (int)(t / ncases);
         const ert_conv_geom g = cases[ci].g;
         const int n = cases[ci].n, in = g.in_c * g.in_h * g.in_w, out = g.out_c * g.out_h * g.out_w;
         const int nw = g.out_c * (g.in_c / g.groups) * g.kh * g.kw;
@@ -261,7 +283,13 @@ START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
         ert_op_desc d = {.type = ERT_OP_CONV2D, .name = "conv", .in = in, .out = out, .weight = w, .bias = b,
                          .conv = g, .max_rows = n, .act = ERT_ACT_RELU};
         ert_op *op;
-        ck_assert_msg(ops->op_new(be, &d, &op) == ERT_OK, "%s", ert_last_error());
+        ck_assert_msg(gemm_on(gemms[gi], &d, &op) == ERT_OK, "%s", ert_last_error());
+        printf("conv case %zu, ERT_CPU_GEMM=%s: %s\n", ci, gemms[gi] ? gemms[gi] : "", op->gemm);
+        if (gi) ck_assert_str_eq(op->gemm, "openblas (ERT_CPU_GEMM=openblas)");
+#ifdef ERT_WITH_ONEDNN
+        else if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+            ck_assert_str_eq(op->gemm, "onednn");
+#endif
         ck_assert_int_eq(ops->op_run(be, op, (ert_rows){n, NULL}, x, y), ERT_OK);
         for (int r = 0; r < n; ++r) {
             direct_conv(&g, w, b, 1, x + (size_t)r * in, ref);
@@ -290,15 +318,6 @@ START_TEST(conv2d_sample_does_not_depend_on_the_batch) {
 }
 END_TEST
 
-/* Which GEMM a linear op of the CPU backend runs on, "onednn" or "openblas (why)", with
- * ERT_CPU_GEMM set to `gemm` (NULL: unset) while it is created. */
-static ert_status linear_on(const char *gemm, const ert_op_desc *d, ert_op **op) {
-    if (gemm) setenv("ERT_CPU_GEMM", gemm, 1);
-    const ert_status st = ops->op_new(be, d, op);
-    unsetenv("ERT_CPU_GEMM");
-    return st;
-}
-
 /* A linear op's rows must not depend on the batch: on OpenBLAS its GEMMs run on blocks of
  * 64 rows, on oneDNN a block's rows run as primitives of 64, 32, ..., 1 rows (m's binary
  * digits). Each row alone, and every batch of 1 to 70 rows starting anywhere in 130, gives
@@ -321,7 +340,7 @@ START_TEST(linear_row_does_not_depend_on_the_batch) {
                                .max_rows = N, .act = ERT_ACT_GELU};
         for (int gi = 0; gi < 2; ++gi) {
             ert_op *op;
-            ck_assert_msg(linear_on(gemms[gi], &d, &op) == ERT_OK, "%s", ert_last_error());
+            ck_assert_msg(gemm_on(gemms[gi], &d, &op) == ERT_OK, "%s", ert_last_error());
             printf("linear %d -> %d, ERT_CPU_GEMM=%s: %s\n", IN, out, gemms[gi] ? gemms[gi] : "", op->gemm);
             if (gi) ck_assert_str_eq(op->gemm, "openblas (ERT_CPU_GEMM=openblas)");
 #ifdef ERT_WITH_ONEDNN
@@ -350,10 +369,10 @@ START_TEST(linear_row_does_not_depend_on_the_batch) {
     const ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "fc", .in = 4, .out = 2, .weight = (float[8]){0},
                            .max_rows = 1};
     ert_op *op = NULL;
-    ck_assert_int_eq(linear_on("mkl", &d, &op), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(gemm_on("mkl", &d, &op), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("ERT_CPU_GEMM 'mkl': expected onednn or openblas"));
 #ifndef ERT_WITH_ONEDNN
-    ck_assert_int_eq(linear_on("onednn", &d, &op), ERT_ERR_UNSUPPORTED);
+    ck_assert_int_eq(gemm_on("onednn", &d, &op), ERT_ERR_UNSUPPORTED);
     ck_assert(tu_error_has("'fc' cannot run on oneDNN (ERT_CPU_GEMM=onednn): built without oneDNN"));
 #endif
 }
@@ -482,36 +501,52 @@ END_TEST
 /* libgomp is not fork-safe: after a process ran an op on several threads, a forked
  * child's first team would wait for threads that did not come along. The child runs its
  * tasks on one thread instead, with the same answers; an op it makes itself (oneDNN's
- * primitives created there) too. */
+ * primitives created there) too. A linear op and a convolution (whose oneDNN reorders
+ * run on their caller: none starts a team of its own). */
 START_TEST(a_forked_child_still_runs_ops) {
-    enum { IN = 200, OUT = 600, ROWS = 150 };
-    static float w[OUT * IN], x[ROWS * IN], want[ROWS * OUT], got[ROWS * OUT];
+    enum { IN = 200, OUT = 600, ROWS = 150, C = 8, K = 16, H = 12 };
+    static float w[OUT * IN], x[ROWS * IN], want[2][ROWS * OUT], got[ROWS * OUT];
     for (int i = 0; i < OUT * IN; ++i) w[i] = (float)(i % 17) / 17.0f - 0.5f;
     for (int i = 0; i < ROWS * IN; ++i) x[i] = (float)(i % 13) / 13.0f - 0.5f;
     ert_backend *b2;
     ert_backend_config cfg = {.device = 0, .max_rows = ROWS, .dtype = ERT_DTYPE_F32, .threads = 2};
     ck_assert_int_eq(ops->create(&cfg, &b2), ERT_OK);
-    ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "l", .in = IN, .out = OUT, .weight = w, .max_rows = ROWS};
-    ert_op *op;
-    ck_assert_int_eq(ops->op_new(b2, &d, &op), ERT_OK);
-    ck_assert_int_eq(ops->op_run(b2, op, (ert_rows){ROWS, NULL}, x, want), ERT_OK); /* a team of 2 exists now */
+    /* a linear op, and a convolution (8 -> 16 channels, 12x12: 15 samples fill x) */
+    const ert_conv_geom g = {.in_c = C, .in_h = H, .in_w = H, .out_c = K, .out_h = H, .out_w = H, .kh = 3, .kw = 3,
+                             .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    const ert_op_desc d[2] = {
+        {.type = ERT_OP_LINEAR, .name = "l", .in = IN, .out = OUT, .weight = w, .max_rows = ROWS},
+        {.type = ERT_OP_CONV2D, .name = "c", .in = C * H * H, .out = K * H * H, .weight = w, .conv = g, .max_rows = 15,
+         .act = ERT_ACT_RELU}};
+    const int rows[2] = {ROWS, 15};
+    ert_op *op[2];
+    for (int k = 0; k < 2; ++k) {
+        ck_assert_msg(ops->op_new(b2, &d[k], &op[k]) == ERT_OK, "%s", ert_last_error());
+        printf("forked child: %s on %s\n", d[k].name, op[k]->gemm);
+        /* a team of 2 exists now */
+        ck_assert_int_eq(ops->op_run(b2, op[k], (ert_rows){rows[k], NULL}, x, want[k]), ERT_OK);
+    }
     fflush(stdout);
     const pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         alarm(10); /* a hang ends as SIGALRM, not a stuck test */
-        int ok = ops->op_run(b2, op, (ert_rows){ROWS, NULL}, x, got) == ERT_OK && memcmp(got, want, sizeof got) == 0;
-        ert_op *again = NULL;
-        memset(got, 0, sizeof got);
-        ok = ok && ops->op_new(b2, &d, &again) == ERT_OK &&
-             ops->op_run(b2, again, (ert_rows){ROWS, NULL}, x, got) == ERT_OK && memcmp(got, want, sizeof got) == 0;
+        int ok = 1;
+        for (int k = 0; k < 2; ++k) {
+            const size_t n = (size_t)rows[k] * (size_t)d[k].out * sizeof(float);
+            ok = ok && ops->op_run(b2, op[k], (ert_rows){rows[k], NULL}, x, got) == ERT_OK && memcmp(got, want[k], n) == 0;
+            ert_op *again = NULL;
+            memset(got, 0, sizeof got);
+            ok = ok && ops->op_new(b2, &d[k], &again) == ERT_OK &&
+                 ops->op_run(b2, again, (ert_rows){rows[k], NULL}, x, got) == ERT_OK && memcmp(got, want[k], n) == 0;
+        }
         _exit(ok ? 0 : 1);
     }
     int status = 0;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child %s %d",
                   WIFEXITED(status) ? "exited with" : "died of signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    ops->op_free(b2, op);
+    for (int k = 0; k < 2; ++k) ops->op_free(b2, op[k]);
     ops->destroy(b2);
 }
 END_TEST
@@ -664,8 +699,10 @@ END_TEST
 
 /* The scratch grows with the thread count, so it counts against the memory the CPU
  * sessions may hold: too many threads for ERT_CPU_MEMORY_LIMIT are refused when the op
- * is made, with what to change; fewer fit, and a destroyed backend gives its share back. */
+ * is made, with what to change; fewer fit, and a destroyed backend gives its share back.
+ * On OpenBLAS, whose scratch (a block of samples' im2col columns) is the larger. */
 START_TEST(scratch_counts_against_the_memory_limit) {
+    setenv("ERT_CPU_GEMM", "openblas", 1);
     /* 64 -> 8 channels at 14x14, 3x3: (576 + 8) x 512 floats, 1.14 MiB per thread */
     const ert_conv_geom g = {.in_c = 64, .in_h = 14, .in_w = 14, .out_c = 8, .out_h = 14, .out_w = 14, .kh = 3,
                              .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
@@ -693,15 +730,17 @@ START_TEST(scratch_counts_against_the_memory_limit) {
         ops->destroy(b1);
     }
     unsetenv("ERT_CPU_MEMORY_LIMIT");
+    unsetenv("ERT_CPU_GEMM");
 }
 END_TEST
 
 /* A session left to the default thread count that does not fit the memory limit is made
  * again on half as many threads, down to one, and says so; a count that was set is kept,
- * or refused. fmnist-cnn at batch 16 under a 16 MB limit: its buffers fit beside one
- * thread's scratch, not beside two threads'. */
+ * or refused. fmnist-cnn on OpenBLAS at batch 16 under a 16 MB limit: its buffers fit
+ * beside one thread's scratch, not beside two threads'. */
 START_TEST(default_threads_halve_to_fit_the_memory_limit) {
     unsetenv("ERT_CPU_THREADS");
+    setenv("ERT_CPU_GEMM", "openblas", 1);
     int n = 0;
     ck_assert_int_eq(ert_cpu_threads_default(&n), ERT_OK);
     ert_model *m = NULL;
@@ -764,6 +803,7 @@ START_TEST(default_threads_halve_to_fit_the_memory_limit) {
         unsetenv("ERT_CPU_THREADS");
     }
     unsetenv("ERT_CPU_MEMORY_LIMIT");
+    unsetenv("ERT_CPU_GEMM");
     ert_policy_free(p);
     ert_model_free(m);
 }
@@ -797,24 +837,32 @@ START_TEST(a_refused_op_gives_its_blocks_back) {
 }
 END_TEST
 
-/* The weights are counted too, on either GEMM (oneDNN holds them packed): a second copy
- * of a 64 MiB matrix is refused while the first is held, and fits once it is freed. */
+/* The weights are counted too, on either library (oneDNN holds them packed), of a linear
+ * op and of a convolution: a second copy of a 64 MiB matrix is refused while the first is
+ * held, and fits once it is freed. */
 START_TEST(weights_count_against_the_memory_limit) {
     enum { N = 4096 };
     float *w = calloc((size_t)N * N, sizeof *w), *x = calloc(N, sizeof *x), *y = calloc(N, sizeof *y);
     ck_assert(w && x && y);
     w[(size_t)N * N - 1] = 3.5f;
     x[N - 1] = 1.0f;
-    ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "head.weight", .in = N, .out = N, .weight = w, .max_rows = 1};
+    /* a linear op, and the same weights as a 1x1 convolution of a 1x1 image */
+    const ert_conv_geom g = {.in_c = N, .in_h = 1, .in_w = 1, .out_c = N, .out_h = 1, .out_w = 1, .kh = 1, .kw = 1,
+                             .sh = 1, .sw = 1, .dh = 1, .dw = 1, .groups = 1};
+    const ert_op_desc ds[2] = {
+        {.type = ERT_OP_LINEAR, .name = "head.weight", .in = N, .out = N, .weight = w, .max_rows = 1},
+        {.type = ERT_OP_CONV2D, .name = "conv.weight", .in = N, .out = N, .weight = w, .conv = g, .max_rows = 1}};
     setenv("ERT_CPU_MEMORY_LIMIT", "100000000", 1); /* 95.4 MB */
-    for (int gemm = 0; gemm < 2; ++gemm) {
+    for (int t = 0; t < 4; ++t) {
+        const ert_op_desc d = ds[t / 2];
+        const int gemm = t % 2;
         if (gemm) setenv("ERT_CPU_GEMM", "openblas", 1);
         ert_backend *b[2];
         ert_op *op[2] = {NULL, NULL};
         ert_backend_config cfg = {.device = 0, .max_rows = 1, .dtype = ERT_DTYPE_F32, .threads = 1};
         for (int i = 0; i < 2; ++i) ck_assert_int_eq(ops->create(&cfg, &b[i]), ERT_OK);
         ck_assert_msg(ops->op_new(b[0], &d, &op[0]) == ERT_OK, "%s", ert_last_error());
-        printf("weights on %s\n", op[0]->gemm);
+        printf("%s: weights on %s\n", d.name, op[0]->gemm);
         ck_assert_int_eq(ops->op_new(b[1], &d, &op[1]), ERT_ERR_OUT_OF_MEMORY);
         ck_assert_msg(strstr(ert_last_error(), " MB more would make this process's CPU sessions hold") &&
                           strstr(ert_last_error(), "more than ERT_CPU_MEMORY_LIMIT's 95.4 MB (the weights"),
@@ -826,8 +874,8 @@ START_TEST(weights_count_against_the_memory_limit) {
         ck_assert_float_eq(y[0], 0.0f);
         ops->op_free(b[1], op[1]);
         for (int i = 0; i < 2; ++i) ops->destroy(b[i]);
+        unsetenv("ERT_CPU_GEMM");
     }
-    unsetenv("ERT_CPU_GEMM");
     unsetenv("ERT_CPU_MEMORY_LIMIT");
     free(w), free(x), free(y);
 }

@@ -491,9 +491,10 @@ static void usage(FILE *f) {
             "                           --threads N wins\n"
             "  ERT_CPU_MEMORY_LIMIT=B   bytes the process's CPU sessions may hold (default: physical\n"
             "                           memory or its cgroups' limit, whichever is lower)\n"
-            "  ERT_CPU_GEMM=LIB         the CPU's linear ops: onednn (refused, with the reason, where\n"
-            "                           it cannot run) | openblas (default: oneDNN where built in and\n"
-            "                           its brgemm runs, else OpenBLAS; the device's name says which)\n"
+            "  ERT_CPU_GEMM=LIB         the CPU's linear and conv ops: onednn (refused, with the\n"
+            "                           reason, where it cannot run) | openblas (default: oneDNN where\n"
+            "                           built in and it runs, else OpenBLAS; the device's name says\n"
+            "                           which)\n"
             "  ERT_FASHION_MNIST_DIR=D  where the Fashion-MNIST files are (default\n"
             "                           /usr/share/datasets/fashion-mnist)\n");
 }

@@ -39,7 +39,7 @@ struct ert_backend {
     int max_rows;
     int threads;    /* the ops' (parallel.c) */
     char name[48];  /* "cpu (N threads)", then the GEMM of its linear ops: ", oneDNN" */
-    int linear[2];  /* linear ops made on oneDNN, on OpenBLAS */
+    int linear[2];  /* linear and conv ops made on oneDNN, on OpenBLAS */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
@@ -97,7 +97,7 @@ static size_t usable_memory(void) {
     return cgroup < physical ? cgroup : physical;
 }
 
-/* "cpu (2 threads)", with the library of the linear ops made so far when there are any:
+/* "cpu (2 threads)", with the library of the linear and conv ops made so far, if any:
  * "cpu (2 threads, oneDNN)", "cpu (1 thread, OpenBLAS)", or both ("oneDNN + OpenBLAS").
  * A CPU benchmark's numbers depend on it as much as on the thread count. */
 static void name_backend(ert_backend *be) {
@@ -275,21 +275,23 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     if (!op)
         return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", d->name ? d->name : "op");
     ert_status st = ERT_OK;
-    if (d->type == ERT_OP_LINEAR) {
+    if (d->type == ERT_OP_LINEAR || d->type == ERT_OP_CONV2D) {
         char why[128];
-        st = ert_cpu_mm_new(be, d, be->threads, &op->mm, why, sizeof why);
-        snprintf(op->gemm, sizeof op->gemm, op->mm ? "onednn" : "openblas (%s)", why);
+        if (d->type == ERT_OP_LINEAR) st = ert_cpu_mm_new(be, d, be->threads, &op->mm, why, sizeof why);
+        else st = ert_cpu_conv_new(be, d, be->threads, &op->conv, why, sizeof why);
+        snprintf(op->gemm, sizeof op->gemm, op->mm || op->conv ? "onednn" : "openblas (%s)", why);
     }
-    if (!st && d->weight && !op->mm) st = hold_floats(be, d->weight, nw, &op->weight);
+    if (!st && d->weight && !op->mm && !op->conv) st = hold_floats(be, d->weight, nw, &op->weight);
     if (!st && d->bias) st = hold_floats(be, d->bias, nb, &op->bias);
     if (st) goto fail;
     op->desc = *d;
-    /* scratch per thread, zeroed: a conv's im2col writes only the places its input covers,
-     * so the padding's stay 0; a linear's last block computes rows past the batch on
-     * whatever an earlier block left there, and drops them */
+    /* scratch per thread on OpenBLAS (oneDNN's is its own), zeroed: a conv's im2col
+     * writes only the places its input covers, so the padding's stay 0; a linear's last
+     * block computes rows past the batch on whatever an earlier block left there, and
+     * drops them */
     if (d->type == ERT_OP_LINEAR && !op->mm)
         op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
-    if (d->type == ERT_OP_CONV2D) {
+    if (d->type == ERT_OP_CONV2D && !op->conv) {
         ert_cpu_conv_block(d->conv.out_h * d->conv.out_w, &op->samples, &op->cols);
         const size_t kdim = (size_t)(d->conv.in_c / d->conv.groups) * d->conv.kh * d->conv.kw;
         /* im2col (kdim x cols), then the GEMM's output (K/g x cols) */
@@ -314,14 +316,15 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         }
         op->pad = p;
     }
-    if (d->type == ERT_OP_LINEAR) {
-        be->linear[op->mm ? 0 : 1]++;
+    if (d->type == ERT_OP_LINEAR || d->type == ERT_OP_CONV2D) {
+        be->linear[op->mm || op->conv ? 0 : 1]++;
         name_backend(be);
     }
     *out = op;
     return ERT_OK;
 fail:
     ert_cpu_mm_free(be, op->mm);
+    ert_cpu_conv_free(be, op->conv);
     ert_cpu_release(be, op->weight);
     ert_cpu_release(be, op->bias);
     free(op);
@@ -331,6 +334,7 @@ fail:
 static void cpu_op_free(ert_backend *be, ert_op *op) {
     if (!op) return;
     ert_cpu_mm_free(be, op->mm);
+    ert_cpu_conv_free(be, op->conv);
     ert_cpu_release(be, op->weight);
     ert_cpu_release(be, op->bias);
     ert_cpu_release(be, op->pad);
@@ -348,7 +352,11 @@ static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, c
         break;
     case ERT_OP_LAYERNORM: ert_cpu_layernorm(op, n, x, y); break;
     case ERT_OP_NORMALIZE: ert_cpu_normalize(op, n, x, y); break;
-    case ERT_OP_CONV2D: ert_cpu_conv2d(op, n, x, y); break;
+    case ERT_OP_CONV2D:
+        if (ert_cpu_conv2d(op, n, x, y))
+            return ert_error(ERT_ERR_BACKEND, "cpu backend: '%s': a oneDNN convolution refused to run (%d samples)",
+                             op->desc.name ? op->desc.name : "conv2d", n);
+        break;
     case ERT_OP_MAXPOOL:
     case ERT_OP_AVGPOOL: ert_cpu_pool(op, n, x, y); break;
     case ERT_OP_RELU: ert_cpu_relu(n, op->desc.in, x, y); break;

@@ -1,8 +1,9 @@
 /* Convolution, pooling and relu over [C, H, W] samples (NCHW per sample), the plain
- * reference the cuDNN ops are tested against. Convolution is im2col + one OpenBLAS GEMM
- * per group and block of op->samples samples (always the whole block, of a width that
- * is a multiple of 64, so a sample's result depends neither on the batch nor on its
- * place in the block: cpu.h). */
+ * reference the cuDNN ops are tested against. Convolution is oneDNN's primitive for one
+ * sample, run per sample (onednn.c), where it runs; else im2col + one OpenBLAS GEMM per
+ * group and block of op->samples samples (always the whole block, of a width that is a
+ * multiple of 64, so a sample's result depends neither on the batch nor on its place in
+ * the block: cpu.h). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -109,10 +110,34 @@ static void conv_task(void *ctx, int task, int thread) {
     }
 }
 
-void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
+/* On oneDNN (op->conv): one task per sample, its convolution (bias added), then the
+ * activation in place. */
+static void conv_sample_task(void *ctx, int r, int thread) {
+    ert_cpu_job *j = ctx;
+    const ert_op *op = j->op;
+    const ert_conv_geom *g = &op->desc.conv;
+    const size_t out = (size_t)g->out_c * g->out_h * g->out_w;
+    float *y = j->y + (size_t)r * out;
+    if (ert_cpu_conv_run(op->conv, thread, j->x + (size_t)r * g->in_c * g->in_h * g->in_w, y)) {
+        j->failed = 1;
+        return;
+    }
+    if (op->desc.act == ERT_ACT_RELU)
+        for (size_t i = 0; i < out; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i]; /* NaN stays NaN (ert_activate) */
+    else if (op->desc.act != ERT_ACT_NONE)
+        for (size_t i = 0; i < out; ++i) y[i] = ert_activate(y[i], (int)op->desc.act);
+}
+
+int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
+    if (op->conv) {
+        ert_cpu_job j = {.op = op, .rows = rows, .parts = 1, .x = x, .y = y};
+        ert_cpu_parallel(op->threads, rows, conv_sample_task, &j);
+        return j.failed ? -1 : 0;
+    }
     ert_cpu_job j = {.op = op, .rows = rows, .parts = (op->cols + ERT_CPU_CONV_RANGE - 1) / ERT_CPU_CONV_RANGE,
                      .x = x, .y = y};
     ert_cpu_parallel(op->threads, (rows + op->samples - 1) / op->samples * j.parts, conv_task, &j);
+    return 0;
 }
 
 /* The common 2x2 stride-2 window as one pass per output row: the same comparisons and

@@ -54,6 +54,17 @@ void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m);
  * if oneDNN failed to run it). */
 float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x);
 
+/* A convolution on oneDNN: its primitive for one sample, weights packed once (onednn.c).
+ * The op's oneDNN convolution for `threads` threads in *out, or NULL and why not (the op
+ * then runs on OpenBLAS); errors as ert_cpu_mm_new's. */
+typedef struct ert_cpu_conv ert_cpu_conv;
+ert_status ert_cpu_conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
+                            size_t why_len);
+void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c);
+/* One sample x (C, H, W) -> y (K, H', W'), bias added, no activation, on `thread`'s
+ * buffers; 0, or -1 if oneDNN refused to run it. */
+int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y);
+
 /* A block of the backend's memory (64-byte aligned, zeroed), counted against its limit;
  * `change` says what to change when the limit refuses it. */
 ert_status ert_cpu_hold(ert_backend *be, size_t bytes, const char *change, void **out);
@@ -62,10 +73,11 @@ void ert_cpu_release(ert_backend *be, void *ptr);
 struct ert_op {
     ert_op_desc desc;
     ert_cpu_mm *mm; /* LINEAR on oneDNN (then weight is NULL), else NULL: OpenBLAS */
-    char gemm[160]; /* LINEAR: "onednn", or "openblas (why)" */
+    ert_cpu_conv *conv; /* CONV2D on oneDNN (then weight is NULL), else NULL: OpenBLAS */
+    char gemm[160]; /* LINEAR, CONV2D: "onednn", or "openblas (why)" */
     float *weight; /* owned copies of the descriptor's host arrays */
     float *bias;
-    int samples;   /* CONV2D: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
+    int samples;   /* CONV2D on OpenBLAS: samples per GEMM, and the GEMM's columns (ert_cpu_conv_block) */
     int cols;
     int threads;   /* the backend's: tasks run on up to this many threads (parallel.c) */
     size_t pad_floats; /* scratch per thread: thread t's starts at pad + t * pad_floats */
@@ -73,8 +85,8 @@ struct ert_op {
                       backend's (counted against its memory limit):
                       LINEAR on OpenBLAS: ERT_CPU_GEMM_ROWS x (in + out) for the last,
                       partial block (on oneDNN: its own scratch, in mm);
-                      CONV2D: the im2col columns of a block of samples, one group,
-                      then the GEMM's output */
+                      CONV2D on OpenBLAS: the im2col columns of a block of samples,
+                      one group, then the GEMM's output (on oneDNN: in conv) */
 };
 
 /* Runs fn(ctx, task, thread) for every task in [0, tasks) on up to `threads` threads
@@ -128,7 +140,7 @@ int ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_layernorm(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_add(int rows, int width, const float *x, float *y);
-void ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
+int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_relu(int rows, int width, const float *x, float *y);
 void ert_cpu_decide(const ert_decide_args *a);

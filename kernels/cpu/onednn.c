@@ -22,8 +22,15 @@
  * stream, memory objects and scratchpad (oneDNN's user scratchpad mode: a primitive is
  * then safe to run on several threads at once).
  *
- * ERT_CPU_GEMM=openblas keeps every linear op on OpenBLAS; ERT_CPU_GEMM=onednn makes an op
- * that cannot use oneDNN fail to be created (tests). */
+ * Convolutions (ert_cpu_conv_*) run as oneDNN's convolution primitive made for one sample
+ * (N = 1) and run sample by sample, each on one thread: no im2col, and a sample's result
+ * is that primitive's on that sample, whatever the batch, the sample's place in it or the
+ * thread. The primitive reads and writes its own layouts (nChw16c on AVX-512) in the
+ * thread's buffers; oneDNN reorders move a sample in and out. The activation is applied
+ * by conv.c (oneDNN's relu maps NaN to 0; the CPU backend keeps NaN, as PyTorch).
+ *
+ * ERT_CPU_GEMM=openblas keeps every linear and conv op on OpenBLAS; ERT_CPU_GEMM=onednn
+ * makes an op that cannot use oneDNN fail to be created (tests). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +74,36 @@ struct ert_cpu_mm {
 static dnnl_engine_t engine;
 static dnnl_status_t engine_status;
 static void engine_create(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+
+/* The process's CPU engine, made once: 1, or 0 and why not. */
+static int engine_ready(char *why, size_t why_len) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, engine_create);
+    if (engine_status == dnnl_success) return 1;
+    snprintf(why, why_len, "oneDNN: no CPU engine (status %d)", (int)engine_status);
+    return 0;
+}
+
+/* Sets this thread's OpenMP thread count to 1 and returns the count to restore: a
+ * primitive made so plans for one thread (none splits its work by the thread count or
+ * starts a team of its own), and a reorder run so runs on its caller. */
+static int omp_one(void) {
+#ifdef _OPENMP
+    const int team = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return team;
+#else
+    return 1;
+#endif
+}
+
+static void omp_restore(int team) {
+#ifdef _OPENMP
+    omp_set_num_threads(team);
+#else
+    (void)team;
+#endif
+}
 
 #define TRY(call)                                                                                                      \
     do {                                                                                                               \
@@ -199,12 +236,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         snprintf(why, why_len, "no weights");
         return ERT_OK;
     }
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, engine_create);
-    if (engine_status != dnnl_success) {
-        snprintf(why, why_len, "oneDNN: no CPU engine (status %d)", (int)engine_status);
-        return ERT_OK;
-    }
+    if (!engine_ready(why, why_len)) return ERT_OK;
     const char *name = d->name ? d->name : "linear";
     ert_cpu_mm *m = calloc(1, sizeof *m);
     ert_status st = ERT_OK;
@@ -308,14 +340,190 @@ out:
 /* Where the op can use oneDNN: *out, else why not. */
 static ert_status mm_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
                          size_t why_len) {
-#ifdef _OPENMP
-    const int team = omp_get_max_threads();
-    omp_set_num_threads(1);
-#endif
+    const int team = omp_one();
     const ert_status st = mm_new(be, d, threads, out, why, why_len);
-#ifdef _OPENMP
-    omp_set_num_threads(team);
-#endif
+    omp_restore(team);
+    return st;
+}
+
+/* ---------------------------------------------------------------- convolutions */
+
+/* One thread's memory objects: the sample in and out in the op's layout (plain NCHW,
+ * handles set per call), the primitive's layouts of them in the thread's part of the
+ * held block, and its scratchpad. */
+typedef struct conv_lane {
+    dnnl_stream_t stream;
+    dnnl_memory_t x, src, dst, y, pad;
+} conv_lane;
+
+struct ert_cpu_conv {
+    int threads;
+    dnnl_primitive_t conv, to_src, to_y; /* the convolution, then reorders into and out of it */
+    dnnl_memory_t weights, bias;         /* packed in the held block; bias NULL without one */
+    conv_lane *lanes;
+    void *block; /* held: the weights packed, the bias, then each thread's src, dst and scratchpad */
+};
+
+int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
+    const conv_lane *l = &c->lanes[thread];
+    const int team = omp_one(); /* the reorders run on this thread alone, as the convolution does */
+    dnnl_exec_arg_t in[2] = {{DNNL_ARG_FROM, l->x}, {DNNL_ARG_TO, l->src}};
+    dnnl_exec_arg_t run[5] = {{DNNL_ARG_SRC, l->src},
+                              {DNNL_ARG_WEIGHTS, c->weights},
+                              {DNNL_ARG_DST, l->dst},
+                              {DNNL_ARG_SCRATCHPAD, l->pad},
+                              {DNNL_ARG_BIAS, c->bias}};
+    dnnl_exec_arg_t out[2] = {{DNNL_ARG_FROM, l->dst}, {DNNL_ARG_TO, l->y}};
+    const int ok = dnnl_memory_set_data_handle(l->x, (void *)x) == dnnl_success &&
+                   dnnl_memory_set_data_handle(l->y, y) == dnnl_success &&
+                   dnnl_primitive_execute(c->to_src, l->stream, 2, in) == dnnl_success &&
+                   dnnl_primitive_execute(c->conv, l->stream, c->bias ? 5 : 4, run) == dnnl_success &&
+                   dnnl_primitive_execute(c->to_y, l->stream, 2, out) == dnnl_success;
+    omp_restore(team);
+    return ok ? 0 : -1;
+}
+
+void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) {
+    if (!c) return;
+    for (int t = 0; c->lanes && t < c->threads; ++t) {
+        conv_lane *l = &c->lanes[t];
+        dnnl_memory_destroy(l->x);
+        dnnl_memory_destroy(l->src);
+        dnnl_memory_destroy(l->dst);
+        dnnl_memory_destroy(l->y);
+        dnnl_memory_destroy(l->pad);
+        if (l->stream) dnnl_stream_destroy(l->stream);
+    }
+    dnnl_memory_destroy(c->weights);
+    dnnl_memory_destroy(c->bias);
+    dnnl_primitive_destroy(c->conv);
+    dnnl_primitive_destroy(c->to_src);
+    dnnl_primitive_destroy(c->to_y);
+    ert_cpu_release(be, c->block);
+    free(c->lanes);
+    free(c);
+}
+
+static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* A reorder primitive from `from` to `to`. */
+static dnnl_status_t reorder_new(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(out, pd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return s;
+}
+
+static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
+                           size_t why_len) {
+    *out = NULL;
+    if (!d->weight) {
+        snprintf(why, why_len, "no weights");
+        return ERT_OK;
+    }
+    if (!engine_ready(why, why_len)) return ERT_OK;
+    const ert_conv_geom *g = &d->conv;
+    const char *name = d->name ? d->name : "conv2d";
+    ert_cpu_conv *c = calloc(1, sizeof *c);
+    if (!c) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
+    c->threads = threads;
+    ert_status st = ERT_OK;
+    int ok = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t pack = NULL;
+    dnnl_memory_t plain = NULL;
+    /* the op's layouts: one sample, NCHW; weights (O, I/g, kh, kw), grouped as (g, O/g, I/g, kh, kw) */
+    dnnl_memory_desc_t xd, yd, wd, bd, any_s, any_d, any_w;
+    const dnnl_dims_t xdims = {1, g->in_c, g->in_h, g->in_w}, ydims = {1, g->out_c, g->out_h, g->out_w};
+    const dnnl_dims_t w4 = {g->out_c, g->in_c, g->kh, g->kw},
+                      w5 = {g->groups, g->out_c / g->groups, g->in_c / g->groups, g->kh, g->kw}, bdims = {g->out_c};
+    const dnnl_dims_t strides = {g->sh, g->sw}, dilates = {g->dh - 1, g->dw - 1}, pad = {g->ph, g->pw};
+    const int grouped = g->groups > 1;
+    TRY(dnnl_memory_desc_init_by_tag(&xd, 4, xdims, dnnl_f32, dnnl_nchw));
+    TRY(dnnl_memory_desc_init_by_tag(&yd, 4, ydims, dnnl_f32, dnnl_nchw));
+    TRY(dnnl_memory_desc_init_by_tag(&wd, grouped ? 5 : 4, grouped ? w5 : w4, dnnl_f32, grouped ? dnnl_goihw : dnnl_oihw));
+    TRY(dnnl_memory_desc_init_by_tag(&bd, 1, bdims, dnnl_f32, dnnl_x));
+    TRY(dnnl_memory_desc_init_by_tag(&any_s, 4, xdims, dnnl_f32, dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&any_d, 4, ydims, dnnl_f32, dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&any_w, grouped ? 5 : 4, grouped ? w5 : w4, dnnl_f32, dnnl_format_tag_any));
+    dnnl_convolution_desc_t cd;
+    TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &any_s,
+                                                    &any_w, d->bias ? &bd : NULL, &any_d, strides, dilates, pad, pad));
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL));
+    const char *impl = "";
+    TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    if (strncmp(impl, "ref", 3) == 0) {
+        snprintf(why, why_len, "oneDNN: convolution runs on '%s' (its reference loops)", impl);
+        goto out;
+    }
+    const dnnl_memory_desc_t *sd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *dd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    const dnnl_memory_desc_t *pw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const size_t wbytes = up64(dnnl_memory_desc_get_size(pw)), bbytes = up64(sizeof(float) * (size_t)g->out_c);
+    const size_t sbytes = up64(dnnl_memory_desc_get_size(sd)), dbytes = up64(dnnl_memory_desc_get_size(dd));
+    const size_t pbytes = up64(sp ? dnnl_memory_desc_get_size(sp) : 0) + 64, each = sbytes + dbytes + pbytes;
+    st = ert_cpu_hold(be, wbytes + bbytes + each * (size_t)threads,
+                      "the weights, packed for oneDNN, and a sample's buffers per thread: close other sessions, use "
+                      "fewer threads or give the process more memory",
+                      &c->block);
+    if (st) goto out;
+    char *block = c->block;
+    TRY(dnnl_primitive_create(&c->conv, pd));
+    TRY(reorder_new(&xd, sd, &c->to_src));
+    TRY(reorder_new(dd, &yd, &c->to_y));
+    TRY(dnnl_memory_create(&c->weights, pw, engine, block));
+    if (d->bias) {
+        memcpy(block + wbytes, d->bias, sizeof(float) * (size_t)g->out_c);
+        TRY(dnnl_memory_create(&c->bias, &bd, engine, block + wbytes));
+    }
+    c->lanes = calloc((size_t)threads, sizeof *c->lanes);
+    if (!c->lanes) {
+        st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
+        goto out;
+    }
+    for (int t = 0; t < threads; ++t) {
+        conv_lane *l = &c->lanes[t];
+        char *mine = block + wbytes + bbytes + each * (size_t)t;
+        dnnl_memory_desc_t pdsc;
+        const dnnl_dims_t pdims = {(dnnl_dim_t)pbytes};
+        TRY(dnnl_memory_desc_init_by_tag(&pdsc, 1, pdims, dnnl_u8, dnnl_a));
+        TRY(dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags));
+        TRY(dnnl_memory_create(&l->x, &xd, engine, DNNL_MEMORY_NONE));
+        TRY(dnnl_memory_create(&l->src, sd, engine, mine));
+        TRY(dnnl_memory_create(&l->dst, dd, engine, mine + sbytes));
+        TRY(dnnl_memory_create(&l->y, &yd, engine, DNNL_MEMORY_NONE));
+        TRY(dnnl_memory_create(&l->pad, &pdsc, engine, mine + sbytes + dbytes));
+    }
+    /* the weights, packed once */
+    TRY(dnnl_memory_create(&plain, &wd, engine, (void *)d->weight));
+    TRY(reorder_new(&wd, pw, &pack));
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, c->weights}};
+    TRY(dnnl_primitive_execute(pack, c->lanes[0].stream, 2, args));
+    TRY(dnnl_stream_wait(c->lanes[0].stream));
+    ok = 1;
+out:
+    if (pack) dnnl_primitive_destroy(pack);
+    if (plain) dnnl_memory_destroy(plain);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st || !ok) {
+        ert_cpu_conv_free(be, c);
+        c = NULL;
+    }
+    *out = c;
+    return st;
+}
+
+static ert_status conv_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
+                           size_t why_len) {
+    const int team = omp_one();
+    const ert_status st = conv_new(be, d, threads, out, why, why_len);
+    omp_restore(team);
     return st;
 }
 
@@ -336,22 +544,58 @@ static ert_status mm_try(ert_backend *be, const ert_op_desc *d, int threads, ert
     return ERT_OK;
 }
 
+int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
+    (void)c, (void)thread, (void)x, (void)y;
+    return -1;
+}
+
+void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) { (void)be, (void)c; }
+
+static ert_status conv_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
+                           size_t why_len) {
+    (void)be, (void)d, (void)threads;
+    *out = NULL;
+    snprintf(why, why_len, "built without oneDNN");
+    return ERT_OK;
+}
+
 #endif
+
+/* ERT_CPU_GEMM: *want 1 for onednn; OpenBLAS forced (0, said in why) or left to the
+ * default (-1); a bad value is an error. */
+static ert_status library_choice(int *want, char *why, size_t why_len) {
+    const char *env = getenv("ERT_CPU_GEMM");
+    *want = env && strcmp(env, "onednn") == 0 ? 1 : env && strcmp(env, "openblas") == 0 ? 0 : -1;
+    if (env && *env && *want < 0)
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_GEMM '%s': expected onednn or openblas", env);
+    if (*want == 0) snprintf(why, why_len, "ERT_CPU_GEMM=openblas");
+    return ERT_OK;
+}
+
+/* After a try: ERT_CPU_GEMM=onednn refuses an op that did not get oneDNN. */
+static ert_status library_check(ert_status st, int got, int want, const ert_op_desc *d, const char *why) {
+    if (!st && !got && want == 1)
+        return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: '%s' cannot run on oneDNN (ERT_CPU_GEMM=onednn): %s",
+                         d->name ? d->name : d->type == ERT_OP_CONV2D ? "conv2d" : "linear", why);
+    return st;
+}
 
 ert_status ert_cpu_mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
                           size_t why_len) {
     *out = NULL;
-    const char *env = getenv("ERT_CPU_GEMM");
-    const int want = env && strcmp(env, "onednn") == 0;
-    if (env && *env && !want && strcmp(env, "openblas") != 0)
-        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_GEMM '%s': expected onednn or openblas", env);
-    if (env && strcmp(env, "openblas") == 0) {
-        snprintf(why, why_len, "ERT_CPU_GEMM=openblas");
-        return ERT_OK;
-    }
-    const ert_status st = mm_try(be, d, threads, out, why, why_len);
-    if (!st && !*out && want)
-        return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: '%s' cannot run on oneDNN (ERT_CPU_GEMM=onednn): %s",
-                         d->name ? d->name : "linear", why);
-    return st;
+    int want;
+    ert_status st = library_choice(&want, why, why_len);
+    if (st || want == 0) return st;
+    st = mm_try(be, d, threads, out, why, why_len);
+    return library_check(st, *out != NULL, want, d, why);
+}
+
+ert_status ert_cpu_conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
+                            size_t why_len) {
+    *out = NULL;
+    int want;
+    ert_status st = library_choice(&want, why, why_len);
+    if (st || want == 0) return st;
+    st = conv_try(be, d, threads, out, why, why_len);
+    return library_check(st, *out != NULL, want, d, why);
 }
