@@ -135,9 +135,9 @@ int tu_error_has(const char *needle) {
 
 const char *tu_cpu_name(int threads) {
     static char name[64];
-    const char *gemm = getenv("ERT_CPU_GEMM");
     int onednn = 0;
 #ifdef ERT_WITH_ONEDNN
+    const char *gemm = getenv("ERT_CPU_GEMM");
     onednn = !(gemm && strcmp(gemm, "openblas") == 0) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif

@@ -68,7 +68,8 @@ void tu_copy_file(const char *from, const char *to);
 int tu_cli(const char *args, char *out, size_t out_len, char *err, size_t err_len);
 /* 1 if the last error message contains `needle` (prints the message if not). */
 int tu_error_has(const char *needle);
-/* The CPU device's name for a model with linear ops, as this build on this CPU gives it:
+/* The CPU device's name for a model with linear ops only (a conv's oneDNN runs without
+ * AVX-512 too), as this build on this CPU gives it:
  * "cpu (2 threads, oneDNN)" where oneDNN is built in and the CPU has AVX-512 (oneDNN's
  * brgemm) and ERT_CPU_GEMM is not openblas, else "cpu (2 threads, OpenBLAS)". In a
  * static buffer. */

@@ -37,12 +37,33 @@
 
 #include "cpu.h"
 
-#ifdef ERT_WITH_ONEDNN
-#include <oneapi/dnnl/dnnl.h>
-#include <pthread.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+/* Sets this thread's OpenMP thread count to 1 and returns the count to restore: a
+ * primitive made so plans for one thread (none splits its work by the thread count or
+ * starts a team of its own), and a reorder run so runs on its caller. */
+static int omp_one(void) {
+#ifdef _OPENMP
+    const int team = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return team;
+#else
+    return 1;
+#endif
+}
+
+static void omp_restore(int team) {
+#ifdef _OPENMP
+    omp_set_num_threads(team);
+#else
+    (void)team;
+#endif
+}
+
+#ifdef ERT_WITH_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
 
 enum { SIZES = 7 }; /* primitives of 64 >> i rows, i < SIZES */
 
@@ -82,27 +103,6 @@ static int engine_ready(char *why, size_t why_len) {
     if (engine_status == dnnl_success) return 1;
     snprintf(why, why_len, "oneDNN: no CPU engine (status %d)", (int)engine_status);
     return 0;
-}
-
-/* Sets this thread's OpenMP thread count to 1 and returns the count to restore: a
- * primitive made so plans for one thread (none splits its work by the thread count or
- * starts a team of its own), and a reorder run so runs on its caller. */
-static int omp_one(void) {
-#ifdef _OPENMP
-    const int team = omp_get_max_threads();
-    omp_set_num_threads(1);
-    return team;
-#else
-    return 1;
-#endif
-}
-
-static void omp_restore(int team) {
-#ifdef _OPENMP
-    omp_set_num_threads(team);
-#else
-    (void)team;
-#endif
 }
 
 #define TRY(call)                                                                                                      \
@@ -337,15 +337,6 @@ out:
     return st;
 }
 
-/* Where the op can use oneDNN: *out, else why not. */
-static ert_status mm_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
-                         size_t why_len) {
-    const int team = omp_one();
-    const ert_status st = mm_new(be, d, threads, out, why, why_len);
-    omp_restore(team);
-    return st;
-}
-
 /* ---------------------------------------------------------------- convolutions */
 
 /* One thread's memory objects: the sample in and out in the op's layout (plain NCHW,
@@ -519,14 +510,6 @@ out:
     return st;
 }
 
-static ert_status conv_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
-                           size_t why_len) {
-    const int team = omp_one();
-    const ert_status st = conv_new(be, d, threads, out, why, why_len);
-    omp_restore(team);
-    return st;
-}
-
 #else /* built without oneDNN */
 
 float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x) {
@@ -536,10 +519,9 @@ float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const
 
 void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) { (void)be, (void)m; }
 
-static ert_status mm_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
+static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
                          size_t why_len) {
-    (void)be, (void)d, (void)threads;
-    *out = NULL;
+    (void)be, (void)d, (void)threads, (void)out;
     snprintf(why, why_len, "built without oneDNN");
     return ERT_OK;
 }
@@ -551,51 +533,45 @@ int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y
 
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) { (void)be, (void)c; }
 
-static ert_status conv_try(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
+static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
                            size_t why_len) {
-    (void)be, (void)d, (void)threads;
-    *out = NULL;
+    (void)be, (void)d, (void)threads, (void)out;
     snprintf(why, why_len, "built without oneDNN");
     return ERT_OK;
 }
 
 #endif
 
-/* ERT_CPU_GEMM: *want 1 for onednn; OpenBLAS forced (0, said in why) or left to the
- * default (-1); a bad value is an error. */
-static ert_status library_choice(int *want, char *why, size_t why_len) {
+/* The op's oneDNN object (a linear op: *mm; a convolution: *conv), made with this
+ * thread's OpenMP count at 1, or NULL and why not; ERT_CPU_GEMM=openblas skips it,
+ * ERT_CPU_GEMM=onednn turns a why-not into an error, another value is refused. */
+static ert_status make(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **mm, ert_cpu_conv **conv,
+                       char *why, size_t why_len) {
     const char *env = getenv("ERT_CPU_GEMM");
-    *want = env && strcmp(env, "onednn") == 0 ? 1 : env && strcmp(env, "openblas") == 0 ? 0 : -1;
-    if (env && *env && *want < 0)
+    const int want = env && strcmp(env, "onednn") == 0;
+    if (env && *env && !want && strcmp(env, "openblas") != 0)
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_GEMM '%s': expected onednn or openblas", env);
-    if (*want == 0) snprintf(why, why_len, "ERT_CPU_GEMM=openblas");
-    return ERT_OK;
-}
-
-/* After a try: ERT_CPU_GEMM=onednn refuses an op that did not get oneDNN. */
-static ert_status library_check(ert_status st, int got, int want, const ert_op_desc *d, const char *why) {
-    if (!st && !got && want == 1)
+    if (env && strcmp(env, "openblas") == 0) {
+        snprintf(why, why_len, "ERT_CPU_GEMM=openblas");
+        return ERT_OK;
+    }
+    const int team = omp_one();
+    const ert_status st = mm ? mm_new(be, d, threads, mm, why, why_len) : conv_new(be, d, threads, conv, why, why_len);
+    omp_restore(team);
+    if (!st && !(mm ? (void *)*mm : (void *)*conv) && want)
         return ert_error(ERT_ERR_UNSUPPORTED, "cpu backend: '%s' cannot run on oneDNN (ERT_CPU_GEMM=onednn): %s",
-                         d->name ? d->name : d->type == ERT_OP_CONV2D ? "conv2d" : "linear", why);
+                         d->name ? d->name : mm ? "linear" : "conv2d", why);
     return st;
 }
 
 ert_status ert_cpu_mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_mm **out, char *why,
                           size_t why_len) {
     *out = NULL;
-    int want;
-    ert_status st = library_choice(&want, why, why_len);
-    if (st || want == 0) return st;
-    st = mm_try(be, d, threads, out, why, why_len);
-    return library_check(st, *out != NULL, want, d, why);
+    return make(be, d, threads, out, NULL, why, why_len);
 }
 
 ert_status ert_cpu_conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
                             size_t why_len) {
     *out = NULL;
-    int want;
-    ert_status st = library_choice(&want, why, why_len);
-    if (st || want == 0) return st;
-    st = conv_try(be, d, threads, out, why, why_len);
-    return library_check(st, *out != NULL, want, d, why);
+    return make(be, d, threads, NULL, out, why, why_len);
 }
