@@ -1,5 +1,6 @@
 /* The exitrt program: exit codes, one-line errors, --json keys, the per-sample CSV, and
  * nothing half-written when a run fails. Runs the built binary ($ERT_CLI). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,6 +288,53 @@ START_TEST(gemm_from_the_environment) {
 }
 END_TEST
 
+/* The CPU's libraries per op: fmnist-cnn's convolutions run on oneDNN on AVX2 too, its
+ * linear ops need AVX-512 (brgemm), so with oneDNN held to AVX2 (DNNL_MAX_CPU_ISA) the
+ * device is "oneDNN + OpenBLAS", with ERT_CPU_GEMM=openblas "OpenBLAS"; the answers agree
+ * within a sample of 64, and ERT_CPU_GEMM=onednn refuses the linear op with the reason. */
+START_TEST(libraries_per_op) {
+#ifndef ERT_WITH_ONEDNN
+    printf("libraries_per_op: built without oneDNN, OpenBLAS only\n");
+#else
+    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) {
+        printf("libraries_per_op: no AVX-512 here, nothing to hold back\n");
+        return;
+    }
+    const struct {
+        const char *name, *value, *device;
+    } runs[] = {{NULL, NULL, "cpu (1 thread, oneDNN)"},
+                {"DNNL_MAX_CPU_ISA", "AVX2", "cpu (1 thread, oneDNN + OpenBLAS)"},
+                {"ERT_CPU_GEMM", "openblas", "cpu (1 thread, OpenBLAS)"}};
+    const char *a = "eval --model models/fmnist-cnn --data fashion-mnist:test --limit 64 --batch 64 "
+                    "--policy confidence:0.9 --json --threads 1";
+    double acc[3];
+    for (int i = 0; i < 3; ++i) {
+        if (runs[i].name) setenv(runs[i].name, runs[i].value, 1);
+        const int rc = cli(a);
+        if (runs[i].name) unsetenv(runs[i].name);
+        ck_assert_msg(rc == 0, "%s=%s: %s", runs[i].name, runs[i].value, err_text);
+        cJSON *j = cJSON_Parse(out_text);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "device")->valuestring, runs[i].device);
+        acc[i] = cJSON_GetObjectItem(j, "accuracy")->valuedouble;
+        cJSON_Delete(j);
+    }
+    for (int i = 1; i < 3; ++i)
+        ck_assert_msg(fabs(acc[i] - acc[0]) <= 1.0 / 64 + 1e-12, "%s: accuracy %g, %g by default", runs[i].name, acc[i],
+                      acc[0]);
+    setenv("DNNL_MAX_CPU_ISA", "AVX2", 1);
+    setenv("ERT_CPU_GEMM", "onednn", 1);
+    const int rc = cli(a);
+    unsetenv("DNNL_MAX_CPU_ISA");
+    unsetenv("ERT_CPU_GEMM");
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(err_text, "cannot run on oneDNN (ERT_CPU_GEMM=onednn): oneDNN: matmul") &&
+                      strstr(err_text, "not brgemm (its bits depend on the rows)"),
+                  "%s", err_text);
+#endif
+}
+END_TEST
+
 /* --threads on every command that runs a model: the device's name in the output says the
  * count in force, and the answers do not depend on it. */
 START_TEST(threads_from_the_cli) {
@@ -422,6 +470,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, exec_graph_from_the_cli);
     tcase_add_test(tc, threads_from_the_cli);
     tcase_add_test(tc, gemm_from_the_environment);
+    tcase_add_test(tc, libraries_per_op);
     tcase_add_test(tc, csv_rows_and_nothing_half_written);
     tcase_add_test(tc, info_and_compare);
     suite_add_tcase(s, tc);

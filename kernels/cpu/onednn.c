@@ -25,7 +25,9 @@
  * Convolutions (ert_cpu_conv_*) run as oneDNN's convolution primitive made for one sample
  * (N = 1) and run sample by sample, each on one thread: no im2col, and a sample's result
  * is that primitive's on that sample, whatever the batch, the sample's place in it or the
- * thread. The primitive reads and writes its own layouts (nChw16c on AVX-512) in the
+ * thread. Only a direct one (brgemm or jit kernels: AVX2 has them too); a convolution that
+ * oneDNN would run as a GEMM per sample (some grouped ones) or as reference loops keeps
+ * OpenBLAS's. The primitive reads and writes its own layouts (nChw16c on AVX-512) in the
  * thread's buffers; oneDNN reorders move a sample in and out. The activation is applied
  * by conv.c (oneDNN's relu maps NaN to 0; the CPU backend keeps NaN, as PyTorch).
  *
@@ -447,8 +449,10 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     TRY(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL));
     const char *impl = "";
     TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
-    if (strncmp(impl, "ref", 3) == 0) {
-        snprintf(why, why_len, "oneDNN: convolution runs on '%s' (its reference loops)", impl);
+    const char *kind = strncmp(impl, "x64:", 4) == 0 ? impl + 4 : impl;
+    if (strncmp(kind, "brg", 3) != 0 && strncmp(kind, "brdgmm", 6) != 0 && strncmp(kind, "jit", 3) != 0) {
+        /* gemm: im2col and a GEMM per sample; ref: loops */
+        snprintf(why, why_len, "oneDNN: convolution runs on '%s', not a direct one", impl);
         goto out;
     }
     const dnnl_memory_desc_t *sd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
