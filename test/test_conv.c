@@ -459,13 +459,14 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
 }
 END_TEST
 
-/* The 2x2 stride-2 pools take a path of their own (conv.c, pool2x2): bit for bit what
- * the window loop computes (taps row by row, left to right, from -inf or 0; NaN wins
- * a max), here against that loop written out, on values with NaN, infinities, -0 and
- * odd input sizes (the last row and column left out). */
-START_TEST(pool_2x2_is_the_window_loop) {
-    enum { C = 3, H = 17, W = 15, OH = 8, OW = 7, N = 4 };
-    static float x[N * C * H * W], got[N * C * OH * OW];
+/* The 2x2 stride-2 pools and the global ones (one window over the plane) take paths of
+ * their own (conv.c): bit for bit what the window loop computes (taps row by row, left
+ * to right, from -inf or 0; NaN wins a max), here against that loop written out, on
+ * values with NaN, infinities, -0 and odd input sizes (a 2x2 leaves the last row and
+ * column out), and a global average also on finite values only. */
+START_TEST(pool_fast_paths_are_the_window_loop) {
+    enum { C = 3, H = 17, W = 15, N = 4 };
+    static float x[N * C * H * W], got[N * C * H * W];
     unsigned seed = 99u;
     for (int i = 0; i < N * C * H * W; ++i) {
         seed = seed * 1103515245u + 12345u;
@@ -474,29 +475,36 @@ START_TEST(pool_2x2_is_the_window_loop) {
         x[i] = k == 0 ? NAN : k == 1 ? INFINITY : k == 2 ? -INFINITY : k == 3 ? -0.0f
              : ldexpf((float)((seed >> 8) & 0xffff) / 65536.0f - 0.5f, (int)((seed >> 4) % 25) - 12);
     }
-    for (int is_max = 0; is_max < 2; ++is_max) {
-        const ert_conv_geom g = {.in_c = C, .in_h = H, .in_w = W, .out_c = C, .out_h = OH, .out_w = OW, .kh = 2,
-                                 .kw = 2, .sh = 2, .sw = 2, .dh = 1, .dw = 1, .groups = 1};
+    /* without the non-finite values too: a global average of finite values is finite */
+    static float fin[N * C * H * W];
+    for (int i = 0; i < N * C * H * W; ++i) fin[i] = isfinite(x[i]) ? x[i] : 0.25f;
+    for (int t = 0; t < 6; ++t) {
+        const int is_max = t % 2, whole = t / 2 > 0; /* 2x2 stride 2, or one window over the plane */
+        const float *in = t / 2 == 2 ? fin : x;
+        const int kh = whole ? H : 2, kw = whole ? W : 2, oh = whole ? 1 : 8, ow = whole ? 1 : 7;
+        const ert_conv_geom g = {.in_c = C, .in_h = H, .in_w = W, .out_c = C, .out_h = oh, .out_w = ow, .kh = kh,
+                                 .kw = kw, .sh = whole ? 1 : 2, .sw = whole ? 1 : 2, .dh = 1, .dw = 1, .groups = 1};
         ert_op_desc d = {.type = is_max ? ERT_OP_MAXPOOL : ERT_OP_AVGPOOL, .name = "pool", .in = C * H * W,
-                         .out = C * OH * OW, .conv = g, .max_rows = N};
+                         .out = C * oh * ow, .conv = g, .max_rows = N};
         ert_op *op;
         ck_assert_int_eq(ops->op_new(be, &d, &op), ERT_OK);
-        ck_assert_int_eq(ops->op_run(be, op, (ert_rows){N, NULL}, x, got), ERT_OK);
+        ck_assert_int_eq(ops->op_run(be, op, (ert_rows){N, NULL}, in, got), ERT_OK);
         int bad = -1;
         for (int p = 0; p < N * C && bad < 0; ++p)
-            for (int oy = 0; oy < OH; ++oy)
-                for (int ox = 0; ox < OW; ++ox) {
+            for (int oy = 0; oy < oh; ++oy)
+                for (int ox = 0; ox < ow; ++ox) {
                     float acc = is_max ? -INFINITY : 0.0f;
-                    for (int iy = 2 * oy; iy < 2 * oy + 2; ++iy)
-                        for (int ix = 2 * ox; ix < 2 * ox + 2; ++ix) {
-                            const float v = x[(size_t)p * H * W + iy * W + ix];
+                    for (int iy = g.sh * oy; iy < g.sh * oy + kh; ++iy)
+                        for (int ix = g.sw * ox; ix < g.sw * ox + kw; ++ix) {
+                            const float v = in[(size_t)p * H * W + iy * W + ix];
                             acc = is_max ? ((v > acc || v != v) ? v : acc) : acc + v;
                         }
-                    if (!is_max) acc /= 4.0f;
-                    const int at = p * OH * OW + oy * OW + ox;
+                    if (!is_max) acc /= (float)(kh * kw);
+                    const int at = p * oh * ow + oy * ow + ox;
                     if (bad < 0 && memcmp(&acc, &got[at], sizeof acc) != 0) bad = at;
                 }
-        ck_assert_msg(bad < 0, "%s output %d differs from the window loop", is_max ? "max" : "avg", bad);
+        ck_assert_msg(bad < 0, "%s %s output %d differs from the window loop", whole ? "global" : "2x2",
+                      is_max ? "max" : "avg", bad);
         ops->op_free(be, op);
     }
 }
@@ -952,7 +960,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, default_threads_halve_to_fit_the_memory_limit);
     tcase_add_test(tc, a_refused_op_gives_its_blocks_back);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
-    tcase_add_test(tc, pool_2x2_is_the_window_loop);
+    tcase_add_test(tc, pool_fast_paths_are_the_window_loop);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

@@ -170,11 +170,18 @@ static void pool_task(void *ctx, int r, int thread) {
     const float area = (float)(g->kh * g->kw);
     const int two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 &&
                     2 * g->out_h <= g->in_h && 2 * g->out_w <= g->in_w;
+    const int whole = g->out_h == 1 && g->out_w == 1 && g->ph == 0 && g->pw == 0 && g->kh == g->in_h && g->kw == g->in_w;
     for (int c = 0; c < g->in_c; ++c) {
         const float *xp = jb->x + ((size_t)r * g->in_c + c) * in_plane;
         float *yp = jb->y + ((size_t)r * g->out_c + c) * out_plane;
         if (two) { /* 2x2, stride 2, no padding: each window whole, its taps in the same order */
             pool2x2(xp, yp, g->in_w, g->out_h, g->out_w, is_max, area);
+            continue;
+        }
+        if (whole) { /* one window over the plane (global pooling): the general loop's order, row by row */
+            float acc = is_max ? -INFINITY : 0.0f;
+            for (size_t i = 0; i < in_plane; ++i) acc = is_max ? ert_max_step(acc, xp[i]) : acc + xp[i];
+            yp[0] = is_max ? acc : acc / area;
             continue;
         }
         for (int oy = 0; oy < g->out_h; ++oy) {
