@@ -17,6 +17,9 @@
 //            at the row counts a batch leaves after its exits. FLOP/s counts 2 M D D. On the
 //            cpu twice: its linear ops on oneDNN and on OpenBLAS (ERT_CPU_GEMM at the op's
 //            creation; OpenBLAS computes 64-row blocks, so M < 64 costs 64 rows there).
+//   conv:    a 3x3 convolution (padding 1, bias, relu) of N samples, fmnist-cnn's heaviest
+//            shapes; FLOP/s counts 2 N K C 9 H W. On the cpu on oneDNN (a primitive per
+//            sample) and on OpenBLAS (im2col, blocks of 512 / (H W) samples); on CUDA cuDNN.
 //
 // Keep flags follow the headline benchmark (hazard 0.15: 85% of the rows stay).
 // Timing is manual, between two backend events around the one call (CUDA events on the
@@ -256,12 +259,48 @@ void bench_compact(benchmark::State &state, const Backend *b, bool fill) {
     state.SetLabel(b->label);
 }
 
-// ---------------------------------------------------------------- linear
+// ---------------------------------------------------------------- linear, conv
 
-// `gemm`: the cpu's ERT_CPU_GEMM while the op is made (nullptr: the backend's own).
+// Times one op, made from `d` (ERT_CPU_GEMM set to `gemm` while it is made; nullptr: the
+// backend's own), on `rows` rows of d.in values; `flops` per call.
+void bench_op(benchmark::State &state, const Backend *b, const char *gemm, const ert_op_desc &d, int rows,
+              double flops) {
+    const size_t elem = b->ops->act_elem_size(b->be);
+    if (gemm) setenv("ERT_CPU_GEMM", gemm, 1);
+    ert_op *op = nullptr;
+    const ert_status st = b->ops->op_new(b->be, &d, &op);
+    if (gemm) unsetenv("ERT_CPU_GEMM");
+    if (st != ERT_OK) {
+        fail(state, "op_new");
+        return;
+    }
+    Buffer x, y;
+    Events ev(*b);
+    if (!x.make(b, elem * (size_t)rows * d.in) || !y.make(b, elem * (size_t)rows * d.out) || !ev.make()) {
+        b->ops->op_free(b->be, op);
+        fail(state, "alloc");
+        return;
+    }
+    for (size_t i = 0; i < (size_t)rows * d.in; ++i) {
+        const float v = 2.0f * uniform(6, i) - 1.0f;
+        if (elem == 2) ((uint16_t *)x.host)[i] = ert_f32_to_bf16(v);
+        else ((float *)x.host)[i] = v;
+    }
+    auto call = [&] { return b->ops->op_run(b->be, op, ert_rows{rows, nullptr}, x.dev, y.dev); };
+    double s = 0.0;
+    if (x.upload() && timed(state, *b, ev.e0, ev.e1, call, &s))
+        for (auto _ : state) {
+            if (!timed(state, *b, ev.e0, ev.e1, call, &s)) break;
+            state.SetIterationTime(s);
+        }
+    b->ops->op_free(b->be, op);
+    state.counters["FLOP/s"] = benchmark::Counter(flops * (double)state.iterations(), benchmark::Counter::kIsRate);
+    state.SetLabel(b->label + (gemm ? std::string(" ") + gemm : std::string()));
+}
+
+// y = relu(x W^T + b), x (M, D), W (D, D).
 void bench_linear(benchmark::State &state, const Backend *b, const char *gemm) {
     const int M = (int)state.range(0), D = (int)state.range(1);
-    const size_t elem = b->ops->act_elem_size(b->be);
     std::vector<float> w((size_t)D * D), bias((size_t)D);
     for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(4, i) - 0.5f) / 16.0f;
     for (int i = 0; i < D; ++i) bias[(size_t)i] = uniform(5, (uint64_t)i) - 0.5f;
@@ -274,37 +313,27 @@ void bench_linear(benchmark::State &state, const Backend *b, const char *gemm) {
     d.weight = w.data();
     d.bias = bias.data();
     d.max_rows = M;
-    if (gemm) setenv("ERT_CPU_GEMM", gemm, 1);
-    ert_op *op = nullptr;
-    const ert_status st = b->ops->op_new(b->be, &d, &op);
-    if (gemm) unsetenv("ERT_CPU_GEMM");
-    if (st != ERT_OK) {
-        fail(state, "op_new");
-        return;
-    }
-    Buffer x, y;
-    Events ev(*b);
-    if (!x.make(b, elem * (size_t)M * D) || !y.make(b, elem * (size_t)M * D) || !ev.make()) {
-        b->ops->op_free(b->be, op);
-        fail(state, "alloc");
-        return;
-    }
-    for (size_t i = 0; i < (size_t)M * D; ++i) {
-        const float v = 2.0f * uniform(6, i) - 1.0f;
-        if (elem == 2) ((uint16_t *)x.host)[i] = ert_f32_to_bf16(v);
-        else ((float *)x.host)[i] = v;
-    }
-    auto call = [&] { return b->ops->op_run(b->be, op, ert_rows{M, nullptr}, x.dev, y.dev); };
-    double s = 0.0;
-    if (x.upload() && timed(state, *b, ev.e0, ev.e1, call, &s))
-        for (auto _ : state) {
-            if (!timed(state, *b, ev.e0, ev.e1, call, &s)) break;
-            state.SetIterationTime(s);
-        }
-    b->ops->op_free(b->be, op);
-    state.counters["FLOP/s"] =
-        benchmark::Counter(2.0 * M * (double)D * D * (double)state.iterations(), benchmark::Counter::kIsRate);
-    state.SetLabel(b->label + (gemm ? std::string(" ") + gemm : std::string()));
+    bench_op(state, b, gemm, d, M, 2.0 * M * (double)D * D);
+}
+
+// A 3x3 convolution, padding 1, with bias and relu: N samples of C x H x H -> K x H x H.
+void bench_conv(benchmark::State &state, const Backend *b, const char *gemm) {
+    const int N = (int)state.range(0), C = (int)state.range(1), H = (int)state.range(2), K = (int)state.range(3);
+    std::vector<float> w((size_t)K * C * 9), bias((size_t)K);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(7, i) - 0.5f) / 8.0f;
+    for (int i = 0; i < K; ++i) bias[(size_t)i] = uniform(8, (uint64_t)i) - 0.5f;
+    ert_op_desc d;
+    memset(&d, 0, sizeof d);
+    d.type = ERT_OP_CONV2D;
+    d.name = "conv";
+    d.conv = ert_conv_geom{C, H, H, K, H, H, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    d.in = C * H * H;
+    d.out = K * H * H;
+    d.act = ERT_ACT_RELU;
+    d.weight = w.data();
+    d.bias = bias.data();
+    d.max_rows = N;
+    bench_op(state, b, gemm, d, N, 2.0 * N * (double)K * C * 9 * H * H);
 }
 
 // ---------------------------------------------------------------- registration
@@ -342,6 +371,17 @@ void register_linear(const std::string &name, const Backend *b, const char *gemm
     bm->ArgNames({"M", "D"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+// fmnist-cnn's three heaviest convolutions (32 -> 32 and 32 -> 64 at 14x14, 64 -> 128 at
+// 7x7) at batches of 1, 16 and 256 samples.
+void register_conv(const std::string &name, const Backend *b, const char *gemm) {
+    auto *bm = benchmark::RegisterBenchmark(("conv/" + name).c_str(),
+                                            [b, gemm](benchmark::State &st) { bench_conv(st, b, gemm); });
+    const int shapes[][3] = {{32, 14, 32}, {32, 14, 64}, {64, 7, 128}};
+    for (const auto &sh : shapes)
+        for (int N : {1, 16, 256}) bm->Args({N, sh[0], sh[1], sh[2]});
+    bm->ArgNames({"N", "C", "H", "K"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 void register_decide(const std::string &name, const Backend *b) {
     auto *bm = benchmark::RegisterBenchmark(("decide/" + name).c_str(), bench_decide, b);
     for (int B : kBatches) bm->Arg(B);
@@ -368,8 +408,10 @@ int main(int argc, char **argv) {
         register_decide("cpu", cpu);
         register_compact("cpu", cpu, false);
         register_compact("cpu", cpu, true);
-        for (const char *gemm : {"onednn", "openblas"})
+        for (const char *gemm : {"onednn", "openblas"}) {
             register_linear(std::string("cpu-") + gemm, cpu, gemm, {1, 8, 64, 256, 1024}, {1024});
+            register_conv(std::string("cpu-") + gemm, cpu, gemm);
+        }
     } else {
         delete cpu;
     }
@@ -387,6 +429,7 @@ int main(int argc, char **argv) {
             register_compact(std::string("cuda-") + p, b, false);
             if (p == paths[0]) register_compact("cuda", b, true); // one fill path (after a CUB scan)
             if (p == paths[0]) register_linear("cuda", b, nullptr, {1, 64, 1024, 8192}, {1024, 4096});
+            if (p == paths[0]) register_conv("cuda", b, nullptr);
         }
     } else {
         fprintf(stderr, "ert_micro: this build has no CUDA backend; cpu only\n");
