@@ -201,11 +201,11 @@ if fits 90 "sweep on cuda:0"; then
   done
 fi
 
-if [ -x "$build/bench/ert_micro" ] && fits 40 "micro-benchmarks"; then
-  step "micro-benchmarks (decide, compact, linear)"
-  timeout 35 "$build/bench/ert_micro" --benchmark_filter=$micro_filter --benchmark_min_time=0.02 > "$OUT/micro.txt" 2>&1 \
+if [ -x "$build/bench/ert_micro" ] && fits 50 "micro-benchmarks"; then
+  step "micro-benchmarks (decide, compact, linear, conv)"
+  timeout 45 "$build/bench/ert_micro" --benchmark_filter=$micro_filter --benchmark_min_time=0.02 > "$OUT/micro.txt" 2>&1 \
     || fail "micro-benchmarks"
-  grep -E "^BM|^[a-z_]+/" "$OUT/micro.txt" | head -30
+  grep -E "^BM|^[a-z_-]+/" "$OUT/micro.txt" | head -45
 fi
 
 if fits 75 "exitrt bench, fill compaction"; then

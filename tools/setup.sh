@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # python3-matplotlib only draws the plots of `exitrt sweep --plot` / `loadtest --plot`.
 packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev check dataset-fashion-mnist
           python3-matplotlib)
-# Optional: libdnnl-dev (oneDNN 2.x) runs the CPU backend's linear ops; without it they run
+# Optional: libdnnl-dev (oneDNN 2.x) runs the CPU backend's linear and conv ops; without it they run
 # on OpenBLAS (CMake says which). Installed where apt knows it (Debian 12 does).
 optional=(libdnnl-dev)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -27,7 +27,7 @@ for p in "${optional[@]}"; do
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$p" > /dev/null 2>&1; then
     echo "exitrt setup: installed $p"
   else
-    echo "exitrt setup: $p not available here (optional: the CPU linear ops run on OpenBLAS)"
+    echo "exitrt setup: $p not available here (optional: the CPU linear and conv ops run on OpenBLAS)"
   fi
 done
 
