@@ -400,11 +400,22 @@ void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) {
 static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* A reorder primitive from `from` to `to`. */
-static dnnl_status_t reorder_new(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
+/* A reorder primitive from `from` to `to`, with the scratchpad it needs in *pad (user
+ * mode: run on several threads at once, one that needs any would share it). */
+static dnnl_status_t reorder_new(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
+                                 size_t *pad) {
+    dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, NULL);
-    if (s == dnnl_success) s = dnnl_primitive_create(out, pd);
+    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
+    if (s == dnnl_success) {
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        *pad = sp ? dnnl_memory_desc_get_size(sp) : 0;
+        s = dnnl_primitive_create(out, pd);
+    }
     if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     return s;
 }
 
@@ -469,8 +480,13 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     if (st) goto out;
     char *block = c->block;
     TRY(dnnl_primitive_create(&c->conv, pd));
-    TRY(reorder_new(&xd, sd, &c->to_src));
-    TRY(reorder_new(dd, &yd, &c->to_y));
+    size_t in_pad = 0, out_pad = 0, pack_pad = 0;
+    TRY(reorder_new(&xd, sd, &c->to_src, &in_pad));
+    TRY(reorder_new(dd, &yd, &c->to_y, &out_pad));
+    if (in_pad || out_pad) {
+        snprintf(why, why_len, "oneDNN: a reorder to or from the convolution's layout needs a scratchpad");
+        goto out;
+    }
     TRY(dnnl_memory_create(&c->weights, pw, engine, block));
     if (d->bias) {
         memcpy(block + wbytes, d->bias, sizeof(float) * (size_t)g->out_c);
@@ -496,7 +512,11 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     }
     /* the weights, packed once */
     TRY(dnnl_memory_create(&plain, &wd, engine, (void *)d->weight));
-    TRY(reorder_new(&wd, pw, &pack));
+    TRY(reorder_new(&wd, pw, &pack, &pack_pad));
+    if (pack_pad) {
+        snprintf(why, why_len, "oneDNN: packing the convolution's weights needs a scratchpad");
+        goto out;
+    }
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, c->weights}};
     TRY(dnnl_primitive_execute(pack, c->lanes[0].stream, 2, args));
     TRY(dnnl_stream_wait(c->lanes[0].stream));
