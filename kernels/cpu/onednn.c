@@ -399,7 +399,6 @@ void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) {
 
 static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* A reorder primitive from `from` to `to`. */
 /* A reorder primitive from `from` to `to`, with the scratchpad it needs in *pad (user
  * mode: run on several threads at once, one that needs any would share it). */
 static dnnl_status_t reorder_new(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
