@@ -38,8 +38,8 @@
 struct ert_backend {
     int max_rows;
     int threads;    /* the ops' (parallel.c) */
-    char name[48];  /* "cpu (N threads)", then the GEMM of its linear ops: ", oneDNN" */
-    int linear[2];  /* linear and conv ops made on oneDNN, on OpenBLAS */
+    char name[48];  /* "cpu (N threads)", then the library of its linear and conv ops: ", oneDNN" */
+    int libs[2];    /* linear and conv ops made on oneDNN, on OpenBLAS */
     ert_graph *rec; /* the graph being recorded, or NULL */
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
@@ -101,7 +101,7 @@ static size_t usable_memory(void) {
  * "cpu (2 threads, oneDNN)", "cpu (1 thread, OpenBLAS)", or both ("oneDNN + OpenBLAS").
  * A CPU benchmark's numbers depend on it as much as on the thread count. */
 static void name_backend(ert_backend *be) {
-    const int t = be->threads, d = be->linear[0], o = be->linear[1];
+    const int t = be->threads, d = be->libs[0], o = be->libs[1];
     snprintf(be->name, sizeof be->name, "cpu (%d thread%s%s%s)", t, t == 1 ? "" : "s",
              d && o ? ", oneDNN + OpenBLAS" : d ? ", oneDNN" : "", o && !d ? ", OpenBLAS" : "");
 }
@@ -317,7 +317,7 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         op->pad = p;
     }
     if (d->type == ERT_OP_LINEAR || d->type == ERT_OP_CONV2D) {
-        be->linear[op->mm || op->conv ? 0 : 1]++;
+        be->libs[op->mm || op->conv ? 0 : 1]++;
         name_backend(be);
     }
     *out = op;
