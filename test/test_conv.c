@@ -459,15 +459,16 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
 }
 END_TEST
 
-/* The 2x2 stride-2 pools and the global ones (one window over the plane) take paths of
- * their own (conv.c): bit for bit what the window loop computes (taps row by row, left
- * to right, from -inf or 0; NaN wins a max; a NaN is any NaN: which operand's payload an
- * addition of two keeps is the compiler's choice), here against that loop written out, on
- * values with NaN, infinities, -0 and odd input sizes (a 2x2 leaves the last row and
- * column out), and a global average also on finite values only. */
-START_TEST(pool_fast_paths_are_the_window_loop) {
+/* Every pool is bit for bit the window loop (taps inside the input, row by row, left to
+ * right, from -inf or 0; NaN wins a max; a NaN is any NaN: which operand's payload an
+ * addition of two keeps is the compiler's choice), here written out, on values with NaN,
+ * infinities, -0 and odd input sizes. conv.c takes other paths: 2x2 stride 2 (which
+ * leaves the last row and column of an odd plane out), one window over the plane
+ * (global; its average also on finite values only), and a padded plane copied into
+ * scratch whose padding holds -inf or 0 (the taps the loop skips). */
+START_TEST(pools_are_the_window_loop) {
     enum { C = 3, H = 17, W = 15, N = 4 };
-    static float x[N * C * H * W], got[N * C * H * W];
+    static float x[N * C * H * W], got[N * C * (H + 2) * (W + 2)];
     unsigned seed = 99u;
     for (int i = 0; i < N * C * H * W; ++i) {
         seed = seed * 1103515245u + 12345u;
@@ -479,12 +480,17 @@ START_TEST(pool_fast_paths_are_the_window_loop) {
     /* without the non-finite values too: a global average of finite values is finite */
     static float fin[N * C * H * W];
     for (int i = 0; i < N * C * H * W; ++i) fin[i] = isfinite(x[i]) ? x[i] : 0.25f;
-    for (int t = 0; t < 6; ++t) {
-        const int is_max = t % 2, whole = t / 2 > 0; /* 2x2 stride 2, or one window over the plane */
-        const float *in = t / 2 == 2 ? fin : x;
-        const int kh = whole ? H : 2, kw = whole ? W : 2, oh = whole ? 1 : 8, ow = whole ? 1 : 7;
+    /* kh, kw, sh, sw, ph, pw; finite input only */
+    static const int cases[][7] = {{2, 2, 2, 2, 0, 0, 0}, {H, W, 1, 1, 0, 0, 0}, {H, W, 1, 1, 0, 0, 1},
+                                   {2, 2, 2, 2, 1, 1, 0}, {3, 3, 2, 2, 1, 1, 0}, {3, 3, 1, 1, 0, 0, 0},
+                                   {3, 3, 1, 1, 1, 1, 0}, {2, 3, 1, 2, 1, 1, 0}, {3, 2, 3, 2, 1, 0, 0}};
+    for (size_t t = 0; t < 2 * sizeof cases / sizeof cases[0]; ++t) {
+        const int *cs = cases[t / 2], is_max = (int)(t % 2);
+        const float *in = cs[6] ? fin : x;
+        const int kh = cs[0], kw = cs[1], sh = cs[2], sw = cs[3], ph = cs[4], pw = cs[5];
+        const int oh = (H + 2 * ph - kh) / sh + 1, ow = (W + 2 * pw - kw) / sw + 1;
         const ert_conv_geom g = {.in_c = C, .in_h = H, .in_w = W, .out_c = C, .out_h = oh, .out_w = ow, .kh = kh,
-                                 .kw = kw, .sh = whole ? 1 : 2, .sw = whole ? 1 : 2, .dh = 1, .dw = 1, .groups = 1};
+                                 .kw = kw, .sh = sh, .sw = sw, .ph = ph, .pw = pw, .dh = 1, .dw = 1, .groups = 1};
         ert_op_desc d = {.type = is_max ? ERT_OP_MAXPOOL : ERT_OP_AVGPOOL, .name = "pool", .in = C * H * W,
                          .out = C * oh * ow, .conv = g, .max_rows = N};
         ert_op *op;
@@ -495,8 +501,9 @@ START_TEST(pool_fast_paths_are_the_window_loop) {
             for (int oy = 0; oy < oh; ++oy)
                 for (int ox = 0; ox < ow; ++ox) {
                     float acc = is_max ? -INFINITY : 0.0f;
-                    for (int iy = g.sh * oy; iy < g.sh * oy + kh; ++iy)
-                        for (int ix = g.sw * ox; ix < g.sw * ox + kw; ++ix) {
+                    for (int iy = sh * oy - ph; iy < sh * oy - ph + kh; ++iy)
+                        for (int ix = sw * ox - pw; ix < sw * ox - pw + kw; ++ix) {
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
                             const float v = in[(size_t)p * H * W + iy * W + ix];
                             acc = is_max ? ((v > acc || v != v) ? v : acc) : acc + v;
                         }
@@ -505,8 +512,8 @@ START_TEST(pool_fast_paths_are_the_window_loop) {
                     const int same = isnan(acc) ? isnan(got[at]) : memcmp(&acc, &got[at], sizeof acc) == 0;
                     if (bad < 0 && !same) bad = at;
                 }
-        ck_assert_msg(bad < 0, "%s %s output %d differs from the window loop", whole ? "global" : "2x2",
-                      is_max ? "max" : "avg", bad);
+        ck_assert_msg(bad < 0, "%dx%d stride %dx%d padding %dx%d %s: output %d differs from the window loop", kh, kw,
+                      sh, sw, ph, pw, is_max ? "max" : "avg", bad);
         ops->op_free(be, op);
     }
 }
@@ -962,7 +969,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, default_threads_halve_to_fit_the_memory_limit);
     tcase_add_test(tc, a_refused_op_gives_its_blocks_back);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
-    tcase_add_test(tc, pool_fast_paths_are_the_window_loop);
+    tcase_add_test(tc, pools_are_the_window_loop);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

@@ -20,6 +20,9 @@
 //   conv:    a 3x3 convolution (padding 1, bias, relu) of N samples, fmnist-cnn's heaviest
 //            shapes; FLOP/s counts 2 N K C 9 H W. On the cpu on oneDNN (a primitive per
 //            sample) and on OpenBLAS (im2col, blocks of 512 / (H W) samples); on CUDA cuDNN.
+//   pool:    fmnist-cnn's pools over N samples of C x H x H (cpu only): 2x2 stride 2 max
+//            (kind 0), the same with padding 1 (kind 1), 2x2 stride 2 average (kind 2) and
+//            a global average (kind 3); FLOP/s counts one operation per input value.
 //
 // Keep flags follow the headline benchmark (hazard 0.15: 85% of the rows stay).
 // Timing is manual, between two backend events around the one call (CUDA events on the
@@ -336,6 +339,21 @@ void bench_conv(benchmark::State &state, const Backend *b, const char *gemm) {
     bench_op(state, b, gemm, d, N, 2.0 * N * (double)K * C * 9 * H * H);
 }
 
+// One of fmnist-cnn's pools (kind: see the top of this file) over N samples of C x H x H.
+void bench_pool(benchmark::State &state, const Backend *b) {
+    const int N = (int)state.range(0), C = (int)state.range(1), H = (int)state.range(2), kind = (int)state.range(3);
+    const int k = kind == 3 ? H : 2, s = kind == 3 ? 1 : 2, p = kind == 1 ? 1 : 0, O = (H + 2 * p - k) / s + 1;
+    ert_op_desc d;
+    memset(&d, 0, sizeof d);
+    d.type = kind == 2 || kind == 3 ? ERT_OP_AVGPOOL : ERT_OP_MAXPOOL;
+    d.name = "pool";
+    d.conv = ert_conv_geom{C, H, H, C, O, O, k, k, s, s, p, p, 1, 1, 1};
+    d.in = C * H * H;
+    d.out = C * O * O;
+    d.max_rows = N;
+    bench_op(state, b, nullptr, d, N, (double)N * d.in);
+}
+
 // ---------------------------------------------------------------- registration
 
 // Makes a backend; a CUDA one with ERT_COMPACT_PATH set to `path` while it is created.
@@ -382,6 +400,16 @@ void register_conv(const std::string &name, const Backend *b, const char *gemm) 
     bm->ArgNames({"N", "C", "H", "K"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+// fmnist-cnn's pools, in the model's order, at batches of 16 and 256 samples.
+void register_pool(const std::string &name, const Backend *b) {
+    auto *bm = benchmark::RegisterBenchmark(("pool/" + name).c_str(),
+                                            [b](benchmark::State &st) { bench_pool(st, b); });
+    const int pools[][3] = {{32, 28, 0}, {32, 14, 2}, {64, 14, 0}, {64, 7, 3}, {128, 7, 1}};
+    for (const auto &pl : pools)
+        for (int N : {16, 256}) bm->Args({N, pl[0], pl[1], pl[2]});
+    bm->ArgNames({"N", "C", "H", "kind"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 void register_decide(const std::string &name, const Backend *b) {
     auto *bm = benchmark::RegisterBenchmark(("decide/" + name).c_str(), bench_decide, b);
     for (int B : kBatches) bm->Arg(B);
@@ -408,6 +436,7 @@ int main(int argc, char **argv) {
         register_decide("cpu", cpu);
         register_compact("cpu", cpu, false);
         register_compact("cpu", cpu, true);
+        register_pool("cpu", cpu);
         for (const char *gemm : {"onednn", "openblas"}) {
             register_linear(std::string("cpu-") + gemm, cpu, gemm, {1, 8, 64, 256, 1024}, {1024});
             register_conv(std::string("cpu-") + gemm, cpu, gemm);

@@ -288,7 +288,7 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
     /* scratch per thread on OpenBLAS (oneDNN's is its own), zeroed: a conv's im2col
      * writes only the places its input covers, so the padding's stay 0; a linear's last
      * block computes rows past the batch on whatever an earlier block left there, and
-     * drops them */
+     * drops them; a padded pool's padding holds -inf or 0 (ert_cpu_pool_prepare) */
     if (d->type == ERT_OP_LINEAR && !op->mm)
         op->pad_floats = (size_t)ERT_CPU_GEMM_ROWS * ((size_t)d->in + (size_t)d->out);
     if (d->type == ERT_OP_CONV2D && !op->conv) {
@@ -297,6 +297,7 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
         /* im2col (kdim x cols), then the GEMM's output (K/g x cols) */
         op->pad_floats = (kdim + (size_t)(d->conv.out_c / d->conv.groups)) * (size_t)op->cols;
     }
+    if (d->type == ERT_OP_MAXPOOL || d->type == ERT_OP_AVGPOOL) op->pad_floats = ert_cpu_pool_scratch(&d->conv);
     op->threads = be->threads;
     if (op->pad_floats) {
         if (op->pad_floats > SIZE_MAX / 4 / sizeof(float) / ERT_MAX_THREADS) { /* no arithmetic can wrap */
@@ -315,6 +316,7 @@ static ert_status cpu_op_new(ert_backend *be, const ert_op_desc *d, ert_op **out
             goto fail;
         }
         op->pad = p;
+        if (d->type == ERT_OP_MAXPOOL || d->type == ERT_OP_AVGPOOL) ert_cpu_pool_prepare(op);
     }
     if (d->type == ERT_OP_LINEAR || d->type == ERT_OP_CONV2D) {
         be->libs[op->mm || op->conv ? 0 : 1]++;

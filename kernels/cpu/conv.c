@@ -141,65 +141,84 @@ int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
 }
 
 /* The common 2x2 stride-2 window as one pass per output row: the same comparisons and
- * additions, in the same order (row by row, left to right), as the general loop below. */
+ * additions, in the same order, as the window loop in pool_task. A max starts from the
+ * first tap (the loop's first step, from -inf, gives that tap's bits); an average from
+ * 0, as the loop does (0 + -0 is +0). */
 static void pool2x2(const float *x, float *y, int in_w, int out_h, int out_w, int is_max, float area) {
     for (int oy = 0; oy < out_h; ++oy) {
         const float *a = x + (size_t)2 * oy * in_w, *b = a + in_w;
         float *yr = y + (size_t)oy * out_w;
         if (is_max)
-            for (int ox = 0; ox < out_w; ++ox) {
-                float m = -INFINITY;
-                const float v[4] = {a[2 * ox], a[2 * ox + 1], b[2 * ox], b[2 * ox + 1]};
-                for (int t = 0; t < 4; ++t) m = ert_max_step(m, v[t]);
-                yr[ox] = m;
-            }
+            for (int ox = 0; ox < out_w; ++ox)
+                yr[ox] = ert_max_step(ert_max_step(ert_max_step(a[2 * ox], a[2 * ox + 1]), b[2 * ox]), b[2 * ox + 1]);
         else
             for (int ox = 0; ox < out_w; ++ox)
                 yr[ox] = (((0.0f + a[2 * ox]) + a[2 * ox + 1]) + b[2 * ox] + b[2 * ox + 1]) / area;
     }
 }
 
-/* One task per sample. */
+/* The rows (or columns) a pool's windows cover, padding included: from the first
+ * window's start to the last one's end (floor mode may leave the input's last ones out). */
+static int pool_extent(int out, int stride, int k) { return (out - 1) * stride + k; }
+
+size_t ert_cpu_pool_scratch(const ert_conv_geom *g) {
+    const int eh = pool_extent(g->out_h, g->sh, g->kh), ew = pool_extent(g->out_w, g->sw, g->kw);
+    if (g->ph == 0 && g->pw == 0 && eh <= g->in_h && ew <= g->in_w) return 0; /* the windows lie in the input */
+    return (size_t)eh * (size_t)ew;
+}
+
+void ert_cpu_pool_prepare(const ert_op *op) {
+    const float fill = op->desc.type == ERT_OP_MAXPOOL ? -INFINITY : 0.0f;
+    for (size_t i = 0; i < op->pad_floats * (size_t)op->threads; ++i) op->pad[i] = fill;
+}
+
+/* One task per sample. Each output is its window's taps, row by row and left to right,
+ * from -inf (max) or 0 (average; divided by the whole window's size: the padding counts,
+ * as PyTorch's count_include_pad). A padded plane is copied into the thread's scratch,
+ * whose padding holds -inf (max) or 0 (average) since the op was made: a tap there leaves
+ * the result's bits as they were, as if it were skipped (a sum from +0 is never -0). */
 static void pool_task(void *ctx, int r, int thread) {
-    (void)thread;
     const ert_cpu_job *jb = ctx;
     const ert_op *op = jb->op;
     const ert_conv_geom *g = &op->desc.conv;
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
     const size_t in_plane = (size_t)g->in_h * g->in_w, out_plane = (size_t)g->out_h * g->out_w;
     const float area = (float)(g->kh * g->kw);
-    const int two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 &&
-                    2 * g->out_h <= g->in_h && 2 * g->out_w <= g->in_w;
-    const int whole = g->out_h == 1 && g->out_w == 1 && g->ph == 0 && g->pw == 0 && g->kh == g->in_h && g->kw == g->in_w;
+    const int ew = op->pad_floats ? pool_extent(g->out_w, g->sw, g->kw) : g->in_w; /* the row stride */
+    const int eh = pool_extent(g->out_h, g->sh, g->kh);
+    const int two = g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2;
+    const int whole = g->out_h == 1 && g->out_w == 1 && !op->pad_floats && g->kw == g->in_w;
+    float *scratch = op->pad + (size_t)thread * op->pad_floats;
     for (int c = 0; c < g->in_c; ++c) {
         const float *xp = jb->x + ((size_t)r * g->in_c + c) * in_plane;
         float *yp = jb->y + ((size_t)r * g->out_c + c) * out_plane;
-        if (two) { /* 2x2, stride 2, no padding: each window whole, its taps in the same order */
-            pool2x2(xp, yp, g->in_w, g->out_h, g->out_w, is_max, area);
+        if (op->pad_floats) { /* the input, within the extent, at (ph, pw) */
+            const int w = g->in_w < ew - g->pw ? g->in_w : ew - g->pw;
+            for (int iy = 0; iy < g->in_h && g->ph + iy < eh; ++iy)
+                memcpy(scratch + (size_t)(g->ph + iy) * ew + g->pw, xp + (size_t)iy * g->in_w, sizeof(float) * (size_t)w);
+            xp = scratch;
+        }
+        if (two) {
+            pool2x2(xp, yp, ew, g->out_h, g->out_w, is_max, area);
             continue;
         }
-        if (whole) { /* one window over the plane (global pooling): the general loop's order, row by row */
+        if (whole) { /* one window over the plane: row by row is the plane in order */
             float acc = is_max ? -INFINITY : 0.0f;
-            for (size_t i = 0; i < in_plane; ++i) acc = is_max ? ert_max_step(acc, xp[i]) : acc + xp[i];
+            for (size_t i = 0; i < (size_t)g->kh * g->kw; ++i) acc = is_max ? ert_max_step(acc, xp[i]) : acc + xp[i];
             yp[0] = is_max ? acc : acc / area;
             continue;
         }
-        for (int oy = 0; oy < g->out_h; ++oy) {
+        for (int oy = 0; oy < g->out_h; ++oy) { /* a pass over the output row per tap */
             float *yr = yp + (size_t)oy * g->out_w;
             for (int ox = 0; ox < g->out_w; ++ox) yr[ox] = is_max ? -INFINITY : 0.0f;
-            const int y0 = oy * g->sh - g->ph; /* the window's rows [y0, y0 + kh) within [0, H) */
-            const int ylo = y0 < 0 ? 0 : y0, yhi = y0 + g->kh > g->in_h ? g->in_h : y0 + g->kh;
-            for (int iy = ylo; iy < yhi; ++iy)
-                for (int j = 0; j < g->kw; ++j) {
-                    const int x0 = j - g->pw; /* ix = ox * sw + x0 */
-                    const float *xr = xp + (size_t)iy * g->in_w;
-                    int lo, hi;
-                    tap_range(x0, g->sw, g->in_w, g->out_w, &lo, &hi);
+            for (int i = 0; i < g->kh; ++i) {
+                const float *xr = xp + (size_t)(oy * g->sh + i) * ew;
+                for (int j = 0; j < g->kw; ++j)
                     if (is_max)
-                        for (int ox = lo; ox < hi; ++ox) yr[ox] = ert_max_step(yr[ox], xr[ox * g->sw + x0]);
+                        for (int ox = 0; ox < g->out_w; ++ox) yr[ox] = ert_max_step(yr[ox], xr[ox * g->sw + j]);
                     else
-                        for (int ox = lo; ox < hi; ++ox) yr[ox] += xr[ox * g->sw + x0];
-                }
+                        for (int ox = 0; ox < g->out_w; ++ox) yr[ox] += xr[ox * g->sw + j];
+            }
             if (!is_max)
                 for (int ox = 0; ox < g->out_w; ++ox) yr[ox] /= area;
         }

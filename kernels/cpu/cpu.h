@@ -86,7 +86,8 @@ struct ert_op {
                       LINEAR on OpenBLAS: ERT_CPU_GEMM_ROWS x (in + out) for the last,
                       partial block (on oneDNN: its own scratch, in mm);
                       CONV2D on OpenBLAS: the im2col columns of a block of samples,
-                      one group, then the GEMM's output (on oneDNN: in conv) */
+                      one group, then the GEMM's output (on oneDNN: in conv);
+                      a padded pool: the padded plane (ert_cpu_pool_scratch) */
 };
 
 /* Runs fn(ctx, task, thread) for every task in [0, tasks) on up to `threads` threads
@@ -142,6 +143,10 @@ void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_add(int rows, int width, const float *x, float *y);
 int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y);
+/* A pool's scratch per thread (floats): its padded plane, or 0 when every window lies in
+ * the input; ert_cpu_pool_prepare fills the op's scratch with the padding's value. */
+size_t ert_cpu_pool_scratch(const ert_conv_geom *g);
+void ert_cpu_pool_prepare(const ert_op *op);
 void ert_cpu_relu(int rows, int width, const float *x, float *y);
 void ert_cpu_decide(const ert_decide_args *a);
 void ert_cpu_compact(const ert_compact_args *a);
