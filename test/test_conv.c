@@ -382,6 +382,46 @@ START_TEST(linear_row_does_not_depend_on_the_batch) {
 }
 END_TEST
 
+/* On oneDNN a GELU linear op adds its bias and applies GELU inside the matmul (oneDNN's
+ * erf, onednn.c); on OpenBLAS linear.c does, with glibc's erff. Both must give PyTorch's
+ * GELU within the tolerance, keep NaN, map +inf to +inf and -inf to NaN (x * Phi(x) at
+ * -inf is -inf * 0), with and without a bias, for 600 columns (three ranges, the last
+ * shorter) and rows of values from -8 to 8. */
+START_TEST(gelu_linear_on_both_libraries) {
+    enum { IN = 3, OUT = 600, ROWS = 9 };
+    static float w[OUT * IN], b[OUT], x[ROWS * IN], y[2][ROWS * OUT];
+    for (int o = 0; o < OUT; ++o) {
+        for (int i = 0; i < IN; ++i) w[o * IN + i] = 0.25f + 0.25f * (float)((o + i) % 3); /* positive: inf stays inf */
+        b[o] = 0.01f * (float)(o % 11) - 0.05f;
+    }
+    for (int r = 0; r < 6; ++r)
+        for (int i = 0; i < IN; ++i) x[r * IN + i] = -8.0f + 16.0f * (float)(r * IN + i) / (6 * IN - 1);
+    for (int i = 0; i < IN; ++i) x[6 * IN + i] = NAN, x[7 * IN + i] = 3e38f, x[8 * IN + i] = -3e38f;
+    const char *gemms[] = {NULL, "openblas"};
+    for (int biased = 0; biased <= 1; ++biased) {
+        const ert_op_desc d = {.type = ERT_OP_LINEAR, .name = "fc", .in = IN, .out = OUT, .weight = w,
+                               .bias = biased ? b : NULL, .max_rows = ROWS, .act = ERT_ACT_GELU};
+        for (int gi = 0; gi < 2; ++gi) {
+            ert_op *op;
+            ck_assert_msg(gemm_on(gemms[gi], &d, &op) == ERT_OK, "%s", ert_last_error());
+            ck_assert_int_eq(ops->op_run(be, op, (ert_rows){ROWS, NULL}, x, y[gi]), ERT_OK);
+            for (int r = 0; r < ROWS; ++r)
+                for (int o = 0; o < OUT; ++o) {
+                    double z = biased ? b[o] : 0.0;
+                    for (int i = 0; i < IN; ++i) z += (double)x[r * IN + i] * w[o * IN + i];
+                    const double want = r == 6 || r == 8 ? NAN : r == 7 ? INFINITY : 0.5 * z * (1.0 + erf(z / sqrt(2.0)));
+                    const float got = y[gi][r * OUT + o];
+                    const int ok = isnan(want) ? isnan(got) : isinf(want) ? isinf(got) && got > 0
+                                                                          : fabs(got - want) <= 1e-5 + 1e-4 * fabs(want);
+                    ck_assert_msg(ok, "%s, bias %d: row %d column %d is %.9g, GELU %.9g", op->gemm, biased, r, o,
+                                  (double)got, want);
+                }
+            ops->op_free(be, op);
+        }
+    }
+}
+END_TEST
+
 /* The CPU ops run their tasks (blocks of samples, column ranges) on the backend's
  * threads, each thread with its own scratch (kernels/cpu/parallel.c): an answer must be
  * the same bits for any thread count, for batches of one block, of several and of a
@@ -960,6 +1000,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, relu_keeps_nan);
     tcase_add_test(tc, conv2d_sample_does_not_depend_on_the_batch);
     tcase_add_test(tc, linear_row_does_not_depend_on_the_batch);
+    tcase_add_test(tc, gelu_linear_on_both_libraries);
     tcase_add_test(tc, cpu_ops_give_the_same_bits_on_any_thread_count);
     tcase_add_test(tc, cpu_quota_gives_the_thread_count);
     tcase_add_test(tc, cgroup_limits_come_from_every_level);

@@ -361,14 +361,14 @@ static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, c
         break;
     case ERT_OP_MAXPOOL:
     case ERT_OP_AVGPOOL: ert_cpu_pool(op, n, x, y); break;
-    case ERT_OP_RELU: ert_cpu_relu(n, op->desc.in, x, y); break;
+    case ERT_OP_RELU: ert_cpu_relu(op, n, x, y); break;
     }
     return ERT_OK;
 }
 
 static ert_status cpu_add(ert_backend *be, ert_rows rows, int width, const void *x, void *y) {
     if (be->rec) return rec_add(be, (cmd){.kind = CMD_ADD, .rows = rows, .width = width, .x = x, .y = y});
-    ert_cpu_add(ert_cpu_rows(rows), width, x, y);
+    ert_cpu_add(be->threads, ert_cpu_rows(rows), width, x, y);
     return ERT_OK;
 }
 

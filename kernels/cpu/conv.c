@@ -1,4 +1,4 @@
-/* Convolution, pooling and relu over [C, H, W] samples (NCHW per sample), the plain
+/* Convolution and pooling over [C, H, W] samples (NCHW per sample), the plain
  * reference the cuDNN ops are tested against. Convolution is oneDNN's primitive for one
  * sample, run per sample (onednn.c), where it runs; else im2col + one OpenBLAS GEMM per
  * group and block of op->samples samples (always the whole block, of a width that is a
@@ -228,9 +228,4 @@ static void pool_task(void *ctx, int r, int thread) {
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
     ert_cpu_job j = {.op = op, .rows = rows, .parts = 1, .x = x, .y = y};
     ert_cpu_parallel(op->threads, rows, pool_task, &j);
-}
-
-void ert_cpu_relu(int rows, int width, const float *x, float *y) {
-    const size_t n = (size_t)rows * (size_t)width;
-    for (size_t i = 0; i < n; ++i) y[i] = ert_activate(x[i], ERT_ACT_RELU);
 }

@@ -50,9 +50,13 @@ ert_status ert_cpu_mm_new(ert_backend *be, const ert_op_desc *d, int threads, er
                           size_t why_len);
 void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m);
 /* x's rows (at most ERT_CPU_GEMM_ROWS, `in` wide) times the transposed weights of column
- * range `part`, without bias: into `thread`'s dense rows x width buffer, returned (NULL
- * if oneDNN failed to run it). */
+ * range `part`, without bias (unless fused): into `thread`'s dense rows x width buffer,
+ * returned (NULL if oneDNN failed to run it). */
 float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x);
+/* 1 when ert_cpu_mm_run's rows are final: a GELU op, whose primitives add the bias and
+ * apply GELU (oneDNN's vectorised erf; glibc's erff, one value at a time, was a fifth of
+ * fmnist-mlp's time). */
+int ert_cpu_mm_fused(const ert_cpu_mm *m);
 
 /* A convolution on oneDNN: its primitive for one sample, weights packed once (onednn.c).
  * The op's oneDNN convolution for `threads` threads in *out, or NULL and why not (the op
@@ -140,14 +144,14 @@ static inline int ert_cpu_rows(ert_rows rows) {
 int ert_cpu_linear(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_layernorm(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
-void ert_cpu_add(int rows, int width, const float *x, float *y);
+void ert_cpu_add(int threads, int rows, int width, const float *x, float *y);
 int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y);
 /* A pool's scratch per thread (floats): its padded plane, or 0 when every window lies in
  * the input; ert_cpu_pool_prepare fills the op's scratch with the padding's value. */
 size_t ert_cpu_pool_scratch(const ert_conv_geom *g);
 void ert_cpu_pool_prepare(const ert_op *op);
-void ert_cpu_relu(int rows, int width, const float *x, float *y);
+void ert_cpu_relu(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_decide(const ert_decide_args *a);
 void ert_cpu_compact(const ert_compact_args *a);
 

@@ -7,7 +7,7 @@
 
 /* One task: y = act(x W^T + b) for the output columns [c0, c1) of one block of rows.
  * On oneDNN (onednn.c) the block's rows run as primitives of fixed row counts into the
- * thread's scratch. On OpenBLAS the GEMM always has ERT_CPU_GEMM_ROWS rows: the last,
+ * thread's scratch (a GELU op's with its bias and GELU applied: only copied out here). On OpenBLAS the GEMM always has ERT_CPU_GEMM_ROWS rows: the last,
  * partial block is computed in the thread's scratch on a copy of its rows (the rows past
  * them hold whatever was there; their outputs are dropped). Either way a row's bits do
  * not depend on the rows run with it. */
@@ -40,11 +40,14 @@ static void linear_task(void *ctx, int task, int thread) {
                     op->weight + (size_t)c0 * in, in, 0.0f, dst + c0, out);
         g = dst + c0;
     }
+    const int fused = op->mm && ert_cpu_mm_fused(op->mm);
     for (int r = 0; r < m; ++r) {
         const float *src = g + (size_t)r * ld;
         float *row = y + (size_t)r * out + c0;
-        for (int c = 0; c < c1 - c0; ++c)
-            row[c] = ert_activate(src[c] + (op->bias ? op->bias[c0 + c] : 0.0f), act);
+        if (fused) memcpy(row, src, sizeof(float) * (size_t)(c1 - c0));
+        else
+            for (int c = 0; c < c1 - c0; ++c)
+                row[c] = ert_activate(src[c] + (op->bias ? op->bias[c0 + c] : 0.0f), act);
     }
 }
 

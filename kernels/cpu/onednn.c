@@ -9,6 +9,11 @@
  * rows runs as primitives of 64, 32, 16, 8, 4, 2 and 1 rows (m's binary digits), each
  * computing only real rows (bench/NOTES.md, "oneDNN linear ops").
  *
+ * A GELU op's primitives also add the bias and apply GELU, as a post-op: oneDNN's
+ * vectorised erf is within 4e-7 of the exact GELU, as the formula with glibc's erff is,
+ * and ~15x faster (that erff, one value at a time, was a fifth of fmnist-mlp's time);
+ * it keeps NaN. relu stays in linear.c: oneDNN's maps NaN to 0 (bench/NOTES.md).
+ *
  * Only where that holds: every primitive must be brgemm (`brg:` in oneDNN's
  * implementation name; an AVX2-only CPU gets `gemm:jit`, whose bits depend on M), the
  * primitives of an op must share one weight layout, and a check at creation runs the
@@ -85,13 +90,15 @@ typedef struct lane {
 
 struct ert_cpu_mm {
     int in, parts, threads;
+    int fused, biased;  /* GELU: the primitives add the bias (if any) and apply GELU */
     width w[2];         /* w[1]: the last range, when it is narrower */
     dnnl_memory_t *weights; /* per range */
+    dnnl_memory_t *bias;    /* per range, when fused */
     lane *lanes;
     float *dst;         /* per thread: ERT_CPU_GEMM_ROWS x ERT_CPU_LINEAR_COLS, then the scratchpad */
     size_t lane_floats;
     void *block;        /* the held block: the weights in the primitives' layout, a range
-                           after another, then dst */
+                           after another, the bias when fused, then dst */
 };
 
 static dnnl_engine_t engine;
@@ -129,18 +136,21 @@ float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const
     for (int i = 0; i < SIZES; ++i) {
         const int size = ERT_CPU_GEMM_ROWS >> i;
         if (!(rows & size)) continue;
-        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, l->src[i]},
+        dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, l->src[i]},
                                    {DNNL_ARG_WEIGHTS, m->weights[part]},
                                    {DNNL_ARG_DST, l->dst[wi][i]},
-                                   {DNNL_ARG_SCRATCHPAD, l->pad}};
+                                   {DNNL_ARG_SCRATCHPAD, l->pad},
+                                   {DNNL_ARG_BIAS, m->biased ? m->bias[part] : NULL}};
         if (dnnl_memory_set_data_handle(l->src[i], (void *)(x + (size_t)done * m->in)) != dnnl_success ||
             dnnl_memory_set_data_handle(l->dst[wi][i], dst + (size_t)done * w->n) != dnnl_success ||
-            dnnl_primitive_execute(w->prim[i], l->stream, 4, args) != dnnl_success)
+            dnnl_primitive_execute(w->prim[i], l->stream, m->biased ? 5 : 4, args) != dnnl_success)
             return NULL;
         done += size;
     }
     return dst;
 }
+
+int ert_cpu_mm_fused(const ert_cpu_mm *m) { return m->fused; }
 
 void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) {
     if (!m) return;
@@ -155,30 +165,42 @@ void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) {
         if (l->stream) dnnl_stream_destroy(l->stream);
     }
     for (int p = 0; m->weights && p < m->parts; ++p) dnnl_memory_destroy(m->weights[p]);
+    for (int p = 0; m->bias && p < m->parts; ++p) dnnl_memory_destroy(m->bias[p]);
     for (int k = 0; k < 2; ++k)
         for (int i = 0; i < SIZES; ++i) dnnl_primitive_destroy(m->w[k].prim[i]);
     ert_cpu_release(be, m->block);
     free(m->lanes);
     free(m->weights);
+    free(m->bias);
     free(m);
 }
 
-/* The primitives of one width; their weight layout in *wd (every one must share it) and
- * the largest scratchpad in *pad. 0, or why not (in why). */
-static int make_width(width *w, int in, dnnl_memory_desc_t *wd, size_t *pad, char *why, size_t why_len) {
+/* The primitives of one width (fused: with the bias if biased, and GELU as a post-op);
+ * their weight layout in *wd (every one must share it) and the largest scratchpad in
+ * *pad. 0, or why not (in why). */
+static int make_width(width *w, int in, int fused, int biased, dnnl_memory_desc_t *wd, size_t *pad, char *why,
+                      size_t why_len) {
     int ok = 0;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
+    dnnl_post_ops_t ops = NULL;
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (fused) {
+        TRY(dnnl_post_ops_create(&ops));
+        TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f));
+        TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
+    }
     for (int i = 0; i < SIZES; ++i) {
-        dnnl_memory_desc_t sd, dd, any;
-        const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, in}, wdims = {in, w->n}, d = {ERT_CPU_GEMM_ROWS >> i, w->n};
+        dnnl_memory_desc_t sd, dd, any, bd;
+        const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, in}, wdims = {in, w->n}, d = {ERT_CPU_GEMM_ROWS >> i, w->n},
+                          bdims = {1, w->n};
         TRY(dnnl_memory_desc_init_by_tag(&sd, 2, s, dnnl_f32, dnnl_ab));
         TRY(dnnl_memory_desc_init_by_tag(&dd, 2, d, dnnl_f32, dnnl_ab));
         TRY(dnnl_memory_desc_init_by_tag(&any, 2, wdims, dnnl_f32, dnnl_format_tag_any));
+        TRY(dnnl_memory_desc_init_by_tag(&bd, 2, bdims, dnnl_f32, dnnl_ab));
         dnnl_matmul_desc_t md;
-        TRY(dnnl_matmul_desc_init(&md, &sd, &any, NULL, &dd));
+        TRY(dnnl_matmul_desc_init(&md, &sd, &any, biased ? &bd : NULL, &dd));
         TRY(dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL));
         const char *impl = "";
         TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
@@ -204,6 +226,7 @@ static int make_width(width *w, int in, dnnl_memory_desc_t *wd, size_t *pad, cha
     ok = 1;
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return ok;
 }
@@ -246,6 +269,8 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     if (!m) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
     m->in = d->in;
     m->threads = threads;
+    m->fused = d->act == ERT_ACT_GELU; /* oneDNN's GELU keeps NaN, as linear.c does (its relu does not) */
+    m->biased = m->fused && d->bias;
     m->parts = (d->out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS;
     const int last = d->out - (m->parts - 1) * ERT_CPU_LINEAR_COLS;
     m->w[0].n = m->parts > 1 ? ERT_CPU_LINEAR_COLS : last;
@@ -253,12 +278,13 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     dnnl_memory_desc_t wd[2];
     size_t pad = 0;
     for (int k = 0; k < 2; ++k)
-        if (m->w[k].n && !make_width(&m->w[k], d->in, &wd[k], &pad, why, why_len)) goto out;
+        if (m->w[k].n && !make_width(&m->w[k], d->in, m->fused, m->biased, &wd[k], &pad, why, why_len)) goto out;
     /* one block: the packed weights of every range, then each thread's lane (its
      * destination rows and its scratchpad), 64-byte aligned */
     const size_t full = (dnnl_memory_desc_get_size(&wd[0]) + 63) & ~(size_t)63;
     const size_t tail = m->w[1].n ? (dnnl_memory_desc_get_size(&wd[1]) + 63) & ~(size_t)63 : 0;
-    const size_t packed = full * (size_t)(m->parts - (m->w[1].n ? 1 : 0)) + tail;
+    const size_t weights = full * (size_t)(m->parts - (m->w[1].n ? 1 : 0)) + tail;
+    const size_t packed = weights + (m->biased ? ((size_t)d->out * sizeof(float) + 63) & ~(size_t)63 : 0);
     m->lane_floats = ((size_t)ERT_CPU_GEMM_ROWS * ERT_CPU_LINEAR_COLS * sizeof(float) + pad + 63) / 64 * 16;
     st = ert_cpu_hold(be, packed + m->lane_floats * sizeof(float) * (size_t)threads,
                       "the weights, packed for oneDNN, and 64 KB of scratch per thread: close other sessions, use fewer "
@@ -267,8 +293,9 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     if (st) goto out;
     m->dst = (float *)((char *)m->block + packed);
     m->weights = calloc((size_t)m->parts, sizeof *m->weights);
+    m->bias = calloc((size_t)m->parts, sizeof *m->bias);
     m->lanes = calloc((size_t)threads, sizeof *m->lanes);
-    if (!m->weights || !m->lanes) {
+    if (!m->weights || !m->bias || !m->lanes) {
         st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
         goto out;
     }
@@ -310,6 +337,14 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         dnnl_primitive_destroy(reorder), reorder = NULL;
         dnnl_primitive_desc_destroy(rpd), rpd = NULL;
         dnnl_memory_destroy(plain), plain = NULL;
+        if (m->biased) { /* the range's bias, (1 x n) */
+            float *b = (float *)((char *)m->block + weights) + (size_t)p * ERT_CPU_LINEAR_COLS;
+            memcpy(b, d->bias + (size_t)p * ERT_CPU_LINEAR_COLS, sizeof(float) * (size_t)m->w[k].n);
+            dnnl_memory_desc_t bd;
+            const dnnl_dims_t bdims = {1, m->w[k].n};
+            TRY(dnnl_memory_desc_init_by_tag(&bd, 2, bdims, dnnl_f32, dnnl_ab));
+            TRY(dnnl_memory_create(&m->bias[p], &bd, engine, b));
+        }
     }
     /* the check's rows: the op's own weights as inputs where they fit, so its values have
      * the model's scale (any values would do) */
@@ -529,6 +564,11 @@ out:
 float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const float *x) {
     (void)m, (void)thread, (void)part, (void)rows, (void)x;
     return NULL;
+}
+
+int ert_cpu_mm_fused(const ert_cpu_mm *m) {
+    (void)m;
+    return 0;
 }
 
 void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) { (void)be, (void)m; }
