@@ -64,10 +64,8 @@ static void layernorm_row(const ert_op *op, int dim, const float *xr, float *yr)
 /* in = channels * per_channel. */
 static void normalize_row(const ert_op *op, int in, const float *x, float *y) {
     const int per = in / op->desc.channels;
-    for (int j = 0; j < in; ++j) {
-        const int c = j / per;
-        y[j] = x[j] * op->weight[c] + op->bias[c];
-    }
+    for (int c = 0; c < op->desc.channels; ++c)
+        for (int j = c * per; j < (c + 1) * per; ++j) y[j] = x[j] * op->weight[c] + op->bias[c];
 }
 
 static void add_row(const ert_op *op, int width, const float *x, float *y) {
