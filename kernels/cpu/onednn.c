@@ -93,12 +93,12 @@ struct ert_cpu_mm {
     int fused, biased;  /* GELU: the primitives add the bias (if any) and apply GELU */
     width w[2];         /* w[1]: the last range, when it is narrower */
     dnnl_memory_t *weights; /* per range */
-    dnnl_memory_t *bias;    /* per range, when fused */
+    dnnl_memory_t *bias;    /* per range, when biased */
     lane *lanes;
     float *dst;         /* per thread: ERT_CPU_GEMM_ROWS x ERT_CPU_LINEAR_COLS, then the scratchpad */
     size_t lane_floats;
     void *block;        /* the held block: the weights in the primitives' layout, a range
-                           after another, the bias when fused, then dst */
+                           after another, the bias when biased, then dst */
 };
 
 static dnnl_engine_t engine;
@@ -279,8 +279,8 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     size_t pad = 0;
     for (int k = 0; k < 2; ++k)
         if (m->w[k].n && !make_width(&m->w[k], d->in, m->fused, m->biased, &wd[k], &pad, why, why_len)) goto out;
-    /* one block: the packed weights of every range, then each thread's lane (its
-     * destination rows and its scratchpad), 64-byte aligned */
+    /* one block: the packed weights of every range, the bias (fused), then each
+     * thread's lane (its destination rows and its scratchpad), 64-byte aligned */
     const size_t full = (dnnl_memory_desc_get_size(&wd[0]) + 63) & ~(size_t)63;
     const size_t tail = m->w[1].n ? (dnnl_memory_desc_get_size(&wd[1]) + 63) & ~(size_t)63 : 0;
     const size_t weights = full * (size_t)(m->parts - (m->w[1].n ? 1 : 0)) + tail;
