@@ -9,10 +9,11 @@
  * rows runs as primitives of 64, 32, 16, 8, 4, 2 and 1 rows (m's binary digits), each
  * computing only real rows (bench/NOTES.md, "oneDNN linear ops").
  *
- * A GELU op's primitives also add the bias and apply GELU, as a post-op: oneDNN's
- * vectorised erf is within 4e-7 of the exact GELU, as the formula with glibc's erff is,
- * and ~15x faster (that erff, one value at a time, was a fifth of fmnist-mlp's time);
- * it keeps NaN. relu stays in linear.c: oneDNN's maps NaN to 0 (bench/NOTES.md).
+ * A GELU op's primitives (linear and conv) also add the bias and apply GELU, as a
+ * post-op: oneDNN's vectorised erf is within 4e-7 of the exact GELU, as the formula with
+ * glibc's erff is, and ~15x faster (that erff, one value at a time, was a fifth of
+ * fmnist-mlp's time); it keeps NaN. relu stays in linear.c and conv.c: oneDNN's maps NaN
+ * to 0 (bench/NOTES.md).
  *
  * Only where that holds: every primitive must be brgemm (`brg:` in oneDNN's
  * implementation name; an AVX2-only CPU gets `gemm:jit`, whose bits depend on M), the
@@ -33,8 +34,8 @@
  * thread. Only a direct one (brgemm or jit kernels: AVX2 has them too); a convolution that
  * oneDNN would run as a GEMM per sample (some grouped ones) or as reference loops keeps
  * OpenBLAS's. The primitive reads and writes its own layouts (nChw16c on AVX-512) in the
- * thread's buffers; oneDNN reorders move a sample in and out. The activation is applied
- * by conv.c (oneDNN's relu maps NaN to 0; the CPU backend keeps NaN, as PyTorch).
+ * thread's buffers; oneDNN reorders move a sample in and out. relu is applied by conv.c
+ * (oneDNN's maps NaN to 0; the CPU backend keeps NaN, as PyTorch), GELU by the primitive.
  *
  * ERT_CPU_GEMM=openblas keeps every linear and conv op on OpenBLAS; ERT_CPU_GEMM=onednn
  * makes an op that cannot use oneDNN fail to be created (tests). */
@@ -175,6 +176,17 @@ void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) {
     free(m);
 }
 
+/* Adds GELU (the exact, erf form) to attr as a post-op. */
+static dnnl_status_t add_gelu(dnnl_primitive_attr_t attr) {
+    dnnl_post_ops_t ops;
+    dnnl_status_t s = dnnl_post_ops_create(&ops);
+    if (s != dnnl_success) return s;
+    s = dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
+    if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops); /* a copy */
+    dnnl_post_ops_destroy(ops);
+    return s;
+}
+
 /* The primitives of one width (fused: with the bias if biased, and GELU as a post-op);
  * their weight layout in *wd (every one must share it) and the largest scratchpad in
  * *pad. 0, or why not (in why). */
@@ -183,14 +195,9 @@ static int make_width(width *w, int in, int fused, int biased, dnnl_memory_desc_
     int ok = 0;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_post_ops_t ops = NULL;
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (fused) {
-        TRY(dnnl_post_ops_create(&ops));
-        TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f));
-        TRY(dnnl_primitive_attr_set_post_ops(attr, ops));
-    }
+    if (fused) TRY(add_gelu(attr));
     for (int i = 0; i < SIZES; ++i) {
         dnnl_memory_desc_t sd, dd, any, bd;
         const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, in}, wdims = {in, w->n}, d = {ERT_CPU_GEMM_ROWS >> i, w->n},
@@ -226,7 +233,6 @@ static int make_width(width *w, int in, int fused, int biased, dnnl_memory_desc_
     ok = 1;
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return ok;
 }
@@ -382,11 +388,14 @@ typedef struct conv_lane {
 
 struct ert_cpu_conv {
     int threads;
+    int fused; /* GELU: a post-op of the convolution */
     dnnl_primitive_t conv, to_src, to_y; /* the convolution, then reorders into and out of it */
     dnnl_memory_t weights, bias;         /* packed in the held block; bias NULL without one */
     conv_lane *lanes;
     void *block; /* held: the weights packed, the bias, then each thread's src, dst and scratchpad */
 };
+
+int ert_cpu_conv_fused(const ert_cpu_conv *c) { return c->fused; }
 
 int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
     const conv_lane *l = &c->lanes[thread];
@@ -482,6 +491,8 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
                                                     &any_w, d->bias ? &bd : NULL, &any_d, strides, dilates, pad, pad));
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    c->fused = d->act == ERT_ACT_GELU;
+    if (c->fused) TRY(add_gelu(attr));
     TRY(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL));
     const char *impl = "";
     TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
@@ -583,6 +594,11 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
 int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
     (void)c, (void)thread, (void)x, (void)y;
     return -1;
+}
+
+int ert_cpu_conv_fused(const ert_cpu_conv *c) {
+    (void)c;
+    return 0;
 }
 
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) { (void)be, (void)c; }
