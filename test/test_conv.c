@@ -422,11 +422,12 @@ START_TEST(gelu_linear_on_both_libraries) {
 }
 END_TEST
 
-/* The CPU ops run their tasks (blocks of samples, column ranges) on the backend's
- * threads, each thread with its own scratch (kernels/cpu/parallel.c): an answer must be
- * the same bits for any thread count, for batches of one block, of several and of a
- * partial one. Linear outputs of 10, 256, 300 and 600 columns cover one range, exactly
- * one, and two and three ranges with a shorter last one. */
+/* The CPU ops run their tasks (blocks of samples, column ranges, blocks of rows) on the
+ * backend's threads, each thread with its own scratch (kernels/cpu/parallel.c): an answer
+ * must be the same bits for any thread count, for batches of one block, of several and of
+ * a partial one. Linear outputs of 10, 256, 300 and 600 columns cover one range, exactly
+ * one, and two and three ranges with a shorter last one; the average pool is padded (a
+ * scratch plane per thread); layernorm and relu run 27 rows of 600 a task. */
 START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
     const ert_conv_geom conv[] = {
         {.in_c = 4, .in_h = 9, .in_w = 9, .out_c = 6, .out_h = 5, .out_w = 5, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
@@ -439,7 +440,7 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
          .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1}, /* as an average pool */
     };
     const int linear_out[] = {10, 256, 300, 600}, rows[] = {1, 5, 64, 65, 150}, threads[] = {2, 3, 7};
-    enum { LINEAR_IN = 200, MAX_ROWS = 150, CASES = 8 };
+    enum { LINEAR_IN = 200, MAX_ROWS = 150, CASES = 10, ROW_WIDTH = 600 };
     ert_backend *bes[4];
     for (int t = 0; t < 4; ++t) {
         ert_backend_config cfg = {.device = 0, .max_rows = MAX_ROWS, .dtype = ERT_DTYPE_F32,
@@ -453,6 +454,10 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
         if (c < 4) {
             d.type = ERT_OP_LINEAR, d.in = LINEAR_IN, d.out = linear_out[c];
             snprintf(what, sizeof what, "linear %d -> %d", d.in, d.out);
+        } else if (c >= 8) { /* row-wise: tasks of whole rows (27 rows of 600) */
+            d.type = c == 8 ? ERT_OP_LAYERNORM : ERT_OP_RELU, d.in = d.out = ROW_WIDTH, d.eps = 1e-5f;
+            d.act = ERT_ACT_NONE;
+            snprintf(what, sizeof what, "%s %d", c == 8 ? "layernorm" : "relu", ROW_WIDTH);
         } else {
             const ert_conv_geom *g = &conv[c - 4];
             d.type = c == 6 ? ERT_OP_MAXPOOL : c == 7 ? ERT_OP_AVGPOOL : ERT_OP_CONV2D, d.conv = *g;
@@ -461,10 +466,14 @@ START_TEST(cpu_ops_give_the_same_bits_on_any_thread_count) {
             snprintf(what, sizeof what, "%s %dx%dx%d -> %dx%dx%d", c == 6 ? "maxpool" : c == 7 ? "avgpool" : "conv2d",
                      g->in_c, g->in_h, g->in_w, g->out_c, g->out_h, g->out_w);
         }
-        const size_t nw = d.type == ERT_OP_LINEAR   ? (size_t)d.out * d.in
-                          : d.type == ERT_OP_CONV2D ? (size_t)d.conv.out_c * (d.conv.in_c / d.conv.groups) * 9
-                                                    : 0;
-        const size_t nb = d.type == ERT_OP_LINEAR ? (size_t)d.out : d.type == ERT_OP_CONV2D ? (size_t)d.conv.out_c : 0;
+        const size_t nw = d.type == ERT_OP_LINEAR      ? (size_t)d.out * d.in
+                          : d.type == ERT_OP_CONV2D    ? (size_t)d.conv.out_c * (d.conv.in_c / d.conv.groups) * 9
+                          : d.type == ERT_OP_LAYERNORM ? (size_t)d.in
+                                                       : 0;
+        const size_t nb = d.type == ERT_OP_LINEAR      ? (size_t)d.out
+                          : d.type == ERT_OP_CONV2D    ? (size_t)d.conv.out_c
+                          : d.type == ERT_OP_LAYERNORM ? (size_t)d.in
+                                                       : 0;
         float *w = nw ? malloc(sizeof(float) * nw) : NULL, *b = nb ? malloc(sizeof(float) * nb) : NULL;
         for (size_t i = 0; i < nw; ++i) w[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
         for (size_t i = 0; i < nb; ++i) b[i] = (float)((seed = seed * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;

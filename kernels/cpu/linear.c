@@ -7,10 +7,11 @@
 
 /* One task: y = act(x W^T + b) for the output columns [c0, c1) of one block of rows.
  * On oneDNN (onednn.c) the block's rows run as primitives of fixed row counts into the
- * thread's scratch (a GELU op's with its bias and GELU applied: only copied out here). On OpenBLAS the GEMM always has ERT_CPU_GEMM_ROWS rows: the last,
- * partial block is computed in the thread's scratch on a copy of its rows (the rows past
- * them hold whatever was there; their outputs are dropped). Either way a row's bits do
- * not depend on the rows run with it. */
+ * thread's scratch (a GELU op's with its bias and GELU applied: only copied out here).
+ * On OpenBLAS the GEMM always has ERT_CPU_GEMM_ROWS rows: the last, partial block is
+ * computed in the thread's scratch on a copy of its rows (the rows past them hold
+ * whatever was there; their outputs are dropped). Either way a row's bits do not depend
+ * on the rows run with it. */
 static void linear_task(void *ctx, int task, int thread) {
     ert_cpu_job *j = ctx;
     const ert_op *op = j->op;

@@ -27,7 +27,7 @@ static void rows_task(void *ctx, int task, int thread) {
 }
 
 static void run_rows(int threads, const ert_op *op, row_fn fn, int rows, int width, const float *x, float *y) {
-    const int per = width >= ROW_TASK_VALUES ? 1 : ROW_TASK_VALUES / width;
+    const int per = width < 1 || width >= ROW_TASK_VALUES ? 1 : ROW_TASK_VALUES / width;
     rows_job j = {.op = op, .fn = fn, .rows = rows, .width = width, .per = per, .x = x, .y = y};
     ert_cpu_parallel(threads, (rows + per - 1) / per, rows_task, &j);
 }
