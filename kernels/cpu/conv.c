@@ -110,8 +110,8 @@ static void conv_task(void *ctx, int task, int thread) {
     }
 }
 
-/* On oneDNN (op->conv): one task per sample, its convolution (bias added; GELU too,
- * fused), then relu in place. */
+/* On oneDNN (op->conv): one task per sample, its convolution (bias added; GELU, the
+ * other activation, too: onednn.c), then relu in place. */
 static void conv_sample_task(void *ctx, int r, int thread) {
     ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
@@ -124,8 +124,6 @@ static void conv_sample_task(void *ctx, int r, int thread) {
     }
     if (op->desc.act == ERT_ACT_RELU)
         for (size_t i = 0; i < out; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i]; /* NaN stays NaN (ert_activate) */
-    else if (op->desc.act != ERT_ACT_NONE && !ert_cpu_conv_fused(op->conv))
-        for (size_t i = 0; i < out; ++i) y[i] = ert_activate(y[i], (int)op->desc.act);
 }
 
 int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {

@@ -65,11 +65,9 @@ typedef struct ert_cpu_conv ert_cpu_conv;
 ert_status ert_cpu_conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
                             size_t why_len);
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c);
-/* One sample x (C, H, W) -> y (K, H', W'), bias added, no activation (unless fused), on
- * `thread`'s buffers; 0, or -1 if oneDNN refused to run it. */
+/* One sample x (C, H, W) -> y (K, H', W'), bias added, GELU applied (a GELU op; relu is
+ * the caller's), on `thread`'s buffers; 0, or -1 if oneDNN refused to run it. */
 int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y);
-/* 1 when ert_cpu_conv_run's output is final: a GELU op, whose primitive applies GELU. */
-int ert_cpu_conv_fused(const ert_cpu_conv *c);
 
 /* A block of the backend's memory (64-byte aligned, zeroed), counted against its limit;
  * `change` says what to change when the limit refuses it. */

@@ -388,14 +388,11 @@ typedef struct conv_lane {
 
 struct ert_cpu_conv {
     int threads;
-    int fused; /* GELU: a post-op of the convolution */
     dnnl_primitive_t conv, to_src, to_y; /* the convolution, then reorders into and out of it */
     dnnl_memory_t weights, bias;         /* packed in the held block; bias NULL without one */
     conv_lane *lanes;
     void *block; /* held: the weights packed, the bias, then each thread's src, dst and scratchpad */
 };
-
-int ert_cpu_conv_fused(const ert_cpu_conv *c) { return c->fused; }
 
 int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
     const conv_lane *l = &c->lanes[thread];
@@ -491,8 +488,7 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
                                                     &any_w, d->bias ? &bd : NULL, &any_d, strides, dilates, pad, pad));
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    c->fused = d->act == ERT_ACT_GELU;
-    if (c->fused) TRY(add_gelu(attr));
+    if (d->act == ERT_ACT_GELU) TRY(add_gelu(attr)); /* relu stays conv.c's */
     TRY(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL));
     const char *impl = "";
     TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
@@ -596,10 +592,6 @@ int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y
     return -1;
 }
 
-int ert_cpu_conv_fused(const ert_cpu_conv *c) {
-    (void)c;
-    return 0;
-}
 
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) { (void)be, (void)c; }
 
