@@ -46,15 +46,15 @@ const char *ert_exec_name(ert_exec exec) {
 }
 
 ert_status ert_compaction_parse(const char *text, ert_compaction *out) {
-    static const char *const names[] = {"gather", "fill"};
+    static const char *const names[] = {"auto", "gather", "fill"};
     int i = 0;
-    const ert_status st = parse_name("compaction", text, names, 2, &i);
+    const ert_status st = parse_name("compaction", text, names, 3, &i);
     if (st == ERT_OK) *out = (ert_compaction)i;
     return st;
 }
 
 const char *ert_compaction_name(ert_compaction compaction) {
-    return compaction == ERT_COMPACTION_FILL ? "fill" : "gather";
+    return compaction == ERT_COMPACTION_FILL ? "fill" : compaction == ERT_COMPACTION_GATHER ? "gather" : "auto";
 }
 
 /* 1, 2, 4, 8, multiples of 16 to 128, then steps of 2^(1/steps) rounded up to multiples

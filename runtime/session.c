@@ -91,7 +91,8 @@ struct ert_session {
 
 ert_session_options ert_session_options_default(void) {
     ert_session_options o = {.device = "cpu", .max_batch = 256, .mode = ERT_MODE_COMPACT, .dtype = ERT_DTYPE_F32,
-                             .exec = ERT_EXEC_EAGER, .buckets = NULL, .stage_events = 1};
+                             .exec = ERT_EXEC_EAGER, .buckets = NULL, .stage_events = 1,
+                             .compaction = ERT_COMPACTION_AUTO};
     return o;
 }
 
@@ -228,6 +229,8 @@ static ert_status session_new(const ert_model *model, const ert_session_options 
     int index = 0;
     ert_status st = parse_device(o.device, &ops, &index);
     if (st) return st;
+    if (o.compaction == ERT_COMPACTION_AUTO) /* exitrt.h says why */
+        o.compaction = ops->host_memory ? ERT_COMPACTION_FILL : ERT_COMPACTION_GATHER;
 
     ert_session *s = calloc(1, sizeof *s);
     if (!s) return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");

@@ -146,6 +146,12 @@ START_TEST(fill_matches_gather_for_every_policy) {
     ert_session *fe = open_session_with(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL, ERT_COMPACTION_FILL);
     ert_session *fg = open_session_with(ERT_EXEC_GRAPH, ERT_MODE_COMPACT, "3,40", ERT_COMPACTION_FILL);
     ck_assert_int_eq(ert_session_get_options(fg).compaction, ERT_COMPACTION_FILL);
+    /* auto, the default, is fill on the cpu and says so */
+    ert_session *fa = open_session_with(ERT_EXEC_EAGER, ERT_MODE_COMPACT, NULL, ERT_COMPACTION_AUTO);
+    ck_assert_int_eq(ert_session_options_default().compaction, ERT_COMPACTION_AUTO);
+    ck_assert_int_eq(ert_session_get_options(fa).compaction, ERT_COMPACTION_FILL);
+    ck_assert_int_eq(ert_session_get_options(ref).compaction, ERT_COMPACTION_GATHER);
+    ert_session_free(fa);
     int moved = 0;
     for (size_t k = 0; k < sizeof specs / sizeof *specs; ++k)
         for (int b = 0; b < 3; ++b) {
@@ -468,14 +474,14 @@ START_TEST(bad_exec_options_are_refused) {
     ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("exec 7: unknown"));
     /* names and values round-trip */
-    static const char *exec_names[] = {"eager", "graph", "auto"}, *compaction_names[] = {"gather", "fill"};
+    static const char *exec_names[] = {"eager", "graph", "auto"}, *compaction_names[] = {"auto", "gather", "fill"};
     for (int i = 0; i < 3; ++i) {
         ert_exec e = (ert_exec)-1;
         ck_assert_int_eq(ert_exec_parse(exec_names[i], &e), ERT_OK);
         ck_assert_int_eq(e, i);
         ck_assert_str_eq(ert_exec_name(e), exec_names[i]);
     }
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 3; ++i) {
         ert_compaction c = (ert_compaction)-1;
         ck_assert_int_eq(ert_compaction_parse(compaction_names[i], &c), ERT_OK);
         ck_assert_int_eq(c, i);
@@ -486,7 +492,7 @@ START_TEST(bad_exec_options_are_refused) {
     ck_assert(tu_error_has("exec 'fast': expected eager, graph or auto"));
     ert_compaction c;
     ck_assert_int_eq(ert_compaction_parse("sort", &c), ERT_ERR_INVALID_ARGUMENT);
-    ck_assert(tu_error_has("compaction 'sort': expected gather or fill"));
+    ck_assert(tu_error_has("compaction 'sort': expected auto, gather or fill"));
     opt.exec = ERT_EXEC_EAGER;
     opt.compaction = (ert_compaction)5;
     ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);

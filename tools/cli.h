@@ -90,10 +90,10 @@ void cli_note_exec(const ert_session *session);
     "      --buckets LIST " P "  graph mode's row buckets, e.g. 64,256,1024 (default: fine\n"    \
     "                     " P "  steps to 128 rows, then steps of 2^(1/8); the batch size is\n" \
     "                     " P "  added)\n"                                                      \
-    "      --compaction C " P "  compact mode's survivor moves: gather (default): copied in\n"  \
-    "                     " P "  order into a second buffer | fill: in place, the last\n"       \
-    "                     " P "  survivors fill the rows of leaving samples (moves about as\n"  \
-    "                     " P "  many rows as left)\n"
+    "      --compaction C " P "  compact mode's survivor moves: auto (default): fill on the\n"  \
+    "                     " P "  cpu, gather on cuda | gather: copied in order into a second\n"  \
+    "                     " P "  buffer | fill: in place, the last survivors fill the rows of\n" \
+    "                     " P "  leaving samples (moves at most as many rows as left)\n"
 #define CLI_THREADS_HELP(P)                                                                    \
     "      --threads N    " P "  cpu: threads of the ops (default: ERT_CPU_THREADS, else every\n" \
     "                     " P "  CPU this process may run on, halved while the session does\n"  \

@@ -57,7 +57,7 @@ static void bench_usage(FILE *f) {
             "usage: exitrt bench [--device cpu|cuda:N] [--widths 1024,4096] [--batches 64,1024,8192]\n"
             "                    [--depth 12] [--classes 10] [--dtype bf16] [--hazard 0.15] [--seed 1]\n"
             "                    [--reps 50] [--warmup 5] [--exec both] [--buckets LIST]\n"
-            "                    [--compaction gather|fill] [--json FILE] [--tmp DIR]\n"
+            "                    [--compaction auto|gather|fill] [--json FILE] [--tmp DIR]\n"
             "\n"
             "The headline benchmark: a residual MLP (blocks x = x + relu(W x + b), an exit head\n"
             "after each) with seeded weights and inputs; every sample's exit drawn by the policy\n"
@@ -82,8 +82,9 @@ static void bench_usage(FILE *f) {
             "      --warmup N       untimed runs of each variant first (default 5)\n"
             "      --exec E         eager | graph | both (default: both on cuda, eager on cpu)\n"
             "      --buckets LIST   graph mode's row buckets (default: see exitrt eval --help)\n"
-            "      --compaction C   gather (default) | fill: how the compact variants move the\n"
-            "                       survivors (see exitrt eval --help)\n"
+            "      --compaction C   auto (default: fill on cpu, gather on cuda) | gather | fill:\n"
+            "                       how the compact variants move the survivors (see exitrt\n"
+            "                       eval --help)\n"
             CLI_THREADS_HELP("")
             "  -j, --json FILE      also write every figure and the metadata to FILE\n"
             "      --tmp DIR        where the models are synthesised (default $TMPDIR or /tmp)\n"
@@ -258,6 +259,7 @@ typedef struct point {
     double pred_agreement; /* share of samples with the same prediction in masked and compact */
     double graph_agreement; /* ... in compact and compact-graph (both run: must be 1) */
     double survivor_fraction, survivor_expected;
+    ert_compaction compaction; /* the compact sessions' (auto resolved) */
 } point;
 
 static void vstats_alloc(vstats *v, int reps, int S) {
@@ -306,6 +308,7 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
         so.threads = o->threads;
         cli_check_in(ert_session_new(model, &so, &sess[v]), where);
         cli_note_exec(sess[v]);
+        if (modes[v] == ERT_MODE_COMPACT) pt->compaction = ert_session_get_options(sess[v]).compaction;
         snprintf(device_name, device_len, "%s", ert_session_device(sess[v]));
     }
 
@@ -374,10 +377,10 @@ static void run_point(const bench_opts *o, const ert_model *model, const ert_pol
 
 static double tflops(const vstats *v, double ms) { return ms > 0 ? v->flops / (ms * 1e-3) / 1e12 : 0.0; }
 
-static void print_header(const bench_opts *o, const char *device, const char *policy) {
+static void print_header(const bench_opts *o, const char *device, const char *policy, ert_compaction compaction) {
     printf("exitrt bench | %s | %s | %d blocks, exit after each, %d classes | %s | %s compaction | median of %d "
            "runs after %d warm-up\n",
-           device, ert_dtype_name(o->dtype), o->depth, o->classes, policy, ert_compaction_name(o->compaction), o->reps,
+           device, ert_dtype_name(o->dtype), o->depth, o->classes, policy, ert_compaction_name(compaction), o->reps,
            o->warmup);
     printf("%6s %6s %5s %9s %9s %9s %9s %8s %8s %8s %8s %7s %5s %9s %9s %6s %6s %7s\n", "D", "B", "exec", "full ms",
            "masked", "compact", "ideal", "speedup", "of_ideal", "ideal_x", "routing", "sync", "syncs", "TF/s full",
@@ -609,7 +612,6 @@ int cmd_bench(int argc, char **argv) {
     cJSON *dev = cJSON_AddStringToObject(meta, "device", o.device);
 
     cJSON_AddStringToObject(meta, "exec", o.eager && o.graph ? "both" : o.graph ? "graph" : "eager");
-    cJSON_AddStringToObject(meta, "compaction", ert_compaction_name(o.compaction));
     int failed = 0, header = 0, n = 0;
     point *pts = calloc((size_t)(o.num_widths * o.num_batches), sizeof *pts);
     if (!pts) cli_fail("out of memory");
@@ -622,7 +624,8 @@ int cmd_bench(int argc, char **argv) {
             run_point(&o, model, policy, o.batches[bi], &pt, device, sizeof device);
             if (!header) {
                 cJSON_SetValuestring(dev, device);
-                print_header(&o, device, spec);
+                cJSON_AddStringToObject(meta, "compaction", ert_compaction_name(pt.compaction));
+                print_header(&o, device, spec, pt.compaction);
                 header = 1;
             }
             print_row(&o, &pt);

@@ -593,6 +593,7 @@ int cmd_loadtest(int argc, char **argv) {
     cli_note_exec(s0);
     const char *device = ert_session_device(s0);
     so.session.exec = ert_session_get_options(s0).exec;
+    so.session.compaction = ert_session_get_options(s0).compaction;
 
     char arr[160];
     cJSON *root = cJSON_CreateObject();

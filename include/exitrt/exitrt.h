@@ -226,17 +226,21 @@ typedef enum ert_exec {
 ert_status ert_exec_parse(const char *text, ert_exec *out);
 const char *ert_exec_name(ert_exec exec);
 
-/* How compact mode moves the survivors after an exit. Both give the same answers (each
+/* How compact mode moves the survivors after an exit. All give the same answers (each
  * sample's result is written at its own index); they differ in the bytes they move. */
 typedef enum ert_compaction {
-    ERT_COMPACTION_GATHER = 0, /* every survivor is copied, in order, into a second buffer:
-                                  moves the survivors' rows (about all of them when few leave) */
-    ERT_COMPACTION_FILL        /* in place: the survivors at or past the new count move into the
-                                  rows left by leaving samples below it, so at most as many rows
-                                  move as samples left; survivors change order */
+    ERT_COMPACTION_AUTO = 0, /* the default: fill where the backend's memory is host memory
+                                (the cpu: it never moves more rows than gather), gather on
+                                cuda (fill's kernels have not yet run on a GPU); a session's
+                                options hold the choice made */
+    ERT_COMPACTION_GATHER,   /* every survivor is copied, in order, into a second buffer:
+                                moves the survivors' rows (about all of them when few leave) */
+    ERT_COMPACTION_FILL      /* in place: the survivors at or past the new count move into the
+                                rows left by leaving samples below it, so at most as many rows
+                                move as samples left; survivors change order */
 } ert_compaction;
 
-/* Parses "gather", "fill". */
+/* Parses "auto", "gather", "fill". */
 ert_status ert_compaction_parse(const char *text, ert_compaction *out);
 const char *ert_compaction_name(ert_compaction compaction);
 
@@ -261,7 +265,7 @@ typedef struct ert_session_options {
     const char *buckets; /* graph mode's row buckets (ert_buckets_parse); NULL = default */
     int stage_events;    /* 1 (default): events between stages, for the per-stage profile;
                             0: only the batch's begin and end (graph mode: no event nodes) */
-    ert_compaction compaction; /* compact mode's survivor moves; default gather */
+    ert_compaction compaction; /* compact mode's survivor moves; default auto */
     int threads;         /* cpu: threads the ops run on, 1..ERT_MAX_THREADS; 0 (default):
                             ERT_CPU_THREADS if set, else every CPU the process may run on
                             (its affinity mask, fewer under a cgroup CPU quota), halved
