@@ -258,6 +258,7 @@ static ert_status cuda_host_alloc(ert_backend *be, size_t bytes, void **out) {
     ert_status st = ERT_OK;
     void *p = NULL;
     *out = NULL;
+    if ((st = not_capturing(be, "an allocation")) != ERT_OK) return st;
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaMallocHost(&p, bytes ? bytes : 1));
     memset(p, 0, bytes ? bytes : 1);
@@ -455,6 +456,10 @@ static ert_status cuda_event_new(ert_backend *be, ert_event **out) {
     ert_event *ev = (ert_event *)calloc(1, sizeof *ev);
     *out = NULL;
     if (!ev) return ert_error(ERT_ERR_OUT_OF_MEMORY, "%s: out of host memory", be->name);
+    if ((st = not_capturing(be, "an event's creation")) != ERT_OK) {
+        free(ev);
+        return st;
+    }
     ERT_CUDA_TRY(cudaSetDevice(be->device));
     ERT_CUDA_TRY(cudaEventCreate(&ev->ev)); /* with timing: these events are for timing */
     *out = ev;

@@ -497,12 +497,16 @@ static int candidates(const ert_cuda_conv *c, int identity, const cudnnConvoluti
     return n;
 }
 
-/* A backend that captures graphs runs each sized row count up to `big` once here, on
- * zeros: cuDNN's first call at an N builds its plan for that shape (and may load its
- * kernels), which is safest outside a capture, where the graph's SWITCH bodies will call
- * it at the buckets' counts (PyTorch warms up before capturing for the same reason).
- * Counts above `big` (past the probe's memory budget) are first run in their capture. */
-static ert_status warm_up(ert_backend *be, ert_op *op, int top, int big) {
+/* Runs each sized row count up to `big` once, on zeros; *all_ran says whether every one
+ * ran. A backend that captures graphs does this for every convolution: cuDNN's first call
+ * at an N builds its plan for that shape (and may load its kernels), which is safest
+ * outside a capture, where the graph's SWITCH bodies will call it at the buckets' counts
+ * (PyTorch warms up before capturing for the same reason). Counts above `big` (past the
+ * probe's memory budget) are first run in their capture. A fused plan does it on every
+ * backend: cuDNN 9's fused call builds a plan of its own and checks the workspace against
+ * that plan's need, which no legacy query reports (the sizing asks for the plain
+ * convolution's), so the counts the workspace was sized for are run before it is kept. */
+static ert_status warm_up(ert_backend *be, ert_op *op, int top, int big, int *all_ran) {
     ert_status st = ERT_OK;
     const ert_cuda_conv *c = op->conv;
     int rows[2 * 32 + ERT_MAX_BUCKETS];
@@ -513,11 +517,15 @@ static ert_status warm_up(ert_backend *be, ert_op *op, int top, int big) {
     ERT_CUDA_TRY(cudaMalloc(&x, xb));
     ERT_CUDA_TRY(cudaMalloc(&y, yb));
     ERT_CUDA_TRY(cudaMemsetAsync(x, 0, xb, be->stream));
-    /* best effort: a count cuDNN refuses here is refused again, cleanly, where the capture
-     * (or an eager call) runs it, so that `--exec auto` still falls back as before */
+    /* an unfused plan takes this as best effort: a count cuDNN refuses here is refused
+     * again, cleanly, where the capture (or an eager call) runs it, so that `--exec auto`
+     * still falls back as before */
+    *all_ran = 1;
     for (int j = 0; j < nrows && rows[j] <= big; ++j)
         if (conv_exec(be, op, rows[j], x, y) != ERT_OK) {
             (void)cudaGetLastError();
+            (void)ert_error_context(ERT_ERR_UNSUPPORTED, "%d rows: ", rows[j]);
+            *all_ran = 0;
             break;
         }
     ERT_CUDA_TRY(cudaStreamSynchronize(be->stream));
@@ -546,9 +554,12 @@ static ert_status try_plan(ert_backend *be, const ert_op_desc *d, ert_op *op, co
     if ((st = upload_bias(be, d, op)) != ERT_OK) return st;
     if (c->fused) {
         const cudnnActivationMode_t mode = identity ? CUDNN_ACTIVATION_IDENTITY : CUDNN_ACTIVATION_RELU;
-        /* cuDNN's fused call refuses CUDNN_PROPAGATE_NAN (its documented NOT_SUPPORTED
-         * cases); a relu that then drops NaN fails the NaN probe, and the op runs unfused */
-        ERT_CUDA_TRY(cudnnSetActivationDescriptor(c->act_desc, mode, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+        /* NaN stays NaN through relu, as on the CPU. cuDNN 9 passes the option through to
+         * its fused kernels (a review read it in libcudnn_engines_precompiled.so.9: its
+         * launchers take reluNanOpt == CUDNN_PROPAGATE_NAN); older cuDNN documents the
+         * fused call as refusing it. A refusal, or a relu that drops NaN anyway, fails
+         * the probes below, and the op runs unfused. */
+        ERT_CUDA_TRY(cudnnSetActivationDescriptor(c->act_desc, mode, CUDNN_PROPAGATE_NAN, 0.0));
     }
     for (int i = 0; i < ncand; ++i) {
         const candidate k = cand[i];
@@ -689,6 +700,7 @@ ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *d, ert_op *op) 
             for (int b = 0; b < (c->type == CUDNN_DATA_FLOAT ? 1 : 2) && !found; ++b) {
                 c->bias_type = bias_types[b];
                 if ((st = try_plan(be, d, op, perf, nperf, top, big, &found)) != ERT_OK) goto fail;
+                if (found && (st = warm_up(be, op, top, big, &found)) != ERT_OK) goto fail;
                 if (!found) {
                     const size_t at = strlen(why);
                     snprintf(why + at, sizeof why - at, "%s%s bias: %s", at ? "; " : "",
@@ -714,7 +726,8 @@ ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *d, ert_op *op) 
                 goto fail;
             }
         }
-        if (be->num_buckets && (st = warm_up(be, op, top, big)) != ERT_OK) goto fail;
+        int unused;
+        if (!c->fused && be->num_buckets && (st = warm_up(be, op, top, big, &unused)) != ERT_OK) goto fail;
     }
     return ERT_OK;
 fail:

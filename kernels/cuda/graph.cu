@@ -22,7 +22,9 @@
  *
  * Fault injection, for tests of the capture error path on a device:
  * ERT_CUDA_GRAPH_FAIL_AT=N (read at backend create) fails the first body of the Nth SWITCH
- * node of every capture, inside the body's capture, as a refused library call would.
+ * node of every capture, inside the body's capture, as a refused library call would: it
+ * makes a call no capture allows (cudaMalloc), so CUDA's own invalidation path runs, then
+ * fails the op.
  *
  * Limits honoured (CUDA headers; DESIGN.md): one conditional handle per SWITCH node,
  * set by one thread; bodies hold only child graphs of kernels and memsets/copies (no events: the
@@ -155,11 +157,13 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
     ERT_CUDA_TRY(cudaGraphAddNode(&node, graph, deps, edges, num_deps, &p));
 
     /* Each body is captured into a graph of its own, then added to the node's body graph
-     * as a child: a library call that invalidates a capture then invalidates only that
-     * graph, which is destroyed, and the top-level capture ends cleanly (ending a top-level
-     * capture after an invalidated capture INTO a conditional body crashes inside libcuda:
-     * NVIDIA/cuda-python#2918). A body runs at most the op's rows (a bucket above them is
-     * picked for counts between the bucket below and the rows). */
+     * as a child, so no capture ever runs INTO a conditional body (ending a top-level
+     * capture after an invalidated capture into a body crashes inside libcuda:
+     * NVIDIA/cuda-python#2918). An unsafe call in a body (both captures are thread-local
+     * on this thread) may invalidate the top-level capture too: the first failing body
+     * stops the capture, the body's graph is destroyed, and graph_end discards the rest.
+     * A body runs at most the op's rows (a bucket above them is picked for counts between
+     * the bucket below and the rows). */
     for (int b = 0; b < c->num_buckets && st == ERT_OK; ++b) {
         cudaGraph_t body = NULL;
         cudaGraphNode_t child;
@@ -167,10 +171,14 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
         ERT_CUDA_TRY(cudaStreamBeginCapture(be->body_stream, cudaStreamCaptureModeThreadLocal));
         be->stream = be->body_stream;
         const ert_rows br = {c->bucket_rows[b] < rows.n ? c->bucket_rows[b] : rows.n, rows.dev_count};
-        if (b == 0 && be->fail_switch == c->switches + 1)
-            st = ert_error(ERT_ERR_BACKEND, "refused (ERT_CUDA_GRAPH_FAIL_AT=%ld)", be->fail_switch);
-        else
+        void *injected = NULL;
+        if (b == 0 && be->fail_switch == c->switches + 1) {
+            const cudaError_t e = cudaMalloc(&injected, 1); /* refused while capturing */
+            st = ert_error(ERT_ERR_BACKEND, "refused (ERT_CUDA_GRAPH_FAIL_AT=%ld; cudaMalloc in the capture: %s)",
+                           be->fail_switch, cudaGetErrorName(e));
+        } else {
             st = run(be, op, br, x, y);
+        }
         be->stream = top;
         if (st == ERT_OK) {
             st = ERT_CUDA_CHECK(cudaStreamEndCapture(be->body_stream, &body));
@@ -181,6 +189,7 @@ ert_status ert_cuda_capture_switch(ert_backend *be, const ert_op *op, ert_rows r
         if (st == ERT_OK) /* the child is a copy: the body's own graph is destroyed below */
             st = ERT_CUDA_CHECK(cudaGraphAddChildGraphNode(&child, p.conditional.phGraph_out[b], NULL, 0, body));
         if (body) (void)cudaGraphDestroy(body);
+        if (injected) (void)cudaFree(injected); /* an allocation CUDA let through */
         if (st != ERT_OK) st = ert_error_context(st, "body for %d rows: ", br.n);
     }
     if (st != ERT_OK) goto fail;
@@ -273,10 +282,13 @@ ert_status ert_cuda_graph_end(ert_backend *be, ert_graph **out) {
             cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
             const int has_node = ip.errNode_out && cudaGraphNodeGetType(ip.errNode_out, &type) == cudaSuccess;
             const unsigned res = (unsigned)ip.result_out;
-            char node[64] = "";
-            if (has_node) snprintf(node, sizeof node, ", at a node of type %d", (int)type);
+            const char *res_why = res < 6 ? why[res] : "an unknown result";
+            char reason[128] = ""; /* a failure before the instantiation proper has no result or node */
+            if (res && has_node) snprintf(reason, sizeof reason, " (%s, at a node of type %d)", res_why, (int)type);
+            else if (res) snprintf(reason, sizeof reason, " (%s)", res_why);
+            else if (has_node) snprintf(reason, sizeof reason, " (at a node of type %d)", (int)type);
             st = ert_cuda_status(err, "cudaGraphInstantiateWithParams", __FILE__, __LINE__);
-            (void)ert_error_context(st, "instantiating (%s%s): ", res < 6 ? why[res] : "an unknown result", node);
+            (void)ert_error_context(st, "instantiating%s: ", reason);
             goto fail;
         }
     }
