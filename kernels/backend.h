@@ -252,7 +252,8 @@ typedef struct ert_backend_ops {
     /* Graph mode (the CPU backend records the calls and replays them with these semantics,
      * so the runtime's graph path is tested everywhere). Between graph_begin and
      * graph_end, op_run, add, decide, compact and event_record are captured, not run;
-     * upload, download, sync and alloc must not be called. An op given rows.dev_count
+     * upload, download, sync, alloc, host_alloc and event_new are refused (by message;
+     * check_backend_refusals in test/backend_testutil.c). An op given rows.dev_count
      * whose library needs the row count on the host (GEMM, convolution) is captured once
      * per bucket (bucket_rows, increasing, the last >= every count) into a SWITCH node;
      * on the device, the kernel that writes the count (compact) or a selector before the

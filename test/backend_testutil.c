@@ -318,9 +318,26 @@ void check_backend_refusals(const ert_backend_ops *o, ert_backend *be, int max_r
     ck_assert_msg(strstr(ert_last_error(), "the last bucket must be max_rows"), "%s", ert_last_error());
     ck_assert_int_eq(o->graph_begin(be, repeated, 3), ERT_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(ert_last_error(), "buckets must increase"), "%s", ert_last_error());
-    /* nothing is left capturing: a good list starts, and is discarded */
+    /* nothing is left capturing: a good list starts; while it captures, what a graph cannot
+     * hold is refused by message (nothing reaches CUDA to invalidate the capture); then it
+     * is discarded */
     const int good[2] = {4, max_rows};
     RUN_OK(o, o->graph_begin(be, good, 2));
+    void *p = NULL;
+    ert_event *ev = NULL;
+    int32_t host = 0;
+    ck_assert_int_eq(o->alloc(be, 16, &p), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "an allocation while a graph is being"), "%s", ert_last_error());
+    ck_assert_int_eq(o->host_alloc(be, 16, &p), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "an allocation while a graph is being"), "%s", ert_last_error());
+    ck_assert_int_eq(o->event_new(be, &ev), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "an event's creation while a graph is being"), "%s", ert_last_error());
+    ck_assert_int_eq(o->sync(be), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "a sync while a graph is being"), "%s", ert_last_error());
+    ck_assert_int_eq(o->download(be, &host, &host, sizeof host), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "a transfer while a graph is being"), "%s", ert_last_error());
+    ck_assert_ptr_null(p);
+    ck_assert_ptr_null(ev);
     RUN_OK(o, o->graph_end(be, NULL));
 
     int32_t *count = bcount(o, be, 2), got = -1;

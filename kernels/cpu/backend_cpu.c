@@ -387,7 +387,9 @@ static ert_status cpu_compact(ert_backend *be, const ert_compact_args *a) {
 }
 
 static ert_status cpu_event_new(ert_backend *be, ert_event **out) {
-    (void)be;
+    *out = NULL;
+    const ert_status st = not_recording(be, "an event's creation"); /* as on cuda */
+    if (st) return st;
     *out = calloc(1, sizeof **out);
     return *out ? ERT_OK : ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
 }
