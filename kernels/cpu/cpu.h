@@ -134,9 +134,10 @@ int ert_cpu_parse_bytes(const char *text, size_t *out);
  * so that tests can tell that their ops really ran in parallel. */
 int ert_cpu_widest_team(void);
 
-/* The rows an op must process: the host count, clamped by the count in memory. */
+/* The rows an op must process: the host count, clamped to 0..n by the count in memory
+ * (as ert_cuda_rows). */
 static inline int ert_cpu_rows(ert_rows rows) {
-    if (rows.dev_count && *rows.dev_count < rows.n) return *rows.dev_count;
+    if (rows.dev_count && *rows.dev_count < rows.n) return *rows.dev_count > 0 ? *rows.dev_count : 0;
     return rows.n;
 }
 

@@ -5,7 +5,8 @@
  *   -> y (count, width), idx_out (count), state_out (count) in row order;  *count (device).
  *
  * Rows past the device count (rows.dev_count) count as not kept. Rows of the outputs past
- * the survivor count are left untouched.
+ * the survivor count are left untouched (gather: as they were in y; fill: the moved rows'
+ * old copies stay where they were, at or past the count).
  *
  * gather (y != x): the survivors are copied in row order. Two paths with identical results:
  *
