@@ -250,8 +250,10 @@ const char *ert_compaction_name(ert_compaction compaction);
  * of rows computed beyond the survivors above 128 rows. Eighth-octave steps fit up to
  * max_batch 8192; above, the steps double (2^(1/4), 2^(1/2), ...) until the list fits.
  * Every power of two below max_batch is in it, so graph and eager GEMMs pick the same
- * algorithm for a count. Otherwise `text` is a comma-separated increasing list of
- * positive counts; max_batch is appended when missing and larger values are refused.
+ * algorithm for a count (the CUDA backend picks one per power-of-two range of rows):
+ * graph == eager bit for bit is promised for such lists only. Otherwise `text` is a
+ * comma-separated increasing list of positive counts; max_batch is appended when missing
+ * and larger values are refused.
  * Writes at most ERT_MAX_BUCKETS values. */
 #define ERT_MAX_BUCKETS 64
 ert_status ert_buckets_parse(const char *text, int max_batch, int *out, int *count);

@@ -24,9 +24,10 @@
  * may pick split-K and stream-K kernels. Allocated once at create; GEMMs never allocate. */
 #define ERT_CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
 
-/* Row buckets of a linear op: 1, 2, 4, ... below max_rows, then max_rows. 32 covers any
- * int row count. */
-#define ERT_CUDA_MAX_BUCKETS 32
+/* Row ranges of a linear op, one GEMM algorithm each (not graph mode's row buckets,
+ * ERT_MAX_BUCKETS): up to 1, 2, 4, ... below max_rows, then max_rows. 32 covers any int
+ * row count. */
+#define ERT_CUDA_MAX_ALGO_RANGES 32
 
 /* Compaction uses the fused single-kernel path for at most this many rows when
  * ERT_COMPACT_PATH is auto (or unset), and CUB's device scan above it. The fused kernel
@@ -138,9 +139,10 @@ struct ert_op {
     int post_from_f32;        /* 1: it reads the f32 GEMM output and adds the f32 bias;
                                  0: it works in place on y (the epilogue added the bias) */
     int use_scratch;          /* the GEMM writes be->scratch, our kernel writes y */
-    int num_buckets;
-    int bucket_rows[ERT_CUDA_MAX_BUCKETS];
-    cublasLtMatmulAlgo_t algo[ERT_CUDA_MAX_BUCKETS];
+    int num_ranges;           /* the GEMM's algorithm per range of rows: range b holds up to
+                                 range_rows[b] rows (powers of two, then max_rows) */
+    int range_rows[ERT_CUDA_MAX_ALGO_RANGES];
+    cublasLtMatmulAlgo_t algo[ERT_CUDA_MAX_ALGO_RANGES];
 
     /* CONV2D, MAXPOOL, AVGPOOL: the window over one [C, H, W] sample. */
     ert_conv_geom geom;

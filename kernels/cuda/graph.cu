@@ -216,11 +216,11 @@ void ert_cuda_graph_free(ert_backend *be, ert_graph *g) {
  * conditional nodes' parameters: what the node counts per stage are, for reading the
  * launch cost of a graph. A debugging aid: a file that cannot be written is no error. */
 static void dot_print(cudaGraph_t graph) {
-    static int seq;
+    static int seq; /* shared by sessions captured on several threads: added atomically */
     const char *prefix = getenv("ERT_CUDA_GRAPH_DOT");
     if (!prefix || !*prefix) return;
     char path[4096];
-    snprintf(path, sizeof path, "%s.%d", prefix, ++seq);
+    snprintf(path, sizeof path, "%s.%d", prefix, __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
     if (cudaGraphDebugDotPrint(graph, path, cudaGraphDebugDotFlagsConditionalNodeParams) != cudaSuccess)
         (void)cudaGetLastError();
 }

@@ -112,8 +112,6 @@ static cudaDataType_t cuda_type_of(ert_dtype dtype) {
     }
 }
 
-/* The f32 GEMM scratch of unfused epilogues with 16-bit outputs is shared by all ops of
- * the backend (they run in stream order); it only grows, and only at op_new. */
 template <typename T>
 static ert_status set_desc(ert_op *op, cublasLtMatmulDescAttributes_t attr, const T &value) {
     return ERT_CUDA_CHECK(cublasLtMatmulDescSetAttribute(&op->matmul, attr, &value, sizeof value));
@@ -180,6 +178,8 @@ ert_status ert_cuda_linear_new(ert_backend *be, const ert_op_desc *d, ert_op *op
         op->post_from_f32 = 1;
         op->gemm_type = CUDA_R_32F;
         op->use_scratch = out_type != CUDA_R_32F;
+        /* The f32 GEMM output of a 16-bit op is the backend's scratch, shared by all its
+         * ops (they run in stream order); it only grows, and only at op_new. */
         if (op->use_scratch && (st = ert_cuda_reserve_scratch(be, (size_t)op->max_rows * (size_t)op->out * sizeof(float))))
             goto fail;
     } else {
@@ -215,10 +215,10 @@ ert_status ert_cuda_linear_new(ert_backend *be, const ert_op_desc *d, ert_op *op
     if ((st = set_pref(&pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, kRunAlign)) != ERT_OK) goto fail;
     if ((st = set_pref(&pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, kRunAlign)) != ERT_OK) goto fail;
 
-    for (int lo = 0; lo < op->max_rows && op->num_buckets < ERT_CUDA_MAX_BUCKETS;) {
+    for (int lo = 0; lo < op->max_rows && op->num_ranges < ERT_CUDA_MAX_ALGO_RANGES;) {
         const int hi = lo == 0 ? 1 : (lo > op->max_rows / 2 ? op->max_rows : lo * 2);
-        if ((st = pick_algo(be, op, &pref, lo + 1, hi, &op->algo[op->num_buckets])) != ERT_OK) goto fail;
-        op->bucket_rows[op->num_buckets++] = hi;
+        if ((st = pick_algo(be, op, &pref, lo + 1, hi, &op->algo[op->num_ranges])) != ERT_OK) goto fail;
+        op->range_rows[op->num_ranges++] = hi;
         lo = hi;
     }
     return ERT_OK;
@@ -243,7 +243,7 @@ ert_status ert_cuda_linear_run(ert_backend *be, const ert_op *op, ert_rows rows,
         return ert_error(ERT_ERR_INVALID_ARGUMENT, "x (%p) and y (%p) must be %u-byte aligned", x, y, kRunAlign);
     /* graph.cu calls this directly, with its buckets' row counts */
     if (n > op->max_rows) return ert_error(ERT_ERR_INVALID_ARGUMENT, "%d rows, more than the op's %d", n, op->max_rows);
-    while (op->bucket_rows[b] < n) ++b; /* n <= max_rows = the last bucket */
+    while (op->range_rows[b] < n) ++b; /* n <= max_rows = the last range's */
 
     ERT_CUDA_TRY(cublasLtMatrixLayoutInit(&b_layout, op->ab_type, (uint64_t)op->in, (uint64_t)n, op->in));
     ERT_CUDA_TRY(cublasLtMatrixLayoutInit(&d_layout, op->gemm_type, (uint64_t)op->out, (uint64_t)n, op->out));
