@@ -238,6 +238,12 @@ typedef struct ert_backend_ops {
     ert_status (*op_new)(ert_backend *be, const ert_op_desc *desc, ert_op **out);
     void (*op_free)(ert_backend *be, ert_op *op);
     ert_status (*op_run)(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y);
+    /* Optional (NULL: never). Asks the backend to run `next`, the op that reads `op`'s
+     * output, inside `op`: on ERT_OK, op_run(op) reads op's input and writes next's output
+     * with the answers of the two run apart, and next is not run (both are freed as
+     * usual, op first); ERT_ERR_UNSUPPORTED (no message): run them apart. Called at
+     * session creation, before any run or capture. */
+    ert_status (*op_fuse)(ert_backend *be, ert_op *op, const ert_op *next);
     /* y += x over rows x width activations (the residual connection). */
     ert_status (*add)(ert_backend *be, ert_rows rows, int width, const void *x, void *y);
     ert_status (*decide)(ert_backend *be, const ert_decide_args *args);

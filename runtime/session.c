@@ -23,6 +23,7 @@ typedef struct sop {
     ert_op *op; /* NULL for flatten and residual */
     struct sop *sub;
     int num_sub;
+    int fused; /* the op before it runs it (backend op_fuse): skipped */
 } sop;
 
 typedef struct sseq {
@@ -157,11 +158,24 @@ static ert_status prepare_node(ert_session *s, const ert_node *n, int f32_out, s
     return st;
 }
 
+/* A convolution followed by a pool of its output: the backend may run the pool inside
+ * the convolution (op_fuse), which keeps the convolution's output in its cache. */
+static int fusable(const ert_node *a, const ert_node *b) {
+    return a->type == ERT_NODE_CONV2D && (b->type == ERT_NODE_MAXPOOL || b->type == ERT_NODE_AVGPOOL);
+}
+
 static ert_status prepare_seq(ert_session *s, const ert_node *nodes, int count, int f32_last, sop **out) {
     if (!(*out = calloc((size_t)(count ? count : 1), sizeof **out))) return ert_error(ERT_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < count; ++i) {
         ert_status st = prepare_node(s, &nodes[i], f32_last && i == count - 1, &(*out)[i]);
         if (st) return st;
+    }
+    for (int i = 0; s->ops->op_fuse && i + 1 < count; ++i) {
+        if (!fusable(&nodes[i], &nodes[i + 1]) || (*out)[i].fused) continue;
+        const ert_status st = s->ops->op_fuse(s->be, (*out)[i].op, (*out)[i + 1].op);
+        if (st == ERT_OK) (*out)[++i].fused = 1;
+        else if (st != ERT_ERR_UNSUPPORTED) return ert_error_context(st, "fusing '%s' with the pool after it: ",
+                                                                     nodes[i].weight_name ? nodes[i].weight_name : "conv2d");
     }
     return ERT_OK;
 }
@@ -417,7 +431,7 @@ static ert_status run_seq(ert_session *s, const sop *ops, int count, int in, uns
     int cur = in;
     for (int i = 0; i < count && st == ERT_OK; ++i) {
         const ert_node *n = ops[i].node;
-        if (n->type == ERT_NODE_FLATTEN) continue;
+        if (n->type == ERT_NODE_FLATTEN || ops[i].fused) continue;
         if (n->type == ERT_NODE_RESIDUAL) {
             int t;
             if ((st = run_seq(s, ops[i].sub, ops[i].num_sub, cur, busy | (1u << cur), rows, NULL, &t))) break;
@@ -425,7 +439,7 @@ static ert_status run_seq(ert_session *s, const sop *ops, int count, int in, uns
             cur = t;
             continue;
         }
-        if (final_out && i == count - 1) {
+        if (final_out && i == count - 1) { /* a head's linear op (model.c): never fused */
             *out = -1;
             return s->ops->op_run(s->be, ops[i].op, rows, s->pool[cur], final_out);
         }

@@ -568,6 +568,169 @@ START_TEST(pools_are_the_window_loop) {
 }
 END_TEST
 
+/* A convolution on oneDNN may run the pool after it on each sample's output (backend
+ * op_fuse; the session asks for every conv2d -> pool pair): the fused op's output is the
+ * two ops' run apart, bit for bit, for max and average pools of each path (2x2, padded,
+ * a general window, global), on inputs with NaN and inf, on any row count. Pairs it cannot
+ * fuse are refused with ERT_ERR_UNSUPPORTED and no message, and so is every pair under
+ * ERT_CPU_FUSE=0 (a bad value fails the backend's creation by message). */
+START_TEST(conv_and_pool_fused_give_the_ops_bits) {
+    enum { C = 3, H = 12, K = 8, N = 37 };
+    static float x[N * C * H * H], w[K * C * 9], b[K], apart[N * K * H * H], fused[N * K * H * H],
+        mid[N * K * H * H];
+    unsigned seed = 7u;
+    for (int i = 0; i < N * C * H * H; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        const int k = (int)(seed >> 24) % 64;
+        x[i] = k == 0 ? NAN : k == 1 ? INFINITY : (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (int i = 0; i < K * C * 9; ++i) w[i] = (float)((i * 37) % 19) / 19.0f - 0.5f;
+    for (int k = 0; k < K; ++k) b[k] = (float)k / 8.0f - 0.4f;
+    const ert_conv_geom cg = {.in_c = C, .in_h = H, .in_w = H, .out_c = K, .out_h = H, .out_w = H, .kh = 3, .kw = 3,
+                              .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    const ert_op_desc cd = {.type = ERT_OP_CONV2D, .name = "conv", .in = C * H * H, .out = K * H * H, .conv = cg,
+                            .act = ERT_ACT_RELU, .weight = w, .bias = b, .max_rows = N};
+    /* kh, kw, sh, sw, ph, pw */
+    static const int cases[][6] = {{2, 2, 2, 2, 0, 0}, {2, 2, 2, 2, 1, 1}, {3, 3, 2, 2, 1, 1}, {H, H, 1, 1, 0, 0}};
+    const int before = ert_cpu_fused_ops();
+    int fused_pairs = 0;
+    for (size_t t = 0; t < 2 * sizeof cases / sizeof cases[0]; ++t) {
+        const int *cs = cases[t / 2], is_max = (int)(t % 2);
+        const int oh = (H + 2 * cs[4] - cs[0]) / cs[2] + 1, ow = (H + 2 * cs[5] - cs[1]) / cs[3] + 1;
+        const ert_conv_geom pg = {.in_c = K, .in_h = H, .in_w = H, .out_c = K, .out_h = oh, .out_w = ow, .kh = cs[0],
+                                  .kw = cs[1], .sh = cs[2], .sw = cs[3], .ph = cs[4], .pw = cs[5], .dh = 1, .dw = 1,
+                                  .groups = 1};
+        const ert_op_desc pd = {.type = is_max ? ERT_OP_MAXPOOL : ERT_OP_AVGPOOL, .name = "pool", .in = K * H * H,
+                                .out = K * oh * ow, .conv = pg, .max_rows = N};
+        ert_op *conv, *pool, *fconv, *fpool;
+        ck_assert_int_eq(ops->op_new(be, &cd, &conv), ERT_OK);
+        ck_assert_int_eq(ops->op_new(be, &pd, &pool), ERT_OK);
+        ck_assert_int_eq(ops->op_new(be, &cd, &fconv), ERT_OK);
+        ck_assert_int_eq(ops->op_new(be, &pd, &fpool), ERT_OK);
+        const ert_status st = ops->op_fuse(be, fconv, fpool);
+        if (strncmp(fconv->gemm, "onednn", 6) != 0) { /* on OpenBLAS (a build or CPU without oneDNN): apart */
+            ck_assert_int_eq(st, ERT_ERR_UNSUPPORTED);
+            printf("conv + pool: not fused, the convolution runs on %s\n", fconv->gemm);
+        } else {
+            ck_assert_int_eq(st, ERT_OK);
+            fused_pairs++;
+            /* a pool fused already, and a pool of another shape: refused */
+            ck_assert_int_eq(ops->op_fuse(be, fconv, pool), ERT_ERR_UNSUPPORTED);
+            ck_assert_int_eq(ops->op_fuse(be, conv, conv), ERT_ERR_UNSUPPORTED);
+            for (const int *n = (const int[]){N, 1, 5, 0}; *n; ++n) {
+                const size_t outs = (size_t)*n * K * oh * ow;
+                for (size_t i = 0; i < outs; ++i) apart[i] = fused[i] = -7.0f;
+                ck_assert_int_eq(ops->op_run(be, conv, (ert_rows){*n, NULL}, x, mid), ERT_OK);
+                ck_assert_int_eq(ops->op_run(be, pool, (ert_rows){*n, NULL}, mid, apart), ERT_OK);
+                ck_assert_int_eq(ops->op_run(be, fconv, (ert_rows){*n, NULL}, x, fused), ERT_OK);
+                ck_assert_msg(memcmp(apart, fused, sizeof(float) * outs) == 0, "%s %dx%d stride %d padding %d, %d samples",
+                              is_max ? "max" : "avg", cs[0], cs[1], cs[2], cs[4], *n);
+            }
+        }
+        ops->op_free(be, fconv);
+        ops->op_free(be, fpool);
+        ops->op_free(be, conv);
+        ops->op_free(be, pool);
+    }
+    ck_assert_int_eq(ert_cpu_fused_ops() - before, fused_pairs);
+    printf("conv + pool fused: %d pairs, the same bits as apart\n", fused_pairs);
+
+    /* ERT_CPU_FUSE=0: every pair runs apart; another value is refused */
+    ert_backend *off = NULL;
+    const ert_backend_config cfg = {.device = 0, .max_rows = N, .dtype = ERT_DTYPE_F32};
+    setenv("ERT_CPU_FUSE", "yes", 1);
+    ck_assert_int_eq(ops->create(&cfg, &off), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(ert_last_error(), "ERT_CPU_FUSE 'yes': expected 0 or 1"), "%s", ert_last_error());
+    setenv("ERT_CPU_FUSE", "0", 1);
+    ck_assert_int_eq(ops->create(&cfg, &off), ERT_OK);
+    unsetenv("ERT_CPU_FUSE");
+    const ert_op_desc pd = {.type = ERT_OP_MAXPOOL, .name = "pool", .in = K * H * H, .out = K * 6 * 6,
+                            .conv = {K, H, H, K, 6, 6, 2, 2, 2, 2, 0, 0, 1, 1, 1}, .max_rows = N};
+    ert_op *conv, *pool;
+    ck_assert_int_eq(ops->op_new(off, &cd, &conv), ERT_OK);
+    ck_assert_int_eq(ops->op_new(off, &pd, &pool), ERT_OK);
+    ck_assert_int_eq(ops->op_fuse(off, conv, pool), ERT_ERR_UNSUPPORTED);
+    ops->op_free(off, conv);
+    ops->op_free(off, pool);
+    ops->destroy(off);
+}
+END_TEST
+
+/* The session asks to fuse every conv2d -> pool pair of a sequence: in a body, and in an
+ * exit head (conv, global average pool, flatten, linear). Its answers are the unfused
+ * session's, bit for bit (ERT_CPU_FUSE=0), in compact and masked mode. */
+START_TEST(a_session_fuses_conv_and_pool_pairs) {
+    static const char *config =
+        "{\"format\":\"exitrt-model\",\"version\":1,\"name\":\"allconv\","
+        "\"input\":{\"shape\":[2,6,6],\"mean\":[0.5,0.5],\"std\":[0.25,0.25]},\"classes\":[\"a\",\"b\",\"c\"],"
+        "\"stages\":[{\"ops\":[{\"op\":\"conv2d\",\"in_channels\":2,\"out_channels\":4,\"kernel\":3,\"padding\":1,"
+        "\"activation\":\"relu\",\"weight\":\"c0\",\"bias\":\"b0\"},{\"op\":\"maxpool\",\"kernel\":2,\"stride\":2}],"
+        "\"exit\":[{\"op\":\"conv2d\",\"in_channels\":4,\"out_channels\":3,\"kernel\":3,\"padding\":1,\"weight\":\"h0\","
+        "\"bias\":\"hb0\"},{\"op\":\"global_avgpool\"},{\"op\":\"flatten\"},"
+        "{\"op\":\"linear\",\"in\":3,\"out\":3,\"weight\":\"l0\"}]},"
+        "{\"ops\":[{\"op\":\"conv2d\",\"in_channels\":4,\"out_channels\":4,\"kernel\":3,\"padding\":1,"
+        "\"activation\":\"relu\",\"weight\":\"c1\"}],"
+        "\"exit\":[{\"op\":\"global_avgpool\"},{\"op\":\"flatten\"},{\"op\":\"linear\",\"in\":4,\"out\":3,\"weight\":\"l1\"}]}]}";
+    static float c0[4 * 2 * 9], b0[4], h0[3 * 4 * 9], hb0[3], c1[4 * 4 * 9], l1[3 * 4], l0[3 * 3];
+    float *all[] = {c0, b0, h0, hb0, c1, l1, l0};
+    const size_t sizes[] = {4 * 2 * 9, 4, 3 * 4 * 9, 3, 4 * 4 * 9, 3 * 4, 3 * 3};
+    for (int t = 0; t < 7; ++t)
+        for (size_t i = 0; i < sizes[t]; ++i) all[t][i] = (float)(((size_t)t * 131 + i * 29) % 23) / 23.0f - 0.45f;
+    const tu_tensor ts[7] = {{"c0", "F32", 4, {4, 2, 3, 3}, c0, sizeof c0, {0, 0}},
+                             {"b0", "F32", 1, {4}, b0, sizeof b0, {0, 0}},
+                             {"h0", "F32", 4, {3, 4, 3, 3}, h0, sizeof h0, {0, 0}},
+                             {"hb0", "F32", 1, {3}, hb0, sizeof hb0, {0, 0}},
+                             {"c1", "F32", 4, {4, 4, 3, 3}, c1, sizeof c1, {0, 0}},
+                             {"l1", "F32", 2, {3, 4}, l1, sizeof l1, {0, 0}},
+                             {"l0", "F32", 2, {3, 3}, l0, sizeof l0, {0, 0}}};
+    const char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    tu_write_text(path, config);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    tu_write_safetensors(path, ts, 7);
+    ert_model *m = NULL;
+    ck_assert_msg(ert_model_load(dir, &m) == ERT_OK, "%s", ert_last_error());
+    enum { N = 29, D = 2 * 6 * 6 };
+    static float x[N * D];
+    for (int i = 0; i < N * D; ++i) x[i] = (float)((i * 7919) % 1000) / 1000.0f;
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("confidence:0.4", &p), ERT_OK);
+    static int32_t pred[2][N], ex[2][N];
+    static float conf[2][N], lg[2][N * 3];
+    for (int mode = 0; mode < 2; ++mode) {
+        for (int f = 0; f < 2; ++f) {
+            ert_session_options o = ert_session_options_default();
+            o.max_batch = N;
+            o.mode = mode ? ERT_MODE_MASKED : ERT_MODE_COMPACT;
+            setenv("ERT_CPU_FUSE", f ? "1" : "0", 1);
+            const int before = ert_cpu_fused_ops();
+            ert_session *s = NULL;
+            ck_assert_msg(ert_session_new(m, &o, &s) == ERT_OK, "%s", ert_last_error());
+            unsetenv("ERT_CPU_FUSE");
+            /* on oneDNN: the body's pair and the head's; on OpenBLAS none */
+            const int fused = ert_cpu_fused_ops() - before;
+            ck_assert_int_eq(fused, f && strstr(ert_session_device(s), "oneDNN") ? 2 : 0);
+            ert_batch b = {.input = x, .n = N};
+            ert_outputs out = {pred[f], ex[f], conf[f], lg[f]};
+            ck_assert_msg(ert_session_run(s, p, &b, &out) == ERT_OK, "%s", ert_last_error());
+            ert_session_free(s);
+            if (f) printf("all-conv model, %s mode: %d pairs fused\n", mode ? "masked" : "compact", fused);
+        }
+        ck_assert(memcmp(pred[0], pred[1], sizeof pred[0]) == 0);
+        ck_assert(memcmp(ex[0], ex[1], sizeof ex[0]) == 0);
+        ck_assert(memcmp(conf[0], conf[1], sizeof conf[0]) == 0);
+        ck_assert(memcmp(lg[0], lg[1], sizeof lg[0]) == 0);
+        int exits[2] = {0, 0};
+        for (int i = 0; i < N; ++i) exits[ex[0][i] > 0]++;
+        ck_assert_msg(mode || (exits[0] > 0 && exits[1] > 0), "compact: %d left at exit 0, %d later: both heads must run",
+                      exits[0], exits[1]);
+    }
+    ert_policy_free(p);
+    ert_model_free(m);
+}
+END_TEST
+
 /* libgomp is not fork-safe: after a process ran an op on several threads, a forked
  * child's first team would wait for threads that did not come along. The child runs its
  * tasks on one thread instead, with the same answers; an op it makes itself (oneDNN's
@@ -1020,6 +1183,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, a_refused_op_gives_its_blocks_back);
     tcase_add_test(tc, a_forked_child_still_runs_ops);
     tcase_add_test(tc, pools_are_the_window_loop);
+    tcase_add_test(tc, conv_and_pool_fused_give_the_ops_bits);
+    tcase_add_test(tc, a_session_fuses_conv_and_pool_pairs);
     tcase_add_test(tc, tiny_cnn_matches_pytorch);
     tcase_add_test(tc, image_shape_errors);
     suite_add_tcase(s, tc);

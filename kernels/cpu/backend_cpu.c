@@ -44,6 +44,7 @@ struct ert_backend {
     long fail_at;   /* ERT_CPU_GRAPH_FAIL_AT, 0 = never */
     size_t limit;   /* most bytes all CPU backends may hold in blocks at once */
     int limit_set;  /* 1: from ERT_CPU_MEMORY_LIMIT */
+    int fuse;       /* 0: ERT_CPU_FUSE=0, every op runs apart (op_fuse refuses) */
 };
 
 /* Bytes of the blocks every CPU backend of the process has handed out and not released. */
@@ -124,6 +125,12 @@ static ert_status cpu_create(const ert_backend_config *cfg, ert_backend **out) {
                          limit);
     }
     if (!be->limit_set) be->limit = usable_memory();
+    const char *fuse = getenv("ERT_CPU_FUSE");
+    if (fuse && *fuse && strcmp(fuse, "0") != 0 && strcmp(fuse, "1") != 0) {
+        free(be);
+        return ert_error(ERT_ERR_INVALID_ARGUMENT, "ERT_CPU_FUSE '%s': expected 0 or 1", fuse);
+    }
+    be->fuse = !(fuse && strcmp(fuse, "0") == 0);
     ert_status st = ert_threads_check(cfg->threads);
     if (!st && cfg->threads) be->threads = cfg->threads;
     else if (!st) st = ert_cpu_threads_default(&be->threads);
@@ -340,7 +347,29 @@ static void cpu_op_free(ert_backend *be, ert_op *op) {
     ert_cpu_release(be, op->weight);
     ert_cpu_release(be, op->bias);
     ert_cpu_release(be, op->pad);
+    ert_cpu_release(be, op->staged);
     free(op);
+}
+
+/* Bytes-saving only: a convolution on oneDNN runs the pool after it on each sample's
+ * output (conv.c), so that output never leaves the cache; the answers are the two ops'
+ * run apart (the same primitive, relu and pool on the same values). Refused (the ops run
+ * apart) under ERT_CPU_FUSE=0, for other pairs, or when the staging does not fit. */
+static _Atomic int fused_ops;
+
+int ert_cpu_fused_ops(void) { return fused_ops; }
+
+static ert_status cpu_op_fuse(ert_backend *be, ert_op *op, const ert_op *next) {
+    if (!be->fuse || !ert_cpu_conv_fusable(op, next)) return ERT_ERR_UNSUPPORTED;
+    void *p = NULL;
+    if (ert_cpu_hold(be, sizeof(float) * (size_t)op->desc.out * (size_t)op->threads, "", &p)) {
+        ert_error_clear(); /* not fused: the ops run apart, as they can */
+        return ERT_ERR_UNSUPPORTED;
+    }
+    op->staged = p;
+    op->then = next;
+    fused_ops++;
+    return ERT_OK;
 }
 
 static ert_status cpu_op_run(ert_backend *be, const ert_op *op, ert_rows rows, const void *x, void *y) {
@@ -491,6 +520,7 @@ static const ert_backend_ops cpu_ops = {
     .op_new = cpu_op_new,
     .op_free = cpu_op_free,
     .op_run = cpu_op_run,
+    .op_fuse = cpu_op_fuse,
     .add = cpu_add,
     .decide = cpu_decide,
     .compact = cpu_compact,

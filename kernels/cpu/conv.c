@@ -110,20 +110,41 @@ static void conv_task(void *ctx, int task, int thread) {
     }
 }
 
+static void pool_sample(const ert_op *op, const float *x, float *y, int thread);
+/* A pool's sample sizes in and out (floats). */
+static size_t pool_in(const ert_op *op) {
+    const ert_conv_geom *g = &op->desc.conv;
+    return (size_t)g->in_c * g->in_h * g->in_w;
+}
+static size_t pool_out(const ert_op *op) {
+    const ert_conv_geom *g = &op->desc.conv;
+    return (size_t)g->out_c * g->out_h * g->out_w;
+}
+
 /* On oneDNN (op->conv): one task per sample, its convolution (bias added; GELU, the
- * other activation, too: onednn.c), then relu in place. */
+ * other activation, too: onednn.c), then relu in place; with a pool to run (op->then),
+ * into the thread's staging sample, which the pool then reads while it is in cache
+ * (fmnist-cnn's first convolution writes 100 KB per sample). */
 static void conv_sample_task(void *ctx, int r, int thread) {
     ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
     const ert_conv_geom *g = &op->desc.conv;
     const size_t out = (size_t)g->out_c * g->out_h * g->out_w;
-    float *y = j->y + (size_t)r * out;
+    float *y = op->then ? op->staged + (size_t)thread * out : j->y + (size_t)r * out;
     if (ert_cpu_conv_run(op->conv, thread, j->x + (size_t)r * g->in_c * g->in_h * g->in_w, y)) {
         j->failed = 1;
         return;
     }
     if (op->desc.act == ERT_ACT_RELU)
         for (size_t i = 0; i < out; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i]; /* NaN stays NaN (ert_activate) */
+    if (op->then) pool_sample(op->then, y, j->y + (size_t)r * pool_out(op->then), thread);
+}
+
+int ert_cpu_conv_fusable(const ert_op *op, const ert_op *pool) {
+    const ert_conv_geom *c = &op->desc.conv, *p = &pool->desc.conv;
+    return op->desc.type == ERT_OP_CONV2D && op->conv && !op->then &&
+           (pool->desc.type == ERT_OP_MAXPOOL || pool->desc.type == ERT_OP_AVGPOOL) && p->in_c == c->out_c &&
+           p->in_h == c->out_h && p->in_w == c->out_w && pool->threads == op->threads;
 }
 
 int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y) {
@@ -170,14 +191,12 @@ void ert_cpu_pool_prepare(const ert_op *op) {
     for (size_t i = 0; i < op->pad_floats * (size_t)op->threads; ++i) op->pad[i] = fill;
 }
 
-/* One task per sample. Each output is its window's taps, row by row and left to right,
+/* One sample. Each output is its window's taps, row by row and left to right,
  * from -inf (max) or 0 (average; divided by the whole window's size: the padding counts,
  * as PyTorch's count_include_pad). A padded plane is copied into the thread's scratch,
  * whose padding holds -inf (max) or 0 (average) since the op was made: a tap there leaves
  * the result's bits as they were, as if it were skipped (a sum from +0 is never -0). */
-static void pool_task(void *ctx, int r, int thread) {
-    const ert_cpu_job *jb = ctx;
-    const ert_op *op = jb->op;
+static void pool_sample(const ert_op *op, const float *x, float *y, int thread) {
     const ert_conv_geom *g = &op->desc.conv;
     const int is_max = op->desc.type == ERT_OP_MAXPOOL;
     const size_t in_plane = (size_t)g->in_h * g->in_w, out_plane = (size_t)g->out_h * g->out_w;
@@ -188,8 +207,8 @@ static void pool_task(void *ctx, int r, int thread) {
     const int whole = g->out_h == 1 && g->out_w == 1 && !op->pad_floats && g->kw == g->in_w;
     float *scratch = op->pad + (size_t)thread * op->pad_floats;
     for (int c = 0; c < g->in_c; ++c) {
-        const float *xp = jb->x + ((size_t)r * g->in_c + c) * in_plane;
-        float *yp = jb->y + ((size_t)r * g->out_c + c) * out_plane;
+        const float *xp = x + (size_t)c * in_plane;
+        float *yp = y + (size_t)c * out_plane;
         if (op->pad_floats) { /* the input, within the extent, at (ph, pw) */
             const int w = g->in_w < ew - g->pw ? g->in_w : ew - g->pw;
             for (int iy = 0; iy < g->in_h && g->ph + iy < eh; ++iy)
@@ -221,6 +240,13 @@ static void pool_task(void *ctx, int r, int thread) {
                 for (int ox = 0; ox < g->out_w; ++ox) yr[ox] /= area;
         }
     }
+}
+
+/* One task per sample. */
+static void pool_task(void *ctx, int r, int thread) {
+    const ert_cpu_job *jb = ctx;
+    const ert_op *op = jb->op;
+    pool_sample(op, jb->x + (size_t)r * pool_in(op), jb->y + (size_t)r * pool_out(op), thread);
 }
 
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {

@@ -92,6 +92,10 @@ struct ert_op {
                       CONV2D on OpenBLAS: the im2col columns of a block of samples,
                       one group, then the GEMM's output (on oneDNN: in conv);
                       a padded pool: the padded plane (ert_cpu_pool_scratch) */
+    const ert_op *then; /* CONV2D on oneDNN: the pool it runs on each sample's output
+                           (backend op_fuse, ert_cpu_conv_fuse), else NULL */
+    float *staged;      /* with `then`: each thread's sample of the convolution's output,
+                           at staged + t * desc.out, a block of the backend's */
 };
 
 /* Runs fn(ctx, task, thread) for every task in [0, tasks) on up to `threads` threads
@@ -133,6 +137,9 @@ int ert_cpu_parse_bytes(const char *text, size_t *out);
 /* The most threads any op of this process has run on (1: every task ran on its caller),
  * so that tests can tell that their ops really ran in parallel. */
 int ert_cpu_widest_team(void);
+/* How many conv2d + pool pairs the CPU backends of this process have fused (op_fuse),
+ * so that tests can tell that a fused path ran. */
+int ert_cpu_fused_ops(void);
 
 /* The rows an op must process: the host count, clamped to 0..n by the count in memory
  * (as ert_cuda_rows). */
@@ -148,6 +155,9 @@ void ert_cpu_normalize(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_add(int threads, int rows, int width, const float *x, float *y);
 int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y);
+/* Whether conv2d `op` can run `pool` on its output sample by sample (op->then): a
+ * convolution on oneDNN (one sample at a time) and a pool of exactly its output. */
+int ert_cpu_conv_fusable(const ert_op *op, const ert_op *pool);
 /* A pool's scratch per thread (floats): its padded plane, or 0 when every window lies in
  * the input; ert_cpu_pool_prepare fills the op's scratch with the padding's value. */
 size_t ert_cpu_pool_scratch(const ert_conv_geom *g);
