@@ -23,6 +23,10 @@
 //   pool:    fmnist-cnn's pools over N samples of C x H x H (cpu only): 2x2 stride 2 max
 //            (kind 0), the same with padding 1 (kind 1), 2x2 stride 2 average (kind 2) and
 //            a global average (kind 3); FLOP/s counts one operation per input value.
+//   conv-pool: fmnist-cnn's three conv2d -> max pool pairs (cpu only; the convolution on
+//            oneDNN) over N samples, apart (fused:0: the convolution's whole output, then
+//            the pool) and fused (fused:1: backend op_fuse, the pool on each sample's
+//            output while it is in cache); FLOP/s counts the convolution's.
 //
 // Keep flags follow the headline benchmark (hazard 0.15: 85% of the rows stay).
 // Timing is manual, between two backend events around the one call (CUDA events on the
@@ -354,6 +358,66 @@ void bench_pool(benchmark::State &state, const Backend *b) {
     bench_op(state, b, nullptr, d, N, (double)N * d.in);
 }
 
+// A conv2d (3x3, padding 1, bias, relu; C x H x H -> K x H x H) on oneDNN, then a 2x2
+// stride-2 max pool (padding 1 where H is odd, as fmnist-cnn's last), apart or fused.
+void bench_conv_pool(benchmark::State &state, const Backend *b) {
+    const int N = (int)state.range(0), C = (int)state.range(1), H = (int)state.range(2), K = (int)state.range(3);
+    const bool fuse = state.range(4) != 0;
+    const int p = H % 2, O = (H + 2 * p - 2) / 2 + 1;
+    std::vector<float> w((size_t)K * C * 9), bias((size_t)K);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(7, i) - 0.5f) / 8.0f;
+    for (int i = 0; i < K; ++i) bias[(size_t)i] = uniform(8, (uint64_t)i) - 0.5f;
+    ert_op_desc cd, pd;
+    memset(&cd, 0, sizeof cd);
+    cd.type = ERT_OP_CONV2D;
+    cd.name = "conv";
+    cd.conv = ert_conv_geom{C, H, H, K, H, H, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    cd.in = C * H * H;
+    cd.out = K * H * H;
+    cd.act = ERT_ACT_RELU;
+    cd.weight = w.data();
+    cd.bias = bias.data();
+    cd.max_rows = N;
+    memset(&pd, 0, sizeof pd);
+    pd.type = ERT_OP_MAXPOOL;
+    pd.name = "pool";
+    pd.conv = ert_conv_geom{K, H, H, K, O, O, 2, 2, 2, 2, p, p, 1, 1, 1};
+    pd.in = K * H * H;
+    pd.out = K * O * O;
+    pd.max_rows = N;
+    setenv("ERT_CPU_GEMM", "onednn", 1);
+    ert_op *conv = nullptr, *pool = nullptr;
+    const bool made = b->ops->op_new(b->be, &cd, &conv) == ERT_OK && b->ops->op_new(b->be, &pd, &pool) == ERT_OK;
+    unsetenv("ERT_CPU_GEMM");
+    Buffer x, mid, y;
+    Events ev(*b);
+    if (!made || (fuse && b->ops->op_fuse(b->be, conv, pool) != ERT_OK) || !x.make(b, sizeof(float) * (size_t)N * cd.in) ||
+        !mid.make(b, sizeof(float) * (size_t)N * cd.out) || !y.make(b, sizeof(float) * (size_t)N * pd.out) || !ev.make()) {
+        if (conv) b->ops->op_free(b->be, conv);
+        if (pool) b->ops->op_free(b->be, pool);
+        fail(state, made ? "fuse or alloc" : "op_new (oneDNN)");
+        return;
+    }
+    for (size_t i = 0; i < (size_t)N * cd.in; ++i) ((float *)x.host)[i] = 2.0f * uniform(6, i) - 1.0f;
+    const ert_rows rows{N, nullptr};
+    auto call = [&] {
+        if (fuse) return b->ops->op_run(b->be, conv, rows, x.dev, y.dev);
+        const ert_status st = b->ops->op_run(b->be, conv, rows, x.dev, mid.dev);
+        return st != ERT_OK ? st : b->ops->op_run(b->be, pool, rows, mid.dev, y.dev);
+    };
+    double s = 0.0;
+    if (x.upload() && timed(state, *b, ev.e0, ev.e1, call, &s))
+        for (auto _ : state) {
+            if (!timed(state, *b, ev.e0, ev.e1, call, &s)) break;
+            state.SetIterationTime(s);
+        }
+    b->ops->op_free(b->be, conv);
+    b->ops->op_free(b->be, pool);
+    state.counters["FLOP/s"] = benchmark::Counter(2.0 * N * (double)K * C * 9 * H * H * (double)state.iterations(),
+                                                  benchmark::Counter::kIsRate);
+    state.SetLabel(b->label);
+}
+
 // ---------------------------------------------------------------- registration
 
 // Makes a backend; a CUDA one with ERT_COMPACT_PATH set to `path` while it is created.
@@ -410,6 +474,17 @@ void register_pool(const std::string &name, const Backend *b) {
     bm->ArgNames({"N", "C", "H", "kind"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+// fmnist-cnn's conv2d -> max pool pairs at batches of 16 and 256, apart then fused.
+void register_conv_pool(const std::string &name, const Backend *b) {
+    auto *bm = benchmark::RegisterBenchmark(("conv-pool/" + name).c_str(),
+                                            [b](benchmark::State &st) { bench_conv_pool(st, b); });
+    const int pairs[][3] = {{1, 28, 32}, {32, 14, 64}, {64, 7, 128}};
+    for (const auto &pr : pairs)
+        for (int N : {16, 256})
+            for (int f : {0, 1}) bm->Args({N, pr[0], pr[1], pr[2], f});
+    bm->ArgNames({"N", "C", "H", "K", "fused"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 void register_decide(const std::string &name, const Backend *b) {
     auto *bm = benchmark::RegisterBenchmark(("decide/" + name).c_str(), bench_decide, b);
     for (int B : kBatches) bm->Arg(B);
@@ -437,6 +512,7 @@ int main(int argc, char **argv) {
         register_compact("cpu", cpu, false);
         register_compact("cpu", cpu, true);
         register_pool("cpu", cpu);
+        register_conv_pool("cpu", cpu);
         for (const char *gemm : {"onednn", "openblas"}) {
             register_linear(std::string("cpu-") + gemm, cpu, gemm, {1, 8, 64, 256, 1024}, {1024});
             register_conv(std::string("cpu-") + gemm, cpu, gemm);
