@@ -171,7 +171,7 @@ static ert_status prepare_seq(ert_session *s, const ert_node *nodes, int count, 
         if (st) return st;
     }
     for (int i = 0; s->ops->op_fuse && i + 1 < count; ++i) {
-        if (!fusable(&nodes[i], &nodes[i + 1]) || (*out)[i].fused) continue;
+        if (!fusable(&nodes[i], &nodes[i + 1])) continue;
         const ert_status st = s->ops->op_fuse(s->be, (*out)[i].op, (*out)[i + 1].op);
         if (st == ERT_OK) (*out)[++i].fused = 1;
         else if (st != ERT_ERR_UNSUPPORTED) return ert_error_context(st, "fusing '%s' with the pool after it: ",

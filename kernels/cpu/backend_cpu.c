@@ -351,9 +351,9 @@ static void cpu_op_free(ert_backend *be, ert_op *op) {
     free(op);
 }
 
-/* Bytes-saving only: a convolution on oneDNN runs the pool after it on each sample's
- * output (conv.c), so that output never leaves the cache; the answers are the two ops'
- * run apart (the same primitive, relu and pool on the same values). Refused (the ops run
+/* A convolution on oneDNN runs the pool after it on each sample's output (conv.c), so
+ * that output never leaves the cache: memory traffic saved, the answers the two ops' run
+ * apart (the same primitive, relu and pool on the same values). Refused (the ops run
  * apart) under ERT_CPU_FUSE=0, for other pairs, or when the staging does not fit. */
 static _Atomic int fused_ops;
 

@@ -93,7 +93,7 @@ struct ert_op {
                       one group, then the GEMM's output (on oneDNN: in conv);
                       a padded pool: the padded plane (ert_cpu_pool_scratch) */
     const ert_op *then; /* CONV2D on oneDNN: the pool it runs on each sample's output
-                           (backend op_fuse, ert_cpu_conv_fuse), else NULL */
+                           (backend op_fuse; ert_cpu_conv_fusable), else NULL */
     float *staged;      /* with `then`: each thread's sample of the convolution's output,
                            at staged + t * desc.out, a block of the backend's */
 };
