@@ -114,6 +114,17 @@ bool timed(benchmark::State &state, const Backend &b, ert_event *e0, ert_event *
     return true;
 }
 
+// The timing loop of an op benchmark: one untimed call, then one timed call per iteration.
+template <typename Call>
+void timed_loop(benchmark::State &state, const Backend &b, ert_event *e0, ert_event *e1, Call call) {
+    double s = 0.0;
+    if (!timed(state, b, e0, e1, call, &s)) return;
+    for (auto _ : state) {
+        if (!timed(state, b, e0, e1, call, &s)) return;
+        state.SetIterationTime(s);
+    }
+}
+
 struct Events {
     const Backend &b;
     ert_event *e0 = nullptr, *e1 = nullptr;
@@ -294,12 +305,8 @@ void bench_op(benchmark::State &state, const Backend *b, const char *gemm, const
         else ((float *)x.host)[i] = v;
     }
     auto call = [&] { return b->ops->op_run(b->be, op, ert_rows{rows, nullptr}, x.dev, y.dev); };
-    double s = 0.0;
-    if (x.upload() && timed(state, *b, ev.e0, ev.e1, call, &s))
-        for (auto _ : state) {
-            if (!timed(state, *b, ev.e0, ev.e1, call, &s)) break;
-            state.SetIterationTime(s);
-        }
+    if (x.upload()) timed_loop(state, *b, ev.e0, ev.e1, call);
+    else fail(state, "upload");
     b->ops->op_free(b->be, op);
     state.counters["FLOP/s"] = benchmark::Counter(flops * (double)state.iterations(), benchmark::Counter::kIsRate);
     state.SetLabel(b->label + (gemm ? std::string(" ") + gemm : std::string()));
@@ -323,24 +330,35 @@ void bench_linear(benchmark::State &state, const Backend *b, const char *gemm) {
     bench_op(state, b, gemm, d, M, 2.0 * M * (double)D * D);
 }
 
-// A 3x3 convolution, padding 1, with bias and relu: N samples of C x H x H -> K x H x H.
-void bench_conv(benchmark::State &state, const Backend *b, const char *gemm) {
-    const int N = (int)state.range(0), C = (int)state.range(1), H = (int)state.range(2), K = (int)state.range(3);
-    std::vector<float> w((size_t)K * C * 9), bias((size_t)K);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(7, i) - 0.5f) / 8.0f;
-    for (int i = 0; i < K; ++i) bias[(size_t)i] = uniform(8, (uint64_t)i) - 0.5f;
+// A 3x3 convolution, padding 1, with bias and relu, for N samples of C x H x H -> K x H x H,
+// with seeded weights (held here; d points at them) and its FLOPs.
+struct Conv3x3 {
+    std::vector<float> w, bias;
     ert_op_desc d;
-    memset(&d, 0, sizeof d);
-    d.type = ERT_OP_CONV2D;
-    d.name = "conv";
-    d.conv = ert_conv_geom{C, H, H, K, H, H, 3, 3, 1, 1, 1, 1, 1, 1, 1};
-    d.in = C * H * H;
-    d.out = K * H * H;
-    d.act = ERT_ACT_RELU;
-    d.weight = w.data();
-    d.bias = bias.data();
-    d.max_rows = N;
-    bench_op(state, b, gemm, d, N, 2.0 * N * (double)K * C * 9 * H * H);
+    double flops;
+    Conv3x3(int N, int C, int H, int K) : w((size_t)K * C * 9), bias((size_t)K) {
+        for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(7, i) - 0.5f) / 8.0f;
+        for (int i = 0; i < K; ++i) bias[(size_t)i] = uniform(8, (uint64_t)i) - 0.5f;
+        memset(&d, 0, sizeof d);
+        d.type = ERT_OP_CONV2D;
+        d.name = "conv";
+        d.conv = ert_conv_geom{C, H, H, K, H, H, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+        d.in = C * H * H;
+        d.out = K * H * H;
+        d.act = ERT_ACT_RELU;
+        d.weight = w.data();
+        d.bias = bias.data();
+        d.max_rows = N;
+        flops = 2.0 * N * (double)K * C * 9 * H * H;
+    }
+    Conv3x3(const Conv3x3 &) = delete;
+    Conv3x3 &operator=(const Conv3x3 &) = delete;
+};
+
+void bench_conv(benchmark::State &state, const Backend *b, const char *gemm) {
+    const int N = (int)state.range(0);
+    const Conv3x3 c(N, (int)state.range(1), (int)state.range(2), (int)state.range(3));
+    bench_op(state, b, gemm, c.d, N, c.flops);
 }
 
 // One of fmnist-cnn's pools (kind: see the top of this file) over N samples of C x H x H.
@@ -364,20 +382,9 @@ void bench_conv_pool(benchmark::State &state, const Backend *b) {
     const int N = (int)state.range(0), C = (int)state.range(1), H = (int)state.range(2), K = (int)state.range(3);
     const bool fuse = state.range(4) != 0;
     const int p = H % 2, O = (H + 2 * p - 2) / 2 + 1;
-    std::vector<float> w((size_t)K * C * 9), bias((size_t)K);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = (uniform(7, i) - 0.5f) / 8.0f;
-    for (int i = 0; i < K; ++i) bias[(size_t)i] = uniform(8, (uint64_t)i) - 0.5f;
-    ert_op_desc cd, pd;
-    memset(&cd, 0, sizeof cd);
-    cd.type = ERT_OP_CONV2D;
-    cd.name = "conv";
-    cd.conv = ert_conv_geom{C, H, H, K, H, H, 3, 3, 1, 1, 1, 1, 1, 1, 1};
-    cd.in = C * H * H;
-    cd.out = K * H * H;
-    cd.act = ERT_ACT_RELU;
-    cd.weight = w.data();
-    cd.bias = bias.data();
-    cd.max_rows = N;
+    const Conv3x3 c(N, C, H, K);
+    const ert_op_desc &cd = c.d;
+    ert_op_desc pd;
     memset(&pd, 0, sizeof pd);
     pd.type = ERT_OP_MAXPOOL;
     pd.name = "pool";
@@ -405,16 +412,11 @@ void bench_conv_pool(benchmark::State &state, const Backend *b) {
         const ert_status st = b->ops->op_run(b->be, conv, rows, x.dev, mid.dev);
         return st != ERT_OK ? st : b->ops->op_run(b->be, pool, rows, mid.dev, y.dev);
     };
-    double s = 0.0;
-    if (x.upload() && timed(state, *b, ev.e0, ev.e1, call, &s))
-        for (auto _ : state) {
-            if (!timed(state, *b, ev.e0, ev.e1, call, &s)) break;
-            state.SetIterationTime(s);
-        }
+    if (x.upload()) timed_loop(state, *b, ev.e0, ev.e1, call);
+    else fail(state, "upload");
     b->ops->op_free(b->be, conv);
     b->ops->op_free(b->be, pool);
-    state.counters["FLOP/s"] = benchmark::Counter(2.0 * N * (double)K * C * 9 * H * H * (double)state.iterations(),
-                                                  benchmark::Counter::kIsRate);
+    state.counters["FLOP/s"] = benchmark::Counter(c.flops * (double)state.iterations(), benchmark::Counter::kIsRate);
     state.SetLabel(b->label);
 }
 
