@@ -6,7 +6,8 @@
 #   D=1024, B=64 point as DOT files (dot.tgz: their node counts) -> compute-sanitizer
 #   (memcheck, racecheck, initcheck, synccheck; eager and graph) -> a sweep of both shipped
 #   models on cuda:0 -> micro-benchmarks -> the grid's large points again with in-place
-#   fill compaction -> load-test peaks (eager, graph) -> a short table last. Logs go to $OUT.
+#   fill compaction -> load-test peaks (eager, graph) -> the shipped models beside PyTorch
+#   (bench/peer_models.py) -> a short table last. Logs go to $OUT.
 # The device machine has CUDA, CMake, Ninja and PyTorch but none of our Debian libraries
 # and no network: they travel as .deb files in .deps/debs (bench/fetch_deps.sh fetches
 # them) and are unpacked into .deps/root here; the Fashion-MNIST test split is in
@@ -29,10 +30,10 @@ status=0
 dev=${ERT_CHECK_DEVICE:-cuda:0}
 rehearse=0; [ "$dev" = cpu ] && rehearse=1
 # Options appended in a rehearsal only (a later option wins): small sizes for the cpu.
-small_bench=(); small_sweep=(); small_load=(); peer_dev=cuda; cuda_build=ON; micro_filter=cuda
+small_bench=(); small_sweep=(); small_load=(); small_peer=(); peer_dev=cuda; cuda_build=ON; micro_filter=cuda
 if [ $rehearse = 1 ]; then
   small_bench=(--widths 64 --batches 16,40 --depth 4 --reps 2 --warmup 1 --exec both)
-  small_sweep=(--limit 512); small_load=(--requests 4000); peer_dev=cpu; cuda_build=OFF; micro_filter=cpu
+  small_sweep=(--limit 512); small_load=(--requests 4000); small_peer=(--limit 512 --rounds 1); peer_dev=cpu; cuda_build=OFF; micro_filter=cpu
   echo "REHEARSAL on the cpu: small sizes, no CUDA; the figures mean nothing" | tee -a "$OUT/steps.log"
 fi
 left() { echo $(( budget - ($(date +%s) - start) )); }
@@ -233,6 +234,16 @@ if fits 100 "load test peaks"; then
       > "$OUT/peak-$ex.txt" 2>&1 || fail "loadtest peaks ($ex)"
     tail -6 "$OUT/peak-$ex.txt"
   done
+fi
+
+if [ $rehearse = 1 ] && ! python3 -c 'import torch' 2> /dev/null; then
+  echo "SKIPPED (rehearsal, no PyTorch here): the shipped models beside PyTorch" | tee -a "$OUT/steps.log"
+elif fits 90 "the shipped models beside PyTorch"; then
+  step "the shipped models beside PyTorch eager (f32, the README's operating points; NOTES.md has the CPU run)"
+  PYTHONUNBUFFERED=1 timeout $(( $(left) - 20 )) python3 bench/peer_models.py --device $dev --exitrt "$build/exitrt" \
+    --rounds 2 --json "$OUT/peer-models.json" "${small_peer[@]}" > "$OUT/peer-models.txt" 2>&1 \
+    || fail "the shipped models beside PyTorch"
+  tail -9 "$OUT/peer-models.txt"
 fi
 
 step "summary"
