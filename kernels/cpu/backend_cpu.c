@@ -347,26 +347,19 @@ static void cpu_op_free(ert_backend *be, ert_op *op) {
     ert_cpu_release(be, op->weight);
     ert_cpu_release(be, op->bias);
     ert_cpu_release(be, op->pad);
-    ert_cpu_release(be, op->staged);
     free(op);
 }
 
-/* A convolution on oneDNN runs the pool after it on each sample's output (conv.c), so
- * that output never leaves the cache: memory traffic saved, the answers the two ops' run
- * apart (the same primitive, relu and pool on the same values). Refused (the ops run
- * apart) under ERT_CPU_FUSE=0, for other pairs, or when the staging does not fit. */
+/* A convolution on oneDNN runs the pool after it on each sample's output (conv.c), read
+ * in the primitive's own layout: that output never leaves the cache nor is reordered,
+ * and the answers are the two ops' run apart (the same primitive, relu and pool steps on
+ * the same values). Refused (the ops run apart) under ERT_CPU_FUSE=0 and for other pairs. */
 static _Atomic int fused_ops;
 
 int ert_cpu_fused_ops(void) { return fused_ops; }
 
 static ert_status cpu_op_fuse(ert_backend *be, ert_op *op, const ert_op *next) {
     if (!be->fuse || !ert_cpu_conv_fusable(op, next)) return ERT_ERR_UNSUPPORTED;
-    void *p = NULL;
-    if (ert_cpu_hold(be, sizeof(float) * (size_t)op->desc.out * (size_t)op->threads, "", &p)) {
-        ert_error_clear(); /* not fused: the ops run apart, as they can */
-        return ERT_ERR_UNSUPPORTED;
-    }
-    op->staged = p;
     op->then = next;
     fused_ops++;
     return ERT_OK;

@@ -123,26 +123,34 @@ static size_t pool_out(const ert_op *op) {
 
 /* On oneDNN (op->conv): one task per sample, its convolution (bias added; GELU, the
  * other activation, too: onednn.c), then relu in place; with a pool to run (op->then),
- * into the thread's staging sample, which the pool then reads while it is in cache
- * (fmnist-cnn's first convolution writes 100 KB per sample). */
+ * the pool reads the primitive's output in its own layout, in the thread's buffer, while
+ * it is in cache, relu on the way (fmnist-cnn's first convolution writes 100 KB per
+ * sample: a reorder of it back to NCHW cost twice the convolution). */
 static void conv_sample_task(void *ctx, int r, int thread) {
     ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
     const ert_conv_geom *g = &op->desc.conv;
+    const float *x = j->x + (size_t)r * g->in_c * g->in_h * g->in_w;
+    const int relu = op->desc.act == ERT_ACT_RELU;
+    if (op->then) {
+        const float *d = ert_cpu_conv_run_blocked(op->conv, thread, x);
+        if (!d) j->failed = 1;
+        else ert_cpu_pool_blocked(op->then, d, ert_cpu_conv_dst_block(op->conv), relu, j->y + (size_t)r * pool_out(op->then));
+        return;
+    }
     const size_t out = (size_t)g->out_c * g->out_h * g->out_w;
-    float *y = op->then ? op->staged + (size_t)thread * out : j->y + (size_t)r * out;
-    if (ert_cpu_conv_run(op->conv, thread, j->x + (size_t)r * g->in_c * g->in_h * g->in_w, y)) {
+    float *y = j->y + (size_t)r * out;
+    if (ert_cpu_conv_run(op->conv, thread, x, y)) {
         j->failed = 1;
         return;
     }
-    if (op->desc.act == ERT_ACT_RELU)
+    if (relu)
         for (size_t i = 0; i < out; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i]; /* NaN stays NaN (ert_activate) */
-    if (op->then) pool_sample(op->then, y, j->y + (size_t)r * pool_out(op->then), thread);
 }
 
 int ert_cpu_conv_fusable(const ert_op *op, const ert_op *pool) {
     const ert_conv_geom *c = &op->desc.conv, *p = &pool->desc.conv;
-    return op->desc.type == ERT_OP_CONV2D && op->conv && !op->then &&
+    return op->desc.type == ERT_OP_CONV2D && ert_cpu_conv_dst_block(op->conv) > 0 && !op->then &&
            (pool->desc.type == ERT_OP_MAXPOOL || pool->desc.type == ERT_OP_AVGPOOL) && p->in_c == c->out_c &&
            p->in_h == c->out_h && p->in_w == c->out_w && pool->threads == op->threads;
 }
@@ -239,6 +247,41 @@ static void pool_sample(const ert_op *op, const float *x, float *y, int thread) 
             if (!is_max)
                 for (int ox = 0; ox < g->out_w; ++ox) yr[ox] /= area;
         }
+    }
+}
+
+void ert_cpu_pool_blocked(const ert_op *op, const float *x, int block, int relu, float *y) {
+    enum { CHUNK = 64 }; /* channels at once: a vector's worth of lanes, several times */
+    const ert_conv_geom *g = &op->desc.conv;
+    const int is_max = op->desc.type == ERT_OP_MAXPOOL;
+    const size_t in_plane = (size_t)g->in_h * g->in_w, out_plane = (size_t)g->out_h * g->out_w;
+    const float area = (float)(g->kh * g->kw);
+    float acc[CHUNK];
+    for (int c0 = 0, n; c0 < g->in_c; c0 += n) { /* a chunk never spans two blocks */
+        const int b = c0 % block;
+        n = block - b < CHUNK ? block - b : CHUNK;
+        if (n > g->in_c - c0) n = g->in_c - c0;
+        const float *xb = x + (size_t)(c0 / block) * in_plane * (size_t)block + b;
+        for (int oy = 0; oy < g->out_h; ++oy)
+            for (int ox = 0; ox < g->out_w; ++ox) {
+                for (int k = 0; k < n; ++k) acc[k] = is_max ? -INFINITY : 0.0f;
+                /* pool_sample's taps in its order; one in the padding leaves the bits as they are */
+                for (int i = 0; i < g->kh; ++i) {
+                    const int iy = oy * g->sh - g->ph + i;
+                    if (iy < 0 || iy >= g->in_h) continue;
+                    for (int jx = 0; jx < g->kw; ++jx) {
+                        const int ix = ox * g->sw - g->pw + jx;
+                        if (ix < 0 || ix >= g->in_w) continue;
+                        const float *t = xb + ((size_t)iy * g->in_w + ix) * (size_t)block;
+                        for (int k = 0; k < n; ++k) {
+                            const float v = relu && t[k] < 0.0f ? 0.0f : t[k]; /* NaN stays NaN */
+                            acc[k] = is_max ? ert_max_step(acc[k], v) : acc[k] + v;
+                        }
+                    }
+                }
+                float *yo = y + (size_t)c0 * out_plane + (size_t)oy * g->out_w + ox;
+                for (int k = 0; k < n; ++k) yo[(size_t)k * out_plane] = is_max ? acc[k] : acc[k] / area;
+            }
     }
 }
 

@@ -68,6 +68,13 @@ void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c);
 /* One sample x (C, H, W) -> y (K, H', W'), bias added, GELU applied (a GELU op; relu is
  * the caller's), on `thread`'s buffers; 0, or -1 if oneDNN refused to run it. */
 int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y);
+/* The channel block of the primitive's output layout when a pool can read it as it is
+ * (ert_cpu_pool_blocked: NHWC, nChw16c/8c/4c or NCHW), else 0 (also for NULL). */
+int ert_cpu_conv_dst_block(const ert_cpu_conv *c);
+/* As ert_cpu_conv_run, but the result stays in the primitive's layout, in `thread`'s
+ * buffer (valid until its next call), returned; NULL if oneDNN refused to run it or the
+ * layout has no block (ert_cpu_conv_dst_block 0). */
+const float *ert_cpu_conv_run_blocked(const ert_cpu_conv *c, int thread, const float *x);
 
 /* A block of the backend's memory (64-byte aligned, zeroed), counted against its limit;
  * `change` says what to change when the limit refuses it. */
@@ -94,8 +101,6 @@ struct ert_op {
                       a padded pool: the padded plane (ert_cpu_pool_scratch) */
     const ert_op *then; /* CONV2D on oneDNN: the pool it runs on each sample's output
                            (backend op_fuse; ert_cpu_conv_fusable), else NULL */
-    float *staged;      /* with `then`: each thread's sample of the convolution's output,
-                           at staged + t * desc.out, a block of the backend's */
 };
 
 /* Runs fn(ctx, task, thread) for every task in [0, tasks) on up to `threads` threads
@@ -156,8 +161,14 @@ void ert_cpu_add(int threads, int rows, int width, const float *x, float *y);
 int ert_cpu_conv2d(const ert_op *op, int rows, const float *x, float *y);
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y);
 /* Whether conv2d `op` can run `pool` on its output sample by sample (op->then): a
- * convolution on oneDNN (one sample at a time) and a pool of exactly its output. */
+ * convolution on oneDNN (one sample at a time) whose output layout a pool can read
+ * (ert_cpu_conv_dst_block), and a pool of exactly its output. */
 int ert_cpu_conv_fusable(const ert_op *op, const ert_op *pool);
+/* One sample of pool `op`'s input in a channel-blocked layout (block B: channel c of
+ * pixel p at (c / B * H * W + p) * B + c % B; B = C is NHWC, B = 1 NCHW), relu applied to
+ * each value first when `relu`, pooled into y (NCHW): the bits of relu, then the pool op
+ * on the NCHW sample. */
+void ert_cpu_pool_blocked(const ert_op *op, const float *x, int block, int relu, float *y);
 /* A pool's scratch per thread (floats): its padded plane, or 0 when every window lies in
  * the input; ert_cpu_pool_prepare fills the op's scratch with the padding's value. */
 size_t ert_cpu_pool_scratch(const ert_conv_geom *g);

@@ -33,8 +33,10 @@
  * is that primitive's on that sample, whatever the batch, the sample's place in it or the
  * thread. Only a direct one (brgemm or jit kernels: AVX2 has them too); a convolution that
  * oneDNN would run as a GEMM per sample (some grouped ones) or as reference loops keeps
- * OpenBLAS's. The primitive reads and writes its own layouts (nChw16c on AVX-512) in the
- * thread's buffers; oneDNN reorders move a sample in and out. relu is applied by conv.c
+ * OpenBLAS's. The primitive reads and writes its own layouts (NHWC for one sample on
+ * AVX-512, nChw8c on AVX2) in the thread's buffers; oneDNN reorders move a sample in and
+ * out, except where a pool follows: it reads the primitive's output as it is (conv.c,
+ * ert_cpu_pool_blocked), and only its 4x smaller result is NCHW. relu is applied by conv.c
  * (oneDNN's maps NaN to 0; the CPU backend keeps NaN, as PyTorch), GELU by the primitive.
  *
  * ERT_CPU_GEMM=openblas keeps every linear and conv op on OpenBLAS; ERT_CPU_GEMM=onednn
@@ -384,17 +386,21 @@ out:
 typedef struct conv_lane {
     dnnl_stream_t stream;
     dnnl_memory_t x, src, dst, y, pad;
+    const float *out; /* dst's buffer */
 } conv_lane;
 
 struct ert_cpu_conv {
     int threads;
+    int dst_block; /* the output layout's channel block (conv_block), or 0 */
     dnnl_primitive_t conv, to_src, to_y; /* the convolution, then reorders into and out of it */
     dnnl_memory_t weights, bias;         /* packed in the held block; bias NULL without one */
     conv_lane *lanes;
     void *block; /* held: the weights packed, the bias, then each thread's src, dst and scratchpad */
 };
 
-int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
+/* The sample moved into the primitive's layout and convolved (y NULL), or then moved out
+ * into y (NCHW); 1 when every oneDNN call ran. */
+static int conv_exec(const ert_cpu_conv *c, int thread, const float *x, float *y) {
     const conv_lane *l = &c->lanes[thread];
     const int team = omp_one(); /* the reorders run on this thread alone, as the convolution does */
     dnnl_exec_arg_t in[2] = {{DNNL_ARG_FROM, l->x}, {DNNL_ARG_TO, l->src}};
@@ -405,12 +411,39 @@ int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y
                               {DNNL_ARG_BIAS, c->bias}};
     dnnl_exec_arg_t out[2] = {{DNNL_ARG_FROM, l->dst}, {DNNL_ARG_TO, l->y}};
     const int ok = dnnl_memory_set_data_handle(l->x, (void *)x) == dnnl_success &&
-                   dnnl_memory_set_data_handle(l->y, y) == dnnl_success &&
                    dnnl_primitive_execute(c->to_src, l->stream, 2, in) == dnnl_success &&
                    dnnl_primitive_execute(c->conv, l->stream, c->bias ? 5 : 4, run) == dnnl_success &&
-                   dnnl_primitive_execute(c->to_y, l->stream, 2, out) == dnnl_success;
+                   (!y || (dnnl_memory_set_data_handle(l->y, y) == dnnl_success &&
+                           dnnl_primitive_execute(c->to_y, l->stream, 2, out) == dnnl_success));
     omp_restore(team);
-    return ok ? 0 : -1;
+    return ok;
+}
+
+int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
+    return conv_exec(c, thread, x, y) ? 0 : -1;
+}
+
+const float *ert_cpu_conv_run_blocked(const ert_cpu_conv *c, int thread, const float *x) {
+    return c->dst_block && conv_exec(c, thread, x, NULL) ? c->lanes[thread].out : NULL;
+}
+
+int ert_cpu_conv_dst_block(const ert_cpu_conv *c) { return c ? c->dst_block : 0; }
+
+/* The channel block B of a sample's layout `d` (dims 1, C, H, W) when it is one the pool
+ * after the convolution can read (conv.c's ert_cpu_pool_blocked): NHWC (B = C), nChw16c,
+ * nChw8c, nChw4c (B = 16, 8, 4; channels padded to a whole block) or NCHW (B = 1); else 0. */
+static int conv_block(const dnnl_memory_desc_t *d, const dnnl_dims_t dims) {
+    static const struct {
+        dnnl_format_tag_t tag;
+        int block;
+    } known[] = {{dnnl_acdb, 0}, {dnnl_aBcd16b, 16}, {dnnl_aBcd8b, 8}, {dnnl_aBcd4b, 4}, {dnnl_abcd, 1}};
+    for (size_t k = 0; k < sizeof known / sizeof known[0]; ++k) {
+        dnnl_memory_desc_t t;
+        if (dnnl_memory_desc_init_by_tag(&t, 4, dims, dnnl_f32, known[k].tag) == dnnl_success &&
+            dnnl_memory_desc_equal(d, &t))
+            return known[k].block ? known[k].block : (int)dims[1];
+    }
+    return 0;
 }
 
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) {
@@ -541,7 +574,9 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
         TRY(dnnl_memory_create(&l->dst, dd, engine, mine + sbytes));
         TRY(dnnl_memory_create(&l->y, &yd, engine, DNNL_MEMORY_NONE));
         TRY(dnnl_memory_create(&l->pad, &pdsc, engine, mine + sbytes + dbytes));
+        l->out = (const float *)(mine + sbytes);
     }
+    c->dst_block = conv_block(dd, ydims);
     /* the weights, packed once */
     TRY(dnnl_memory_create(&plain, &wd, engine, (void *)d->weight));
     TRY(reorder_new(&wd, pw, &pack, &pack_pad));
@@ -590,6 +625,16 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
 int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y) {
     (void)c, (void)thread, (void)x, (void)y;
     return -1;
+}
+
+const float *ert_cpu_conv_run_blocked(const ert_cpu_conv *c, int thread, const float *x) {
+    (void)c, (void)thread, (void)x;
+    return NULL;
+}
+
+int ert_cpu_conv_dst_block(const ert_cpu_conv *c) {
+    (void)c;
+    return 0;
 }
 
 
