@@ -12,12 +12,18 @@ Side by side, in ONE run: for every (model, policy) pair, --rounds rounds, each 
 `exitrt eval --json` on the same split, batch and policy, then one PyTorch pass over the
 split, alternating, so both see the same machine state. Both run on --device (cpu, or
 cuda:N in f32 with TF32 off on both sides). Per batch of the split the PyTorch time is the
-wall clock from the input on the host to the predictions on the host (upload, normalisation,
-every stage and head, the exit decisions and the compaction, download), as exitrt's batch
-latency covers its upload, forward and download. The ceiling beside them: the pair's executed FLOPs (exitrt's
-count) at the device's f32 peak given by --peak-gflops (this VM's two cores: 233 GFLOP/s of
-independent FMAs, bench/results/2026-11-29-cpu-onednn-conv/peak.c); without it, at the f32
-GEMM rate PyTorch reaches here (a large torch.mm), which is a reference, not a bound.
+wall clock from the input on the host to the predictions on the host (upload,
+normalisation, every stage and head, the exit decisions and the compaction, download).
+exitrt's batch latency covers the same from its upload (out of its staging buffer) to its
+download, but not its host-side copies of the batch into that buffer and of the results
+out of it (a 256 x 784 batch: 0.8 MB, tens of microseconds on this VM).
+
+The ceiling beside them: the pair's executed FLOPs (exitrt's executed share times the
+model's linear and conv multiply-adds x 2; exitrt's own count, with biases, norms and
+pools, is under 1% higher) at the device's f32 peak given by --peak-gflops (this VM's two
+cores: 233 GFLOP/s of independent FMAs, bench/results/2026-11-29-cpu-onednn-conv/peak.c);
+without it, at the f32 GEMM rate PyTorch reaches here (a large torch.mm), which is a
+reference, not a bound.
 
   /usr/bin/python3 bench/peer_models.py                       # both shipped models
   /usr/bin/python3 bench/peer_models.py --pair models/fmnist-mlp=confidence:0.9 --rounds 2
@@ -237,7 +243,10 @@ def exitrt_pass(exe, path, spec, batch, calibrated, device, limit):
            "--device", device, "--limit", str(limit), "--json"]
     if not calibrated:
         cmd.append("--no-calibration")
-    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"peer_models: {' '.join(cmd)} failed (exit {run.returncode}):\n{run.stderr.strip()}")
+    r = json.loads(run.stdout)
     lat = r["latency_ms"]
     return {"accuracy": r["accuracy"], "exit_histogram": r["exit_histogram"], "mean": lat["mean"], "p50": lat["p50"],
             "p99": lat["p99"], "flops_fraction": r["flops_fraction"], "device": r["device"]}
@@ -330,7 +339,8 @@ def main():
             theirs.append(torch_pass(model, x, y, kind, arg, args.batch, dev))
             log(f"{os.path.basename(path)} {spec} round {r + 1}: exitrt {ours[-1]['mean']:.2f} ms, torch {theirs[-1]['mean']:.2f} ms")
         med = lambda runs, k: statistics.median(run[k] for run in runs)
-        ceiling = ours[0]["flops_fraction"] * model_flops(model) * args.batch / ((args.peak_gflops or rate) * 1e9) * 1e3
+        per_batch = x.shape[0] / -(-x.shape[0] // args.batch)  # the mean batch: the last one may be short
+        ceiling = ours[0]["flops_fraction"] * model_flops(model) * per_batch / ((args.peak_gflops or rate) * 1e9) * 1e3
         rows.append((os.path.basename(path), spec, ours[0], theirs[0], {k: med(ours, k) for k in ("mean", "p50", "p99")},
                      {k: med(theirs, k) for k in ("mean", "p50", "p99")}, ceiling))
         record["pairs"].append({"model": os.path.basename(path), "policy": spec, "exitrt": ours,

@@ -662,14 +662,14 @@ END_TEST
 
 /* The fused pool reads the convolution's output in oneDNN's layout: NHWC on AVX-512
  * (the case above), nChw8c on AVX2, nChw16c or nChw4c elsewhere. Each layout here, from a
- * sample in NCHW moved by hand (channels padded to a whole block), relu'd on the way,
- * against relu and then the pool op on the NCHW sample: the same bits, a NaN as a NaN;
+ * sample in NCHW moved by hand (channels padded to a whole block), with and without relu
+ * on the way, against (relu and) the pool op on the NCHW sample: the same bits, a NaN as a NaN;
  * 76 channels (blocks of 8 and 16 padded; NHWC wider than the pool's 64-channel chunks),
  * 2x2, padded, 3x3 stride 2 and global windows, max and average, NaN, inf and -0 in the
  * values. */
 START_TEST(pools_read_every_blocked_layout) {
     enum { C = 76, H = 9, W = 7, CP = 80 };
-    static float nchw[C * H * W], relued[C * H * W], blocked[CP * H * W], want[C * H * W], got[C * H * W];
+    static float nchw[C * H * W], relued[C * H * W], blocked[CP * H * W], want[2][C * H * W], got[C * H * W];
     unsigned seed = 11u;
     for (int i = 0; i < C * H * W; ++i) {
         seed = seed * 1103515245u + 12345u;
@@ -690,23 +690,26 @@ START_TEST(pools_read_every_blocked_layout) {
                                          .dh = 1, .dw = 1, .groups = 1}};
         ert_op *pool;
         ck_assert_int_eq(ops->op_new(be, &pd, &pool), ERT_OK);
-        ck_assert_int_eq(ops->op_run(be, pool, (ert_rows){1, NULL}, relued, want), ERT_OK);
-        for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; ++bi) {
-            const int B = blocks[bi];
+        ck_assert_int_eq(ops->op_run(be, pool, (ert_rows){1, NULL}, nchw, want[0]), ERT_OK);
+        ck_assert_int_eq(ops->op_run(be, pool, (ert_rows){1, NULL}, relued, want[1]), ERT_OK);
+        for (size_t bi = 0; bi < 2 * sizeof blocks / sizeof blocks[0]; ++bi) {
+            const int relu = (int)(bi % 2);
+            const float *w = want[relu];
+            const int B = blocks[bi / 2];
             for (int i = 0; i < CP * H * W; ++i) blocked[i] = 12345.0f; /* the padded channels: never read */
             for (int c = 0; c < C; ++c)
                 for (int p = 0; p < H * W; ++p) blocked[((size_t)(c / B) * H * W + p) * B + c % B] = nchw[c * H * W + p];
             for (int i = 0; i < C * oh * ow; ++i) got[i] = -7.0f;
-            ert_cpu_pool_blocked(pool, blocked, B, 1, got);
+            ert_cpu_pool_blocked(pool, blocked, B, relu, got);
             for (int i = 0; i < C * oh * ow; ++i)
-                ck_assert_msg(memcmp(&want[i], &got[i], sizeof(float)) == 0 || (isnan(want[i]) && isnan(got[i])),
-                              "%s %dx%d stride %d padding %d, block %d: output %d is %.9g, not %.9g", is_max ? "max" : "avg",
-                              cs[0], cs[1], cs[2], cs[4], B, i, got[i], want[i]);
+                ck_assert_msg(memcmp(&w[i], &got[i], sizeof(float)) == 0 || (isnan(w[i]) && isnan(got[i])),
+                              "%s %dx%d stride %d padding %d, block %d, relu %d: output %d is %.9g, not %.9g",
+                              is_max ? "max" : "avg", cs[0], cs[1], cs[2], cs[4], B, relu, i, got[i], w[i]);
             checked++;
         }
         ops->op_free(be, pool);
     }
-    ck_assert_int_eq(checked, 40);
+    ck_assert_int_eq(checked, 80);
 }
 END_TEST
 

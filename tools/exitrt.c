@@ -500,6 +500,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    ert_cpu_blas_pool_stop(); /* this process's OpenBLAS is ours: its idle workers would take a core */
     if (argc < 2) {
         usage(stderr);
         return 1;

@@ -299,6 +299,15 @@ ert_session_options ert_session_get_options(const ert_session *session);
  * its default ("" when neither). */
 const char *ert_session_exec_note(const ert_session *session);
 
+/* For a program that owns its process's OpenBLAS (exitrt's CLI calls it first): sets
+ * OpenBLAS to one thread, as the first CPU session does, and stops the worker pool its
+ * pthread build starts when it is loaded. Those workers spin for ~0.1 s before they
+ * sleep, taking a core from the first batches (bench/NOTES.md, "OpenBLAS's idle
+ * workers"). Not while another thread of the process runs a threaded OpenBLAS call:
+ * OpenBLAS's shutdown joins its workers, and such a call can hang it. A later
+ * openblas_set_num_threads or threaded call by the program starts the pool again. */
+void ert_cpu_blas_pool_stop(void);
+
 typedef struct ert_batch {
     const float *input;       /* n x ert_model_input_size, row-major, values in [0,1] scale */
     int n;                    /* 1 <= n <= max_batch */

@@ -39,25 +39,24 @@ static void after_fork_child(void) { forked = team_started; }
 
 int ert_cpu_widest_team(void) { return widest; }
 
-/* OpenBLAS's pthread build starts a pool of workers when it is loaded, and each one spins
- * (sched_yield) for ~2^28 cycles, about 0.1 s, before it sleeps. It never gets work from
- * us (one thread inside our teams), but while it spins it takes a core from our team: an
- * `eval` whose data loaded within that time ran its first timed batch of fmnist-mlp's
- * fixed:0 in 12.9 ms instead of 1.0 (9 runs of 30 on 2 threads; 0 of 30 with
- * OPENBLAS_NUM_THREADS=1, which is read only at load). So the pool is shut down, as
- * OpenBLAS itself does before a fork; a later threaded call by anyone else in the process
- * starts it again. Weak: the serial and OpenMP builds have no such pool (and no symbol). */
-extern int blas_thread_shutdown_(void) __attribute__((weak));
-
 static void setup(void) {
     openblas_set_num_threads(1);
-    if (blas_thread_shutdown_) blas_thread_shutdown_();
     pthread_atfork(NULL, NULL, after_fork_child);
 }
 
 void ert_cpu_blas_setup(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, setup);
+}
+
+/* OpenBLAS's own shutdown, what it calls before a fork; weak: the serial build has none
+ * (the OpenMP build's frees its buffers, and a later call starts them again). After the
+ * one-thread setup: openblas_set_num_threads starts a stopped pool again. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
+void ert_cpu_blas_pool_stop(void) {
+    ert_cpu_blas_setup();
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
 }
 
 int ert_cpu_quota_parse(const char *quota, const char *period) {
