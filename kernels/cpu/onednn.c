@@ -637,7 +637,6 @@ int ert_cpu_conv_dst_block(const ert_cpu_conv *c) {
     return 0;
 }
 
-
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) { (void)be, (void)c; }
 
 static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, ert_cpu_conv **out, char *why,
