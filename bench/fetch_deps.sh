@@ -14,10 +14,12 @@ mkdir -p .deps/debs .deps/fmnist
    libopenblas-dev libgfortran5 libquadmath0 check libsubunit0 libsubunit-dev libbenchmark1debian \
    libbenchmark-dev zlib1g-dev libdnnl2 libdnnl-dev ocl-icd-libopencl1)
 cp /usr/share/datasets/fashion-mnist/t10k-* .deps/fmnist/
-# The device call sends the tracked files plus .deps: at most 64 MiB together.
-tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+# The device call sends the working tree (tracked files, and untracked ones git does not
+# ignore) plus .deps: at most 64 MiB together (du skips a tracked file deleted here).
+tracked=$(git ls-files -z --cached --others --exclude-standard | { du -cb --files0-from=- 2>/dev/null || true; } \
+  | tail -1 | cut -f1)
 deps=$(du -sb .deps | cut -f1)
-echo "to carry: tracked files $((tracked >> 20)) MiB + .deps $((deps >> 20)) MiB (limit 64 MiB)"
+echo "to carry: working tree $((tracked >> 20)) MiB + .deps $((deps >> 20)) MiB (limit 64 MiB)"
 if [ $((tracked + deps)) -gt $((64 << 20)) ]; then
   echo "fetch_deps.sh: the tree and .deps together exceed the device tool's 64 MiB" >&2; exit 1
 fi
