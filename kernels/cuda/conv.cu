@@ -90,7 +90,10 @@ struct ert_cuda_conv {
     int fused;                     /* 1: cudnnConvolutionBiasActivationForward */
     int post;                      /* 1: conv_post_kernel adds the f32 bias, applies op->act */
     int x_to_f32;                  /* f32_out after 16-bit activations: x widened first */
-    int chunk;                     /* most rows per cuDNN call (tensors under 2^31 elements) */
+    int chunk;                     /* most rows per cuDNN call (tensors under 2^31 elements),
+                                      a multiple of step where it can be */
+    int step;                      /* rows whose x and y both span a multiple of kRunAlign
+                                      bytes: a call that ends there starts the next aligned */
     ert_dtype x_dt, y_dt;          /* storage of the op's x and y */
     unsigned char *fits;           /* eager calls, per row count 0..max_rows: 0 not yet asked,
                                       1 the reserved workspace suffices, 2 it does not */
@@ -259,6 +262,13 @@ ert_status ert_cuda_conv_run(ert_backend *be, const ert_op *op, ert_rows rows, c
     for (int done = 0; done < rows.n;) {
         int n = rows.n - done < c->chunk ? rows.n - done : c->chunk;
         ert_status st = be->cap ? ERT_OK : eager_rows(be, op, n, &n); /* a capture checks in conv_exec */
+        /* a call split off before the last starts the next one n rows on */
+        if (st == ERT_OK && done + n < rows.n && n % c->step != 0)
+            return ert_error(ERT_ERR_UNSUPPORTED,
+                             "conv2d: %d rows split into a call of %d (cuDNN's workspace need at %d rows exceeds the "
+                             "%zu bytes reserved, or its tensors 2^31 elements), which would misalign the next "
+                             "(rows of %d and %d elements need multiples of %d)",
+                             rows.n, n, rows.n - done, be->cudnn_workspace_bytes, op->in, op->out, c->step);
         if (st == ERT_OK)
             st = conv_exec(be, op, n, (const char *)x + (size_t)done * xs, (char *)y + (size_t)done * ys);
         if (st != ERT_OK) return st;
@@ -642,9 +652,11 @@ ert_status ert_cuda_conv_new(ert_backend *be, const ert_op_desc *d, ert_op *op) 
               : c->type == CUDNN_DATA_FLOAT ? CUDNN_DEFAULT_MATH /* tf32, or widened 16-bit values */
                                             : CUDNN_TENSOR_OP_MATH;
     {
+        const size_t xs = ert_cuda_elem_size(c->x_dt) * (size_t)op->in, ys = ert_cuda_elem_size(c->y_dt) * (size_t)op->out;
         const int widest = op->in > op->out ? op->in : op->out;
         const int chunk = INT_MAX / widest;
-        c->chunk = chunk < 1 ? 1 : chunk;
+        for (c->step = 1; ((size_t)c->step * xs | (size_t)c->step * ys) % kRunAlign != 0;) c->step *= 2;
+        c->chunk = chunk < c->step ? (chunk < 1 ? 1 : chunk) : chunk - chunk % c->step; /* else refused */
     }
     if ((st = ensure_handle(be)) != ERT_OK) return st;
     if (wide && (st = ert_cuda_reserve_scratch(be, (size_t)op->max_rows * (size_t)op->in * sizeof(float))) != ERT_OK)
