@@ -71,6 +71,16 @@ static void sample_span(int s, int hw, int c0, int c1, int *p0, int *p1) {
     *p1 = c1 - s * hw < hw ? c1 - s * hw : hw;
 }
 
+/* A convolution's or pool's sample sizes in and out (floats), from its geometry. */
+static size_t sample_in(const ert_op *op) {
+    const ert_conv_geom *g = &op->desc.conv;
+    return (size_t)g->in_c * g->in_h * g->in_w;
+}
+static size_t sample_out(const ert_op *op) {
+    const ert_conv_geom *g = &op->desc.conv;
+    return (size_t)g->out_c * g->out_h * g->out_w;
+}
+
 /* x (rows, C, H, W) -> y (rows, K, H', W'); W (K, C/g, kh, kw). One task per block of
  * op->samples samples and range of (at most) ERT_CPU_CONV_RANGE of its ld = op->cols GEMM
  * columns (cpu.h), in the thread's scratch: the block's im2col columns are its samples side by
@@ -83,7 +93,7 @@ static void conv_task(void *ctx, int task, int thread) {
     const ert_conv_geom *g = &op->desc.conv;
     const int kg = g->out_c / g->groups, cg = g->in_c / g->groups;
     const int kdim = cg * g->kh * g->kw, hw = g->out_h * g->out_w, ns = op->samples;
-    const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w, out_size = (size_t)g->out_c * hw;
+    const size_t in_size = sample_in(op), out_size = sample_out(op);
     const size_t ld = (size_t)op->cols;
     float *col = op->pad + (size_t)thread * op->pad_floats, *out = col + (size_t)kdim * ld;
     const int r0 = task / j->parts * ns, m = j->rows - r0 < ns ? j->rows - r0 : ns;
@@ -110,17 +120,6 @@ static void conv_task(void *ctx, int task, int thread) {
     }
 }
 
-static void pool_sample(const ert_op *op, const float *x, float *y, int thread);
-/* A pool's sample sizes in and out (floats). */
-static size_t pool_in(const ert_op *op) {
-    const ert_conv_geom *g = &op->desc.conv;
-    return (size_t)g->in_c * g->in_h * g->in_w;
-}
-static size_t pool_out(const ert_op *op) {
-    const ert_conv_geom *g = &op->desc.conv;
-    return (size_t)g->out_c * g->out_h * g->out_w;
-}
-
 /* On oneDNN (op->conv): one task per sample, its convolution (bias added; GELU, the
  * other activation, too: onednn.c), then relu in place; with a pool to run (op->then),
  * the pool reads the primitive's output in its own layout, in the thread's buffer, while
@@ -129,16 +128,15 @@ static size_t pool_out(const ert_op *op) {
 static void conv_sample_task(void *ctx, int r, int thread) {
     ert_cpu_job *j = ctx;
     const ert_op *op = j->op;
-    const ert_conv_geom *g = &op->desc.conv;
-    const float *x = j->x + (size_t)r * g->in_c * g->in_h * g->in_w;
+    const float *x = j->x + (size_t)r * sample_in(op);
     const int relu = op->desc.act == ERT_ACT_RELU;
     if (op->then) {
         const float *d = ert_cpu_conv_run_blocked(op->conv, thread, x);
         if (!d) j->failed = 1;
-        else ert_cpu_pool_blocked(op->then, d, ert_cpu_conv_dst_block(op->conv), relu, j->y + (size_t)r * pool_out(op->then));
+        else ert_cpu_pool_blocked(op->then, d, ert_cpu_conv_dst_block(op->conv), relu, j->y + (size_t)r * sample_out(op->then));
         return;
     }
-    const size_t out = (size_t)g->out_c * g->out_h * g->out_w;
+    const size_t out = sample_out(op);
     float *y = j->y + (size_t)r * out;
     if (ert_cpu_conv_run(op->conv, thread, x, y)) {
         j->failed = 1;
@@ -289,7 +287,7 @@ void ert_cpu_pool_blocked(const ert_op *op, const float *x, int block, int relu,
 static void pool_task(void *ctx, int r, int thread) {
     const ert_cpu_job *jb = ctx;
     const ert_op *op = jb->op;
-    pool_sample(op, jb->x + (size_t)r * pool_in(op), jb->y + (size_t)r * pool_out(op), thread);
+    pool_sample(op, jb->x + (size_t)r * sample_in(op), jb->y + (size_t)r * sample_out(op), thread);
 }
 
 void ert_cpu_pool(const ert_op *op, int rows, const float *x, float *y) {
