@@ -380,19 +380,31 @@ ert_status ert_session_new(const ert_model *model, const ert_session_options *op
     return st;
 }
 
+/* Waits for what the session had queued, keeping the current message: after a failed
+ * run (copies from and into the pinned buffers the next run writes may still be in
+ * flight) and before its buffers are freed. A failing wait says nothing new. */
+static void quiet_sync(ert_session *s) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", ert_last_error());
+    (void)s->ops->sync(s->be);
+    (void)ert_error(ERT_OK, "%s", msg);
+}
+
 void ert_session_free(ert_session *s) {
     if (!s) return;
     if (s->be) {
         const ert_backend_ops *o = s->ops;
         const int S = s->model->num_stages;
+        quiet_sync(s);
+        /* the graphs first: their event nodes name the events */
+        if (s->graph) o->graph_free(s->be, s->graph);
+        if (s->ideal) o->graph_free(s->be, s->ideal);
         if (s->ev) {
             for (int i = 0; i < S * EV_PER_STAGE; ++i)
                 if (s->ev[i]) o->event_free(s->be, s->ev[i]);
         }
         if (s->ev_begin) o->event_free(s->be, s->ev_begin);
         if (s->ev_end) o->event_free(s->be, s->ev_end);
-        if (s->graph) o->graph_free(s->be, s->graph);
-        if (s->ideal) o->graph_free(s->be, s->ideal);
         for (int i = 0; s->body && i < S; ++i) free_sops(s, s->body[i].ops, s->body[i].count);
         for (int i = 0; s->head && i < S; ++i) free_sops(s, s->head[i].ops, s->head[i].count);
         if (s->normalize) o->op_free(s->be, s->normalize);
@@ -687,6 +699,7 @@ static ert_status capture_forward(ert_session *s) {
     return o->graph_end(s->be, &s->graph);
 }
 
+
 ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_batch *b, ert_outputs *out) {
     if (!s) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_run: session is NULL");
     ert_status st = check_batch(s, policy, b, out);
@@ -764,6 +777,7 @@ ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_b
     return ERT_OK;
 fail:
     if (batch_open) ert_nvtx_pop();
+    quiet_sync(s);
     return ert_error_context(st, "run on '%s': ", s->device);
 }
 
@@ -825,6 +839,7 @@ ert_status ert_session_run_rows(ert_session *s, const int *rows) {
     TRY(collect_profile(s));
     return ERT_OK;
 fail:
+    quiet_sync(s);
     return ert_error_context(st, "run_rows on '%s': ", s->device);
 }
 

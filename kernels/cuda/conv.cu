@@ -32,10 +32,12 @@
  * Algorithms: cudnnGetConvolutionForwardAlgorithm_v7's candidates for the largest batch
  * (best first), then IMPLICIT_PRECOMP_GEMM and IMPLICIT_GEMM, each run at op_new on
  * probes of 1 row and of the largest batch (within kProbeMaxBytes): x = 0 and y poisoned
- * with NaN, every output must come back as act(b); and x = NaN on 1 row, every output
- * that sees the input must come back NaN. That checks that cuDNN takes the
- * configuration, that z is not read when alpha2 = 0, that the bias lands per channel and
- * that the fused relu keeps NaN as op_math's does. The first candidate that passes is
+ * with NaN, every output must come back as act(b); and x = NaN on the same counts, every
+ * output that sees the input must come back NaN. That checks that cuDNN takes the
+ * configuration, that z is not read when alpha2 = 0 (the fused call gets z = y, as XLA's
+ * legacy fused convolution passes its output as the side input when its scale is 0), that
+ * the bias lands per channel and that the fused relu keeps NaN as op_math's does, at both
+ * ends of the counts (cuDNN may pick another kernel per N). The first candidate that passes is
  * kept, as PyTorch's AlgoIterator::try_all keeps the first that runs. Its workspace (sized
  * over the powers of two, the largest batch and the graph's row buckets, at most
  * kWorkspaceMax) is the backend's cuDNN workspace, grown at op_new, never in a run.
@@ -546,8 +548,8 @@ fail:
 }
 
 /* Tries the candidates of the current plan (c->fused, c->post) in order; *found = 1 with
- * c->algo and the descriptor's math type set when one passes the probes (on 1 row and on
- * `big` rows; its workspace is sized for `top` rows, the largest call). Returns an error
+ * c->algo and the descriptor's math type set when one passes the probes (zeros and NaN, on
+ * 1 row and on `big` rows; its workspace is sized for `top` rows, the largest call). Returns an error
  * only for failures that are no candidate's (CUDA, memory); when none passes, the last
  * candidate's reason is the current message. */
 static ert_status try_plan(ert_backend *be, const ert_op_desc *d, ert_op *op, const cudnnConvolutionFwdAlgoPerf_t *perf,
@@ -604,6 +606,7 @@ static ert_status try_plan(ert_backend *be, const ert_op_desc *d, ert_op *op, co
         if ((st = probe(be, d, op, 1, 0, &ok)) != ERT_OK) return st;
         if (ok && (st = probe(be, d, op, 1, 1, &ok)) != ERT_OK) return st;
         if (ok && big > 1 && (st = probe(be, d, op, big, 0, &ok)) != ERT_OK) return st;
+        if (ok && big > 1 && (st = probe(be, d, op, big, 1, &ok)) != ERT_OK) return st;
         if (ok) {
             *found = 1;
             return ERT_OK;
