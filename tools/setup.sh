@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 # python3-matplotlib only draws the plots of `exitrt sweep --plot` / `loadtest --plot`.
 packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev check dataset-fashion-mnist
           python3-matplotlib)
-# Optional: libdnnl-dev (oneDNN 2.x) runs the CPU backend's linear and conv ops; without it they run
-# on OpenBLAS (CMake says which). Installed where apt knows it (Debian 12 does).
+# Optional: libdnnl-dev (oneDNN 2.x or 3.x) runs the CPU backend's linear and conv ops; without it
+# they run on OpenBLAS (CMake says which). Installed where apt knows it (Debian 12 and 13, Ubuntu 24.04).
 optional=(libdnnl-dev)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()

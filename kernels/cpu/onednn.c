@@ -40,7 +40,14 @@
  * (oneDNN's maps NaN to 0; the CPU backend keeps NaN, as PyTorch), GELU by the primitive.
  *
  * ERT_CPU_GEMM=openblas keeps every linear and conv op on OpenBLAS; ERT_CPU_GEMM=onednn
- * makes an op that cannot use oneDNN fail to be created (tests). */
+ * makes an op that cannot use oneDNN fail to be created (tests).
+ *
+ * Versions: oneDNN 2 (Debian 12) and 3 (Debian 13, Ubuntu 24.04). The C API differs in two
+ * places, kept in the few functions after the includes: a memory descriptor is a struct in
+ * 2 and a handle to destroy in 3 (here both live in an `mds` set, released together), and
+ * 3 makes an op's primitive descriptor in one call where 2 first fills an op descriptor. */
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +82,90 @@ static void omp_restore(int team) {
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 
+#if DNNL_VERSION_MAJOR >= 3
+typedef const_dnnl_memory_desc_t md_ref; /* a handle */
+#else
+typedef const dnnl_memory_desc_t *md_ref; /* a struct's address */
+#endif
+
+/* The memory descriptors one function makes, released together by mds_free (oneDNN 3
+ * handles; oneDNN 2 structs, nothing to release). A set must not move while its md_refs
+ * are in use (oneDNN 2's point into it). */
+enum { MDS = 32 };
+typedef struct mds {
+    int n;
+    dnnl_memory_desc_t d[MDS];
+} mds;
+
+/* *out: a new descriptor of `dims` in the layout `tag`, kept in set. */
+static dnnl_status_t md_tag(mds *set, md_ref *out, int ndims, const dnnl_dims_t dims, dnnl_data_type_t type,
+                            dnnl_format_tag_t tag) {
+    if (set->n == MDS) return dnnl_out_of_memory;
+    dnnl_memory_desc_t *d = &set->d[set->n];
+#if DNNL_VERSION_MAJOR >= 3
+    const dnnl_status_t s = dnnl_memory_desc_create_with_tag(d, ndims, dims, type, tag);
+    if (s == dnnl_success) *out = *d;
+#else
+    const dnnl_status_t s = dnnl_memory_desc_init_by_tag(d, ndims, dims, type, tag);
+    if (s == dnnl_success) *out = d;
+#endif
+    if (s == dnnl_success) set->n++;
+    return s;
+}
+
+/* *out: a copy of `from` (a primitive descriptor's, which goes with it), kept in set. */
+static dnnl_status_t md_copy(mds *set, md_ref *out, md_ref from) {
+    if (set->n == MDS) return dnnl_out_of_memory;
+    dnnl_memory_desc_t *d = &set->d[set->n];
+#if DNNL_VERSION_MAJOR >= 3
+    const dnnl_status_t s = dnnl_memory_desc_clone(d, from);
+    if (s != dnnl_success) return s;
+    *out = *d;
+#else
+    *d = *from;
+    *out = d;
+#endif
+    set->n++;
+    return dnnl_success;
+}
+
+static void mds_free(mds *set) {
+#if DNNL_VERSION_MAJOR >= 3
+    for (int i = 0; i < set->n; ++i) dnnl_memory_desc_destroy(set->d[i]);
+#endif
+    set->n = 0;
+}
+
+static dnnl_engine_t engine;
+
+/* A matmul's primitive descriptor (bias may be NULL). */
+static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, md_ref src, md_ref weights, md_ref bias, md_ref dst,
+                               const_dnnl_primitive_attr_t attr) {
+#if DNNL_VERSION_MAJOR >= 3
+    return dnnl_matmul_primitive_desc_create(pd, engine, src, weights, bias, dst, attr);
+#else
+    dnnl_matmul_desc_t md;
+    const dnnl_status_t s = dnnl_matmul_desc_init(&md, src, weights, bias, dst);
+    return s == dnnl_success ? dnnl_primitive_desc_create(pd, &md, attr, engine, NULL) : s;
+#endif
+}
+
+/* A direct convolution's primitive descriptor for inference (bias may be NULL; dilates
+ * as oneDNN counts them, 0 = none; the same padding before and after). */
+static dnnl_status_t conv_pd(dnnl_primitive_desc_t *pd, md_ref src, md_ref weights, md_ref bias, md_ref dst,
+                             const dnnl_dims_t strides, const dnnl_dims_t dilates, const dnnl_dims_t pad,
+                             const_dnnl_primitive_attr_t attr) {
+#if DNNL_VERSION_MAJOR >= 3
+    return dnnl_convolution_forward_primitive_desc_create(pd, engine, dnnl_forward_inference, dnnl_convolution_direct,
+                                                          src, weights, bias, dst, strides, dilates, pad, pad, attr);
+#else
+    dnnl_convolution_desc_t cd;
+    const dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(
+        &cd, dnnl_forward_inference, dnnl_convolution_direct, src, weights, bias, dst, strides, dilates, pad, pad);
+    return s == dnnl_success ? dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL) : s;
+#endif
+}
+
 enum { SIZES = 7 }; /* primitives of 64 >> i rows, i < SIZES */
 
 /* One column range's width (ERT_CPU_LINEAR_COLS, or the shorter last one): its
@@ -104,7 +195,6 @@ struct ert_cpu_mm {
                            after another, the bias when biased, then dst */
 };
 
-static dnnl_engine_t engine;
 static dnnl_status_t engine_status;
 static void engine_create(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
 
@@ -178,39 +268,123 @@ void ert_cpu_mm_free(ert_backend *be, ert_cpu_mm *m) {
     free(m);
 }
 
-/* Adds GELU (the exact, erf form) to attr as a post-op. */
-static dnnl_status_t add_gelu(dnnl_primitive_attr_t attr) {
+static dnnl_status_t append_eltwise(dnnl_post_ops_t ops, dnnl_alg_kind_t alg, float alpha, float beta) {
+#if DNNL_VERSION_MAJOR >= 3
+    return dnnl_post_ops_append_eltwise(ops, alg, alpha, beta);
+#else
+    return dnnl_post_ops_append_eltwise(ops, 1.0f, alg, alpha, beta);
+#endif
+}
+
+/* GELU (the exact, erf form) as post-ops in one of two ways, the first that gives GELU's
+ * answers here (gelu_check): gelu_erf alone (oneDNN 2), or after a clip of +inf to
+ * FLT_MAX (oneDNN 3, whose gelu_erf maps +inf to NaN: 3.2 here, and PyTorch and OpenVINO,
+ * which call it, report the same in 2026; its GELU of FLT_MAX is +inf, where 2's is
+ * FLT_MAX). The clip leaves every other value, NaN and -inf included, as it was. */
+enum { GELU_PLAIN, GELU_CLIPPED, GELU_WAYS };
+static int gelu_way = -1; /* gelu_check's answer: a way, or -1 for none */
+
+static dnnl_status_t add_gelu_way(dnnl_primitive_attr_t attr, int way) {
     dnnl_post_ops_t ops;
     dnnl_status_t s = dnnl_post_ops_create(&ops);
     if (s != dnnl_success) return s;
-    s = dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
+    if (way == GELU_CLIPPED) s = append_eltwise(ops, dnnl_eltwise_clip, -INFINITY, FLT_MAX);
+    if (s == dnnl_success) s = append_eltwise(ops, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops); /* a copy */
     dnnl_post_ops_destroy(ops);
     return s;
 }
 
+/* Adds GELU to attr the way gelu_check chose (call gelu_works first). */
+static dnnl_status_t add_gelu(dnnl_primitive_attr_t attr) { return add_gelu_way(attr, gelu_way); }
+
+static char gelu_why[256];
+/* 1 when a GELU matmul made `way` gives +inf, -inf, NaN and finite values GELU's answers:
+ * +inf, NaN (x * Phi(x) at -inf is -inf * 0, as op_math.h has it), NaN and the exact
+ * value within 1e-5; else 0 and why in gelu_why. A 4 x 1 x 16 matmul (brgemm, as the ops'). */
+static int gelu_right(int way) {
+    enum { ROWS = 4, N = 16 };
+    static const float x[ROWS] = {INFINITY, -INFINITY, NAN, 1.0f};
+    static float w[N], y[ROWS * N];
+    for (int n = 0; n < N; ++n) w[n] = 0.25f * (float)(n + 1);
+    snprintf(gelu_why, sizeof gelu_why, "oneDNN: a GELU matmul could not be made or run");
+    const dnnl_dims_t sdims = {ROWS, 1}, wdims = {1, N}, ddims = {ROWS, N};
+    mds set = {0};
+    md_ref sd, wd, dd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    dnnl_stream_t stream = NULL;
+    int ok = md_tag(&set, &sd, 2, sdims, dnnl_f32, dnnl_ab) == dnnl_success &&
+             md_tag(&set, &wd, 2, wdims, dnnl_f32, dnnl_ab) == dnnl_success &&
+             md_tag(&set, &dd, 2, ddims, dnnl_f32, dnnl_ab) == dnnl_success &&
+             dnnl_primitive_attr_create(&attr) == dnnl_success && add_gelu_way(attr, way) == dnnl_success &&
+             matmul_pd(&pd, sd, wd, NULL, dd, attr) == dnnl_success && dnnl_primitive_create(&prim, pd) == dnnl_success &&
+             dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success &&
+             dnnl_memory_create(&mem[0], sd, engine, (void *)x) == dnnl_success &&
+             dnnl_memory_create(&mem[1], wd, engine, w) == dnnl_success &&
+             dnnl_memory_create(&mem[2], dd, engine, y) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
+        ok = dnnl_primitive_execute(prim, stream, 3, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+    }
+    for (int i = 0; ok && i < ROWS * N; ++i) {
+        const int r = i / N;
+        const double z = (double)w[i % N], want = r == 0 ? INFINITY : r == 3 ? 0.5 * z * (1.0 + erf(z / sqrt(2.0))) : NAN;
+        const float got = y[i];
+        ok = isnan(want) ? isnan(got) : isinf(want) ? isinf(got) && got > 0 : fabs(got - want) <= 1e-5 + 1e-4 * fabs(want);
+        if (!ok)
+            snprintf(gelu_why, sizeof gelu_why, "oneDNN %d.%d: its GELU of %g is %g, not %g%s", DNNL_VERSION_MAJOR,
+                     DNNL_VERSION_MINOR, r == 3 ? z : (double)x[r] * z, (double)got, want,
+                     way == GELU_CLIPPED ? " (after a clip to FLT_MAX)" : "");
+    }
+    for (int k = 0; k < 3; ++k) dnnl_memory_destroy(mem[k]);
+    if (stream) dnnl_stream_destroy(stream);
+    if (prim) dnnl_primitive_destroy(prim);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    mds_free(&set);
+    return ok;
+}
+
+static void gelu_check(void) {
+    for (int way = 0; way < GELU_WAYS && gelu_way < 0; ++way)
+        if (gelu_right(way)) gelu_way = way;
+}
+
+/* 1 when oneDNN's GELU post-ops give GELU's answers one way (gelu_check, once per
+ * process), else 0 and why. */
+static int gelu_works(char *why, size_t why_len) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, gelu_check);
+    if (gelu_way >= 0) return 1;
+    snprintf(why, why_len, "%s", gelu_why);
+    return 0;
+}
+
 /* The primitives of one width (fused: with the bias if biased, and GELU as a post-op);
- * their weight layout in *wd (every one must share it) and the largest scratchpad in
- * *pad. 0, or why not (in why). */
-static int make_width(width *w, int in, int fused, int biased, dnnl_memory_desc_t *wd, size_t *pad, char *why,
+ * their weight layout in *wd, kept in `keep` (every one must share it), and the largest
+ * scratchpad in *pad. 0, or why not (in why). */
+static int make_width(width *w, int in, int fused, int biased, mds *keep, md_ref *wd, size_t *pad, char *why,
                       size_t why_len) {
     int ok = 0;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
+    mds set = {0};
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     if (fused) TRY(add_gelu(attr));
     for (int i = 0; i < SIZES; ++i) {
-        dnnl_memory_desc_t sd, dd, any, bd;
+        md_ref sd, dd, any, bd;
         const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, in}, wdims = {in, w->n}, d = {ERT_CPU_GEMM_ROWS >> i, w->n},
                           bdims = {1, w->n};
-        TRY(dnnl_memory_desc_init_by_tag(&sd, 2, s, dnnl_f32, dnnl_ab));
-        TRY(dnnl_memory_desc_init_by_tag(&dd, 2, d, dnnl_f32, dnnl_ab));
-        TRY(dnnl_memory_desc_init_by_tag(&any, 2, wdims, dnnl_f32, dnnl_format_tag_any));
-        TRY(dnnl_memory_desc_init_by_tag(&bd, 2, bdims, dnnl_f32, dnnl_ab));
-        dnnl_matmul_desc_t md;
-        TRY(dnnl_matmul_desc_init(&md, &sd, &any, biased ? &bd : NULL, &dd));
-        TRY(dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL));
+        mds_free(&set);
+        TRY(md_tag(&set, &sd, 2, s, dnnl_f32, dnnl_ab));
+        TRY(md_tag(&set, &dd, 2, d, dnnl_f32, dnnl_ab));
+        TRY(md_tag(&set, &any, 2, wdims, dnnl_f32, dnnl_format_tag_any));
+        TRY(md_tag(&set, &bd, 2, bdims, dnnl_f32, dnnl_ab));
+        TRY(matmul_pd(&pd, sd, any, biased ? bd : NULL, dd, attr));
         const char *impl = "";
         TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
         if (strncmp(impl, "brg", 3) != 0) {
@@ -218,14 +392,14 @@ static int make_width(width *w, int in, int fused, int biased, dnnl_memory_desc_
                      ERT_CPU_GEMM_ROWS >> i, in, w->n, impl);
             goto out;
         }
-        const dnnl_memory_desc_t *q = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        if (i == 0) *wd = *q;
-        else if (!dnnl_memory_desc_equal(wd, q)) {
+        const md_ref q = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (i == 0) TRY(md_copy(keep, wd, q));
+        else if (!dnnl_memory_desc_equal(*wd, q)) {
             snprintf(why, why_len, "oneDNN: matmul %d x %d x %d wants another weight layout than 64 rows",
                      ERT_CPU_GEMM_ROWS >> i, in, w->n);
             goto out;
         }
-        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const md_ref sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         const size_t p = sp ? dnnl_memory_desc_get_size(sp) : 0;
         if (p > *pad) *pad = p;
         TRY(dnnl_primitive_create(&w->prim[i], pd));
@@ -234,6 +408,7 @@ static int make_width(width *w, int in, int fused, int biased, dnnl_memory_desc_
     }
     ok = 1;
 out:
+    mds_free(&set);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return ok;
@@ -277,20 +452,24 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
     if (!m) return ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
     m->in = d->in;
     m->threads = threads;
-    m->fused = d->act == ERT_ACT_GELU; /* oneDNN's GELU keeps NaN, as linear.c does (its relu does not) */
+    /* oneDNN's GELU keeps NaN, as linear.c does (its relu does not); where it fails
+     * gelu_works, linear.c applies GELU after the matmul, as for relu */
+    char gelu_no[256];
+    m->fused = d->act == ERT_ACT_GELU && gelu_works(gelu_no, sizeof gelu_no);
     m->biased = m->fused && d->bias;
     m->parts = (d->out + ERT_CPU_LINEAR_COLS - 1) / ERT_CPU_LINEAR_COLS;
     const int last = d->out - (m->parts - 1) * ERT_CPU_LINEAR_COLS;
     m->w[0].n = m->parts > 1 ? ERT_CPU_LINEAR_COLS : last;
     m->w[1].n = m->parts > 1 && last < ERT_CPU_LINEAR_COLS ? last : 0;
-    dnnl_memory_desc_t wd[2];
+    mds set = {0}; /* wd, then the lanes', the plain weights' and the bias's */
+    md_ref wd[2] = {NULL, NULL};
     size_t pad = 0;
     for (int k = 0; k < 2; ++k)
-        if (m->w[k].n && !make_width(&m->w[k], d->in, m->fused, m->biased, &wd[k], &pad, why, why_len)) goto out;
+        if (m->w[k].n && !make_width(&m->w[k], d->in, m->fused, m->biased, &set, &wd[k], &pad, why, why_len)) goto out;
     /* one block: the packed weights of every range, the bias (fused), then each
      * thread's lane (its destination rows and its scratchpad), 64-byte aligned */
-    const size_t full = (dnnl_memory_desc_get_size(&wd[0]) + 63) & ~(size_t)63;
-    const size_t tail = m->w[1].n ? (dnnl_memory_desc_get_size(&wd[1]) + 63) & ~(size_t)63 : 0;
+    const size_t full = (dnnl_memory_desc_get_size(wd[0]) + 63) & ~(size_t)63;
+    const size_t tail = m->w[1].n ? (dnnl_memory_desc_get_size(wd[1]) + 63) & ~(size_t)63 : 0;
     const size_t weights = full * (size_t)(m->parts - (m->w[1].n ? 1 : 0)) + tail;
     const size_t packed = weights + (m->biased ? ((size_t)d->out * sizeof(float) + 63) & ~(size_t)63 : 0);
     m->lane_floats = ((size_t)ERT_CPU_GEMM_ROWS * ERT_CPU_LINEAR_COLS * sizeof(float) + pad + 63) / 64 * 16;
@@ -307,37 +486,41 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
         goto out;
     }
+    /* every lane's memory objects have the same descriptors */
+    md_ref sd[SIZES], dd[2][SIZES], padd;
+    for (int i = 0; i < SIZES; ++i) {
+        const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, d->in};
+        TRY(md_tag(&set, &sd[i], 2, s, dnnl_f32, dnnl_ab));
+        for (int k = 0; k < 2; ++k) {
+            const dnnl_dims_t dims = {ERT_CPU_GEMM_ROWS >> i, m->w[k].n};
+            if (m->w[k].n) TRY(md_tag(&set, &dd[k][i], 2, dims, dnnl_f32, dnnl_ab));
+        }
+    }
+    const dnnl_dims_t pdims = {(dnnl_dim_t)(pad ? pad : 1)};
+    TRY(md_tag(&set, &padd, 1, pdims, dnnl_u8, dnnl_a));
     for (int t = 0; t < threads; ++t) {
         lane *l = &m->lanes[t];
         float *dst = m->dst + (size_t)t * m->lane_floats;
         TRY(dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags));
         for (int i = 0; i < SIZES; ++i) {
-            dnnl_memory_desc_t sd;
-            const dnnl_dims_t s = {ERT_CPU_GEMM_ROWS >> i, d->in};
-            TRY(dnnl_memory_desc_init_by_tag(&sd, 2, s, dnnl_f32, dnnl_ab));
-            TRY(dnnl_memory_create(&l->src[i], &sd, engine, DNNL_MEMORY_NONE));
-            for (int k = 0; k < 2; ++k) {
-                if (!m->w[k].n) continue;
-                dnnl_memory_desc_t dd;
-                const dnnl_dims_t dims = {ERT_CPU_GEMM_ROWS >> i, m->w[k].n};
-                TRY(dnnl_memory_desc_init_by_tag(&dd, 2, dims, dnnl_f32, dnnl_ab));
-                TRY(dnnl_memory_create(&l->dst[k][i], &dd, engine, dst));
-            }
+            TRY(dnnl_memory_create(&l->src[i], sd[i], engine, DNNL_MEMORY_NONE));
+            for (int k = 0; k < 2; ++k)
+                if (m->w[k].n) TRY(dnnl_memory_create(&l->dst[k][i], dd[k][i], engine, dst));
         }
-        dnnl_memory_desc_t pd;
-        const dnnl_dims_t pdims = {(dnnl_dim_t)(pad ? pad : 1)};
-        TRY(dnnl_memory_desc_init_by_tag(&pd, 1, pdims, dnnl_u8, dnnl_a));
-        TRY(dnnl_memory_create(&l->pad, &pd, engine, dst + (size_t)ERT_CPU_GEMM_ROWS * ERT_CPU_LINEAR_COLS));
+        TRY(dnnl_memory_create(&l->pad, padd, engine, dst + (size_t)ERT_CPU_GEMM_ROWS * ERT_CPU_LINEAR_COLS));
     }
     /* each range's rows of W (out x in, row-major) are its (in x n) weights in layout ba */
+    md_ref plain_d[2] = {NULL, NULL}, bias_d[2] = {NULL, NULL}; /* per width */
+    for (int k = 0; k < 2; ++k) {
+        const dnnl_dims_t dims = {d->in, m->w[k].n}, bdims = {1, m->w[k].n};
+        if (m->w[k].n) TRY(md_tag(&set, &plain_d[k], 2, dims, dnnl_f32, dnnl_ba));
+        if (m->w[k].n && m->biased) TRY(md_tag(&set, &bias_d[k], 2, bdims, dnnl_f32, dnnl_ab));
+    }
     for (int p = 0; p < m->parts; ++p) {
         const int k = width_of(m, p);
-        dnnl_memory_desc_t pd;
-        const dnnl_dims_t dims = {d->in, m->w[k].n};
-        TRY(dnnl_memory_desc_init_by_tag(&pd, 2, dims, dnnl_f32, dnnl_ba));
-        TRY(dnnl_memory_create(&plain, &pd, engine, (void *)(d->weight + (size_t)p * ERT_CPU_LINEAR_COLS * d->in)));
-        TRY(dnnl_memory_create(&m->weights[p], &wd[k], engine, (char *)m->block + (size_t)p * full));
-        TRY(dnnl_reorder_primitive_desc_create(&rpd, &pd, engine, &wd[k], engine, NULL));
+        TRY(dnnl_memory_create(&plain, plain_d[k], engine, (void *)(d->weight + (size_t)p * ERT_CPU_LINEAR_COLS * d->in)));
+        TRY(dnnl_memory_create(&m->weights[p], wd[k], engine, (char *)m->block + (size_t)p * full));
+        TRY(dnnl_reorder_primitive_desc_create(&rpd, plain_d[k], engine, wd[k], engine, NULL));
         TRY(dnnl_primitive_create(&reorder, rpd));
         dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, m->weights[p]}};
         TRY(dnnl_primitive_execute(reorder, m->lanes[0].stream, 2, args));
@@ -348,10 +531,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         if (m->biased) { /* the range's bias, (1 x n) */
             float *b = (float *)((char *)m->block + weights) + (size_t)p * ERT_CPU_LINEAR_COLS;
             memcpy(b, d->bias + (size_t)p * ERT_CPU_LINEAR_COLS, sizeof(float) * (size_t)m->w[k].n);
-            dnnl_memory_desc_t bd;
-            const dnnl_dims_t bdims = {1, m->w[k].n};
-            TRY(dnnl_memory_desc_init_by_tag(&bd, 2, bdims, dnnl_f32, dnnl_ab));
-            TRY(dnnl_memory_create(&m->bias[p], &bd, engine, b));
+            TRY(dnnl_memory_create(&m->bias[p], bias_d[k], engine, b));
         }
     }
     /* the check's rows: the op's own weights as inputs where they fit, so its values have
@@ -366,6 +546,7 @@ static ert_status mm_new(ert_backend *be, const ert_op_desc *d, int threads, ert
         probe[i] = d->weight[(i * 7919u) % nw] + (float)(i % 13) * 0.0625f;
     ok = rows_agree(m, 0, probe, why, why_len) && (m->parts == 1 || rows_agree(m, m->parts - 1, probe, why, why_len));
 out:
+    mds_free(&set);
     free(probe);
     if (reorder) dnnl_primitive_destroy(reorder);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
@@ -432,18 +613,20 @@ int ert_cpu_conv_dst_block(const ert_cpu_conv *c) { return c ? c->dst_block : 0;
 /* The channel block B of a sample's layout `d` (dims 1, C, H, W) when it is one the pool
  * after the convolution can read (conv.c's ert_cpu_pool_blocked): NHWC (B = C), nChw16c,
  * nChw8c, nChw4c (B = 16, 8, 4; channels padded to a whole block) or NCHW (B = 1); else 0. */
-static int conv_block(const dnnl_memory_desc_t *d, const dnnl_dims_t dims) {
+static int conv_block(md_ref d, const dnnl_dims_t dims) {
     static const struct {
         dnnl_format_tag_t tag;
         int block;
     } known[] = {{dnnl_acdb, 0}, {dnnl_aBcd16b, 16}, {dnnl_aBcd8b, 8}, {dnnl_aBcd4b, 4}, {dnnl_abcd, 1}};
-    for (size_t k = 0; k < sizeof known / sizeof known[0]; ++k) {
-        dnnl_memory_desc_t t;
-        if (dnnl_memory_desc_init_by_tag(&t, 4, dims, dnnl_f32, known[k].tag) == dnnl_success &&
-            dnnl_memory_desc_equal(d, &t))
-            return known[k].block ? known[k].block : (int)dims[1];
+    int block = 0;
+    for (size_t k = 0; k < sizeof known / sizeof known[0] && !block; ++k) {
+        mds set = {0};
+        md_ref t;
+        if (md_tag(&set, &t, 4, dims, dnnl_f32, known[k].tag) == dnnl_success && dnnl_memory_desc_equal(d, t))
+            block = known[k].block ? known[k].block : (int)dims[1];
+        mds_free(&set);
     }
-    return 0;
+    return block;
 }
 
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) {
@@ -471,15 +654,14 @@ static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* A reorder primitive from `from` to `to`, with the scratchpad it needs in *pad (user
  * mode: run on several threads at once, one that needs any would share it). */
-static dnnl_status_t reorder_new(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
-                                 size_t *pad) {
+static dnnl_status_t reorder_new(md_ref from, md_ref to, dnnl_primitive_t *out, size_t *pad) {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
     if (s == dnnl_success) {
-        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const md_ref sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         *pad = sp ? dnnl_memory_desc_get_size(sp) : 0;
         s = dnnl_primitive_create(out, pd);
     }
@@ -502,27 +684,26 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t pack = NULL;
     dnnl_memory_t plain = NULL;
+    mds set = {0};
     /* the op's layouts: one sample, NCHW; weights (O, I/g, kh, kw), grouped as (g, O/g, I/g, kh, kw) */
-    dnnl_memory_desc_t xd, yd, wd, bd, any_s, any_d, any_w;
+    md_ref xd, yd, wd, bd, any_s, any_d, any_w, pdsc;
     const dnnl_dims_t xdims = {1, g->in_c, g->in_h, g->in_w}, ydims = {1, g->out_c, g->out_h, g->out_w};
     const dnnl_dims_t w4 = {g->out_c, g->in_c, g->kh, g->kw},
                       w5 = {g->groups, g->out_c / g->groups, g->in_c / g->groups, g->kh, g->kw}, bdims = {g->out_c};
     const dnnl_dims_t strides = {g->sh, g->sw}, dilates = {g->dh - 1, g->dw - 1}, pad = {g->ph, g->pw};
     const int grouped = g->groups > 1;
-    TRY(dnnl_memory_desc_init_by_tag(&xd, 4, xdims, dnnl_f32, dnnl_nchw));
-    TRY(dnnl_memory_desc_init_by_tag(&yd, 4, ydims, dnnl_f32, dnnl_nchw));
-    TRY(dnnl_memory_desc_init_by_tag(&wd, grouped ? 5 : 4, grouped ? w5 : w4, dnnl_f32, grouped ? dnnl_goihw : dnnl_oihw));
-    TRY(dnnl_memory_desc_init_by_tag(&bd, 1, bdims, dnnl_f32, dnnl_x));
-    TRY(dnnl_memory_desc_init_by_tag(&any_s, 4, xdims, dnnl_f32, dnnl_format_tag_any));
-    TRY(dnnl_memory_desc_init_by_tag(&any_d, 4, ydims, dnnl_f32, dnnl_format_tag_any));
-    TRY(dnnl_memory_desc_init_by_tag(&any_w, grouped ? 5 : 4, grouped ? w5 : w4, dnnl_f32, dnnl_format_tag_any));
-    dnnl_convolution_desc_t cd;
-    TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &any_s,
-                                                    &any_w, d->bias ? &bd : NULL, &any_d, strides, dilates, pad, pad));
+    TRY(md_tag(&set, &xd, 4, xdims, dnnl_f32, dnnl_nchw));
+    TRY(md_tag(&set, &yd, 4, ydims, dnnl_f32, dnnl_nchw));
+    TRY(md_tag(&set, &wd, grouped ? 5 : 4, grouped ? w5 : w4, dnnl_f32, grouped ? dnnl_goihw : dnnl_oihw));
+    TRY(md_tag(&set, &bd, 1, bdims, dnnl_f32, dnnl_x));
+    TRY(md_tag(&set, &any_s, 4, xdims, dnnl_f32, dnnl_format_tag_any));
+    TRY(md_tag(&set, &any_d, 4, ydims, dnnl_f32, dnnl_format_tag_any));
+    TRY(md_tag(&set, &any_w, grouped ? 5 : 4, grouped ? w5 : w4, dnnl_f32, dnnl_format_tag_any));
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (d->act == ERT_ACT_GELU) TRY(add_gelu(attr)); /* relu stays conv.c's */
-    TRY(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL));
+    if (d->act == ERT_ACT_GELU && !gelu_works(why, why_len)) goto out; /* conv.c applies relu only */
+    if (d->act == ERT_ACT_GELU) TRY(add_gelu(attr));                    /* relu stays conv.c's */
+    TRY(conv_pd(&pd, any_s, any_w, d->bias ? bd : NULL, any_d, strides, dilates, pad, attr));
     const char *impl = "";
     TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     const char *kind = strncmp(impl, "x64:", 4) == 0 ? impl + 4 : impl;
@@ -531,10 +712,11 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
         snprintf(why, why_len, "oneDNN: convolution runs on '%s', not a direct one", impl);
         goto out;
     }
-    const dnnl_memory_desc_t *sd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    const dnnl_memory_desc_t *dd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    const dnnl_memory_desc_t *pw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    /* the primitive's own layouts: valid while pd is */
+    const md_ref sd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const md_ref dd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    const md_ref pw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const md_ref sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     const size_t wbytes = up64(dnnl_memory_desc_get_size(pw)), bbytes = up64(sizeof(float) * (size_t)g->out_c);
     const size_t sbytes = up64(dnnl_memory_desc_get_size(sd)), dbytes = up64(dnnl_memory_desc_get_size(dd));
     const size_t pbytes = up64(sp ? dnnl_memory_desc_get_size(sp) : 0) + 64, each = sbytes + dbytes + pbytes;
@@ -546,8 +728,8 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     char *block = c->block;
     TRY(dnnl_primitive_create(&c->conv, pd));
     size_t in_pad = 0, out_pad = 0, pack_pad = 0;
-    TRY(reorder_new(&xd, sd, &c->to_src, &in_pad));
-    TRY(reorder_new(dd, &yd, &c->to_y, &out_pad));
+    TRY(reorder_new(xd, sd, &c->to_src, &in_pad));
+    TRY(reorder_new(dd, yd, &c->to_y, &out_pad));
     if (in_pad || out_pad) {
         snprintf(why, why_len, "oneDNN: a reorder to or from the convolution's layout needs a scratchpad");
         goto out;
@@ -555,31 +737,30 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     TRY(dnnl_memory_create(&c->weights, pw, engine, block));
     if (d->bias) {
         memcpy(block + wbytes, d->bias, sizeof(float) * (size_t)g->out_c);
-        TRY(dnnl_memory_create(&c->bias, &bd, engine, block + wbytes));
+        TRY(dnnl_memory_create(&c->bias, bd, engine, block + wbytes));
     }
     c->lanes = calloc((size_t)threads, sizeof *c->lanes);
     if (!c->lanes) {
         st = ert_error(ERT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory preparing '%s'", name);
         goto out;
     }
+    const dnnl_dims_t pdims = {(dnnl_dim_t)pbytes};
+    TRY(md_tag(&set, &pdsc, 1, pdims, dnnl_u8, dnnl_a));
     for (int t = 0; t < threads; ++t) {
         conv_lane *l = &c->lanes[t];
         char *mine = block + wbytes + bbytes + each * (size_t)t;
-        dnnl_memory_desc_t pdsc;
-        const dnnl_dims_t pdims = {(dnnl_dim_t)pbytes};
-        TRY(dnnl_memory_desc_init_by_tag(&pdsc, 1, pdims, dnnl_u8, dnnl_a));
         TRY(dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags));
-        TRY(dnnl_memory_create(&l->x, &xd, engine, DNNL_MEMORY_NONE));
+        TRY(dnnl_memory_create(&l->x, xd, engine, DNNL_MEMORY_NONE));
         TRY(dnnl_memory_create(&l->src, sd, engine, mine));
         TRY(dnnl_memory_create(&l->dst, dd, engine, mine + sbytes));
-        TRY(dnnl_memory_create(&l->y, &yd, engine, DNNL_MEMORY_NONE));
-        TRY(dnnl_memory_create(&l->pad, &pdsc, engine, mine + sbytes + dbytes));
+        TRY(dnnl_memory_create(&l->y, yd, engine, DNNL_MEMORY_NONE));
+        TRY(dnnl_memory_create(&l->pad, pdsc, engine, mine + sbytes + dbytes));
         l->out = (const float *)(mine + sbytes);
     }
     c->dst_block = conv_block(dd, ydims);
     /* the weights, packed once */
-    TRY(dnnl_memory_create(&plain, &wd, engine, (void *)d->weight));
-    TRY(reorder_new(&wd, pw, &pack, &pack_pad));
+    TRY(dnnl_memory_create(&plain, wd, engine, (void *)d->weight));
+    TRY(reorder_new(wd, pw, &pack, &pack_pad));
     if (pack_pad) {
         snprintf(why, why_len, "oneDNN: packing the convolution's weights needs a scratchpad");
         goto out;
@@ -589,6 +770,7 @@ static ert_status conv_new(ert_backend *be, const ert_op_desc *d, int threads, e
     TRY(dnnl_stream_wait(c->lanes[0].stream));
     ok = 1;
 out:
+    mds_free(&set);
     if (pack) dnnl_primitive_destroy(pack);
     if (plain) dnnl_memory_destroy(plain);
     if (pd) dnnl_primitive_desc_destroy(pd);
