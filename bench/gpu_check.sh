@@ -99,6 +99,7 @@ cmake --build $build -j16 -- -k 0 >> "$OUT/build.log" 2>&1 || fail "build (see b
 grep -E "error|warning" "$OUT/build.log" | head -20
 grep -E "exitrt: (oneDNN|cuDNN)" "$OUT/build.log"
 [ -x $build/exitrt ] && { [ $rehearse = 1 ] || [ -x $build/test/test_cuda_session ]; } || { tail -30 "$OUT/build.log"; exit 1; }
+"$build/exitrt" --version | tee -a "$OUT/machine.txt" # the libraries as loaded: driver, cuBLASLt, cuDNN, oneDNN
 
 if [ $rehearse = 1 ]; then echo "SKIPPED (rehearsal on the cpu): GPU tests" | tee -a "$OUT/steps.log"; else
 step "GPU tests"

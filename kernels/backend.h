@@ -276,6 +276,11 @@ typedef struct ert_backend_ops {
 const ert_backend_ops *ert_backend_cpu(void);
 const ert_backend_ops *ert_backend_cuda(void);
 
+/* A backend's libraries, their versions as loaded, one line without its newline
+ * (ert_build_info). ert_cuda_libraries says "not built in" without CUDA. */
+void ert_cpu_libraries(char *buf, size_t len);
+void ert_cuda_libraries(char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,6 +43,37 @@ START_TEST(help_and_usage) {
 }
 END_TEST
 
+/* `exitrt --version`: the version and commit, then the libraries as loaded, the same text
+ * the API gives; a oneDNN loaded must be of the major version the build was made against. */
+START_TEST(version_names_the_libraries) {
+    ck_assert_int_eq(cli("--version"), 0);
+    char head[128], info[1024];
+    snprintf(head, sizeof head, "exitrt %s (commit %s)\n", ert_version(), ert_commit());
+    ck_assert_msg(strncmp(out_text, head, strlen(head)) == 0, "%s", out_text);
+    ck_assert_str_eq(ert_version(), "0.1");
+    ck_assert(strlen(ert_commit()) > 0);
+    ert_build_info(info, sizeof info);
+    char want[1200];
+    snprintf(want, sizeof want, "%s%s\n", head, info);
+    ck_assert_str_eq(out_text, want);
+    ck_assert_int_eq(lines(out_text), 3);
+    ck_assert_msg(strncmp(info, "cpu: OpenBLAS 0.", 16) == 0, "%s", info);
+    const char *dnnl = strstr(info, "; oneDNN ");
+    ck_assert_msg(dnnl, "%s", info);
+    int major, minor, patch, built, built_minor;
+    if (strncmp(dnnl, "; oneDNN not built in", 21) != 0) {
+        ck_assert_int_eq(sscanf(dnnl, "; oneDNN %d.%d.%d (built against %d.%d)", &major, &minor, &patch, &built,
+                                &built_minor), 5);
+        ck_assert_int_eq(major, built);
+    }
+    const char *cuda = strstr(info, "\ncuda: ");
+    ck_assert_msg(cuda && (strncmp(cuda, "\ncuda: not built in", 19) == 0 || strncmp(cuda, "\ncuda: built for sm_", 20) == 0),
+                  "%s", info);
+    ck_assert_int_eq(cli("version"), 0);
+    ck_assert(strncmp(out_text, head, strlen(head)) == 0);
+}
+END_TEST
+
 START_TEST(errors_are_one_line) {
     char a[2048];
     struct {
@@ -464,6 +495,7 @@ static Suite *suite(void) {
     tcase_add_unchecked_fixture(tc, setup, NULL);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, help_and_usage);
+    tcase_add_test(tc, version_names_the_libraries);
     tcase_add_test(tc, errors_are_one_line);
     tcase_add_test(tc, json_has_the_keys);
     tcase_add_test(tc, eval_and_compare_on_shifted_data);

@@ -483,6 +483,7 @@ static void usage(FILE *f) {
             "  select    the best operating point under a latency budget or accuracy target\n"
             "  shift-report  policies under input corruptions of growing severity\n"
             "  loadtest  tail latency under load: arrivals, dynamic batching, SLO peak search\n"
+            "  version   the version, the commit and the libraries this build uses (also --version)\n"
             "\n"
             "environment:\n"
             "  ERT_CPU_THREADS=N        threads of the CPU backend's ops (default: the CPUs this\n"
@@ -508,6 +509,12 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        char info[1024];
+        ert_build_info(info, sizeof info);
+        printf("exitrt %s (commit %s)\n%s\n", ert_version(), ert_commit(), info);
         return 0;
     }
     char name[64];

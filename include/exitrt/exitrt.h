@@ -76,6 +76,18 @@ const char *ert_status_to_string(ert_status status);
  * next failing call on the same thread. */
 const char *ert_last_error(void);
 
+/* exitrt's version ("0.1") and the commit it was built from ("1fd032e8d2f4", with
+ * "-dirty" for uncommitted changes, "unknown" outside a git checkout). */
+const char *ert_version(void);
+const char *ert_commit(void);
+
+/* What this build uses, as found when called: one line per backend, e.g.
+ * "cpu: OpenBLAS 0.3.21 (...); oneDNN 2.6.3 (built against 2.6)" and
+ * "cuda: built for sm_90; runtime 13.0, driver 13.0; cuBLASLt 13.0.0; cuDNN 9.19.0" (or
+ * "cuda: not built in"), written into buf (at most len bytes, always terminated). For
+ * `exitrt --version` and bug reports: a result depends on these libraries. */
+void ert_build_info(char *buf, size_t len);
+
 /* ---------------------------------------------------------------- model */
 
 typedef struct ert_model ert_model;

@@ -531,4 +531,6 @@ const ert_backend_ops *ert_backend_cpu(void) { return &cpu_ops; }
 
 #ifndef ERT_WITH_CUDA
 const ert_backend_ops *ert_backend_cuda(void) { return NULL; }
+
+void ert_cuda_libraries(char *buf, size_t len) { snprintf(buf, len, "not built in (no CUDA toolkit at build time)"); }
 #endif

@@ -610,6 +610,12 @@ const float *ert_cpu_conv_run_blocked(const ert_cpu_conv *c, int thread, const f
 
 int ert_cpu_conv_dst_block(const ert_cpu_conv *c) { return c ? c->dst_block : 0; }
 
+void ert_cpu_onednn_version(char *buf, size_t len) {
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, len, "oneDNN %d.%d.%d (built against %d.%d)", v->major, v->minor, v->patch, DNNL_VERSION_MAJOR,
+             DNNL_VERSION_MINOR);
+}
+
 /* The channel block B of a sample's layout `d` (dims 1, C, H, W) when it is one the pool
  * after the convolution can read (conv.c's ert_cpu_pool_blocked): NHWC (B = C), nChw16c,
  * nChw8c, nChw4c (B = 16, 8, 4; channels padded to a whole block) or NCHW (B = 1); else 0. */
@@ -818,6 +824,8 @@ int ert_cpu_conv_dst_block(const ert_cpu_conv *c) {
     (void)c;
     return 0;
 }
+
+void ert_cpu_onednn_version(char *buf, size_t len) { snprintf(buf, len, "oneDNN not built in"); }
 
 void ert_cpu_conv_free(ert_backend *be, ert_cpu_conv *c) { (void)be, (void)c; }
 

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -53,6 +54,12 @@ void ert_cpu_blas_setup(void) {
  * (the OpenMP build's frees its buffers, and a later call starts them again). After the
  * one-thread setup: openblas_set_num_threads starts a stopped pool again. */
 extern int blas_thread_shutdown_(void) __attribute__((weak));
+
+void ert_cpu_libraries(char *buf, size_t len) {
+    char dnnl[128];
+    ert_cpu_onednn_version(dnnl, sizeof dnnl);
+    snprintf(buf, len, "%s; %s", openblas_get_config(), dnnl);
+}
 
 void ert_cpu_blas_pool_stop(void) {
     ert_cpu_blas_setup();

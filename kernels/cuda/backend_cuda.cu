@@ -531,6 +531,39 @@ static ert_backend_ops make_ops(void) {
     return ops;
 }
 
+#define ERT_STR2(x) #x
+#define ERT_STR(x) ERT_STR2(x)
+
+/* "built for sm_90; runtime 13.0, driver 13.0; cuBLASLt 13.1.0; cuDNN 9.19.0": the
+ * architectures nvcc compiled for (__CUDA_ARCH_LIST__, "900,1000"), and each library's
+ * version as loaded (a driver of 0 is none). */
+extern "C" void ert_cuda_libraries(char *buf, size_t len) {
+    char archs[64] = "";
+#ifdef __CUDA_ARCH_LIST__
+    const char *list = ERT_STR(__CUDA_ARCH_LIST__);
+    for (const char *p = list; *p;) { /* "900,1000" -> "sm_90, sm_100" */
+        const long a = strtol(p, (char **)&p, 10);
+        const size_t at = strlen(archs);
+        snprintf(archs + at, sizeof archs - at, "%ssm_%ld", at ? ", " : "", a / 10);
+        while (*p == ',' || *p == ' ') ++p;
+    }
+#endif
+    int rt = 0, drv = 0;
+    (void)cudaRuntimeGetVersion(&rt);
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    (void)cudaGetLastError();
+    char driver[32] = "none";
+    if (drv) snprintf(driver, sizeof driver, "%d.%d", drv / 1000, drv % 1000 / 10);
+    const size_t lt = cublasLtGetVersion();
+    char dnn[64] = "; cuDNN not built in (conv2d on CUDA unsupported)";
+#ifdef ERT_WITH_CUDNN
+    const size_t dv = cudnnGetVersion();
+    snprintf(dnn, sizeof dnn, "; cuDNN %zu.%zu.%zu", dv / 10000, dv % 10000 / 100, dv % 100);
+#endif
+    snprintf(buf, len, "built for %s; runtime %d.%d, driver %s; cuBLASLt %zu.%zu.%zu%s", archs[0] ? archs : "?",
+             rt / 1000, rt % 1000 / 10, driver, lt / 10000, lt % 10000 / 100, lt % 100, dnn);
+}
+
 /* Filled on first use (C++ guarantees a thread-safe one-time initialisation); C++17 has
  * no designated initialisers to write it as a constant like the CPU table. */
 extern "C" const ert_backend_ops *ert_backend_cuda(void) {
