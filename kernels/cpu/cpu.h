@@ -58,6 +58,10 @@ float *ert_cpu_mm_run(const ert_cpu_mm *m, int thread, int part, int rows, const
  * fmnist-mlp's time). */
 int ert_cpu_mm_fused(const ert_cpu_mm *m);
 
+/* The smallest primitive m runs: a block's last rows below it run padded to it (1 unless
+ * oneDNN's smaller primitives give other bits; onednn.c). */
+int ert_cpu_mm_min_rows(const ert_cpu_mm *m);
+
 /* A convolution on oneDNN: its primitive for one sample, weights packed once (onednn.c).
  * The op's oneDNN convolution for `threads` threads in *out, or NULL and why not (the op
  * then runs on OpenBLAS); errors as ert_cpu_mm_new's. */
