@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU backend built and tested against oneDNN 3 (Debian 13 ships 3.7, Ubuntu 24.04
-# 3.1; this machine's Debian 12, 2.7, is what tools/test.sh builds against). oneDNN 3 comes
+# 3.1; this machine's Debian 12, 2.6, is what tools/test.sh builds against). oneDNN 3 comes
 # from PyPI (onednn-cpu-gomp, oneDNN 3.2 with GNU OpenMP, as Debian builds it: a manylinux
 # wheel, so it loads on Debian 12), fetched once into $dir/wheels. The CPU linear and conv
 # ops' tests run there, and the program must say it runs on oneDNN. .ci/run calls it.
