@@ -699,7 +699,6 @@ static ert_status capture_forward(ert_session *s) {
     return o->graph_end(s->be, &s->graph);
 }
 
-
 ert_status ert_session_run(ert_session *s, const ert_policy *policy, const ert_batch *b, ert_outputs *out) {
     if (!s) return ert_error(ERT_ERR_INVALID_ARGUMENT, "ert_session_run: session is NULL");
     ert_status st = check_batch(s, policy, b, out);
