@@ -75,13 +75,13 @@ int ert_cpu_conv_run(const ert_cpu_conv *c, int thread, const float *x, float *y
 /* The channel block of the primitive's output layout when a pool can read it as it is
  * (ert_cpu_pool_blocked: NHWC, nChw16c/8c/4c or NCHW), else 0 (also for NULL). */
 int ert_cpu_conv_dst_block(const ert_cpu_conv *c);
-
-/* "oneDNN 2.6.3 (built against 2.6)", as loaded, or "oneDNN not built in". */
-void ert_cpu_onednn_version(char *buf, size_t len);
 /* As ert_cpu_conv_run, but the result stays in the primitive's layout, in `thread`'s
  * buffer (valid until its next call), returned; NULL if oneDNN refused to run it or the
  * layout has no block (ert_cpu_conv_dst_block 0). */
 const float *ert_cpu_conv_run_blocked(const ert_cpu_conv *c, int thread, const float *x);
+
+/* "oneDNN 2.6.3 (built against 2.6)", as loaded, or "oneDNN not built in". */
+void ert_cpu_onednn_version(char *buf, size_t len);
 
 /* A block of the backend's memory (64-byte aligned, zeroed), counted against its limit;
  * `change` says what to change when the limit refuses it. */
