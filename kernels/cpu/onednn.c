@@ -7,7 +7,9 @@
  * every row count and every place in the batch (bench/results/2026-11-29-cpu-dnnl-probe:
  * M = 1..300 on nine shapes), and reads weights packed once at creation. So a block of m
  * rows runs as primitives of 64, 32, 16, 8, 4, 2 and 1 rows (m's binary digits), each
- * computing only real rows (bench/NOTES.md, "oneDNN linear ops").
+ * computing only real rows (bench/NOTES.md, "oneDNN linear ops"); where the smallest
+ * primitives give other bits (oneDNN 3.7's 1-row one at K > 1024), the rows below the
+ * smallest that agrees run padded to it (min_rows).
  *
  * A GELU op's primitives (linear and conv) also add the bias and apply GELU, as a
  * post-op: oneDNN's vectorised erf is within 4e-7 of the exact GELU, as the formula with
