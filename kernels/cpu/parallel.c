@@ -55,15 +55,16 @@ void ert_cpu_blas_setup(void) {
  * one-thread setup: openblas_set_num_threads starts a stopped pool again. */
 extern int blas_thread_shutdown_(void) __attribute__((weak));
 
+void ert_cpu_blas_pool_stop(void) {
+    ert_cpu_blas_setup();
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
+}
+
+/* OpenBLAS's build line and oneDNN's version, as loaded (ert_build_info). */
 void ert_cpu_libraries(char *buf, size_t len) {
     char dnnl[128];
     ert_cpu_onednn_version(dnnl, sizeof dnnl);
     snprintf(buf, len, "%s; %s", openblas_get_config(), dnnl);
-}
-
-void ert_cpu_blas_pool_stop(void) {
-    ert_cpu_blas_setup();
-    if (blas_thread_shutdown_) blas_thread_shutdown_();
 }
 
 int ert_cpu_quota_parse(const char *quota, const char *period) {
