@@ -437,12 +437,11 @@ ert_status ert_thresholds_grid(const ert_exit_table *t, ert_policy_kind kind, in
     for (int g = 0; g < grid; ++g) {
         const double target = fmin + (fmax - fmin) * (g + 0.5) / grid;
         int best = -1;
+        /* The first of equally near candidates: of candidates with the same FLOPs only the
+         * first is ever taken, so the points taken are distinct operating points. */
         for (int j = 0; j < nc; ++j)
             if (best < 0 || fabs(res[j].flops - target) < fabs(res[best].flops - target)) best = j;
-        int dup = 0; /* an operating point already taken (same exits, same cost) */
-        for (int j = 0; j < nc; ++j)
-            if (used[j] && res[j].flops == res[best].flops && res[j].correct == res[best].correct) dup = 1;
-        if (best >= 0 && !dup) used[best] = 1;
+        if (best >= 0) used[best] = 1;
     }
     for (int j = 0; j < nc; ++j)
         if (used[j]) out[(*count)++] = cand[j];
@@ -520,26 +519,21 @@ ert_status ert_threshold_search(const ert_exit_table *t, const ert_threshold_sea
         }
     }
     if (!have) {
-        /* The cheapest vector: everyone leaves at exit 0 when its score is finite. */
+        /* The candidates include 0 and 1, so the cheapest vector (0, or 1 for entropy:
+         * every finite score leaves at exit 0) was tried: nothing is within the budget. */
         set_shared(&s, o.kind == ERT_POLICY_ENTROPY ? 1.0f : 0.0f);
-        best = evaluate(&s);
-        if (!feasible(&s, &best)) {
-            st = ert_error(ERT_ERR_INVALID_ARGUMENT,
-                           "threshold search: the budget is below the cheapest operating point (FLOPs fraction %.4f, "
-                           "predicted %.4f ms per batch)",
-                           best.flops, best.ms);
-            goto done;
-        }
-        shared = s.prm.threshold[0];
-        snprintf(out->shared_policy, sizeof out->shared_policy, "(none within the budget)");
-        out->shared_predicted_ms = NAN;
-    } else {
-        spec_of(&s, &shared, 1, o.uncalibrated, out->shared_policy, sizeof out->shared_policy);
-        set_shared(&s, shared);
-        evaluate(&s);
-        fill_result(&s, &best, &out->shared);
-        out->shared_predicted_ms = best.ms;
+        const outcome cheapest = evaluate(&s);
+        st = ert_error(ERT_ERR_INVALID_ARGUMENT,
+                       "threshold search: the budget is below the cheapest operating point (FLOPs fraction %.4f, "
+                       "predicted %.4f ms per batch)",
+                       cheapest.flops, cheapest.ms);
+        goto done;
     }
+    spec_of(&s, &shared, 1, o.uncalibrated, out->shared_policy, sizeof out->shared_policy);
+    set_shared(&s, shared);
+    evaluate(&s);
+    fill_result(&s, &best, &out->shared);
+    out->shared_predicted_ms = best.ms;
     for (int e = 0; e < E; ++e) thr[e] = shared;
 
     /* 2. Coordinate ascent: each exit's threshold in turn, the others fixed. Only
