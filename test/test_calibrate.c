@@ -5,8 +5,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "exitrt/exitrt.h"
 #include "testutil.h"
+
+/* Mean NLL and accuracy of labels under softmax(z / T), in double: the reference the
+ * library's calibration figures are checked against. */
+static double ref_nll(const float *z, const int32_t *y, int n, int C, double T, double *accuracy) {
+    double total = 0.0;
+    int right = 0;
+    for (int i = 0; i < n; ++i) {
+        const float *r = z + (size_t)i * C;
+        double m = -INFINITY, sum = 0.0;
+        int top = 0;
+        for (int k = 0; k < C; ++k) {
+            m = fmax(m, r[k] / T);
+            if (r[k] > r[top]) top = k;
+        }
+        for (int k = 0; k < C; ++k) sum += exp(r[k] / T - m);
+        total += log(sum) + m - r[y[i]] / T;
+        right += top == y[i];
+    }
+    if (accuracy) *accuracy = (double)right / n;
+    return total / n;
+}
 
 START_TEST(ece_by_hand) {
     float conf[10];
@@ -16,6 +39,11 @@ START_TEST(ece_by_hand) {
     ck_assert_double_eq_tol(ert_ece(conf, ok, 10, bins), 0.05, 1e-6);
     ck_assert_int_eq(bins[14].count, 10);
     ck_assert_double_eq_tol(bins[14].accuracy, 1.0, 1e-12);
+    /* The bins tile [0, 1] in 15 equal steps (the reliability diagram draws them). */
+    for (int k = 0; k < ERT_ECE_BINS; ++k) {
+        ck_assert_double_eq_tol(bins[k].lo, k / 15.0, 1e-12);
+        ck_assert_double_eq_tol(bins[k].hi, (k + 1) / 15.0, 1e-12);
+    }
     /* 4 at 0.6 with 2 right, 6 at 0.9 all right: 0.4 * 0.1 + 0.6 * 0.1 */
     for (int i = 0; i < 10; ++i) conf[i] = i < 4 ? 0.6f : 0.9f, ok[i] = i >= 2;
     ck_assert_double_eq_tol(ert_ece(conf, ok, 10, bins), 0.10, 1e-6);
@@ -68,18 +96,60 @@ START_TEST(recovers_a_known_temperature) {
     ck_assert_double_le(cal.after[0].nll, cal.before[0].nll);
     ck_assert_int_eq(cal.num_exits, 3);
     ck_assert_int_eq(cal.samples, N);
+    /* NLL and accuracy of every sample, before and after, as computed here from the
+     * logits; the fitted T is the minimum (the NLL rises 1% away on either side). */
+    double acc_ref;
+    const double before = ref_nll(logits, d.labels, N, C, 1.0, &acc_ref), T0 = cal.temperature[0];
+    ck_assert_double_eq_tol(cal.before[0].nll, before, 1e-9);
+    ck_assert_double_eq_tol(cal.before[0].accuracy, acc_ref, 1e-12);
+    ck_assert_double_eq_tol(cal.after[0].accuracy, acc_ref, 1e-12);
+    const double after = ref_nll(logits, d.labels, N, C, T0, NULL);
+    ck_assert_double_eq_tol(cal.after[0].nll, after, 1e-6);
+    ck_assert_double_gt(ref_nll(logits, d.labels, N, C, T0 * 1.01, NULL), after);
+    ck_assert_double_gt(ref_nll(logits, d.labels, N, C, T0 / 1.01, NULL), after);
+
+    /* Any temperatures measured on every exit, each against its own fixed:e logits (batches
+     * of 300: the last one is short). */
+    const float temps[3] = {0.5f, 1.5f, 3.0f};
+    ert_calibration_stats st[3];
+    ck_assert_msg(ert_calibration_measure(s, &d, 300, temps, st) == ERT_OK, "%s", ert_last_error());
+    for (int e = 0; e < 3; ++e) {
+        char spec[16];
+        snprintf(spec, sizeof spec, "fixed:%d", e);
+        ert_policy *pe = NULL;
+        ck_assert_int_eq(ert_policy_parse(spec, &pe), ERT_OK);
+        for (int first = 0; first < N; first += 500) {
+            ert_batch b = {.input = d.x + first * D, .n = 500};
+            ert_outputs out = {pred, ex, conf, logits + first * C};
+            ck_assert_int_eq(ert_session_run(s, pe, &b, &out), ERT_OK);
+        }
+        ert_policy_free(pe);
+        ck_assert_double_eq_tol(st[e].nll, ref_nll(logits, d.labels, N, C, temps[e], &acc_ref), 1e-6);
+        ck_assert_double_eq_tol(st[e].accuracy, acc_ref, 1e-12);
+    }
+    const float bad[3] = {1.0f, 0.0f, 1.0f};
+    ck_assert_int_eq(ert_calibration_measure(s, &d, 500, bad, st), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("temperature[1] = 0: expected > 0"));
 
     /* written, then read back by the model loader */
-    const char *dir = tu_tmpdir();
-    char path[512], from[512];
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; ++i) {
-        snprintf(from, sizeof from, "test/fixtures/tiny-f32/%s", files[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        tu_copy_file(tu_path(from), path);
-    }
+    const char *dir = tu_copy_tiny();
+    char path[512];
     snprintf(path, sizeof path, "%s/calibration.json", dir);
     ck_assert_int_eq(ert_calibration_write(&cal, path), ERT_OK);
+    /* The file has every exit's temperature and 15 bins before and after. */
+    cJSON *j = tu_json_load(path);
+    const cJSON *exits = cJSON_GetObjectItem(j, "exits");
+    ck_assert_int_eq(cJSON_GetArraySize(exits), 3);
+    for (int e = 0; e < 3; ++e) {
+        const cJSON *x = cJSON_GetArrayItem(exits, e);
+        ck_assert_double_eq_tol(cJSON_GetObjectItem(x, "temperature")->valuedouble, cal.temperature[e], 1e-6);
+        const cJSON *bins = cJSON_GetObjectItem(cJSON_GetObjectItem(x, "after"), "bins");
+        ck_assert_int_eq(cJSON_GetArraySize(bins), ERT_ECE_BINS);
+        ck_assert_double_eq_tol(cJSON_GetObjectItem(cJSON_GetArrayItem(bins, 14), "hi")->valuedouble, 1.0, 1e-12);
+        ck_assert_double_eq_tol(cJSON_GetObjectItem(cJSON_GetObjectItem(x, "before"), "nll")->valuedouble,
+                                cal.before[e].nll, 1e-9);
+    }
+    cJSON_Delete(j);
     ert_model *m2 = NULL;
     ck_assert_int_eq(ert_model_load(dir, &m2), ERT_OK);
     for (int e = 0; e < 3; ++e) ck_assert_float_eq_tol(ert_model_temperature(m2, e), cal.temperature[e], 1e-6f);

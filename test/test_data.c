@@ -358,8 +358,8 @@ START_TEST(test_npy_labels) {
     const char *xs = join(dir, "x.npy");
     write_npy(xs, 1, "<f4", 0, 2, shape, fv, sizeof fv);
 
-    int32_t l4[3] = {7, 0, 3};
-    int64_t l8[3] = {2, 9, 1};
+    int32_t l4[3] = {0x01020304, 0, 3}; /* every byte of a label counts */
+    int64_t l8[3] = {2, 0x01020304, 1};
     long n3[1] = {3}, n2[1] = {2};
     const char *y4 = join(dir, "y4.npy");
     const char *y8 = join(dir, "y8.npy");

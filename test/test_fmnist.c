@@ -241,6 +241,16 @@ START_TEST(main_job_pipeline_on_the_shipped_models) {
             ck_assert_msg(fp != NULL, "%s: %s missing", models[m].dir, files[f]);
             fclose(fp);
         }
+        /* --grid 2 of the fixed exits 0 .. E-2: both ends (the MLP's 0 and 3 of four) */
+        snprintf(path, sizeof path, "%s/sweep.json", dir);
+        ert_sweep_result *sw = NULL;
+        ck_assert_int_eq(ert_sweep_read(path, &sw), ERT_OK);
+        const int last = ert_model_num_exits(model[m]) - 2;
+        int fixed_mask = 0;
+        for (int i = 0; i < sw->num_rows; ++i)
+            if (strcmp(sw->rows[i].family, "fixed") == 0) fixed_mask |= 1 << (int)sw->rows[i].param;
+        ck_assert_msg(fixed_mask == ((1 << 0) | (1 << last)), "%s: fixed rows 0x%x", models[m].dir, fixed_mask);
+        ert_sweep_result_free(sw);
         snprintf(args, sizeof args, "select --from %s --latency-budget 75%%", dir);
         ck_assert_msg(tu_cli(args, out, sizeof out, err, sizeof err) == 0, "%s: %s", args, err);
         ck_assert_msg(strstr(out, "on the Pareto frontier of accuracy vs batch-mean latency: yes") != NULL, "%s",

@@ -105,6 +105,26 @@ START_TEST(frontier_on_rows_two_metrics) {
 }
 END_TEST
 
+/* The edges: no rows, one row, no eligible row (only references: no frontier, and that is
+ * not an error), bad arguments. */
+START_TEST(frontier_edges) {
+    ert_sweep_row rows[] = {mkrow("a", 0.80, 5.0, 9.0, 0), mkrow("oracle", 0.99, 1.0, 1.0, 1)};
+    int on[2] = {7, 7};
+    ck_assert_int_eq(ert_sweep_frontier(rows, 0, ERT_LATENCY_BATCH_MEAN, on), 0);
+    ck_assert_int_eq(ert_sweep_frontier(NULL, 0, ERT_LATENCY_BATCH_MEAN, NULL), 0);
+    ck_assert_int_eq(ert_sweep_frontier(NULL, 1, ERT_LATENCY_BATCH_MEAN, on), -1);
+    ck_assert_int_eq(ert_sweep_frontier(rows, 1, ERT_LATENCY_BATCH_MEAN, NULL), -1);
+    ck_assert_int_eq(ert_sweep_frontier(rows, -1, ERT_LATENCY_BATCH_MEAN, on), -1);
+    ck_assert_int_eq(ert_sweep_mark_frontiers(rows, 1), ERT_OK);
+    ck_assert(rows[0].frontier_mean && rows[0].frontier_p99);
+    ck_assert_int_eq(ert_sweep_mark_frontiers(&rows[1], 1), ERT_OK);
+    ck_assert(!rows[1].frontier_mean && !rows[1].frontier_p99);
+    ck_assert_int_eq(ert_sweep_mark_frontiers(NULL, 0), ERT_OK);
+    ck_assert_int_eq(ert_sweep_mark_frontiers(NULL, 2), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("rows is NULL"));
+}
+END_TEST
+
 /* Percentiles as numpy's default (linear between order statistics), by hand: sorted
  * 1..5, p95 sits at position 0.95 * 4 = 3.8, between 4 and 5. NaN sorts last, so it
  * reaches only the top percentiles; q is clamped to [0, 100]. */
@@ -250,6 +270,11 @@ START_TEST(metric_names) {
     ert_latency_metric m;
     ck_assert_int_eq(ert_latency_metric_parse("batch-p90", &m), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("batch-p90"));
+    ck_assert_int_eq(ert_latency_metric_parse(NULL, &m), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("NULL argument"));
+    ck_assert_int_eq(ert_latency_metric_parse("batch-mean", NULL), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("NULL argument"));
+    ck_assert_str_eq(ert_latency_metric_name((ert_latency_metric)8), "unknown");
 }
 END_TEST
 
@@ -284,6 +309,22 @@ START_TEST(latency_model_recovers_a_line) {
     }
     const int rows[3] = {256, 100, 0};
     ck_assert_double_eq_tol(ert_latency_model_batch_ms(&lm, rows), 0.5 + 2.66 + 0.2 + 1.0, 1e-9);
+
+    /* A fitted line with a negative intercept (10 rows 1 ms, 20 rows 3 ms: 0.2 ms a row
+     * from -1 ms) is refitted through the origin: 0.14 ms a row, least squares. */
+    ert_latency_model_init(&lm);
+    for (int b = 0; b < 2; ++b) {
+        ert_profile p;
+        memset(&p, 0, sizeof p);
+        p.num_stages = 1;
+        p.stage[0].rows = 10 * (b + 1);
+        p.stage[0].compute_ms = 1.0 + 2.0 * b;
+        p.batch_ms = p.stage[0].compute_ms;
+        ert_latency_model_add(&lm, &p);
+    }
+    ck_assert_int_eq(ert_latency_model_finish(&lm), ERT_OK);
+    ck_assert_double_eq_tol(lm.fixed_ms[0], 0.0, 1e-12);
+    ck_assert_double_eq_tol(lm.per_row_ms[0], 0.14, 1e-12);
 }
 END_TEST
 
@@ -293,6 +334,7 @@ int main(void) {
     tcase_add_test(tc, frontier_by_hand);
     tcase_add_test(tc, frontier_matches_definition);
     tcase_add_test(tc, frontier_on_rows_two_metrics);
+    tcase_add_test(tc, frontier_edges);
     tcase_add_test(tc, select_by_hand);
     tcase_add_test(tc, percentiles_by_hand);
     tcase_add_test(tc, select_is_on_the_frontier);

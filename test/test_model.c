@@ -63,6 +63,8 @@ START_TEST(loads_good_model) {
     ck_assert_int_eq(ert_model_num_exits(m), 1);
     ck_assert_str_eq(ert_model_class_label(m, 1), "b");
     ck_assert_ptr_null(ert_model_class_label(m, 2));
+    ck_assert_ptr_null(ert_model_class_label(m, -1));
+    ck_assert_ptr_null(ert_model_class_label(NULL, 0));
     /* linear 4x3 with bias: 2*12 + 3; head 2*6 */
     ck_assert_double_eq(ert_model_flops_full(m), 27.0 + 12.0);
     ert_stage_info si;
@@ -88,6 +90,20 @@ START_TEST(loads_good_model) {
     ck_assert_int_eq(pred, 0);
     ck_assert_int_eq(ex, 0);
     ck_assert_float_eq_tol(conf, 1.0f / (1.0f + expf(-5.0f)), 1e-6f);
+    /* The profile's work by hand, two samples: FLOPs 2 x (27 + 12); bytes 4 x (weights
+     * 15 + 6, activations per sample 4 + 3 read and written by the body, 3 + 2 by the head). */
+    float x2[8] = {0.75f, 0.25f, 0.5f, 1.0f, 0.0f, 1.0f, 0.5f, 0.25f};
+    int32_t pred2[2], ex2[2];
+    float conf2[2];
+    b = (ert_batch){.input = x2, .n = 2};
+    out = (ert_outputs){pred2, ex2, conf2, NULL};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_OK);
+    ert_profile prof;
+    ck_assert_int_eq(ert_session_profile(s, &prof), ERT_OK);
+    ck_assert_int_eq(prof.num_stages, 1);
+    ck_assert_int_eq(prof.stage[0].rows, 2);
+    ck_assert_double_eq(prof.stage[0].flops, 2 * (27.0 + 12.0));
+    ck_assert_double_eq(prof.stage[0].bytes, 4 * (15.0 + 6.0 + 2 * (7.0 + 5.0)));
     ert_policy_free(p);
     ert_session_free(s);
     ert_model_free(m);
@@ -149,7 +165,25 @@ START_TEST(byte_count_and_overlap) {
     good_tensors(t);
     t[1].offsets[0] = 40; /* b0 overlaps w0 [0, 48) */
     t[1].offsets[1] = 52;
-    expect_fail(write_model(good_config, t, 3), ERT_ERR_FORMAT, "overlap");
+    expect_fail(write_model(good_config, t, 3), ERT_ERR_FORMAT, "tensors 'w0' and 'b0' overlap");
+    /* data_offsets that are not two whole numbers, begin <= end, each part by itself */
+    const char *bad[] = {"[\"0\",48]", "[0,\"48\"]", "[-4,44]", "[0.5,48]", "[0,47.5]", "[48,0]"};
+    for (int k = 0; k < 6; ++k) {
+        char header[512];
+        const int len = snprintf(header, sizeof header,
+                                 "{\"w0\":{\"dtype\":\"F32\",\"shape\":[3,4],\"data_offsets\":%s},"
+                                 "\"b0\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48,60]},"
+                                 "\"we\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[60,84]}}",
+                                 bad[k]);
+        unsigned char file[8 + 512 + 84] = {0};
+        for (int i = 0; i < 8; ++i) file[i] = (unsigned char)((unsigned long long)len >> (8 * i));
+        memcpy(file + 8, header, (size_t)len);
+        const char *dir = write_model(good_config, t, 3);
+        char path[512];
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        tu_write_file(path, file, 8 + (size_t)len + 84);
+        expect_fail(dir, ERT_ERR_FORMAT, "tensor 'w0': bad data_offsets");
+    }
 }
 END_TEST
 

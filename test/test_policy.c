@@ -35,6 +35,7 @@ START_TEST(parse_specs) {
     parse_ok("oracle", "oracle");
     parse_ok("scheduled", "scheduled");
     parse_ok("scheduled:hazard=0.15,seed=7", "scheduled:hazard=0.15,seed=7");
+    parse_ok("scheduled:seed=0,hazard=1", "scheduled:hazard=1,seed=0");
     parse_fails("confidence", ERT_ERR_INVALID_ARGUMENT, "needs a threshold");
     parse_fails("confidence:1.5", ERT_ERR_INVALID_ARGUMENT, "threshold '1.5' is not a number in [0, 1]");
     parse_fails("confidence:nan", ERT_ERR_INVALID_ARGUMENT, "threshold 'nan'");
@@ -47,6 +48,29 @@ START_TEST(parse_specs) {
     parse_fails("confidence:0.9;tmp=2", ERT_ERR_INVALID_ARGUMENT, "unknown option 'tmp=2'");
     parse_fails("confidence:0.9;temp=0", ERT_ERR_INVALID_ARGUMENT, "temperature '0'");
     parse_fails("/nonexistent/policy.json", ERT_ERR_IO, "cannot open");
+}
+END_TEST
+
+/* A short buffer gets the canonical text's prefix, NUL-terminated, and nothing past it
+ * is written; a zero-length buffer is left alone. */
+START_TEST(to_string_truncates) {
+    const char *specs[] = {"confidence:0.25,0.5;temp=1.5,2", "patience:12", "fixed:3",
+                           "scheduled:hazard=0.125,seed=12345", "none"};
+    for (int k = 0; k < 5; ++k) {
+        ert_policy *p = NULL;
+        ck_assert_int_eq(ert_policy_parse(specs[k], &p), ERT_OK);
+        const size_t full = strlen(specs[k]);
+        for (size_t len = 0; len <= full + 1; ++len) {
+            char buf[64];
+            memset(buf, 'X', sizeof buf);
+            ck_assert_ptr_eq(ert_policy_to_string(p, buf, len), buf);
+            for (size_t i = len; i < sizeof buf; ++i) ck_assert_msg(buf[i] == 'X', "%s, len %zu: byte %zu written", specs[k], len, i);
+            if (len == 0) continue;
+            ck_assert_uint_eq(strlen(buf), len - 1 < full ? len - 1 : full);
+            ck_assert_msg(strncmp(buf, specs[k], strlen(buf)) == 0, "%s, len %zu: '%s'", specs[k], len, buf);
+        }
+        ert_policy_free(p);
+    }
 }
 END_TEST
 
@@ -281,6 +305,7 @@ static Suite *suite(void) {
     Suite *s = suite_create("policy");
     TCase *tc = tcase_create("policy");
     tcase_add_test(tc, parse_specs);
+    tcase_add_test(tc, to_string_truncates);
     tcase_add_test(tc, parse_json_files);
     tcase_add_test(tc, policies_on_hand_built_cases);
     tcase_add_test(tc, non_finite_scores_never_confident);

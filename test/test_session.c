@@ -180,7 +180,7 @@ START_TEST(bad_input_is_refused) {
     run_fails(s, "scheduled", &b, ERT_ERR_INVALID_ARGUMENT, "needs a per-sample schedule");
     int32_t badl[4] = {0, 1, 5, 2};
     b.labels = badl;
-    run_fails(s, "none", &b, ERT_ERR_INVALID_ARGUMENT, "labels[2] = 5");
+    run_fails(s, "none", &b, ERT_ERR_INVALID_ARGUMENT, "labels[2] = 5: expected 0..4");
     b.labels = NULL;
     run_fails(s, "confidence:0.9,0.8,0.7,0.6", &b, ERT_ERR_INVALID_ARGUMENT, "4 thresholds for a model with 3 exits");
     run_fails(s, "fixed:3", &b, ERT_ERR_INVALID_ARGUMENT, "exit 3 does not exist");
@@ -209,8 +209,16 @@ START_TEST(bad_session_options) {
     opt.device = "gpu";
     ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("device 'gpu': expected cpu or cuda:N"));
-    opt.device = "cuda:x";
-    ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
+    const char *bad_devices[] = {"cuda:x", "cuda:-1", "cuda:", "cuda0", "cuda:1x"};
+    for (int k = 0; k < 5; ++k) {
+        opt.device = bad_devices[k];
+        ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_INVALID_ARGUMENT);
+        ck_assert(tu_error_has("expected cpu or cuda:N"));
+    }
+    /* cuda:0 is well formed: refused (no GPU here, or no CUDA backend) for another reason */
+    opt.device = "cuda:0";
+    if (ert_session_new(model, &opt, &s) == ERT_OK) ert_session_free(s);
+    else ck_assert_ptr_null(strstr(ert_last_error(), "expected cpu or cuda:N"));
     opt.device = "cpu";
     opt.dtype = ERT_DTYPE_BF16;
     ck_assert_int_eq(ert_session_new(model, &opt, &s), ERT_ERR_UNSUPPORTED);

@@ -113,6 +113,21 @@ START_TEST(blur_known_values) {
         ck_assert_int_eq(ert_image_blur(in, out, 1, 7, 7, huge[h]), ERT_OK);
         for (int i = 0; i < 49; ++i) ck_assert_float_eq_tol(out[i], (float)(1.0 / (43.0 * 43.0)), 1e-9f);
     }
+    /* Near the edges: the blur commutes with mirroring and with transposing (edges
+     * replicated the same way on all four sides), on an image with no symmetry. */
+    float img[49], t[49], bt[49];
+    for (int i = 0; i < 49; ++i) img[i] = (float)((i * 37) % 11) / 10.0f;
+    for (int y = 0; y < 7; ++y)
+        for (int x = 0; x < 7; ++x) t[y * 7 + x] = img[x * 7 + y];
+    ck_assert_int_eq(ert_image_blur(img, out, 1, 7, 7, 1.0), ERT_OK);
+    ck_assert_int_eq(ert_image_blur(t, bt, 1, 7, 7, 1.0), ERT_OK);
+    for (int y = 0; y < 7; ++y)
+        for (int x = 0; x < 7; ++x) ck_assert_float_eq_tol(bt[y * 7 + x], out[x * 7 + y], 1e-6f);
+    for (int y = 0; y < 7; ++y)
+        for (int x = 0; x < 7; ++x) t[y * 7 + x] = img[y * 7 + 6 - x];
+    ck_assert_int_eq(ert_image_blur(t, bt, 1, 7, 7, 1.0), ERT_OK);
+    for (int y = 0; y < 7; ++y)
+        for (int x = 0; x < 7; ++x) ck_assert_float_eq_tol(bt[y * 7 + x], out[y * 7 + 6 - x], 1e-6f);
     /* sigma 0 (or NaN) copies */
     ck_assert_int_eq(ert_image_blur(in, out, 1, 7, 7, 0.0), ERT_OK);
     for (int i = 0; i < 49; ++i) ck_assert_float_eq(out[i], in[i]);
@@ -247,7 +262,16 @@ START_TEST(translate_and_rotate_per_sample) {
     }
     ck_assert(moved_right > 5 && moved_left > 5); /* directions vary per sample */
     ert_dataset_free(d);
-    ck_assert_str_eq(ert_shift_name(ERT_SHIFT_GAUSSIAN_NOISE), "gaussian-noise");
+    /* every name parses back to its kind; out of range is "unknown" */
+    const char *names[] = {"none", "gaussian-noise", "blur", "contrast", "translate", "rotate"};
+    for (int i = 0; i <= ERT_SHIFT_ROTATE; ++i) {
+        ck_assert_str_eq(ert_shift_name((ert_shift_kind)i), names[i]);
+        ert_shift_kind back;
+        ck_assert_int_eq(ert_shift_parse(names[i], &back), ERT_OK);
+        ck_assert_int_eq(back, i);
+    }
+    ck_assert_str_eq(ert_shift_name((ert_shift_kind)-1), "unknown");
+    ck_assert_str_eq(ert_shift_name((ert_shift_kind)(ERT_SHIFT_ROTATE + 1)), "unknown");
     ert_shift_kind k;
     ck_assert_int_eq(ert_shift_parse("rotate", &k), ERT_OK);
     ck_assert_int_eq(k, ERT_SHIFT_ROTATE);

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "exit_math.h"
 #include "exitrt/exitrt.h"
+#include "runtime/sweep_internal.h"
 #include "testutil.h"
 
 #define N_SAMPLES 300
@@ -127,16 +129,83 @@ START_TEST(table_predicts_every_run) {
     /* Calibration statistics of every exit. */
     ert_calibration_stats st[3];
     ck_assert_int_eq(ert_exit_table_calibration(t, 1, st), ERT_OK);
+    /* the figures calibration measures from its own runs at temperature 1; no NLL */
+    ert_calibration_stats ref[3];
+    const float ones[3] = {1.0f, 1.0f, 1.0f};
+    ck_assert_int_eq(ert_calibration_measure(f.session, f.data, 64, ones, ref), ERT_OK);
     for (int e = 0; e < 3; ++e) {
         int64_t count = 0;
         for (int b = 0; b < ERT_ECE_BINS; ++b) count += st[e].bins[b].count;
         ck_assert_int_eq(count, N_SAMPLES);
-        ck_assert(st[e].ece >= 0.0 && st[e].ece <= 1.0);
+        ck_assert(isnan(st[e].nll));
+        ck_assert_double_eq(st[e].accuracy, ref[e].accuracy);
+        ck_assert_double_eq_tol(st[e].ece, ref[e].ece, 1e-12);
+        for (int b = 0; b < ERT_ECE_BINS; ++b) ck_assert_int_eq(st[e].bins[b].count, ref[e].bins[b].count);
     }
     ert_exit_table_free(t);
     close_fixture(&f);
 }
 END_TEST
+
+static void same_latency(const ert_latency *a, const ert_latency *b) {
+    ck_assert_double_eq_tol(a->mean, b->mean, 1e-12);
+    ck_assert_double_eq_tol(a->p50, b->p50, 1e-12);
+    ck_assert_double_eq_tol(a->p95, b->p95, 1e-12);
+    ck_assert_double_eq_tol(a->p99, b->p99, 1e-12);
+    ck_assert_double_eq_tol(a->max, b->max, 1e-12);
+}
+
+static void same_double(double a, double b) {
+    if (isnan(b)) ck_assert(isnan(a));
+    else ck_assert_double_eq_tol(a, b, 1e-12 * (1.0 + fabs(b)));
+}
+
+/* A sweep read back from its JSON has every field it was written with. */
+static void same_sweep(const ert_sweep_result *back, const ert_sweep_result *r) {
+    ck_assert_str_eq(back->model, r->model);
+    ck_assert_str_eq(back->data, r->data);
+    ck_assert_str_eq(back->device, r->device);
+    ck_assert_str_eq(back->mode, r->mode);
+    ck_assert_str_eq(back->dtype, r->dtype);
+    ck_assert_str_eq(back->date, r->date);
+    ck_assert_str_eq(back->exec, r->exec);
+    ck_assert_str_eq(back->compaction, r->compaction);
+    ck_assert_str_eq(back->calibration, r->calibration);
+    ck_assert_int_eq(back->model_calibrated, r->model_calibrated);
+    ck_assert_int_eq(back->batch, r->batch);
+    ck_assert_int_eq(back->warmup, r->warmup);
+    ck_assert_int_eq(back->reps, r->reps);
+    ck_assert_int_eq(back->samples, r->samples);
+    ck_assert_int_eq(back->num_exits, r->num_exits);
+    same_double(back->flops_full, r->flops_full);
+    for (int e = 0; e < r->num_exits; ++e) same_double(back->exit_flops_fraction[e], r->exit_flops_fraction[e]);
+    ck_assert_int_eq(back->sim_mismatch, r->sim_mismatch);
+    ck_assert_int_eq(back->num_rows, r->num_rows);
+    for (int i = 0; i < r->num_rows; ++i) {
+        const ert_sweep_row *a = &back->rows[i], *b = &r->rows[i];
+        ck_assert_str_eq(a->policy, b->policy);
+        ck_assert_str_eq(a->family, b->family);
+        same_double(a->param, b->param);
+        ck_assert_int_eq(a->calibrated, b->calibrated);
+        ck_assert_int_eq(a->reference, b->reference);
+        ck_assert_int_eq(a->samples, b->samples);
+        same_double(a->accuracy, b->accuracy);
+        same_double(a->mean_exit, b->mean_exit);
+        same_double(a->flops_fraction, b->flops_fraction);
+        same_double(a->throughput, b->throughput);
+        ck_assert_int_eq(a->num_batches, b->num_batches);
+        same_latency(&a->batch_ms, &b->batch_ms);
+        same_latency(&a->sample_ms, &b->sample_ms);
+        ck_assert_int_eq(a->num_exits, b->num_exits);
+        for (int e = 0; e < b->num_exits; ++e) {
+            ck_assert_int_eq(a->exit_histogram[e], b->exit_histogram[e]);
+            ck_assert_int_eq(a->exit_correct[e], b->exit_correct[e]);
+        }
+        ck_assert_int_eq(a->sim_mismatch, b->sim_mismatch);
+        ck_assert_int_eq(a->frontier_mean, b->frontier_mean);
+        ck_assert_int_eq(a->frontier_p99, b->frontier_p99);
+    }
+}
 
 static int count_family(const ert_sweep_result *r, const char *fam) {
     int n = 0;
@@ -221,23 +290,54 @@ START_TEST(sweep_rows_and_round_trip) {
     ck_assert_int_eq(ert_sweep_write(r, sub), ERT_OK);
     ert_sweep_result *back = NULL;
     ck_assert_int_eq(ert_sweep_read(sub, &back), ERT_OK);
-    ck_assert_int_eq(back->num_rows, r->num_rows);
     ck_assert_str_eq(back->model, "tiny-f32");
     ck_assert_str_eq(back->compaction, "fill"); /* auto, on the cpu */
-    ck_assert_int_eq(back->num_exits, 3);
     ck_assert_int_eq(back->batch, 50);
-    for (int i = 0; i < r->num_rows; ++i) {
-        ck_assert_str_eq(back->rows[i].policy, r->rows[i].policy);
-        ck_assert_double_eq_tol(back->rows[i].accuracy, r->rows[i].accuracy, 1e-12);
-        ck_assert_double_eq_tol(back->rows[i].batch_ms.p99, r->rows[i].batch_ms.p99, 1e-9);
-        ck_assert_int_eq(back->rows[i].frontier_mean, r->rows[i].frontier_mean);
-        ck_assert_int_eq(back->rows[i].frontier_p99, r->rows[i].frontier_p99);
-        ck_assert_int_eq(back->rows[i].exit_histogram[2], r->rows[i].exit_histogram[2]);
-        ck_assert_int_eq(back->rows[i].calibrated, r->rows[i].calibrated);
-        ck_assert_int_eq(back->rows[i].reference, r->rows[i].reference);
-    }
+    same_sweep(back, r);
     ert_sweep_result_free(back);
+    /* the fitted latency model is written for readers of the file, every stage */
+    char path[600];
+    snprintf(path, sizeof path, "%s/sweep.json", sub);
+    cJSON *j = tu_json_load(path);
+    const cJSON *lm = cJSON_GetObjectItem(j, "latency_model");
+    ck_assert_double_eq(cJSON_GetObjectItem(lm, "batches")->valuedouble, (double)r->latency.batches);
+    const char *keys[] = {"stage_fixed_ms", "stage_per_row_ms"};
+    for (int k = 0; k < 2; ++k) {
+        const cJSON *a = cJSON_GetObjectItem(lm, keys[k]);
+        ck_assert_int_eq(cJSON_GetArraySize(a), r->latency.num_stages);
+        for (int i = 0; i < r->latency.num_stages; ++i)
+            ck_assert_double_eq_tol(cJSON_GetArrayItem(a, i)->valuedouble,
+                                    k ? r->latency.per_row_ms[i] : r->latency.fixed_ms[i], 1e-12);
+    }
+    cJSON_Delete(j);
     ck_assert_int_eq(ert_sweep_read("/nonexistent/sweep.json", &back), ERT_ERR_IO);
+    ck_assert_int_eq(ert_sweep_read(NULL, &back), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(ert_sweep_read(sub, NULL), ERT_ERR_INVALID_ARGUMENT);
+    /* a directory cannot be made under a file */
+    snprintf(path, sizeof path, "%s/sweep.json/c", sub);
+    ck_assert_int_eq(ert_sweep_write(r, path), ERT_ERR_IO);
+    ck_assert(tu_error_has("cannot create"));
+    snprintf(path, sizeof path, "%s/sweep.json", sub); /* a file where the directory should be */
+    ck_assert_int_eq(ert_sweep_write(r, path), ERT_ERR_IO);
+    ck_assert(tu_error_has("is not a directory"));
+    /* a file holding only the format and no rows: the defaults */
+    snprintf(path, sizeof path, "%s/minimal.json", dir);
+    tu_write_text(path, "{\"format\": \"exitrt-sweep\", \"rows\": []}");
+    ck_assert_int_eq(ert_sweep_read(path, &back), ERT_OK);
+    ck_assert_int_eq(back->num_rows, 0);
+    ck_assert_int_eq(back->batch, 0);
+    ck_assert_int_eq(back->warmup, 0);
+    ck_assert_int_eq(back->reps, 1);
+    ck_assert_int_eq(back->sim_mismatch, -1);
+    ck_assert_int_eq(back->model_calibrated, 0);
+    ck_assert_str_eq(back->exec, "eager");
+    ck_assert_str_eq(back->compaction, "gather");
+    ert_sweep_result_free(back);
+    /* a row without its policy */
+    tu_write_text(path, "{\"format\": \"exitrt-sweep\", \"rows\": [{\"accuracy\": 0.5, \"batch_latency_ms\": {}, "
+                        "\"sample_latency_ms\": {}}]}");
+    ck_assert_int_eq(ert_sweep_read(path, &back), ERT_ERR_FORMAT);
+    ck_assert(tu_error_has("row 0 lacks policy, accuracy or the latencies"));
     ert_sweep_result_free(r);
 
     /* No labels: refused with a reason. */
@@ -306,6 +406,181 @@ START_TEST(per_exit_search_respects_its_budget) {
     o.batch = 64;
     ck_assert_int_eq(ert_threshold_search(t, &o, &res), ERT_OK);
     ck_assert(res.predicted_ms <= o.budget_ms);
+    ert_exit_table_free(t);
+    close_fixture(&f);
+}
+END_TEST
+
+static ert_sim_result simulate_spec(const ert_exit_table *t, const char *spec) {
+    ert_policy *p = NULL;
+    ck_assert_msg(ert_policy_parse(spec, &p) == ERT_OK, "%s: %s", spec, ert_last_error());
+    ert_sim_result sim;
+    ck_assert_int_eq(ert_exit_table_simulate(t, p, &sim, NULL, NULL), ERT_OK);
+    ert_policy_free(p);
+    return sim;
+}
+
+/* The search's answer is a coordinate-wise optimum. With more candidates than samples,
+ * each exit's candidates are all of its scores (as a spec rounds them) and 0 and 1; moving
+ * any one exit's threshold to any of them, the others kept, must not give a run within
+ * the budget that is better (more correct, or as many for fewer FLOPs), simulated from
+ * the table. The shared baseline has one threshold. */
+START_TEST(per_exit_search_is_a_coordinate_optimum) {
+    fixture f = open_fixture(val_spec, 64);
+    ert_exit_table *t = NULL;
+    ck_assert_int_eq(ert_exit_table_build(f.session, f.data, 64, &t), ERT_OK);
+    const int E = t->num_exits, C = t->classes;
+    const ert_policy_kind kinds[] = {ERT_POLICY_CONFIDENCE, ERT_POLICY_ENTROPY, ERT_POLICY_MARGIN};
+    const char *names[] = {"confidence", "entropy", "margin"};
+    const double budgets[] = {0.6, 0.8};
+    static float cand[N_SAMPLES + 2];
+    int moves = 0;
+    for (int k = 0; k < 3; ++k)
+        for (int b = 0; b < 2; ++b) {
+            ert_threshold_search_options o = ert_threshold_search_options_default();
+            o.kind = kinds[k];
+            o.budget_flops = budgets[b];
+            o.candidates = 2 * N_SAMPLES;
+            o.max_rounds = 50;
+            ert_threshold_search_result res;
+            ck_assert_msg(ert_threshold_search(t, &o, &res) == ERT_OK, "%s", ert_last_error());
+            ck_assert_int_lt(res.rounds, o.max_rounds);
+            ck_assert_ptr_null(strchr(res.shared_policy, ','));
+            const int64_t best_correct = llround(res.search.accuracy * N_SAMPLES);
+            for (int e = 0; e < E - 1; ++e) {
+                int nc = 0;
+                for (int i = 0; i < N_SAMPLES; ++i) {
+                    const ert_softmax_stats st = ert_softmax_stats_compute(t->logits + ((size_t)i * E + e) * C, C,
+                                                                           1.0f / ert_model_temperature(f.model, e));
+                    const float sc = ert_exit_score(kinds[k], &st);
+                    if (!st.finite || isnan(sc)) continue;
+                    const float q = ert_threshold_round(sc);
+                    cand[nc++] = q < 0.0f ? 0.0f : q > 1.0f ? 1.0f : q;
+                }
+                cand[nc++] = 0.0f;
+                cand[nc++] = 1.0f;
+                for (int j = 0; j < nc; ++j) {
+                    float thr[ERT_MAX_EXITS];
+                    memcpy(thr, res.threshold, sizeof thr);
+                    thr[e] = cand[j];
+                    char spec[256];
+                    snprintf(spec, sizeof spec, "%s:%.6g,%.6g", names[k], thr[0], thr[1]);
+                    const ert_sim_result sim = simulate_spec(t, spec);
+                    const int64_t correct = llround(sim.accuracy * N_SAMPLES);
+                    const int better = correct > best_correct ||
+                                       (correct == best_correct && sim.flops_fraction < res.search.flops_fraction - 1e-12);
+                    ck_assert_msg(!(sim.flops_fraction <= budgets[b] && better),
+                                  "%s within %.2f: '%s' gives %lld correct at %.6f FLOPs, better than the answer '%s' "
+                                  "(%lld at %.6f)",
+                                  names[k], budgets[b], spec, (long long)correct, sim.flops_fraction, res.policy,
+                                  (long long)best_correct, res.search.flops_fraction);
+                    ++moves;
+                }
+            }
+        }
+    ck_assert_int_gt(moves, 1000);
+    ert_exit_table_free(t);
+    close_fixture(&f);
+}
+END_TEST
+
+/* Calibration in the loop, on a copy of the tiny model with a calibration.json: `on` runs
+ * the threshold families with the model's temperatures, `off` at temperature 1 (their
+ * specs say ;temp=1), `both` each family both ways; fixed and the references do not
+ * depend on temperature and run once (fixed:0 and fixed:1: the last exit's is `none`). */
+START_TEST(sweep_calibration_modes) {
+    const char *dir = tu_copy_tiny();
+    char path[512];
+    snprintf(path, sizeof path, "%s/calibration.json", dir);
+    tu_write_text(path, "{\"temperatures\": [2.0, 0.5, 1.0]}\n");
+    ert_model *m = NULL;
+    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
+    ert_session_options so = ert_session_options_default();
+    so.max_batch = 64;
+    ert_session *s = NULL;
+    ck_assert_int_eq(ert_session_new(m, &so, &s), ERT_OK);
+    ert_dataset *d = NULL;
+    ck_assert_int_eq(ert_dataset_load(test_spec, &d), ERT_OK);
+    const char *fams[] = {"confidence", "fixed"};
+    const ert_calibration_use modes[] = {ERT_CALIBRATION_ON, ERT_CALIBRATION_OFF, ERT_CALIBRATION_BOTH};
+    const char *mode_names[] = {"on", "off", "both"};
+    for (int k = 0; k < 3; ++k) {
+        ert_sweep_options o = ert_sweep_options_default();
+        o.policies = fams;
+        o.num_policies = 2;
+        o.grid = 2;
+        o.batch = 64;
+        o.warmup = 0;
+        o.calibration = modes[k];
+        ert_sweep_result *r = NULL;
+        ck_assert_msg(ert_sweep_run(s, d, &o, &r) == ERT_OK, "%s", ert_last_error());
+        ck_assert_str_eq(r->calibration, mode_names[k]);
+        int cal = 0, uncal = 0, fixed_mask = 0, fixed_rows = 0;
+        for (int i = 0; i < r->num_rows; ++i) {
+            const ert_sweep_row *w = &r->rows[i];
+            const int temp1 = strstr(w->policy, ";temp=1") != NULL;
+            if (strcmp(w->family, "confidence") == 0) {
+                ck_assert_msg(w->calibrated == !temp1, "%s: row '%s' calibrated=%d", mode_names[k], w->policy,
+                              w->calibrated);
+                cal += w->calibrated == 1;
+                uncal += w->calibrated == 0;
+            } else if (strcmp(w->family, "fixed") == 0) {
+                ck_assert_int_eq(w->calibrated, -1);
+                fixed_mask |= 1 << (int)w->param;
+                ++fixed_rows;
+            }
+        }
+        ck_assert_msg(modes[k] == ERT_CALIBRATION_OFF ? cal == 0 : cal >= 1, "%s: %d calibrated rows", mode_names[k], cal);
+        ck_assert_msg(modes[k] == ERT_CALIBRATION_ON ? uncal == 0 : uncal >= 1, "%s: %d rows at temperature 1",
+                      mode_names[k], uncal);
+        ck_assert_int_eq(fixed_rows, 2);
+        ck_assert_int_eq(fixed_mask, (1 << 0) | (1 << 1));
+        ck_assert_int_eq(r->sim_mismatch, 0);
+        ck_assert_int_eq(r->model_calibrated, 1);
+        /* and read back as written */
+        char out[600];
+        snprintf(out, sizeof out, "%s/sweep-%s", dir, mode_names[k]);
+        ck_assert_int_eq(ert_sweep_write(r, out), ERT_OK);
+        ert_sweep_result *back = NULL;
+        ck_assert_int_eq(ert_sweep_read(out, &back), ERT_OK);
+        same_sweep(back, r);
+        ert_sweep_result_free(back);
+        ert_sweep_result_free(r);
+    }
+    ert_dataset_free(d);
+    ert_session_free(s);
+    ert_model_free(m);
+}
+END_TEST
+
+/* The shared grid: up to `grid` operating points in strictly ascending FLOPs (no two the
+ * same); a grid below 1 is refused. */
+START_TEST(shared_grid_points_are_distinct) {
+    fixture f = open_fixture(val_spec, 64);
+    ert_exit_table *t = NULL;
+    ck_assert_int_eq(ert_exit_table_build(f.session, f.data, 64, &t), ERT_OK);
+    const ert_policy_kind kinds[] = {ERT_POLICY_CONFIDENCE, ERT_POLICY_ENTROPY, ERT_POLICY_MARGIN};
+    const char *names[] = {"confidence", "entropy", "margin"};
+    float thr[64];
+    int count = -1;
+    ck_assert_int_eq(ert_thresholds_grid(t, ERT_POLICY_CONFIDENCE, 0, 0, thr, &count), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("bad argument"));
+    ck_assert_int_eq(ert_thresholds_grid(NULL, ERT_POLICY_CONFIDENCE, 0, 4, thr, &count), ERT_ERR_INVALID_ARGUMENT);
+    for (int k = 0; k < 3; ++k) {
+        ck_assert_int_eq(ert_thresholds_grid(t, kinds[k], 0, 40, thr, &count), ERT_OK);
+        ck_assert_int_gt(count, 5);
+        ck_assert_int_le(count, 40);
+        ert_sim_result prev = {0};
+        for (int j = 0; j < count; ++j) {
+            char spec[64];
+            snprintf(spec, sizeof spec, "%s:%.6g", names[k], thr[j]);
+            const ert_sim_result sim = simulate_spec(t, spec);
+            if (j > 0)
+                ck_assert_msg(sim.flops_fraction > prev.flops_fraction, "%s: point %d's FLOPs %.6f after %.6f", names[k],
+                              j, sim.flops_fraction, prev.flops_fraction);
+            prev = sim;
+        }
+    }
     ert_exit_table_free(t);
     close_fixture(&f);
 }
@@ -699,6 +974,9 @@ int main(void) {
     tcase_add_test(tc, interleaved_jobs_measure_what_each_does_alone);
     tcase_add_test(tc, sweep_extra_points);
     tcase_add_test(tc, per_exit_search_respects_its_budget);
+    tcase_add_test(tc, per_exit_search_is_a_coordinate_optimum);
+    tcase_add_test(tc, shared_grid_points_are_distinct);
+    tcase_add_test(tc, sweep_calibration_modes);
     tcase_add_test(tc, cli_sweep_select_eval);
     tcase_add_test(tc, cli_sweep_options);
     tcase_add_test(tc, cli_shift_report);

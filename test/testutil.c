@@ -127,6 +127,18 @@ void tu_copy_file(const char *from, const char *to) {
     free(buf);
 }
 
+const char *tu_copy_tiny(void) {
+    const char *dir = tu_tmpdir();
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; ++i) {
+        char from[512], to[512];
+        snprintf(from, sizeof from, "test/fixtures/tiny-f32/%s", files[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        tu_copy_file(tu_path(from), to);
+    }
+    return dir;
+}
+
 int tu_error_has(const char *needle) {
     if (strstr(ert_last_error(), needle)) return 1;
     fprintf(stderr, "expected '%s' in the error message: %s\n", needle, ert_last_error());

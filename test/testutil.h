@@ -63,6 +63,9 @@ void tu_write_npy(const char *path, const char *descr, const char *shape, const 
 void tu_write_text(const char *path, const char *text);
 /* Copies a file. */
 void tu_copy_file(const char *from, const char *to);
+/* A copy of test/fixtures/tiny-f32 (config.json, model.safetensors) in a fresh
+ * tu_tmpdir(), whose path it returns, for tests that add a calibration.json. */
+const char *tu_copy_tiny(void);
 /* Runs `$ERT_CLI ARGS` in the source tree, capturing stdout and stderr (NUL-terminated,
  * cut to their buffers); returns the exit status, -1 if it did not exit normally. */
 int tu_cli(const char *args, char *out, size_t out_len, char *err, size_t err_len);
