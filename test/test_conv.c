@@ -188,6 +188,37 @@ START_TEST(tiny_cnn_matches_pytorch) {
     ert_policy_free(p);
     ert_session_free(sm);
     ert_session_free(s);
+    /* Parameters per stage and head as the file holds them: the element counts of the
+     * tensors named stages.K.* and exits.E.* in the safetensors header. */
+    FILE *f = fopen(tu_path("test/fixtures/tiny-cnn/model.safetensors"), "rb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char len8[8];
+    ck_assert_uint_eq(fread(len8, 1, 8, f), 8);
+    size_t hlen = 0;
+    for (int i = 7; i >= 0; --i) hlen = hlen << 8 | len8[i];
+    char *text = calloc(1, hlen + 1);
+    ck_assert_uint_eq(fread(text, 1, hlen, f), hlen);
+    fclose(f);
+    cJSON *header = cJSON_Parse(text);
+    ck_assert_ptr_nonnull(header);
+    int64_t body[ERT_MAX_STAGES] = {0}, head[ERT_MAX_EXITS] = {0};
+    const cJSON *t;
+    cJSON_ArrayForEach(t, header) {
+        int k;
+        int64_t numel = 1;
+        const cJSON *d;
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(t, "shape")) numel *= (int64_t)d->valuedouble;
+        if (sscanf(t->string, "stages.%d.", &k) == 1) body[k] += numel;
+        else if (sscanf(t->string, "exits.%d.", &k) == 1) head[k] += numel;
+    }
+    for (int k = 0; k < ert_model_num_stages(m); ++k) {
+        ert_stage_info si;
+        ck_assert_int_eq(ert_model_stage_info(m, k, &si), ERT_OK);
+        ck_assert_int_eq(si.params, body[k]);
+        ck_assert_int_eq(si.head_params, si.has_exit ? head[si.exit_index] : 0);
+    }
+    cJSON_Delete(header);
+    free(text);
     ert_model_free(m);
     free(x), free(lg);
     cJSON_Delete(ref);

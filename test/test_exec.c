@@ -595,6 +595,13 @@ START_TEST(default_buckets_by_hand) {
     ck_assert_int_eq(ert_buckets_parse("", 1, b, &n), ERT_OK);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(b[0], 1);
+    ck_assert_int_eq(ert_buckets_parse("1,3,5", 5, b, &n), ERT_OK);
+    ck_assert_int_eq(n, 3);
+    ck_assert(b[0] == 1 && b[1] == 3 && b[2] == 5);
+    ck_assert_int_eq(ert_buckets_parse("0,5", 5, b, &n), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("0 is outside 1..5"));
+    ck_assert_int_eq(ert_buckets_parse("2,6", 5, b, &n), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert(tu_error_has("6 is outside 1..5"));
 }
 END_TEST
 

@@ -121,6 +121,24 @@ START_TEST(table_predicts_every_run) {
         ert_eval_result_free(r);
         ert_policy_free(p);
     }
+    /* Without options: batches of the session's max_batch, no warm-up. */
+    ert_policy *fixed0 = NULL;
+    ck_assert_int_eq(ert_policy_parse("fixed:0", &fixed0), ERT_OK);
+    ert_eval_result *r0 = NULL;
+    ck_assert_int_eq(ert_evaluate(f.session, fixed0, f.data, NULL, &r0), ERT_OK);
+    ck_assert_int_eq(r0->num_batches, (N_SAMPLES + 63) / 64);
+    ck_assert_double_eq(r0->mean_exit, 0.0);
+    ert_eval_result_free(r0);
+    /* When an exit's answer was ready: -1 where its stage did not run (fixed:0 stops at
+     * stage 0) and for bad arguments. */
+    ert_profile prof;
+    ck_assert_int_eq(ert_session_profile(f.session, &prof), ERT_OK);
+    ck_assert_double_ge(ert_profile_exit_ready_ms(f.model, &prof, 0), 0.0);
+    ck_assert_double_eq(ert_profile_exit_ready_ms(f.model, &prof, 2), -1.0);
+    ck_assert_double_eq(ert_profile_exit_ready_ms(f.model, &prof, 3), -1.0);
+    ck_assert_double_eq(ert_profile_exit_ready_ms(f.model, &prof, -1), -1.0);
+    ck_assert_double_eq(ert_profile_exit_ready_ms(f.model, NULL, 0), -1.0);
+    ert_policy_free(fixed0);
     ert_policy *sched = NULL;
     ck_assert_int_eq(ert_policy_parse("scheduled:hazard=0.3", &sched), ERT_OK);
     ert_sim_result sim;
