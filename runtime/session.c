@@ -194,9 +194,11 @@ static void node_cost(const ert_node *n, double *flops, double *weights, double 
     *flops += n->flops;
     *weights += (double)n->params;
     if (n->type == ERT_NODE_RESIDUAL) {
+        /* its flops and params already hold the sub-ops' (model.c): only their
+         * activations are added here */
         for (int i = 0; i < n->num_sub; ++i) {
-            double f = 0;
-            node_cost(&n->sub[i], &f, weights, acts);
+            double f = 0, w = 0;
+            node_cost(&n->sub[i], &f, &w, acts);
         }
         *acts += 3.0 * n->in; /* y += x: read two, write one */
     } else if (n->type != ERT_NODE_FLATTEN) {

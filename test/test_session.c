@@ -333,6 +333,35 @@ START_TEST(oversized_session_is_refused_and_buffers_are_lazy) {
 }
 END_TEST
 
+/* The profile's bytes by hand on tiny-f32, 10 samples under `none` (every one reaches
+ * every stage), 4-byte floats. A residual block counts its sub-ops and then y += x (read
+ * two, write one). Stage 1: body residual(layernorm 16, linear 16->16): weights 32 + 272,
+ * activations 3x16 + (16+16) + (16+16) a sample; head layernorm 16 + linear 16->5:
+ * weights 32 + 85, activations 32 + 21. Stage 3: body residual(linear 8->8): weights 72,
+ * activations 24 + 16; head linear 8->5: weights 45, activations 13. */
+START_TEST(profile_bytes_by_hand) {
+    ert_session_options so = ert_session_options_default();
+    so.max_batch = 10;
+    ert_session *s = NULL;
+    ck_assert_int_eq(ert_session_new(model, &so, &s), ERT_OK);
+    ert_policy *p = NULL;
+    ck_assert_int_eq(ert_policy_parse("none", &p), ERT_OK);
+    int32_t pred[10], ex[10];
+    float conf[10];
+    ert_batch b = {.input = x, .n = 10};
+    ert_outputs out = {pred, ex, conf, NULL};
+    ck_assert_int_eq(ert_session_run(s, p, &b, &out), ERT_OK);
+    ert_profile prof;
+    ck_assert_int_eq(ert_session_profile(s, &prof), ERT_OK);
+    ck_assert_int_eq(prof.stage[1].rows, 10);
+    ck_assert_int_eq(prof.stage[3].rows, 10);
+    ck_assert_double_eq(prof.stage[1].bytes, 4.0 * (304 + 10 * 112 + 117 + 10 * 53));
+    ck_assert_double_eq(prof.stage[3].bytes, 4.0 * (72 + 10 * 40 + 45 + 10 * 13));
+    ert_policy_free(p);
+    ert_session_free(s);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("session");
     TCase *tc = tcase_create("session");
@@ -340,6 +369,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, every_sample_gets_one_result);
     tcase_add_test(tc, masked_and_compact_agree_exactly);
     tcase_add_test(tc, full_ignores_exits);
+    tcase_add_test(tc, profile_bytes_by_hand);
     tcase_add_test(tc, oracle_is_earliest_correct_exit);
     tcase_add_test(tc, scheduled_exits_where_told);
     tcase_add_test(tc, profile_counts_rows);
