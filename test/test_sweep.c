@@ -356,6 +356,13 @@ START_TEST(sweep_rows_and_round_trip) {
                         "\"sample_latency_ms\": {}}]}");
     ck_assert_int_eq(ert_sweep_read(path, &back), ERT_ERR_FORMAT);
     ck_assert(tu_error_has("row 0 lacks policy, accuracy or the latencies"));
+    /* ... or without either latency */
+    tu_write_text(path, "{\"format\": \"exitrt-sweep\", \"rows\": [{\"policy\": \"none\", \"accuracy\": 0.5, "
+                        "\"batch_latency_ms\": {}}]}");
+    ck_assert_int_eq(ert_sweep_read(path, &back), ERT_ERR_FORMAT);
+    tu_write_text(path, "{\"format\": \"exitrt-sweep\", \"rows\": [{\"policy\": \"none\", \"accuracy\": 0.5, "
+                        "\"sample_latency_ms\": {}}]}");
+    ck_assert_int_eq(ert_sweep_read(path, &back), ERT_ERR_FORMAT);
     ert_sweep_result_free(r);
 
     /* No labels: refused with a reason. */
@@ -584,6 +591,8 @@ START_TEST(shared_grid_points_are_distinct) {
     ck_assert_int_eq(ert_thresholds_grid(t, ERT_POLICY_CONFIDENCE, 0, 0, thr, &count), ERT_ERR_INVALID_ARGUMENT);
     ck_assert(tu_error_has("bad argument"));
     ck_assert_int_eq(ert_thresholds_grid(NULL, ERT_POLICY_CONFIDENCE, 0, 4, thr, &count), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(ert_thresholds_grid(t, ERT_POLICY_CONFIDENCE, 0, 4, NULL, &count), ERT_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(ert_thresholds_grid(t, ERT_POLICY_CONFIDENCE, 0, 4, thr, NULL), ERT_ERR_INVALID_ARGUMENT);
     for (int k = 0; k < 3; ++k) {
         ck_assert_int_eq(ert_thresholds_grid(t, kinds[k], 0, 40, thr, &count), ERT_OK);
         ck_assert_int_gt(count, 5);
