@@ -455,6 +455,7 @@ START_TEST(per_exit_search_is_a_coordinate_optimum) {
     ert_exit_table *t = NULL;
     ck_assert_int_eq(ert_exit_table_build(f.session, f.data, 64, &t), ERT_OK);
     const int E = t->num_exits, C = t->classes;
+    ck_assert_int_eq(E, 3); /* the specs below name two thresholds */
     const ert_policy_kind kinds[] = {ERT_POLICY_CONFIDENCE, ERT_POLICY_ENTROPY, ERT_POLICY_MARGIN};
     const char *names[] = {"confidence", "entropy", "margin"};
     const double budgets[] = {0.6, 0.8};
