@@ -77,14 +77,18 @@ typedef struct fixture {
     ert_dataset *data;
 } fixture;
 
-static fixture open_fixture(const char *spec, int max_batch) {
+static fixture open_fixture_at(const char *model_dir, const char *spec, int max_batch) {
     fixture f = {0};
-    ck_assert_int_eq(ert_model_load(tu_path("test/fixtures/tiny-f32"), &f.model), ERT_OK);
+    ck_assert_int_eq(ert_model_load(model_dir, &f.model), ERT_OK);
     ert_session_options so = ert_session_options_default();
     so.max_batch = max_batch;
     ck_assert_int_eq(ert_session_new(f.model, &so, &f.session), ERT_OK);
     ck_assert_int_eq(ert_dataset_load(spec, &f.data), ERT_OK);
     return f;
+}
+
+static fixture open_fixture(const char *spec, int max_batch) {
+    return open_fixture_at(tu_path("test/fixtures/tiny-f32"), spec, max_batch);
 }
 
 static void close_fixture(fixture *f) {
@@ -519,14 +523,7 @@ START_TEST(sweep_calibration_modes) {
     char path[512];
     snprintf(path, sizeof path, "%s/calibration.json", dir);
     tu_write_text(path, "{\"temperatures\": [2.0, 0.5, 1.0]}\n");
-    ert_model *m = NULL;
-    ck_assert_int_eq(ert_model_load(dir, &m), ERT_OK);
-    ert_session_options so = ert_session_options_default();
-    so.max_batch = 64;
-    ert_session *s = NULL;
-    ck_assert_int_eq(ert_session_new(m, &so, &s), ERT_OK);
-    ert_dataset *d = NULL;
-    ck_assert_int_eq(ert_dataset_load(test_spec, &d), ERT_OK);
+    fixture f = open_fixture_at(dir, test_spec, 64);
     const char *fams[] = {"confidence", "fixed"};
     const ert_calibration_use modes[] = {ERT_CALIBRATION_ON, ERT_CALIBRATION_OFF, ERT_CALIBRATION_BOTH};
     const char *mode_names[] = {"on", "off", "both"};
@@ -539,7 +536,7 @@ START_TEST(sweep_calibration_modes) {
         o.warmup = 0;
         o.calibration = modes[k];
         ert_sweep_result *r = NULL;
-        ck_assert_msg(ert_sweep_run(s, d, &o, &r) == ERT_OK, "%s", ert_last_error());
+        ck_assert_msg(ert_sweep_run(f.session, f.data, &o, &r) == ERT_OK, "%s", ert_last_error());
         ck_assert_str_eq(r->calibration, mode_names[k]);
         int cal = 0, uncal = 0, fixed_mask = 0, fixed_rows = 0;
         for (int i = 0; i < r->num_rows; ++i) {
@@ -573,9 +570,7 @@ START_TEST(sweep_calibration_modes) {
         ert_sweep_result_free(back);
         ert_sweep_result_free(r);
     }
-    ert_dataset_free(d);
-    ert_session_free(s);
-    ert_model_free(m);
+    close_fixture(&f);
 }
 END_TEST
 
